@@ -1,0 +1,79 @@
+"""Segmentation networks by name (no downloads: ``encoder_weights=None``).
+
+The default, ``unet``, is MONAI's ``UNet(channels=(16, 32, 64, 128), strides=(2, 2, 2),
+num_res_units=1)`` with batch normalisation: about 0.2 M parameters, fast enough to
+train a federation of hospitals on two CPU cores. ``smp-resnet18`` / ``smp-resnet34``
+(segmentation-models-pytorch U-Nets, 14 M / 24 M parameters) are for real data and
+GPUs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import segmentation_models_pytorch as smp
+from monai.networks.nets import BasicUNet, UNet
+from torch import nn
+
+from fedcl.errors import unknown_name
+
+
+def _monai_unet(num_classes: int) -> nn.Module:
+    return UNet(
+        spatial_dims=2,
+        in_channels=3,
+        out_channels=num_classes,
+        channels=(16, 32, 64, 128),
+        strides=(2, 2, 2),
+        num_res_units=1,
+        norm="batch",
+    )
+
+
+def _monai_basic_unet(num_classes: int) -> nn.Module:
+    return BasicUNet(
+        spatial_dims=2,
+        in_channels=3,
+        out_channels=num_classes,
+        features=(16, 16, 32, 64, 128, 16),
+        norm="batch",
+    )
+
+
+def _smp_unet(encoder: str) -> Callable[[int], nn.Module]:
+    def build(num_classes: int) -> nn.Module:
+        return smp.Unet(
+            encoder_name=encoder, encoder_weights=None, in_channels=3, classes=num_classes
+        )
+
+    return build
+
+
+MODELS: dict[str, Callable[[int], nn.Module]] = {
+    "unet": _monai_unet,
+    "basic-unet": _monai_basic_unet,
+    "smp-resnet18": _smp_unet("resnet18"),
+    "smp-resnet34": _smp_unet("resnet34"),
+}
+
+
+def build_model(name: str, num_classes: int) -> nn.Module:
+    """Build a fresh, randomly initialised 2-D segmentation network.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`MODELS` (``unet``, ``basic-unet``, ``smp-resnet18``,
+        ``smp-resnet34``).
+    num_classes : int
+        Output channels (logits), one per class including background.
+
+    Returns
+    -------
+    torch.nn.Module
+        Maps ``B x 3 x H x W`` float images in 0..1 to ``B x num_classes x H x W``
+        logits. H and W must be divisible by 8 (``unet``) or 16/32 (the others).
+    """
+    if name not in MODELS:
+        raise unknown_name("model", name, MODELS)
+    return MODELS[name](num_classes)

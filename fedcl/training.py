@@ -1,0 +1,126 @@
+"""Local training and evaluation of a segmentation network (no Flower here).
+
+Loss: MONAI ``DiceCELoss`` (soft Dice + cross-entropy on softmax outputs).
+Metric: MONAI ``DiceMetric``, foreground classes only, averaged per class over the
+tiles that contain the class (``ignore_empty=True``: a class absent from a tile's
+ground truth does not count for that tile), then averaged over classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from monai.losses import DiceCELoss
+from monai.metrics import DiceMetric
+from torch import nn
+
+from fedcl.data.dataset import TileDataset
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one hospital's local training produced."""
+
+    loss: float  # mean training loss over the steps taken
+    num_examples: int  # tiles in the local training set: FedAvg's weight
+    steps: int
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Mean foreground Dice (and its per-class parts) of a model on a dataset."""
+
+    dice: float
+    per_class: tuple[float, ...]  # classes 1..C-1; NaN where no tile has the class
+    loss: float
+
+
+def segmentation_loss() -> nn.Module:
+    """Return the training loss: ``DiceCELoss`` on logits ``B x C x H x W``."""
+    return DiceCELoss(to_onehot_y=True, softmax=True)
+
+
+def make_optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """Build ``adam`` or ``sgd`` (momentum 0.9) over ``params``."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    raise ValueError(f"unknown optimizer {name!r}; known: adam, sgd")
+
+
+def train_local(
+    model: nn.Module,
+    data: TileDataset,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    optimizer: str = "adam",
+    seed: int = 0,
+    proximal_mu: float = 0.0,
+) -> TrainResult:
+    """Train ``model`` in place on ``data`` for ``epochs`` passes.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network, initialised with the global weights.
+    data : TileDataset
+        The hospital's training tiles.
+    epochs, batch_size, lr, optimizer
+        Local training schedule; the optimizer starts fresh every call.
+    seed : int
+        Seeds the batch order, so a round is reproducible.
+    proximal_mu : float
+        FedProx: adds ``(mu / 2) * ||w - w_global||^2`` (``w_global`` = the weights
+        the model had on entry) to the loss; 0 disables it.
+    """
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
+    opt = make_optimizer(optimizer, params, lr)
+    loss_fn = segmentation_loss()
+    generator = torch.Generator().manual_seed(seed)
+    total, steps = 0.0, 0
+    for _ in range(epochs):
+        for images, masks in data.batches(batch_size, generator):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(images), masks.unsqueeze(1))
+            if anchor:
+                drift = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
+                loss = loss + 0.5 * proximal_mu * drift
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+            steps += 1
+    return TrainResult(loss=total / max(steps, 1), num_examples=len(data), steps=steps)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: TileDataset, *, batch_size: int = 64) -> EvalResult:
+    """Mean foreground Dice and mean loss of ``model`` on ``data``."""
+    model.eval()
+    metric = DiceMetric(
+        include_background=False,
+        reduction="mean_batch",
+        ignore_empty=True,
+        num_classes=data.num_classes,
+    )
+    loss_fn = segmentation_loss()
+    total, batches = 0.0, 0
+    for images, masks in data.batches(batch_size):
+        logits = model(images)
+        total += float(loss_fn(logits, masks.unsqueeze(1)))
+        batches += 1
+        metric(y_pred=logits.argmax(1, keepdim=True), y=masks.unsqueeze(1))
+    per_class = metric.aggregate()
+    assert isinstance(per_class, torch.Tensor)
+    present = per_class[~per_class.isnan()]
+    dice = float(present.mean()) if len(present) else float("nan")
+    return EvalResult(
+        dice=dice,
+        per_class=tuple(float(v) for v in per_class),
+        loss=total / max(batches, 1),
+    )
