@@ -89,7 +89,7 @@ def train_local(
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(images), masks.unsqueeze(1))
             if anchor:
-                drift = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
+                drift = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
                 loss = loss + 0.5 * proximal_mu * drift
             loss.backward()
             opt.step()

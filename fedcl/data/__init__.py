@@ -1,0 +1,17 @@
+"""Tile data: the synthetic H&E generator, the stain model and the dataset contract."""
+
+from fedcl.data.dataset import TileDataset
+from fedcl.data.hospitals import hospital_dataset, site_stain
+from fedcl.data.stain import Stain, perturb
+from fedcl.data.synthetic import CLASS_NAMES, NUM_CLASSES, generate_tiles
+
+__all__ = [
+    "CLASS_NAMES",
+    "NUM_CLASSES",
+    "Stain",
+    "TileDataset",
+    "generate_tiles",
+    "hospital_dataset",
+    "perturb",
+    "site_stain",
+]

@@ -35,9 +35,7 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                 f"images must be N x H x W x 3 uint8, got {images.shape} {images.dtype}"
             )
         if masks.shape != images.shape[:3]:
-            raise ValueError(
-                f"masks must be N x H x W = {images.shape[:3]}, got {masks.shape}"
-            )
+            raise ValueError(f"masks must be N x H x W = {images.shape[:3]}, got {masks.shape}")
         self.images = images
         self.masks = masks
         self.num_classes = num_classes

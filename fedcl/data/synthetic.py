@@ -54,9 +54,7 @@ def smooth_noise(rng: np.random.Generator, size: int, cell: float) -> np.ndarray
     return cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)
 
 
-def tissue_layout(
-    rng: np.random.Generator, size: int, class_mix: Sequence[float]
-) -> np.ndarray:
+def tissue_layout(rng: np.random.Generator, size: int, class_mix: Sequence[float]) -> np.ndarray:
     """Partition a tile into classed regions.
 
     Returns
@@ -73,9 +71,7 @@ def tissue_layout(
     warp = 0.18 * 64  # boundaries wander by ~a dozen pixels: organic, not polygonal
     xx = xx + warp * smooth_noise(rng, size, 24)
     yy = yy + warp * smooth_noise(rng, size, 24)
-    distance = (xx[None] - seeds[:, 0, None, None]) ** 2 + (
-        yy[None] - seeds[:, 1, None, None]
-    ) ** 2
+    distance = (xx[None] - seeds[:, 0, None, None]) ** 2 + (yy[None] - seeds[:, 1, None, None]) ** 2
     return classes[np.argmin(distance, axis=0)].astype(np.uint8)
 
 
@@ -102,7 +98,7 @@ def _draw_nuclei(
     angles = rng.uniform(0, 180, count) if angle is None else angle + rng.normal(0, 12, count)
     values = rng.uniform(*intensity, count)
     rings = (1.0, 0.55) if vesicular > 0 else (1.0,)
-    for (cx, cy), a, b, theta, value in zip(centres, majors, minors, angles, values):
+    for (cx, cy), a, b, theta, value in zip(centres, majors, minors, angles, values, strict=True):
         for ring in rings:
             cv2.ellipse(
                 canvas,
@@ -122,9 +118,7 @@ def _count(size: int, per_64: float, rng: np.random.Generator) -> int:
     return int(rng.poisson(per_64 * (size / 64) ** 2))
 
 
-def _render_class(
-    label: int, rng: np.random.Generator, size: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _render_class(label: int, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Hematoxylin and eosin concentration maps of a whole tile of one class."""
     nuclei = np.zeros((size, size), np.float32)
     chromatin = 1.0 + 0.25 * smooth_noise(rng, size, 1.5)  # coarse chromatin texture
@@ -135,7 +129,11 @@ def _render_class(
     if label == 1:  # tumor: crowded large pleomorphic nuclei, little cytoplasm
         e = 0.34 * (1 + 0.2 * smooth_noise(rng, size, 5))
         _draw_nuclei(
-            nuclei, rng, _count(size, 70, rng), ((3.0, 4.8), (2.2, 4.0)), (0.75, 1.0),
+            nuclei,
+            rng,
+            _count(size, 70, rng),
+            ((3.0, 4.8), (2.2, 4.0)),
+            (0.75, 1.0),
             vesicular=0.5,
         )
         # irregular outlines: erode the ellipses with fine noise
@@ -148,7 +146,11 @@ def _render_class(
         phase += 2.5 * smooth_noise(rng, size, 16)
         e = 0.52 + 0.24 * np.sin(phase)
         _draw_nuclei(
-            nuclei, rng, _count(size, 12, rng), ((3.0, 5.0), (0.8, 1.3)), (0.7, 1.0),
+            nuclei,
+            rng,
+            _count(size, 12, rng),
+            ((3.0, 5.0), (0.8, 1.3)),
+            (0.7, 1.0),
             angle=float(np.degrees(theta)) + 90,
         )
         return 0.04 + nuclei * chromatin, e
@@ -199,8 +201,8 @@ def render_tile(
         concentrations[region, 1] = e[region]
     # Tile-to-tile variation inside one slide (section thickness, local staining).
     concentrations *= np.exp(rng.normal(0, 0.12, 2)).astype(np.float32)
-    concentrations = cv2.GaussianBlur(concentrations, (0, 0), sigmaX=0.6)
-    rgb = stain.render(concentrations)
+    blurred = cv2.GaussianBlur(concentrations, (0, 0), sigmaX=0.6)  # optics PSF
+    rgb = stain.render(blurred)
     rgb += rng.normal(0, 2.5, rgb.shape).astype(np.float32)  # sensor noise
     return np.clip(rgb, 0, 255).astype(np.uint8), mask
 
@@ -242,7 +244,7 @@ def generate_tiles(
         raise ValueError(
             f"class_mix must be {NUM_CLASSES} non-negative weights, got {tuple(class_mix)}"
         )
-    mix = np.asarray(class_mix, dtype=np.float64) / float(sum(class_mix))
+    mix = tuple(float(w) / float(sum(class_mix)) for w in class_mix)
     images = np.empty((count, size, size, 3), np.uint8)
     masks = np.empty((count, size, size), np.uint8)
     for i in range(count):

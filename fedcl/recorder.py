@@ -1,0 +1,130 @@
+"""The run directory: resolved config, per-round metrics, summary, checkpoint, plots.
+
+Layout of ``RUN_DIR``::
+
+    config.toml        the resolved configuration (re-runnable with --config)
+    metrics.jsonl      one JSON object per round (round 0 = the initial model)
+    summary.json       final figures (see :meth:`RunRecorder.finish`)
+    checkpoint.pt      the latest global model (state_dict), written atomically
+    dice.png           Dice per round, per hospital and mean
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+import torch
+
+from fedcl.config import RunConfig
+from fedcl.plots import plot_dice
+
+RoundCallback = Callable[[dict[str, Any]], None]
+
+
+def _finite_or_none(value: float) -> float | None:
+    # JSON has no NaN; a missing value is null rather than an invalid file.
+    return value if math.isfinite(value) else None
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+class RunRecorder:
+    """Writes a run directory as the server makes progress.
+
+    Parameters
+    ----------
+    config : RunConfig
+        The resolved configuration; ``config.out`` is the directory.
+    callbacks : sequence of callables
+        Each gets every round record (a dict) as soon as it is complete, e.g. a
+        progress bar.
+    """
+
+    def __init__(self, config: RunConfig, callbacks: Sequence[RoundCallback] = ()) -> None:
+        self.config = config
+        self.dir = Path(config.out)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.callbacks = list(callbacks)
+        self.records: list[dict[str, Any]] = []
+        self._train: dict[int, dict[str, float]] = {}
+        self._started = time.perf_counter()
+        self._last = self._started
+        with (self.dir / "config.toml").open("wb") as handle:
+            tomli_w.dump(config.to_mapping(), handle)
+        (self.dir / "metrics.jsonl").write_text("")
+
+    def train_aggregated(self, server_round: int, metrics: Mapping[str, float]) -> None:
+        """Remember the aggregated training metrics of ``server_round``."""
+        self._train[server_round] = dict(metrics)
+
+    def round_evaluated(
+        self,
+        server_round: int,
+        dice_per_hospital: Sequence[float],
+        loss: float,
+        state_dict: Mapping[str, torch.Tensor],
+    ) -> dict[str, Any]:
+        """Complete the record of ``server_round``: append it, checkpoint, notify."""
+        now = time.perf_counter()
+        train = self._train.pop(server_round, {})
+        dice = [float(d) for d in dice_per_hospital]
+        record: dict[str, Any] = {
+            "round": server_round,
+            "dice": _finite_or_none(sum(dice) / len(dice)),
+            "dice_per_hospital": [_finite_or_none(d) for d in dice],
+            "test_loss": _finite_or_none(loss),
+            "train_loss": _finite_or_none(float(train.get("train-loss", math.nan))),
+            "wall_seconds": round(now - self._last, 4),
+        }
+        self._last = now
+        self.records.append(record)
+        with (self.dir / "metrics.jsonl").open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        _atomic_write(self.dir / "checkpoint.pt", lambda p: torch.save(dict(state_dict), p))
+        for callback in self.callbacks:
+            callback(record)
+        return record
+
+    def finish(self) -> dict[str, Any]:
+        """Write ``summary.json`` and the plots; return the summary."""
+        last = self.records[-1] if self.records else {}
+        summary = {
+            "final_dice": last.get("dice"),
+            "dice_per_hospital": last.get("dice_per_hospital"),
+            "rounds": last.get("round", 0),
+            "wall_seconds": round(time.perf_counter() - self._started, 3),
+            "strategy": self.config.strategy,
+            "scenario": self.config.scenario,
+            "seed": self.config.seed,
+        }
+        _atomic_write(
+            self.dir / "summary.json",
+            lambda p: _write_text(p, json.dumps(summary, indent=2) + "\n"),
+        )
+        plot_dice(self.records, self.dir / "dice.png", title=_title(self.config))
+        return summary
+
+
+def _title(config: RunConfig) -> str:
+    return f"{config.strategy} on {config.scenario}, {config.clients} hospitals, seed {config.seed}"
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Read a run's ``metrics.jsonl`` back into a list of round records."""
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]

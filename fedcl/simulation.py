@@ -1,0 +1,74 @@
+"""Single-machine simulation on Flower's Ray engine.
+
+Why ``flwr.simulation.run_simulation`` (deprecated in Flower 1.42 in favour of
+``flwr run``) rather than a local SuperLink: it runs the ServerApp in this process,
+so ``fedcl run`` can hand it the resolved config and a progress callback directly,
+starts in seconds, and needs no ``FLWR_HOME`` connection file. The project stays a
+standard Flower app too: ``flwr run .`` runs the same ``server.app:app`` and
+``clients.app:app`` through the supported path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from fedcl.config import RunConfig
+from fedcl.recorder import RoundCallback
+
+# Offline and quiet: no telemetry, no update check, no dependency installation.
+FLOWER_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "RAY_DEDUP_LOGS": "0",
+    "NO_ALBUMENTATIONS_UPDATE": "1",
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",  # Ray's FutureWarning: keep new behaviour
+}
+
+# Flower log lines about choices fedcl makes on purpose, which would only confuse:
+# run_simulation is chosen on purpose (module docstring), and federated evaluation is
+# replaced by the server's own evaluation of every hospital's test tiles.
+_INTENDED = ("run_simulation", "fraction_evaluate is set to 0.0")
+
+
+class _DropIntended(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in _INTENDED)
+
+
+def backend_config(config: RunConfig) -> dict[str, Any]:
+    """Flower Ray backend settings: ``client-cpus`` per hospital, no dashboard."""
+    return {
+        "client_resources": {"num_cpus": config.client_cpus, "num_gpus": 0.0},
+        "init_args": {
+            "num_cpus": os.cpu_count() or 1,
+            "include_dashboard": False,
+            "logging_level": logging.WARNING,
+        },
+    }
+
+
+def simulate(
+    config: RunConfig, callbacks: Sequence[RoundCallback] = (), verbose: bool = False
+) -> None:
+    """Run ``config`` as a Ray simulation with one virtual SuperNode per hospital."""
+    for key, value in FLOWER_ENV.items():
+        os.environ.setdefault(key, value)
+    from flwr.simulation import run_simulation  # after the environment is set
+
+    from clients.app import app as client_app
+    from server.app import make_app
+
+    flwr_logger = logging.getLogger("flwr")
+    flwr_logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    flwr_logger.addFilter(_DropIntended())
+    run_simulation(
+        server_app=make_app(config, callbacks),
+        client_app=client_app,
+        num_supernodes=config.clients,
+        backend_config=backend_config(config),
+    )

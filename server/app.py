@@ -1,0 +1,33 @@
+"""The fedcl ServerApp: aggregates hospital updates and evaluates the global model.
+
+``flwr run .`` loads ``app`` and reads the configuration from ``context.run_config``
+(``[tool.flwr.app.config]`` plus ``--run-config`` overrides). ``fedcl run`` builds its
+own instance with :func:`make_app`, passing the resolved config and a progress
+callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedcl.config import RunConfig
+from fedcl.federation import serve
+from fedcl.recorder import RoundCallback
+
+
+def make_app(config: RunConfig | None = None, callbacks: Sequence[RoundCallback] = ()) -> ServerApp:
+    """Build a ServerApp for ``config`` (None: read ``context.run_config``)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        resolved = config or RunConfig.from_mapping(context.run_config, source="run config")
+        serve(grid, resolved, callbacks)
+
+    return app
+
+
+app = make_app()
