@@ -107,6 +107,7 @@ def evaluate(model: nn.Module, data: TileDataset, *, batch_size: int = 64) -> Ev
         reduction="mean_batch",
         ignore_empty=True,
         num_classes=data.num_classes,
+        get_not_nans=True,
     )
     loss_fn = segmentation_loss()
     total, batches = 0.0, 0
@@ -115,8 +116,9 @@ def evaluate(model: nn.Module, data: TileDataset, *, batch_size: int = 64) -> Ev
         total += float(loss_fn(logits, masks.unsqueeze(1)))
         batches += 1
         metric(y_pred=logits.argmax(1, keepdim=True), y=masks.unsqueeze(1))
-    per_class = metric.aggregate()
-    assert isinstance(per_class, torch.Tensor)
+    values, counts = metric.aggregate()
+    # MONAI reports 0 for a class no tile contains; that class has no Dice at all.
+    per_class = torch.where(counts > 0, values, torch.nan)
     present = per_class[~per_class.isnan()]
     dice = float(present.mean()) if len(present) else float("nan")
     return EvalResult(

@@ -14,15 +14,16 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-# Ruifrok & Johnston's optical-density vectors for H and E (unit length, RGB order).
-HEMATOXYLIN_OD = (0.650, 0.704, 0.286)
-EOSIN_OD = (0.072, 0.990, 0.105)
-
 
 def _unit(vector: np.ndarray) -> tuple[float, float, float]:
     vector = np.clip(vector, 1e-3, None)  # an OD vector is non-negative
     vector = vector / np.linalg.norm(vector)
     return (float(vector[0]), float(vector[1]), float(vector[2]))
+
+
+# Ruifrok & Johnston's optical-density vectors for H and E (RGB order), unit length.
+HEMATOXYLIN_OD = _unit(np.array([0.650, 0.704, 0.286]))
+EOSIN_OD = _unit(np.array([0.072, 0.990, 0.105]))
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,8 @@ def perturb(stain: Stain, rng: np.random.Generator, strength: float) -> Stain:
     """
     if strength < 0:
         raise ValueError(f"stain shift strength must be >= 0, got {strength}")
+    if strength == 0:
+        return stain
     vector_sd = 0.25 * strength
     return replace(
         stain,

@@ -1,0 +1,67 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from fedcl.config import RunConfig
+from fedcl.errors import FedclError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pyproject_flower_config_mirrors_the_defaults():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    flower_defaults = pyproject["tool"]["flwr"]["app"]["config"]
+    assert flower_defaults == RunConfig().to_mapping()
+
+
+def test_round_trip_through_kebab_case_mapping():
+    config = RunConfig(clients=7, image_size=128, lr=0.01)
+    assert RunConfig.from_mapping(config.to_mapping()) == config
+    assert config.to_mapping()["image-size"] == 128
+
+
+def test_toml_file_with_the_flag_names(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('clients = 4\nimage-size = 32\nstrategy = "fedavg"\nlr = 1\n')
+    config = RunConfig.from_toml(path)
+    assert (config.clients, config.image_size, config.lr) == (4, 32, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"rounds": 0}, "'rounds' must be >= 1, got 0"),
+        ({"clients": -2}, "'clients' must be >= 1, got -2"),
+        ({"image-size": 60}, "'image-size' must be a multiple of 16"),
+        ({"site-stain": 1.5}, "'site-stain' must be in 0..1"),
+        ({"lr": 0}, "'lr' must be > 0"),
+        ({"rounds": "ten"}, "'rounds' must be int, got 'ten'"),
+        ({"optimizer": "adamw"}, "unknown optimizer 'adamw'.*Did you mean 'adam'"),
+        ({"scenario": "idd"}, "unknown scenario 'idd'.*Did you mean 'iid'"),
+        ({"image_size": 64}, "unknown key 'image_size'.*Did you mean 'image-size'"),
+    ],
+)
+def test_invalid_values_name_the_key_and_what_was_expected(values, message):
+    with pytest.raises(FedclError, match=message):
+        RunConfig.from_mapping(values, source="my.toml")
+
+
+def test_unknown_keys_are_ignored_only_when_not_strict():
+    config = RunConfig.from_mapping({"server-round": 3, "clients": 2}, strict=False)
+    assert config.clients == 2
+
+
+def test_missing_and_malformed_toml_files(tmp_path):
+    with pytest.raises(FedclError, match="does not exist"):
+        RunConfig.from_toml(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("clients = = 3\n")
+    with pytest.raises(FedclError, match="is not valid TOML"):
+        RunConfig.from_toml(bad)
+
+
+def test_default_run_directory_names_the_run():
+    config = RunConfig(seed=4).with_run_dir()
+    assert config.out.startswith("runs/fedavg-iid-s4-")
+    assert RunConfig(out="x").with_run_dir().out == "x"

@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fedcl.data import NUM_CLASSES, Stain, TileDataset, generate_tiles
+from fedcl.errors import FedclError
+from fedcl.models import MODELS, build_model
+from fedcl.training import evaluate, segmentation_loss, train_local
+
+
+def dataset(count=8, size=32):
+    images, masks = generate_tiles(
+        count, size=size, stain=Stain(), seed=np.random.SeedSequence(11)
+    )
+    return TileDataset(images, masks, NUM_CLASSES)
+
+
+def batch_loss(model, data):
+    model.train()  # batch statistics, as during the training step
+    images, masks = next(data.batches(len(data)))
+    with torch.no_grad():
+        return float(segmentation_loss()(model(images), masks.unsqueeze(1)))
+
+
+def test_one_training_step_lowers_the_loss():
+    torch.manual_seed(0)
+    model = build_model("unet", NUM_CLASSES)
+    data = dataset()
+    before = batch_loss(model, data)
+    result = train_local(model, data, epochs=1, batch_size=8, lr=3e-3, seed=0)
+    assert result.steps == 1 and result.num_examples == 8
+    assert result.loss == pytest.approx(before, rel=1e-4)  # the loss it reports is real
+    assert batch_loss(model, data) < before - 0.01
+
+
+def test_local_training_is_reproducible_for_a_seed():
+    data = dataset()
+    weights = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = build_model("unet", NUM_CLASSES)
+        train_local(model, data, epochs=1, batch_size=4, lr=1e-3, seed=7)
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1])
+
+
+def test_proximal_term_keeps_weights_closer_to_the_start():
+    data = dataset()
+    distances = []
+    for mu in (0.0, 50.0):
+        torch.manual_seed(0)
+        model = build_model("unet", NUM_CLASSES)
+        start = [p.detach().clone() for p in model.parameters()]
+        train_local(model, data, epochs=2, batch_size=4, lr=3e-3, seed=0, proximal_mu=mu)
+        params = [p.detach() for p in model.parameters()]
+        distances.append(sum(float(((p - s) ** 2).sum()) for p, s in zip(params, start, strict=True)))
+    assert distances[1] < distances[0]
+
+
+class Oracle(nn.Module):
+    """Reads the class back from the red channel (red = class * 50 / 255)."""
+
+    def forward(self, images):
+        labels = torch.round(images[:, 0] * 255 / 50).long()
+        return nn.functional.one_hot(labels, NUM_CLASSES).permute(0, 3, 1, 2).float() * 20
+
+
+def test_dice_is_one_for_a_perfect_model_and_lower_for_a_wrong_one():
+    # Seed 2 draws no inflammatory region at all: that class must not count as 0.
+    _, masks = generate_tiles(6, size=32, stain=Stain(), seed=np.random.SeedSequence(2))
+    images = np.repeat((masks * 50)[..., None], 3, axis=-1).astype(np.uint8)
+    data = TileDataset(images, masks, NUM_CLASSES)
+    assert evaluate(Oracle(), data).dice == pytest.approx(1.0)
+    # Swap tumor (1) and stroma (2) in the "images": those two classes score 0.
+    swapped = masks.copy()
+    swapped[masks == 1], swapped[masks == 2] = 2, 1
+    wrong = TileDataset(np.repeat((swapped * 50)[..., None], 3, axis=-1).astype(np.uint8),
+                        masks, NUM_CLASSES)
+    result = evaluate(Oracle(), wrong)
+    assert result.per_class[0] == pytest.approx(0.0) and result.per_class[1] == pytest.approx(0.0)
+    assert np.isnan(result.per_class[2])  # absent class: no Dice, not a zero
+    assert result.dice == pytest.approx(1 / 3)  # classes 1, 2 wrong, 4 right
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_maps_tiles_to_class_logits(name):
+    model = build_model(name, NUM_CLASSES).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 64, 64))
+    assert out.shape == (2, NUM_CLASSES, 64, 64)
+
+
+def test_unknown_model_name_suggests_the_closest():
+    with pytest.raises(FedclError, match="Did you mean 'unet'"):
+        build_model("unte", NUM_CLASSES)
+
+
+def test_dataset_rejects_mismatched_masks():
+    with pytest.raises(ValueError, match="masks must be"):
+        TileDataset(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 9), np.uint8), 5)
