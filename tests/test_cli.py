@@ -20,8 +20,17 @@ def test_unknown_strategy_is_a_clear_error_without_traceback():
 
 def test_help_explains_every_option():
     help_text = build_parser()._subparsers._group_actions[0].choices["run"].format_help()
-    for flag in ("--strategy", "--clients", "--rounds", "--seed", "--image-size",
-                 "--out", "--config", "--train-tiles", "--model"):
+    for flag in (
+        "--strategy",
+        "--clients",
+        "--rounds",
+        "--seed",
+        "--image-size",
+        "--out",
+        "--config",
+        "--train-tiles",
+        "--model",
+    ):
         assert flag in help_text
     assert run_cli("--help").returncode == 0
 

@@ -37,8 +37,9 @@ def run_fedcl(config: RunConfig, tmp_path: Path, name: str) -> Path:
 def two_runs(tmp_path_factory):
     """The same tiny config run twice (3 hospitals, 2 rounds, 32-px tiles)."""
     tmp_path = tmp_path_factory.mktemp("sim")
-    config = RunConfig(clients=3, rounds=2, image_size=32, train_tiles=12, test_tiles=6,
-                       batch_size=6)
+    config = RunConfig(
+        clients=3, rounds=2, image_size=32, train_tiles=12, test_tiles=6, batch_size=6
+    )
     return config, run_fedcl(config, tmp_path, "a"), run_fedcl(config, tmp_path, "b")
 
 
@@ -99,13 +100,26 @@ def test_flwr_run_dot_runs_the_same_app(tmp_path):
         "FLWR_DISABLE_UPDATE_CHECK": "1",
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
     }
-    run_config = (f'clients=2 rounds=1 image-size=32 train-tiles=8 test-tiles=4 '
-                  f'batch-size=4 out="{out}"')
+    run_config = (
+        f'clients=2 rounds=1 image-size=32 train-tiles=8 test-tiles=4 batch-size=4 out="{out}"'
+    )
     try:
         result = subprocess.run(
-            ["flwr", "run", ".", "--stream", "--run-config", run_config,
-             "--federation-config", "num-supernodes=2 client-resources-num-cpus=1"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
+            [
+                "flwr",
+                "run",
+                ".",
+                "--stream",
+                "--run-config",
+                run_config,
+                "--federation-config",
+                "num-supernodes=2 client-resources-num-cpus=1",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
         )
         # `flwr run --stream` can exit 0 although the ServerApp failed: check its output.
         assert result.returncode == 0, result.stdout + result.stderr

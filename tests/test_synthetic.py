@@ -5,9 +5,9 @@ from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES, Stain, generate_tiles, hospital_dataset, perturb, site_stain
 
 
-def tiles(seed=0, count=6, size=64, stain=Stain(), spawn_key=()):
+def tiles(seed=0, count=6, size=64, stain=None):
     return generate_tiles(
-        count, size=size, stain=stain, seed=np.random.SeedSequence(seed, spawn_key=spawn_key)
+        count, size=size, stain=stain or Stain(), seed=np.random.SeedSequence(seed)
     )
 
 
@@ -85,5 +85,6 @@ def test_hospitals_have_their_own_tiles_and_site_stain():
 
 def test_invalid_class_mix_is_rejected():
     with pytest.raises(ValueError, match="class_mix"):
-        generate_tiles(1, size=32, stain=Stain(), seed=np.random.SeedSequence(0),
-                       class_mix=(1, 0, 0))
+        generate_tiles(
+            1, size=32, stain=Stain(), seed=np.random.SeedSequence(0), class_mix=(1, 0, 0)
+        )

@@ -10,9 +10,7 @@ from fedcl.training import evaluate, segmentation_loss, train_local
 
 
 def dataset(count=8, size=32):
-    images, masks = generate_tiles(
-        count, size=size, stain=Stain(), seed=np.random.SeedSequence(11)
-    )
+    images, masks = generate_tiles(count, size=size, stain=Stain(), seed=np.random.SeedSequence(11))
     return TileDataset(images, masks, NUM_CLASSES)
 
 
@@ -54,7 +52,8 @@ def test_proximal_term_keeps_weights_closer_to_the_start():
         start = [p.detach().clone() for p in model.parameters()]
         train_local(model, data, epochs=2, batch_size=4, lr=3e-3, seed=0, proximal_mu=mu)
         params = [p.detach() for p in model.parameters()]
-        distances.append(sum(float(((p - s) ** 2).sum()) for p, s in zip(params, start, strict=True)))
+        moved = zip(params, start, strict=True)
+        distances.append(sum(float(((p - s) ** 2).sum()) for p, s in moved))
     assert distances[1] < distances[0]
 
 
@@ -75,8 +74,9 @@ def test_dice_is_one_for_a_perfect_model_and_lower_for_a_wrong_one():
     # Swap tumor (1) and stroma (2) in the "images": those two classes score 0.
     swapped = masks.copy()
     swapped[masks == 1], swapped[masks == 2] = 2, 1
-    wrong = TileDataset(np.repeat((swapped * 50)[..., None], 3, axis=-1).astype(np.uint8),
-                        masks, NUM_CLASSES)
+    wrong = TileDataset(
+        np.repeat((swapped * 50)[..., None], 3, axis=-1).astype(np.uint8), masks, NUM_CLASSES
+    )
     result = evaluate(Oracle(), wrong)
     assert result.per_class[0] == pytest.approx(0.0) and result.per_class[1] == pytest.approx(0.0)
     assert np.isnan(result.per_class[2])  # absent class: no Dice, not a zero
