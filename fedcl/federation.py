@@ -29,6 +29,7 @@ from flwr.serverapp import Grid
 
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES, TileDataset, hospital_dataset
+from fedcl.errors import FedclError
 from fedcl.models import build_model
 from fedcl.recorder import RoundCallback, RunRecorder
 from fedcl.strategies import PARTITION_KEY, build_strategy
@@ -70,6 +71,12 @@ def handle_train(msg: Message, context: Context) -> Message:
     sent = msg.content.config_records["config"]
     config = RunConfig.from_mapping(sent, source="train message", strict=False)
     hospital = int(context.node_config[PARTITION_KEY])
+    if hospital >= config.clients:
+        raise FedclError(
+            f"this SuperNode has partition-id {hospital} but the run has clients="
+            f"{config.clients}: start exactly one SuperNode per hospital "
+            f"(num-supernodes = clients)"
+        )
     server_round = int(sent["server-round"])  # type: ignore[arg-type]
     data = local_train_data(config, hospital, context.state)
     model = build_model(config.model, NUM_CLASSES)

@@ -1,0 +1,35 @@
+"""Flower glue that can be tested without a running federation."""
+
+from __future__ import annotations
+
+from flwr.app import RecordDict
+
+from fedcl import federation
+from fedcl.config import RunConfig
+
+
+def test_hospital_data_is_generated_once_and_kept_in_context_state(monkeypatch):
+    config = RunConfig(clients=2, image_size=32, train_tiles=4)
+    calls = []
+    real = federation.hospital_dataset
+
+    def counting(*args, **kwargs):
+        calls.append(args[1:])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(federation, "hospital_dataset", counting)
+    state = RecordDict()
+    first = federation.local_train_data(config, 1, state)
+    second = federation.local_train_data(config, 1, state)
+    assert calls == [(1, "train")]
+    assert first.images.tobytes() == second.images.tobytes()
+    assert first.masks.tobytes() == second.masks.tobytes()
+    # A config that changes the data (another seed) regenerates it.
+    third = federation.local_train_data(config.replace(seed=1), 1, state)
+    assert len(calls) == 2 and third.images.tobytes() != first.images.tobytes()
+
+
+def test_round_seeds_differ_per_hospital_and_round_and_repeat_for_a_seed():
+    seeds = {federation.round_seed(0, h, r) for h in range(3) for r in range(1, 4)}
+    assert len(seeds) == 9
+    assert federation.round_seed(5, 1, 2) == federation.round_seed(5, 1, 2)
