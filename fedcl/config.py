@@ -21,6 +21,65 @@ from fedcl.errors import FedclError, unknown_name
 Scalar = bool | int | float | str
 
 
+REPRESENTATIONS = ("probs", "features")
+CONSOLIDATION_MODES = ("always", "adaptive", "off")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DBCSettings:
+    """Every Dynamic Barlow Continuity constant (DESIGN.md section 5) and its default.
+
+    ``RunConfig`` exposes each as a ``dbc-<name>`` key; see :mod:`fedcl.continuity`.
+    """
+
+    kappa: float = 3.0  # rejection threshold: median + kappa * robust spread
+    floor: float = 0.05  # spread floor as a fraction of the median peer score (+ 1e-4)
+    beta: float = 0.9  # EMA weight of the anchor's past
+    warmup: int = 3  # rounds before the anchor starts (the model is still near random)
+    # "always" roughly halved forgetting in the prototype (DESIGN.md 5, evidence);
+    # whether "adaptive" keeps that benefit without the cost is the results issue's call.
+    consolidation: str = "always"
+    steps: int = 10  # consolidation optimizer steps per round, at most
+    lr: float = 1e-3  # consolidation Adam learning rate
+    rho: float = 0.25  # adaptive: stop once the loss < (1 + rho) * recent median
+    window: int = 10  # adaptive: how many past losses make "recent"
+    lambda_offdiag: float = -1.0  # off-diagonal weight; < 0 means 1 / (D - 1)
+    pixels_per_image: int = 256  # P: fixed pixel positions per reference tile
+    representation: str = "probs"  # probs (softmax) | features (decoder's last map)
+    filter: bool = True  # the spatial filter; False aggregates every valid reply
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.kappa > 0, "kappa", "> 0"),
+            (self.floor >= 0, "floor", ">= 0"),
+            (0 <= self.beta < 1, "beta", "in [0, 1)"),
+            (self.warmup >= 0, "warmup", ">= 0"),
+            (self.steps >= 0, "steps", ">= 0"),
+            (self.lr > 0, "lr", "> 0"),
+            (self.rho >= 0, "rho", ">= 0"),
+            (self.window >= 1, "window", ">= 1"),
+            (self.pixels_per_image >= 1, "pixels_per_image", ">= 1"),
+        ]
+        for ok, name, expected in checks:
+            if not ok:
+                raise FedclError(
+                    f"config key {key_of('dbc_' + name)!r} must be {expected}, "
+                    f"got {getattr(self, name)!r}"
+                )
+        if self.consolidation not in CONSOLIDATION_MODES:
+            raise unknown_name("dbc-consolidation", self.consolidation, CONSOLIDATION_MODES)
+        if self.representation not in REPRESENTATIONS:
+            raise unknown_name("dbc-representation", self.representation, REPRESENTATIONS)
+
+    @property
+    def offdiag(self) -> float | None:
+        """The off-diagonal weight, None for the default ``1 / (D - 1)``."""
+        return None if self.lambda_offdiag < 0 else self.lambda_offdiag
+
+
+_DBC = DBCSettings()
+
+
 def _opt(default: Scalar, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
     return field(default=default, metadata={"help": help})
 
@@ -47,6 +106,27 @@ class RunConfig:
     # Two labs following the same protocol still differ a little (0.1); see stain.perturb.
     site_stain: float = _opt(0.1, "strength of each hospital's own stain, 0..1")
     client_cpus: float = _opt(1.0, "CPU cores reserved per simulated hospital (Ray)")
+    # --- strategies -------------------------------------------------------------------
+    # FedProx's usual range is 0.001..1; 0.01 keeps local models close without stalling.
+    proximal_mu: float = _opt(0.01, "FedProx proximal weight mu (fedprox only)")
+    byzantine: int = _opt(
+        -1, "hospitals krum/multikrum/bulyan assume malicious (-1: the most they tolerate)"
+    )
+    reference_size: int = _opt(32, "tiles in the server's unlabeled public reference set")
+    root_tiles: int = _opt(32, "tiles in the server's labelled root set (fltrust)")
+    dbc_kappa: float = _opt(_DBC.kappa, "DBC: reject if peer score > median + kappa * spread")
+    dbc_floor: float = _opt(_DBC.floor, "DBC: spread floor, fraction of the median score")
+    dbc_beta: float = _opt(_DBC.beta, "DBC: EMA weight of the anchor's past")
+    dbc_warmup: int = _opt(_DBC.warmup, "DBC: rounds before the anchor starts")
+    dbc_consolidation: str = _opt(_DBC.consolidation, "DBC: always, adaptive or off")
+    dbc_steps: int = _opt(_DBC.steps, "DBC: consolidation steps per round, at most")
+    dbc_lr: float = _opt(_DBC.lr, "DBC: consolidation learning rate (Adam)")
+    dbc_rho: float = _opt(_DBC.rho, "DBC adaptive: stop under (1 + rho) * recent median")
+    dbc_window: int = _opt(_DBC.window, "DBC adaptive: rounds of history")
+    dbc_lambda: float = _opt(_DBC.lambda_offdiag, "DBC: off-diagonal weight (<0: 1/(D-1))")
+    dbc_pixels_per_image: int = _opt(_DBC.pixels_per_image, "DBC: pixels per reference tile")
+    dbc_representation: str = _opt(_DBC.representation, "DBC: probs or features")
+    dbc_filter: bool = _opt(_DBC.filter, "DBC: reject outliers against the peer consensus")
     out: str = _opt("", "run directory (default: runs/<strategy>-<scenario>-s<seed>-<time>)")
 
     def __post_init__(self) -> None:
@@ -68,6 +148,8 @@ class RunConfig:
             "test_tiles",
             "local_epochs",
             "batch_size",
+            "reference_size",
+            "root_tiles",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -88,6 +170,30 @@ class RunConfig:
             raise unknown_name("optimizer", self.optimizer, ("adam", "sgd"))
         if self.scenario != "iid":
             raise unknown_name("scenario", self.scenario, ("iid",))
+        if self.proximal_mu < 0:
+            raise FedclError(f"config key 'proximal-mu' must be >= 0, got {self.proximal_mu}")
+        if self.byzantine < -1:
+            raise FedclError(f"config key 'byzantine' must be >= -1, got {self.byzantine}")
+        self.dbc  # noqa: B018 - validates the dbc-* keys
+
+    @property
+    def dbc(self) -> DBCSettings:
+        """The ``dbc-*`` keys as :class:`DBCSettings`."""
+        return DBCSettings(
+            kappa=self.dbc_kappa,
+            floor=self.dbc_floor,
+            beta=self.dbc_beta,
+            warmup=self.dbc_warmup,
+            consolidation=self.dbc_consolidation,
+            steps=self.dbc_steps,
+            lr=self.dbc_lr,
+            rho=self.dbc_rho,
+            window=self.dbc_window,
+            lambda_offdiag=self.dbc_lambda,
+            pixels_per_image=self.dbc_pixels_per_image,
+            representation=self.dbc_representation,
+            filter=self.dbc_filter,
+        )
 
     @classmethod
     def from_mapping(

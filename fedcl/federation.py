@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,13 +27,15 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES, TileDataset, hospital_dataset
 from fedcl.errors import FedclError
 from fedcl.models import build_model
 from fedcl.recorder import RoundCallback, RunRecorder
-from fedcl.strategies import PARTITION_KEY, build_strategy
+from fedcl.strategies import build_strategy
+from fedcl.strategies.replies import PARTITION_KEY
 from fedcl.training import evaluate, train_local
 
 # Context.state entries: the hospital's tiles, and what they were generated from.
@@ -89,6 +92,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         lr=config.lr,
         optimizer=config.optimizer,
         seed=round_seed(config.seed, hospital, server_round),
+        proximal_mu=config.proximal_mu,  # what the strategy sent: > 0 only from FedProx
     )
     metrics = MetricRecord(
         {
@@ -108,9 +112,10 @@ class ServerEvaluation:
     it also completes the round's record in the run directory.
     """
 
-    def __init__(self, config: RunConfig, recorder: RunRecorder) -> None:
+    def __init__(self, config: RunConfig, recorder: RunRecorder, strategy: Strategy) -> None:
         self.config = config
         self.recorder = recorder
+        self.strategy = strategy
         self.model = build_model(config.model, NUM_CLASSES)
         self.test_sets = [hospital_dataset(config, h, "test") for h in range(config.clients)]
 
@@ -121,7 +126,13 @@ class ServerEvaluation:
         results = [evaluate(self.model, data) for data in self.test_sets]
         dice = [r.dice for r in results]
         loss = sum(r.loss for r in results) / len(results)
-        record = self.recorder.round_evaluated(server_round, dice, loss, state_dict)
+        checkpoint: dict[str, Any] = {
+            "round": server_round,
+            "model": state_dict,
+            # cross-round strategy state (DBC: anchor, history); {} for stateless ones
+            "strategy": getattr(self.strategy, "state_dict", dict)(),
+        }
+        record = self.recorder.round_evaluated(server_round, dice, loss, checkpoint)
         metrics = {"dice": record["dice"], "test-loss": loss}
         metrics |= {f"dice-{h}": d for h, d in enumerate(dice)}
         return MetricRecord({k: v for k, v in metrics.items() if _is_number(v)})
@@ -136,11 +147,14 @@ def serve(grid: Grid, config: RunConfig, callbacks: Sequence[RoundCallback] = ()
     config = config.with_run_dir()
     recorder = RunRecorder(config, callbacks)
 
-    def on_train(server_round: int, _replies: list[Message], metrics: MetricRecord | None) -> None:
-        recorder.train_aggregated(
-            server_round,
-            {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, int | float)},
-        )
+    def on_train(
+        server_round: int,
+        _replies: list[Message],
+        metrics: MetricRecord | None,
+        report: dict[str, Any] | None,
+    ) -> None:
+        numbers = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, int | float)}
+        recorder.train_aggregated(server_round, numbers, report)
 
     strategy = build_strategy(config, on_train)
     with torch.random.fork_rng():  # seed the initial model without leaking global state
@@ -150,7 +164,9 @@ def serve(grid: Grid, config: RunConfig, callbacks: Sequence[RoundCallback] = ()
         grid=grid,
         initial_arrays=ArrayRecord(initial.state_dict()),
         num_rounds=config.rounds,
-        train_config=ConfigRecord(dict(config.to_mapping())),
-        evaluate_fn=ServerEvaluation(config, recorder),
+        # The client applies the proximal-mu it receives: 0 unless the strategy (FedProx
+        # and its subclasses) injects its own into the train config.
+        train_config=ConfigRecord(dict(config.to_mapping() | {"proximal-mu": 0.0})),
+        evaluate_fn=ServerEvaluation(config, recorder, strategy),
     )
     return recorder.finish()

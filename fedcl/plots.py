@@ -32,5 +32,46 @@ def plot_dice(records: Sequence[dict[str, Any]], path: Path, *, title: str = "")
     plt.close(fig)
 
 
+def plot_dbc(records: Sequence[dict[str, Any]], path: Path, *, title: str = "") -> None:
+    """Plot DBC's peer score per hospital per round; rejections and threshold marked."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    series: dict[int, list[tuple[int, float]]] = {}
+    rejected: list[tuple[int, float]] = []
+    thresholds: list[tuple[int, float]] = []
+    for record in records:
+        report = record.get("aggregation") or {}
+        if "peer_scores" not in report:
+            continue
+        rnd = record["round"]
+        for hospital, score, decision in zip(
+            report["hospitals"], report["peer_scores"], report["decisions"], strict=True
+        ):
+            if score is None:
+                continue
+            series.setdefault(hospital, []).append((rnd, score))
+            if decision != "accepted":
+                rejected.append((rnd, score))
+        if report.get("threshold") is not None:
+            thresholds.append((rnd, report["threshold"]))
+    for hospital in sorted(series, key=lambda h: (h is None, h)):
+        xs, ys = zip(*series[hospital], strict=True)
+        ax.plot(xs, ys, "-o", ms=3, lw=1, label=f"hospital {hospital}")
+    if thresholds:
+        xs, ys = zip(*thresholds, strict=True)
+        ax.plot(xs, ys, "k--", lw=1, label="threshold")
+    if rejected:
+        xs, ys = zip(*rejected, strict=True)
+        ax.plot(xs, ys, "rx", ms=9, mew=2, label="rejected")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_xlabel("round")
+    ax.set_ylabel("peer score L_BC(consensus, reply)")
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def _nan(value: float | None) -> float:
     return float("nan") if value is None else value

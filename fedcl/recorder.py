@@ -5,8 +5,9 @@ Layout of ``RUN_DIR``::
     config.toml        the resolved configuration (re-runnable with --config)
     metrics.jsonl      one JSON object per round (round 0 = the initial model)
     summary.json       final figures (see :meth:`RunRecorder.finish`)
-    checkpoint.pt      the latest global model (state_dict), written atomically
+    checkpoint.pt      round, global model state_dict, strategy state; atomic writes
     dice.png           Dice per round, per hospital and mean
+    dbc.png            (dbc) peer scores per hospital per round, rejections marked
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import tomli_w
 import torch
 
 from fedcl.config import RunConfig
-from fedcl.plots import plot_dice
+from fedcl.plots import plot_dbc, plot_dice
 
 RoundCallback = Callable[[dict[str, Any]], None]
 
@@ -62,24 +63,36 @@ class RunRecorder:
         self.callbacks = list(callbacks)
         self.records: list[dict[str, Any]] = []
         self._train: dict[int, dict[str, float]] = {}
+        self._reports: dict[int, dict[str, Any]] = {}
         self._started = time.perf_counter()
         self._last = self._started
         with (self.dir / "config.toml").open("wb") as handle:
             tomli_w.dump(config.to_mapping(), handle)
         (self.dir / "metrics.jsonl").write_text("")
 
-    def train_aggregated(self, server_round: int, metrics: Mapping[str, float]) -> None:
-        """Remember the aggregated training metrics of ``server_round``."""
+    def train_aggregated(
+        self,
+        server_round: int,
+        metrics: Mapping[str, float],
+        report: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Remember the round's aggregated training metrics and the strategy's report."""
         self._train[server_round] = dict(metrics)
+        if report is not None:
+            self._reports[server_round] = dict(report)
 
     def round_evaluated(
         self,
         server_round: int,
         dice_per_hospital: Sequence[float],
         loss: float,
-        state_dict: Mapping[str, torch.Tensor],
+        checkpoint: Mapping[str, Any],
     ) -> dict[str, Any]:
-        """Complete the record of ``server_round``: append it, checkpoint, notify."""
+        """Complete the record of ``server_round``: append it, checkpoint, notify.
+
+        ``checkpoint`` (``round``, ``model`` state_dict, ``strategy`` state) is written
+        atomically to ``checkpoint.pt``.
+        """
         now = time.perf_counter()
         train = self._train.pop(server_round, {})
         dice = [float(d) for d in dice_per_hospital]
@@ -91,11 +104,13 @@ class RunRecorder:
             "train_loss": _finite_or_none(float(train.get("train-loss", math.nan))),
             "wall_seconds": round(now - self._last, 4),
         }
+        if server_round in self._reports:
+            record["aggregation"] = self._reports.pop(server_round)
         self._last = now
         self.records.append(record)
         with (self.dir / "metrics.jsonl").open("a") as handle:
             handle.write(json.dumps(record) + "\n")
-        _atomic_write(self.dir / "checkpoint.pt", lambda p: torch.save(dict(state_dict), p))
+        _atomic_write(self.dir / "checkpoint.pt", lambda p: torch.save(dict(checkpoint), p))
         for callback in self.callbacks:
             callback(record)
         return record
@@ -117,6 +132,8 @@ class RunRecorder:
             lambda p: _write_text(p, json.dumps(summary, indent=2) + "\n"),
         )
         plot_dice(self.records, self.dir / "dice.png", title=_title(self.config))
+        if any("peer_scores" in r.get("aggregation", {}) for r in self.records):
+            plot_dbc(self.records, self.dir / "dbc.png", title=_title(self.config))
         return summary
 
 

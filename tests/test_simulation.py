@@ -62,7 +62,9 @@ def test_run_directory_is_complete_and_valid(two_runs):
     assert summary["wall_seconds"] > 0
     assert Image.open(run / "dice.png").size[0] > 300
     model = build_model("unet", NUM_CLASSES)
-    model.load_state_dict(torch.load(run / "checkpoint.pt"))
+    checkpoint = torch.load(run / "checkpoint.pt")
+    assert checkpoint["round"] == 2 and checkpoint["strategy"] == {}
+    model.load_state_dict(checkpoint["model"])
 
 
 def test_training_changes_the_global_model(two_runs):
@@ -77,7 +79,8 @@ def test_same_seed_gives_bit_identical_runs(two_runs):
     assert strip == [
         {k: v for k, v in r.items() if k != "wall_seconds"} for r in read_metrics(run_b)
     ]
-    weights_a, weights_b = torch.load(run_a / "checkpoint.pt"), torch.load(run_b / "checkpoint.pt")
+    weights_a = torch.load(run_a / "checkpoint.pt")["model"]
+    weights_b = torch.load(run_b / "checkpoint.pt")["model"]
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
 
 

@@ -13,7 +13,10 @@ from fedcl.data.dataset import TileDataset
 from fedcl.data.stain import Stain, perturb
 from fedcl.data.synthetic import NUM_CLASSES, generate_tiles
 
-_TILES, _STAIN = 1, 2  # seed domains
+_TILES, _STAIN, _REFERENCE, _ROOT = 1, 2, 4, 5  # seed domains (3: batch order)
+# The server's tiles come from "a broad mix of stains": every tile its own protocol,
+# shifted from the reference stain up to a strong scanner/protocol change.
+BROAD_STAIN_MIX = 0.5
 SPLITS = ("train", "test")
 
 
@@ -41,3 +44,33 @@ def hospital_dataset(config: RunConfig, hospital: int, split: str) -> TileDatase
         seed=np.random.SeedSequence(config.seed, spawn_key=(_TILES, hospital, SPLITS.index(split))),
     )
     return TileDataset(images, masks, NUM_CLASSES)
+
+
+def _broad_mix_tiles(config: RunConfig, count: int, domain: int) -> TileDataset:
+    images = np.empty((count, config.image_size, config.image_size, 3), np.uint8)
+    masks = np.empty((count, config.image_size, config.image_size), np.uint8)
+    for i in range(count):
+        seed = np.random.SeedSequence(config.seed, spawn_key=(domain, i))
+        stain = perturb(Stain(), np.random.default_rng(seed), BROAD_STAIN_MIX)
+        tile, mask = generate_tiles(
+            1,
+            size=config.image_size,
+            stain=stain,
+            seed=np.random.SeedSequence(config.seed, spawn_key=(domain, i, 1)),
+        )
+        images[i], masks[i] = tile[0], mask[0]
+    return TileDataset(images, masks, NUM_CLASSES)
+
+
+def reference_images(config: RunConfig) -> np.ndarray:
+    """Return the server's public reference set: ``reference-size`` unlabeled tiles.
+
+    Drawn from a broad stain mix (each tile its own stain), from a seed stream disjoint
+    from every hospital's data. Returns ``M x H x W x 3`` uint8.
+    """
+    return _broad_mix_tiles(config, config.reference_size, _REFERENCE).images
+
+
+def root_dataset(config: RunConfig) -> TileDataset:
+    """Return the labelled server-side root set of FLTrust (``root-tiles``, broad stain mix)."""
+    return _broad_mix_tiles(config, config.root_tiles, _ROOT)

@@ -1,0 +1,335 @@
+"""Dynamic Barlow Continuity (DBC): the math, as pure functions (no Flower, no Ray).
+
+DBC (Babendererde et al., "Federated-Continual Dynamic Segmentation of Histopathology
+guided by Barlow Continuity", 2025) judges a model by how its outputs on a small public
+reference set R vary from tile to tile and pixel to pixel, compared with another
+model's: the Barlow Twins cross-correlation (Zbontar et al., ICML 2021) between the two
+output matrices. The server uses it twice per round (DESIGN.md section 5):
+
+1. spatially, to reject client updates whose behaviour on R departs from the peer
+   consensus (:func:`consensus_filter`);
+2. temporally, to pull the aggregate back toward an exponential moving average of the
+   global model's past behaviour on R (:func:`update_anchor`, :func:`consolidate`).
+
+Shapes: a representation ``Z`` is ``N x D`` with ``N = M * P`` rows (M reference
+tiles, P fixed pixel positions per tile) and ``D`` columns (class probabilities or
+decoder features).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from monai.losses import BarlowTwinsLoss
+from torch import nn
+
+from fedcl.config import REPRESENTATIONS, DBCSettings
+
+__all__ = [
+    "DBCSettings",
+    "adaptive_bound",
+    "barlow_continuity",
+    "barlow_continuity_loss",
+    "consensus_filter",
+    "consensus_threshold",
+    "consolidate",
+    "model_outputs",
+    "pixel_index",
+    "reference_outputs",
+    "update_anchor",
+]
+
+# A column whose standard deviation over the N rows is below this, in both models, is
+# a class neither predicts anywhere on R: it carries no behaviour to compare.
+DEGENERATE_STD = 1e-4
+MAD_SCALE = 1.4826  # MAD -> standard deviation for normally distributed scores
+
+
+def _correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # Exactly MONAI BarlowTwinsLoss's standardisation and cross-correlation.
+    x = (x - x.mean(0)) / x.std(0).add(1e-6)
+    y = (y - y.mean(0)) / y.std(0).add(1e-6)
+    return x.t() @ y / x.shape[0]
+
+
+def barlow_continuity_loss(
+    z_a: torch.Tensor, z_b: torch.Tensor, lambda_offdiag: float | None = None
+) -> torch.Tensor:
+    """Differentiable Barlow continuity loss ``L_BC(A, B)`` (see :func:`barlow_continuity`)."""
+    if z_a.shape != z_b.shape or z_a.ndim != 2:
+        raise ValueError(
+            f"z_a and z_b must be N x D of the same shape, got {tuple(z_a.shape)} "
+            f"and {tuple(z_b.shape)}"
+        )
+    keep = (z_a.detach().std(0) > DEGENERATE_STD) | (z_b.detach().std(0) > DEGENERATE_STD)
+    kept = int(keep.sum())
+    if kept == 0:  # both constant everywhere: nothing varies, nothing changed
+        return (z_a * 0).sum() + (z_b * 0).sum()
+    if lambda_offdiag is None:
+        lambda_offdiag = 1.0 / (kept - 1) if kept > 1 else 0.0
+    z_a, z_b = z_a[:, keep], z_b[:, keep]
+    loss = BarlowTwinsLoss(lambd=lambda_offdiag)(z_a, z_b)
+    if kept > 1 and lambda_offdiag > 0:
+        # Class probabilities are correlated by nature (they sum to 1), so even B = A
+        # has off-diagonal C_ij != 0, and MONAI's redundancy term would score a model
+        # against itself well above 0 and pull consolidation away from the anchor.
+        # Measure the off-diagonal against the models' own correlations instead:
+        # (C_ij - T_ij)^2 with T = (C_AA + C_BB) / 2, which is 0 for B = A, symmetric,
+        # and differs from MONAI's C_ij^2 by O(1/N) for independent random A and B.
+        cross = _correlation(z_a, z_b)
+        own = (_correlation(z_a, z_a) + _correlation(z_b, z_b)) / 2
+        off = ~torch.eye(kept, dtype=torch.bool, device=cross.device)
+        loss = loss + lambda_offdiag * ((cross - own)[off].pow(2) - cross[off].pow(2)).sum()
+    return loss / kept
+
+
+def barlow_continuity(
+    z_a: torch.Tensor, z_b: torch.Tensor, lambda_offdiag: float | None = None
+) -> float:
+    """Barlow continuity score between two models' outputs on the reference set.
+
+    ``C = Z_A^T Z_B / N`` after standardising every column over the N rows;
+    ``L_BC = [sum_i (1 - C_ii)^2 + lambda * sum_{i != j} (C_ij - T_ij)^2] / D`` with
+    ``T = (C_AA + C_BB) / 2`` the models' own column correlations. The core is MONAI's
+    ``BarlowTwinsLoss(lambd=lambda)`` (whose off-diagonal target is 0, ``T = 0``)
+    divided by D; the correction makes a model score 0 against itself even though its
+    output columns are correlated (class probabilities sum to 1). For independent
+    random A and B, ``T`` is O(1/sqrt(N)) and the two agree to O(1/N).
+
+    Parameters
+    ----------
+    z_a, z_b : torch.Tensor
+        ``N x D`` outputs of models A and B at the same N reference pixels.
+    lambda_offdiag : float, optional
+        Weight of the off-diagonal (redundancy) terms; default ``1 / (D - 1)``.
+
+    Returns
+    -------
+    float
+        0 when B's outputs vary exactly as A's (identical models score < 1e-6); about
+        1 or more for a drastic change (e.g. permuted classes). Symmetric in A and B.
+
+    Notes
+    -----
+    A column with (near) zero variance in both A and B (a class neither model predicts
+    anywhere on R) is dropped and D counts the kept columns only; a column constant in
+    just one of them stays (its ``C_ii`` is 0, a maximal change).
+    """
+    with torch.no_grad():
+        return float(barlow_continuity_loss(z_a.double(), z_b.double(), lambda_offdiag))
+
+
+def pixel_index(
+    num_images: int, height: int, width: int, pixels_per_image: int, seed: int = 0
+) -> torch.Tensor:
+    """Draw fixed random pixel positions, ``pixels_per_image`` per image.
+
+    Returns
+    -------
+    torch.Tensor
+        ``N`` int64 flat indices into ``num_images x height x width``, ``N = M * P``;
+        without repeats within an image while ``P <= height * width``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    pixels = height * width
+    rows = []
+    for image in range(num_images):
+        if pixels_per_image <= pixels:
+            chosen = torch.randperm(pixels, generator=generator)[:pixels_per_image]
+        else:
+            chosen = torch.randint(pixels, (pixels_per_image,), generator=generator)
+        rows.append(chosen + image * pixels)
+    return torch.cat(rows)
+
+
+def _last_conv(model: nn.Module) -> nn.Module:
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    if not convs:
+        raise ValueError("representation='features' needs a model with a final convolution")
+    return convs[-1]
+
+
+def model_outputs(
+    model: nn.Module,
+    images: torch.Tensor,
+    index: torch.Tensor,
+    representation: str = "probs",
+) -> torch.Tensor:
+    """``Z`` of ``model`` at the pixels ``index`` (differentiable; eval-mode BatchNorm).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Segmentation network, ``B x 3 x H x W`` -> ``B x C x H x W`` logits. It is put in
+        eval mode: BatchNorm uses, and does not update, its running statistics.
+    images : torch.Tensor
+        ``M x 3 x H x W`` reference tiles in 0..1.
+    index : torch.Tensor
+        Flat pixel indices from :func:`pixel_index`.
+    representation : str
+        ``probs``: softmax class probabilities (D = C). ``features``: the input of the
+        network's last convolution, i.e. the decoder's last feature map (D = its
+        channels), resized to the tile if it is smaller.
+    """
+    model.eval()
+    if representation == "probs":
+        maps = torch.softmax(model(images), dim=1)
+    elif representation == "features":
+        captured: list[torch.Tensor] = []
+        hook = _last_conv(model).register_forward_hook(
+            lambda _m, inputs, _o: captured.append(inputs[0])
+        )
+        try:
+            model(images)
+        finally:
+            hook.remove()
+        maps = captured[-1]
+        if maps.shape[-2:] != images.shape[-2:]:
+            maps = nn.functional.interpolate(maps, size=images.shape[-2:], mode="nearest")
+    else:
+        raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
+    flat = maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
+    return flat.index_select(0, index)
+
+
+def reference_outputs(
+    model: nn.Module,
+    images: torch.Tensor,
+    pixels_per_image: int = 256,
+    seed: int = 0,
+    representation: str = "probs",
+) -> torch.Tensor:
+    """``Z(theta)``: a model's ``N x D`` outputs on the reference set (no gradients).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network (put in eval mode).
+    images : torch.Tensor
+        ``M x 3 x H x W`` reference tiles in 0..1.
+    pixels_per_image : int
+        P, the fixed pixel positions per tile (default 256), drawn from ``seed``.
+    seed : int
+        Seed of the pixel positions: the same seed gives the same positions.
+    representation : str
+        ``probs`` or ``features`` (see :func:`model_outputs`).
+    """
+    m, _, h, w = images.shape
+    index = pixel_index(m, h, w, pixels_per_image, seed)
+    with torch.no_grad():
+        return model_outputs(model, images, index, representation)
+
+
+def consensus_threshold(
+    peer_scores: Sequence[float], kappa: float = 3.0, floor: float = 0.05
+) -> float | None:
+    """Rejection threshold ``median + kappa * max(1.4826 * MAD, floor * median + 1e-4)``.
+
+    Returns None with fewer than 3 scores: too few peers to call one an outlier.
+    """
+    if len(peer_scores) < 3:
+        return None
+    median = statistics.median(peer_scores)
+    mad = MAD_SCALE * statistics.median(abs(p - median) for p in peer_scores)
+    return median + kappa * max(mad, floor * median + 1e-4)
+
+
+def consensus_filter(
+    peer_scores: Sequence[float], kappa: float = 3.0, floor: float = 0.05
+) -> list[bool]:
+    """Accept (True) or reject each reply by its peer score (DESIGN.md 5, step 2).
+
+    Parameters
+    ----------
+    peer_scores : sequence of float
+        ``p_k = L_BC(Z_med, Z(theta_k))`` per reply, ``Z_med`` the element-wise median
+        of the replies' outputs.
+    kappa : float
+        Threshold in robust standard deviations above the median (default 3).
+    floor : float
+        Lower bound on the spread as a fraction of the median score (default 0.05),
+        so near-identical replies do not make every small difference an outlier.
+
+    Returns
+    -------
+    list of bool
+        ``p_k <= threshold``; all True with fewer than 3 replies.
+    """
+    threshold = consensus_threshold(peer_scores, kappa, floor)
+    return [threshold is None or p <= threshold for p in peer_scores]
+
+
+def update_anchor(anchor: torch.Tensor | None, z: torch.Tensor, beta: float) -> torch.Tensor:
+    """EMA anchor ``A_t = beta * A_{t-1} + (1 - beta) * Z(theta_t)``; starts at ``z``."""
+    return z.clone() if anchor is None else beta * anchor + (1 - beta) * z
+
+
+def adaptive_bound(history: Sequence[float], rho: float, window: int) -> float | None:
+    """``(1 + rho) * median`` of the last ``window`` losses; None without history."""
+    recent = list(history)[-window:]
+    return (1 + rho) * statistics.median(recent) if recent else None
+
+
+@dataclass(frozen=True)
+class ConsolidationResult:
+    """What one consolidation did."""
+
+    loss_before: float  # L_BC(anchor, Z(theta_agg))
+    loss_after: float  # L_BC(anchor, Z(theta_{t+1}))
+    steps: int
+
+
+def consolidate(
+    model: nn.Module,
+    images: torch.Tensor,
+    index: torch.Tensor,
+    anchor: torch.Tensor,
+    *,
+    steps: int,
+    lr: float,
+    representation: str = "probs",
+    lambda_offdiag: float | None = None,
+    stop_below: float | None = None,
+) -> ConsolidationResult:
+    """Pull ``model`` (in place) toward the anchor's behaviour on the reference set.
+
+    Takes up to ``steps`` Adam steps minimising ``L_BC(anchor, Z(model))``; stops early
+    once the loss is at or below ``stop_below`` (the adaptive rule), so no step is taken
+    when it already is. BatchNorm running statistics are not updated (eval mode).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The aggregate ``theta_agg``; becomes ``theta_{t+1}``.
+    images, index : torch.Tensor
+        Reference tiles ``M x 3 x H x W`` and the fixed pixel indices.
+    anchor : torch.Tensor
+        ``N x D`` target behaviour ``A_t``.
+    steps, lr : int, float
+        At most this many Adam steps at this learning rate.
+    representation : str
+        ``probs`` or ``features``; must match how ``anchor`` was computed.
+    lambda_offdiag : float, optional
+        Off-diagonal weight of the loss (default ``1 / (D - 1)``).
+    stop_below : float, optional
+        Early-stopping bound (None: take every step).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    anchor = anchor.detach()
+    loss = barlow_continuity_loss(
+        anchor, model_outputs(model, images, index, representation), lambda_offdiag
+    )
+    before, taken = float(loss), 0
+    while taken < steps and not (stop_below is not None and float(loss) <= stop_below):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        taken += 1
+        loss = barlow_continuity_loss(
+            anchor, model_outputs(model, images, index, representation), lambda_offdiag
+        )
+    return ConsolidationResult(loss_before=before, loss_after=float(loss), steps=taken)

@@ -1,0 +1,222 @@
+"""The Dynamic Barlow Continuity strategy (``--strategy dbc``).
+
+A Flower ``FedAvg`` whose ``aggregate_train`` first scores every reply on the server's
+public reference set and rejects the outliers, then consolidates the aggregate toward
+the EMA anchor of the global model's past behaviour (DESIGN.md section 5). The math is
+in :mod:`fedcl.continuity`; this class wires it into Flower and keeps the state that
+lives across rounds (the anchor, the consolidation-loss history).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from torch import nn
+
+from fedcl.config import DBCSettings
+from fedcl.continuity import (
+    adaptive_bound,
+    barlow_continuity,
+    consensus_threshold,
+    consolidate,
+    model_outputs,
+    pixel_index,
+    update_anchor,
+)
+from fedcl.strategies.replies import malformed_reason, partition_of
+
+ACCEPTED, OUTLIER, MALFORMED = "accepted", "rejected-outlier", "rejected-malformed"
+
+
+class DynamicBarlowContinuity(FedAvg):
+    """FedAvg guarded and consolidated by Barlow continuity on a public reference set.
+
+    Parameters
+    ----------
+    reference_images : torch.Tensor
+        ``M x 3 x H x W`` unlabeled reference tiles in 0..1, held by the server.
+    model_fn : callable
+        Builds a fresh network of the federation's architecture (to load replies into).
+    settings : DBCSettings, optional
+        The DBC constants (kappa, beta, warmup, consolidation, ...); defaults per
+        DESIGN.md section 5.
+    seed : int
+        Seeds the fixed reference pixel positions.
+    **fedavg_kwargs
+        Passed to ``FedAvg`` (sampling, keys). Accepted replies are aggregated by FedAvg
+        (weights = ``num-examples``).
+
+    Attributes
+    ----------
+    round_report : dict or None
+        What the last ``aggregate_train`` decided and measured, per hospital: peer and
+        anchor scores, decisions, the threshold, the consolidation losses and steps,
+        and the seconds spent (fedcl writes it into ``metrics.jsonl``).
+    """
+
+    def __init__(
+        self,
+        *,
+        reference_images: torch.Tensor,
+        model_fn: Callable[[], nn.Module],
+        settings: DBCSettings | None = None,
+        seed: int = 0,
+        **fedavg_kwargs: Any,
+    ) -> None:
+        super().__init__(**fedavg_kwargs)
+        self.settings = settings or DBCSettings()
+        self.reference_images = reference_images
+        m, _, h, w = reference_images.shape
+        self.pixel_index = pixel_index(m, h, w, self.settings.pixels_per_image, seed)
+        self.model = model_fn()  # one instance, reloaded per reply: no re-construction
+        # What a well-formed reply looks like: the architecture's keys, shapes, dtypes
+        # (not the last aggregate's: FedAvg turns integer buffers into floats).
+        self.template = ArrayRecord(self.model.state_dict())
+        self.anchor: torch.Tensor | None = None
+        self.history: list[float] = []  # L_BC(anchor, Z(theta_agg)) per round
+        self.round_report: dict[str, Any] | None = None
+        self._global: ArrayRecord | None = None
+
+    def summary(self) -> None:
+        """Log the DBC settings after FedAvg's summary."""
+        super().summary()
+        from flwr.common.logger import log
+
+        log(20, "\t└──> DBC: %s", self.settings)
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Remember the global model ``theta_t`` the replies will be compared with."""
+        self._global = arrays
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def _outputs(self, state_dict: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.model.load_state_dict(state_dict)
+        with torch.no_grad():
+            return model_outputs(
+                self.model, self.reference_images, self.pixel_index, self.settings.representation
+            )
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Filter, aggregate, consolidate (DESIGN.md section 5, steps 1-5)."""
+        started = time.perf_counter()
+        if self._global is None:
+            raise RuntimeError("aggregate_train called before configure_train")
+        settings, lam = self.settings, self.settings.offdiag
+        valid, _errors = self._check_and_log_replies(replies, is_train=True, validate=False)
+
+        # 1. Malformed replies never reach the scoring.
+        hospitals = [partition_of(msg) for msg in valid]
+        decisions = [ACCEPTED] * len(valid)
+        candidates: list[tuple[int, Message]] = []  # (position in valid, reply)
+        for i, msg in enumerate(valid):
+            if malformed_reason(
+                msg.content,
+                self.template,
+                arrayrecord_key=self.arrayrecord_key,
+                weight_key=self.weighted_by_key,
+            ):
+                decisions[i] = MALFORMED
+            else:
+                candidates.append((i, msg))
+        z_global = self._outputs(self._global.to_torch_state_dict())
+        z_replies = [
+            self._outputs(msg.content.array_records[self.arrayrecord_key].to_torch_state_dict())
+            for _, msg in candidates
+        ]
+
+        # 2. Spatial filter against the peer consensus; anchor scores logged.
+        peer_scores: list[float | None] = [None] * len(valid)
+        anchor_scores: list[float | None] = [None] * len(valid)
+        threshold = None
+        if z_replies:
+            consensus = torch.stack(z_replies).median(dim=0).values
+            peer = [barlow_continuity(consensus, z, lam) for z in z_replies]
+            if settings.filter:
+                threshold = consensus_threshold(peer, settings.kappa, settings.floor)
+            for (i, _), z, p in zip(candidates, z_replies, peer, strict=True):
+                peer_scores[i], anchor_scores[i] = p, barlow_continuity(z_global, z, lam)
+                if threshold is not None and p > threshold:
+                    decisions[i] = OUTLIER
+        accepted = [msg for i, msg in candidates if decisions[i] == ACCEPTED]
+        scored = time.perf_counter()
+
+        # 3. Aggregate the accepted replies (FedAvg, weights num-examples).
+        arrays, metrics = None, None
+        if accepted:
+            aggregated, metrics = super().aggregate_train(server_round, accepted)
+            if aggregated is not None:
+                # back to the architecture's dtypes (FedAvg averages int buffers as floats)
+                self.model.load_state_dict(aggregated.to_torch_state_dict())
+                arrays = ArrayRecord(self.model.state_dict())
+
+        # 4. Temporal consolidation toward the EMA anchor of Z(theta_t).
+        if server_round > settings.warmup:
+            self.anchor = update_anchor(self.anchor, z_global, settings.beta)
+        consolidation: dict[str, Any] | None = None
+        if arrays is not None and self.anchor is not None:
+            arrays, consolidation = self._consolidate(arrays)
+
+        self.round_report = {
+            "hospitals": hospitals,
+            "decisions": decisions,
+            "peer_scores": peer_scores,
+            "anchor_scores": anchor_scores,
+            "threshold": threshold,
+            "all_rejected": arrays is None,
+            "consolidation": consolidation,
+            "seconds_scoring": round(scored - started, 4),
+            "seconds_consolidation": round(time.perf_counter() - scored, 4),
+        }
+        return arrays, metrics
+
+    def _consolidate(self, arrays: ArrayRecord) -> tuple[ArrayRecord, dict[str, Any]]:
+        assert self.anchor is not None
+        settings = self.settings
+        steps = 0 if settings.consolidation == "off" else settings.steps
+        stop_below = (
+            adaptive_bound(self.history, settings.rho, settings.window)
+            if settings.consolidation == "adaptive"
+            else None
+        )
+        self.model.load_state_dict(arrays.to_torch_state_dict())
+        result = consolidate(
+            self.model,
+            self.reference_images,
+            self.pixel_index,
+            self.anchor,
+            steps=steps,
+            lr=settings.lr,
+            representation=settings.representation,
+            lambda_offdiag=settings.offdiag,
+            stop_below=stop_below,
+        )
+        self.history.append(result.loss_before)
+        report = {
+            "mode": settings.consolidation,
+            "loss_before": result.loss_before,
+            "loss_after": result.loss_after,
+            "steps": result.steps,
+            "bound": stop_below,
+        }
+        if result.steps == 0:
+            return arrays, report
+        return ArrayRecord(self.model.state_dict()), report
+
+    def state_dict(self) -> dict[str, Any]:
+        """DBC's cross-round state (for checkpoints): the anchor and the loss history."""
+        return {"anchor": self.anchor, "history": list(self.history)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.anchor = state["anchor"]
+        self.history = list(state["history"])

@@ -1,0 +1,161 @@
+"""FLTrust as a Flower strategy (``--strategy fltrust``).
+
+Cao et al., "FLTrust: Byzantine-robust Federated Learning via Trust Bootstrapping",
+NDSS 2021.
+
+The server trains the global model on its own small labelled root set with the same
+local schedule as the hospitals, giving a server update ``g0``. Each hospital's update
+``g_i`` (its weights minus the global weights, trainable parameters only) gets the
+trust score ``TS_i = ReLU(cos(g_i, g0))`` and is rescaled to ``g0``'s norm; the new
+global model is ``w + sum_i TS_i * g_i * |g0| / |g_i| / sum_i TS_i``. Buffers that are
+not trained (BatchNorm running statistics) are averaged with the same trust weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
+from torch import nn
+
+from fedcl.strategies.replies import malformed_reason, partition_of
+
+StateDict = dict[str, torch.Tensor]
+
+
+def _flat(update: StateDict, keys: Sequence[str]) -> torch.Tensor:
+    return torch.cat([update[k].flatten().double() for k in keys])
+
+
+def fltrust_aggregate(
+    global_state: StateDict,
+    client_states: Sequence[StateDict],
+    server_state: StateDict,
+    trainable: Collection[str],
+) -> tuple[StateDict, list[float]]:
+    """FLTrust's aggregation rule (pure function).
+
+    Parameters
+    ----------
+    global_state : dict
+        The global model the round started from.
+    client_states : sequence of dict
+        The hospitals' trained models (same keys and shapes).
+    server_state : dict
+        The global model after the server's own training on its root set.
+    trainable : collection of str
+        Keys of trained parameters (the update vectors); the others are buffers.
+
+    Returns
+    -------
+    new_state : dict
+        The next global model; ``global_state`` itself when every trust score is 0.
+    trust : list of float
+        ``TS_i`` per client.
+    """
+    keys = [k for k in global_state if k in trainable]
+    server_update = _flat(server_state, keys) - _flat(global_state, keys)
+    server_norm = server_update.norm()
+    trust, scaled = [], []
+    for state in client_states:
+        update = _flat(state, keys) - _flat(global_state, keys)
+        norm = update.norm()
+        denominator = float(norm * server_norm)
+        cosine = float(update @ server_update) / denominator if denominator > 0 else 0.0
+        trust.append(max(cosine, 0.0))
+        scaled.append(update * (server_norm / norm) if norm > 0 else update)
+    total = sum(trust)
+    if total == 0:
+        return dict(global_state), trust
+    step = torch.stack([t * u for t, u in zip(trust, scaled, strict=True)]).sum(0) / total
+    new_state: StateDict = {}
+    offset = 0
+    for key, value in global_state.items():
+        if key in trainable:
+            size = value.numel()
+            delta = step[offset : offset + size].view(value.shape)
+            new_state[key] = (value.double() + delta).to(value.dtype)
+            offset += size
+        else:
+            mixed = sum(t * s[key].double() for t, s in zip(trust, client_states, strict=True))
+            averaged = torch.as_tensor(mixed) / total
+            if not value.is_floating_point():
+                averaged = averaged.round()
+            new_state[key] = averaged.to(value.dtype)
+    return new_state, trust
+
+
+class FLTrust(FedAvg):
+    """FLTrust on top of Flower's FedAvg plumbing (sampling, messages).
+
+    Parameters
+    ----------
+    model_fn : callable
+        Builds a fresh network of the federation's architecture.
+    server_train : callable
+        ``server_train(model)`` trains ``model`` in place on the server's root set with
+        the hospitals' local schedule.
+    **fedavg_kwargs
+        Passed to ``FedAvg``.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_fn: Callable[[], nn.Module],
+        server_train: Callable[[nn.Module], None],
+        **fedavg_kwargs: Any,
+    ) -> None:
+        super().__init__(**fedavg_kwargs)
+        self.model = model_fn()
+        self.server_train = server_train
+        self.trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        self.round_report: dict[str, Any] | None = None
+        self._global: ArrayRecord | None = None
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Remember the global model the updates are relative to."""
+        self._global = arrays
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Trust-weight the hospitals' updates by their agreement with the server's."""
+        if self._global is None:
+            raise RuntimeError("aggregate_train called before configure_train")
+        valid, _ = self._check_and_log_replies(replies, is_train=True, validate=False)
+        usable = [
+            m
+            for m in valid
+            if malformed_reason(
+                m.content,
+                self._global,
+                arrayrecord_key=self.arrayrecord_key,
+                weight_key=self.weighted_by_key,
+            )
+            is None
+        ]
+        if not usable:
+            self.round_report = {"hospitals": [], "trust": []}
+            return None, None
+        global_state = self._global.to_torch_state_dict()
+        self.model.load_state_dict(global_state)
+        self.server_train(self.model)
+        server_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        client_states = [
+            m.content.array_records[self.arrayrecord_key].to_torch_state_dict() for m in usable
+        ]
+        new_state, trust = fltrust_aggregate(
+            global_state, client_states, server_state, self.trainable
+        )
+        self.round_report = {"hospitals": [partition_of(m) for m in usable], "trust": trust}
+        metrics = aggregate_metricrecords([m.content for m in usable], self.weighted_by_key)
+        return ArrayRecord(new_state), metrics
