@@ -323,8 +323,8 @@ def consolidate(
     loss = barlow_continuity_loss(
         anchor, model_outputs(model, images, index, representation), lambda_offdiag
     )
-    before, taken = float(loss), 0
-    while taken < steps and not (stop_below is not None and float(loss) <= stop_below):
+    before, taken = float(loss.detach()), 0
+    while taken < steps and not (stop_below is not None and float(loss.detach()) <= stop_below):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -332,4 +332,4 @@ def consolidate(
         loss = barlow_continuity_loss(
             anchor, model_outputs(model, images, index, representation), lambda_offdiag
         )
-    return ConsolidationResult(loss_before=before, loss_after=float(loss), steps=taken)
+    return ConsolidationResult(loss_before=before, loss_after=float(loss.detach()), steps=taken)

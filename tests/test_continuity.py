@@ -1,0 +1,172 @@
+"""DBC math: Barlow continuity, the peer-consensus filter, anchor and consolidation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.losses import BarlowTwinsLoss
+
+from fedcl.continuity import (
+    adaptive_bound,
+    barlow_continuity,
+    consensus_filter,
+    consensus_threshold,
+    consolidate,
+    pixel_index,
+    reference_outputs,
+    update_anchor,
+)
+from fedcl.data import NUM_CLASSES
+from fedcl.models import build_model
+
+
+def probs(n=2000, d=5, seed=0, scale=2.0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.softmax(torch.randn(n, d, generator=g) * scale, dim=1)
+
+
+def uniform(n=4000, d=5, seed=0):
+    return torch.rand(n, d, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("z", [probs(), uniform(), probs(d=3), uniform(d=16)])
+def test_identical_inputs_score_below_1e6(z):
+    assert barlow_continuity(z, z.clone()) < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (probs(seed=1), probs(seed=2)),
+        (uniform(seed=3), uniform(seed=4)),
+        (probs(seed=5), probs(seed=5) + 0.1 * uniform(n=2000, seed=6)),
+    ],
+)
+def test_score_is_symmetric(a, b):
+    assert barlow_continuity(a, b) == pytest.approx(barlow_continuity(b, a), rel=1e-12)
+
+
+@pytest.mark.parametrize(("d", "seed"), [(3, 0), (5, 1), (8, 2)])
+def test_equals_monai_loss_over_d_on_independent_random_inputs(d, seed):
+    a, b = uniform(d=d, seed=seed), uniform(d=d, seed=seed + 100)
+    monai = float(BarlowTwinsLoss(lambd=1 / (d - 1))(a.double(), b.double())) / d
+    assert barlow_continuity(a, b) == pytest.approx(monai, rel=1e-3)
+
+
+def test_degenerate_column_in_both_is_dropped():
+    a, b = probs(seed=1), probs(seed=2)
+    a3, b3 = a.clone(), b.clone()
+    a3[:, 2] = 0.0
+    b3[:, 2] = 0.0
+    kept = [0, 1, 3, 4]
+    assert barlow_continuity(a3, b3) == pytest.approx(barlow_continuity(a[:, kept], b[:, kept]))
+
+
+def test_column_constant_in_one_model_only_counts_as_a_maximal_change():
+    a = probs(seed=1)
+    b = a.clone()
+    b[:, 2] = 0.5
+    # C_22 = 0 contributes (1 - 0)^2 / D = 0.2 on its own.
+    assert barlow_continuity(a, b) >= 0.2 - 1e-6
+
+
+def test_permuted_classes_score_high_and_small_noise_scores_low():
+    z = probs(seed=3)
+    permuted = z[:, [1, 2, 3, 4, 0]]
+    noisy = z + 0.01 * torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
+    assert barlow_continuity(z, permuted) > 0.8
+    assert barlow_continuity(z, noisy) < 0.01
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="same shape"):
+        barlow_continuity(probs(), probs(d=4))
+
+
+@pytest.mark.parametrize(
+    ("scores", "expected"),
+    [
+        ([0.10, 0.11, 0.09, 0.12, 0.80], [True, True, True, True, False]),
+        ([0.10, 0.11, 0.09, 0.12, 0.13], [True] * 5),
+        ([0.10, 5.0], [True, True]),  # fewer than 3 replies: nothing rejected
+        ([0.0, 0.0, 0.0, 0.0], [True] * 4),  # no spread: the floor keeps them
+        ([0.01, 0.01, 0.01, 0.5, 0.6, 0.01, 0.01], [True, True, True, False, False, True, True]),
+    ],
+)
+def test_consensus_filter_table(scores, expected):
+    assert consensus_filter(scores) == expected
+
+
+def test_threshold_formula_with_mad_and_floor():
+    scores = [1.0, 2.0, 3.0, 4.0, 100.0]
+    mad = 1.4826 * 1.0  # |p - 3| = 2, 1, 0, 1, 97 -> median 1
+    assert consensus_threshold(scores, kappa=3.0) == pytest.approx(3.0 + 3.0 * mad)
+    flat = [1.0, 1.0, 1.0]  # MAD 0 -> floor 0.05 * 1 + 1e-4
+    assert consensus_threshold(flat, kappa=2.0) == pytest.approx(1.0 + 2.0 * 0.0501)
+    assert consensus_threshold([1.0, 2.0]) is None
+
+
+def test_anchor_is_an_exponential_moving_average():
+    z1, z2, z3 = probs(seed=1), probs(seed=2), probs(seed=3)
+    anchor = update_anchor(None, z1, beta=0.9)
+    assert torch.equal(anchor, z1)
+    anchor = update_anchor(anchor, z2, beta=0.9)
+    anchor = update_anchor(anchor, z3, beta=0.9)
+    assert torch.allclose(anchor, 0.81 * z1 + 0.09 * z2 + 0.1 * z3)
+
+
+def test_adaptive_bound_uses_the_recent_median():
+    assert adaptive_bound([], rho=0.25, window=3) is None
+    assert adaptive_bound([9.0, 1.0, 2.0, 3.0], rho=0.25, window=3) == pytest.approx(2.5)
+
+
+def test_pixel_positions_are_fixed_by_the_seed_and_distinct_per_image():
+    a, b = pixel_index(3, 8, 8, 16, seed=4), pixel_index(3, 8, 8, 16, seed=4)
+    assert torch.equal(a, b) and len(a) == 48
+    assert not torch.equal(a, pixel_index(3, 8, 8, 16, seed=5))
+    assert len(set(a[:16].tolist())) == 16 and a[16:32].min() >= 64
+
+
+@pytest.fixture
+def model_pair():
+    torch.manual_seed(0)
+    model = build_model("unet", NUM_CLASSES)
+    torch.manual_seed(1)
+    other = build_model("unet", NUM_CLASSES)
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    return model, other, images
+
+
+@pytest.mark.parametrize("representation", ["probs", "features"])
+def test_reference_outputs_shape_and_determinism(model_pair, representation):
+    model, _, images = model_pair
+    z = reference_outputs(model, images, pixels_per_image=10, seed=1, representation=representation)
+    assert z.shape[0] == 40 and not z.requires_grad
+    assert torch.equal(z, reference_outputs(model, images, 10, 1, representation))
+    if representation == "probs":
+        assert z.shape[1] == NUM_CLASSES
+        assert torch.allclose(z.sum(1), torch.ones(40))
+
+
+def test_consolidation_lowers_the_loss_and_leaves_batchnorm_statistics(model_pair):
+    model, other, images = model_pair
+    index = pixel_index(4, 32, 32, 64, seed=0)
+    anchor = reference_outputs(other, images, 64, 0)
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    result = consolidate(model, images, index, anchor, steps=10, lr=1e-2)
+    assert result.steps == 10
+    assert result.loss_after < result.loss_before
+    for name, value in model.named_buffers():
+        assert torch.equal(value, buffers[name]), name
+
+
+def test_no_step_when_off_or_already_under_the_adaptive_bound(model_pair):
+    model, other, images = model_pair
+    index = pixel_index(4, 32, 32, 64, seed=0)
+    anchor = reference_outputs(other, images, 64, 0)
+    weights = [p.detach().clone() for p in model.parameters()]
+    off = consolidate(model, images, index, anchor, steps=0, lr=1e-2)
+    assert off.steps == 0 and off.loss_after == off.loss_before
+    under = consolidate(model, images, index, anchor, steps=10, lr=1e-2, stop_below=1e9)
+    assert under.steps == 0
+    assert all(torch.equal(p, w) for p, w in zip(model.parameters(), weights, strict=True))
