@@ -20,6 +20,7 @@ from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES
 from fedcl.models import build_model
 from fedcl.recorder import read_metrics
+from fedcl.strategies import STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,6 +83,47 @@ def test_same_seed_gives_bit_identical_runs(two_runs):
     weights_a = torch.load(run_a / "checkpoint.pt")["model"]
     weights_b = torch.load(run_b / "checkpoint.pt")["model"]
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+TINY = RunConfig(
+    clients=3,
+    rounds=2,
+    image_size=32,
+    train_tiles=12,
+    test_tiles=6,
+    batch_size=6,
+    reference_size=4,
+    root_tiles=6,
+    dbc_warmup=1,
+    dbc_pixels_per_image=64,
+)
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_every_builtin_strategy_runs_two_rounds(tmp_path, name):
+    run = run_fedcl(TINY.replace(strategy=name), tmp_path, name)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["strategy"] == name and summary["rounds"] == 2
+    assert 0 <= summary["final_dice"] <= 1
+    records = read_metrics(run)
+    if name == "dbc":
+        report = records[2]["aggregation"]
+        assert report["hospitals"] == [0, 1, 2]
+        assert len(report["peer_scores"]) == 3 and len(report["decisions"]) == 3
+        assert report["consolidation"]["steps"] == 10  # after the 1-round warm-up
+        assert (run / "dbc.png").exists()
+        assert torch.load(run / "checkpoint.pt")["strategy"]["anchor"] is not None
+    if name == "fltrust":
+        assert len(records[1]["aggregation"]["trust"]) == 3
+
+
+def test_a_users_strategy_runs_through_a_dotted_path(tmp_path):
+    run = run_fedcl(TINY.replace(strategy="plugin_strategy:HalfStep"), tmp_path, "plugin")
+    records = read_metrics(run)
+    assert records[1]["aggregation"] == {"half": True}
+    assert json.loads((run / "summary.json").read_text())["strategy"] == (
+        "plugin_strategy:HalfStep"
+    )
 
 
 def _stop_processes_mentioning(text: str) -> None:

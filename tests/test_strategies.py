@@ -1,0 +1,293 @@
+"""Strategies with real small models and mock replies (no Ray)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg, Strategy
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedcl.config import DBCSettings, RunConfig
+from fedcl.data import NUM_CLASSES, Stain, TileDataset, generate_tiles, perturb
+from fedcl.errors import FedclError
+from fedcl.models import build_model
+from fedcl.strategies import STRATEGIES, build_strategy, by_partition, resolve_strategy
+from fedcl.strategies.dbc import DynamicBarlowContinuity
+from fedcl.strategies.fltrust import fltrust_aggregate
+from fedcl.strategies.replies import malformed_reason
+from fedcl.training import train_local
+
+SIZE = 32
+
+
+@pytest.fixture(autouse=True)
+def flower_task():
+    """Messages can only be built inside a Flower task: pretend to be one."""
+    names = ("_task_id", "_run_id", "_node_id")
+    saved = [getattr(TaskIdentity, n) for n in names]
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+    yield
+    for name, value in zip(names, saved, strict=True):
+        setattr(TaskIdentity, name, value)
+
+
+class FakeGrid:
+    def __init__(self, n):
+        self.n = n
+
+    def get_node_ids(self):
+        return list(range(1, self.n + 1))
+
+
+def tiles(seed, count=24, stain_shift=0.1):
+    stain = perturb(Stain(), np.random.default_rng(seed), stain_shift)
+    images, masks = generate_tiles(
+        count, size=SIZE, stain=stain, seed=np.random.SeedSequence(seed, spawn_key=(7,))
+    )
+    return TileDataset(images, masks, NUM_CLASSES)
+
+
+def model_fn():
+    return build_model("unet", NUM_CLASSES)
+
+
+def trained(global_state, data, seed):
+    model = model_fn()
+    model.load_state_dict(global_state)
+    train_local(model, data, epochs=3, batch_size=8, lr=3e-3, seed=seed)
+    return model.state_dict()
+
+
+def reply(to: Message, state, partition, n=24):
+    arrays = state if isinstance(state, ArrayRecord) else ArrayRecord(state)
+    content = RecordDict(
+        {
+            "arrays": arrays,
+            "metrics": MetricRecord(
+                {"num-examples": n, "partition-id": partition, "train-loss": 1.0}
+            ),
+        }
+    )
+    return Message(content=content, reply_to=to)
+
+
+@pytest.fixture(scope="module")
+def federation():
+    """A random global model and replies trained from it (round 1)."""
+    torch.manual_seed(0)
+    global_state = model_fn().state_dict()
+    clean = [trained(global_state, tiles(h), seed=h) for h in range(4)]
+    inverted = tiles(10)
+    inverted = TileDataset(255 - inverted.images, inverted.masks, NUM_CLASSES)
+    permuted = tiles(11)
+    permuted = TileDataset(
+        permuted.images,
+        ((permuted.masks.astype(int) % 4) + 1).astype(np.uint8) * (permuted.masks > 0),
+        NUM_CLASSES,
+    )
+    drifted = {
+        "inverted": trained(global_state, inverted, seed=10),
+        "label-permuted": trained(global_state, permuted, seed=11),
+    }
+    reference = tiles(99, count=16, stain_shift=0.5)
+    images = torch.from_numpy(reference.images).permute(0, 3, 1, 2).float() / 255
+    return global_state, clean, drifted, images
+
+
+def dbc(images, **settings):
+    return DynamicBarlowContinuity(
+        reference_images=images,
+        model_fn=model_fn,
+        settings=DBCSettings(**settings),
+        min_available_nodes=1,
+        min_train_nodes=1,
+    )
+
+
+def configure(strategy, global_state, n):
+    arrays = ArrayRecord(global_state)
+    messages = list(strategy.configure_train(1, arrays, ConfigRecord(), FakeGrid(n)))
+    return arrays, messages
+
+
+@pytest.mark.parametrize("kind", ["inverted", "label-permuted"])
+def test_dbc_rejects_a_drifted_reply_from_round_one(federation, kind):
+    global_state, clean, drifted, images = federation
+    strategy = dbc(images)
+    _, messages = configure(strategy, global_state, 5)
+    states = [*clean[:2], drifted[kind], *clean[2:]]
+    replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, states, strict=True))]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    report = strategy.round_report
+    assert arrays is not None
+    assert report["decisions"] == [
+        "accepted",
+        "accepted",
+        "rejected-outlier",
+        "accepted",
+        "accepted",
+    ]
+    assert report["hospitals"] == [0, 1, 2, 3, 4]
+    assert (
+        report["peer_scores"][2]
+        > report["threshold"]
+        >= max(s for i, s in enumerate(report["peer_scores"]) if i != 2)
+    )
+    assert len(report["anchor_scores"]) == 5
+    assert report["consolidation"] is None  # still in warm-up
+
+
+def test_dbc_rejects_malformed_replies_and_goes_on(federation):
+    global_state, clean, _, images = federation
+    strategy = dbc(images)
+    _, messages = configure(strategy, global_state, 5)
+    nan_state = {k: v.clone() for k, v in clean[0].items()}
+    first = next(k for k, v in nan_state.items() if v.is_floating_point())
+    nan_state[first][...] = float("nan")
+    wrong_shape = ArrayRecord(clean[1])
+    key = next(iter(wrong_shape))
+    wrong_shape[key] = Array(np.zeros((2, 2), np.float32))
+    states = [nan_state, wrong_shape, clean[1], clean[2], clean[3]]
+    replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, states, strict=True))]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays is not None
+    assert strategy.round_report["decisions"][:2] == ["rejected-malformed"] * 2
+    assert strategy.round_report["decisions"][2:] == ["accepted"] * 3
+
+
+def test_dbc_with_everything_accepted_equals_fedavg(federation):
+    global_state, clean, _, images = federation
+    strategy = dbc(images, filter=False)
+    _, messages = configure(strategy, global_state, 4)
+    replies = [
+        reply(m, s, p, n=10 + p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))
+    ]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    expected, _ = FedAvg().aggregate_train(1, replies)
+    ours, theirs = arrays.to_torch_state_dict(), expected.to_torch_state_dict()
+    for name, value in theirs.items():
+        if value.is_floating_point() and ours[name].is_floating_point():
+            assert torch.equal(ours[name], value), name
+        else:  # integer buffers: FedAvg makes them floats, DBC keeps the model's dtype
+            assert ours[name] == value.round().to(ours[name].dtype)
+
+
+def test_dbc_consolidates_after_warmup_and_keeps_its_state(federation):
+    global_state, clean, _, images = federation
+    strategy = dbc(images, warmup=0, steps=3, lr=1e-2)
+    _, messages = configure(strategy, global_state, 4)
+    replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
+    strategy.aggregate_train(1, replies)
+    consolidation = strategy.round_report["consolidation"]
+    assert consolidation["steps"] == 3 and consolidation["mode"] == "always"
+    assert consolidation["loss_after"] < consolidation["loss_before"]
+    state = strategy.state_dict()
+    assert state["anchor"] is not None and state["history"] == [consolidation["loss_before"]]
+    restored = dbc(images)
+    restored.load_state_dict(state)
+    assert torch.equal(restored.anchor, strategy.anchor)
+
+
+def test_dbc_keeps_the_global_model_when_every_reply_is_rejected(federation):
+    global_state, clean, _, images = federation
+    strategy = dbc(images)
+    _, messages = configure(strategy, global_state, 1)
+    bad = {k: v.clone() for k, v in clean[0].items()}
+    next(v for v in bad.values() if v.is_floating_point())[...] = float("inf")
+    arrays, _ = strategy.aggregate_train(1, [reply(messages[0], bad, 0)])
+    assert arrays is None and strategy.round_report["all_rejected"] is True
+
+
+def test_malformed_reason_names_the_problem(federation):
+    global_state, clean, _, _ = federation
+    template = ArrayRecord(global_state)
+    good = RecordDict(
+        {"arrays": ArrayRecord(clean[0]), "metrics": MetricRecord({"num-examples": 3})}
+    )
+    assert malformed_reason(good, template) is None
+    missing = ArrayRecord(clean[0])
+    del missing[next(iter(missing))]
+    assert "keys differ" in malformed_reason(
+        RecordDict({"arrays": missing, "metrics": MetricRecord({"num-examples": 3})}), template
+    )
+    as_double = ArrayRecord(
+        {
+            k: Array(v.numpy().astype(np.float64)) if v.is_floating_point() else Array(v.numpy())
+            for k, v in clean[0].items()
+        }
+    )
+    assert "dtype" in malformed_reason(
+        RecordDict({"arrays": as_double, "metrics": MetricRecord({"num-examples": 3})}), template
+    )
+    assert "num-examples" in malformed_reason(
+        RecordDict({"arrays": ArrayRecord(clean[0]), "metrics": MetricRecord({"x": 1})}), template
+    )
+
+
+def test_replies_are_sorted_by_partition_id(federation):
+    global_state, clean, _, _ = federation
+    strategy = FedAvg(min_available_nodes=1, min_train_nodes=1)
+    _, messages = configure(strategy, global_state, 3)
+    replies = [reply(messages[i], clean[0], partition) for i, partition in enumerate([2, 0, 1])]
+    assert [r.content["metrics"]["partition-id"] for r in by_partition(replies)] == [0, 1, 2]
+
+
+def test_fltrust_trusts_aligned_updates_and_ignores_opposed_ones():
+    global_state = {"w": torch.zeros(3), "bn": torch.tensor([1.0, 1.0, 1.0])}
+    server = {"w": torch.tensor([1.0, 0.0, 0.0]), "bn": torch.zeros(3)}
+    aligned = {"w": torch.tensor([4.0, 0.0, 0.0]), "bn": torch.tensor([2.0, 2.0, 2.0])}
+    opposed = {"w": torch.tensor([-5.0, 0.0, 0.0]), "bn": torch.tensor([9.0, 9.0, 9.0])}
+    new, trust = fltrust_aggregate(global_state, [aligned, opposed], server, {"w"})
+    assert trust == [1.0, 0.0]
+    assert torch.allclose(new["w"], torch.tensor([1.0, 0.0, 0.0]))  # rescaled to |g0| = 1
+    assert torch.allclose(new["bn"], torch.tensor([2.0, 2.0, 2.0]))  # trust-weighted buffers
+    same, trust = fltrust_aggregate(global_state, [opposed], server, {"w"})
+    assert trust == [0.0] and torch.equal(same["w"], global_state["w"])
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_every_builtin_name_builds_a_flower_strategy(name):
+    config = RunConfig(strategy=name, clients=5, image_size=32, reference_size=4, root_tiles=4)
+    strategy = build_strategy(config)
+    assert isinstance(strategy, Strategy)
+    assert type(strategy).__mro__[1] is STRATEGIES[name][0]
+
+
+def test_plugin_by_dotted_path_and_unknown_names():
+    cls, kwargs = resolve_strategy("plugin_strategy:HalfStep")
+    assert cls.__name__ == "HalfStep" and kwargs(RunConfig())["min_available_nodes"] == 5
+    with pytest.raises(FedclError, match="unknown strategy 'fedprx'.*Did you mean 'fedprox'"):
+        resolve_strategy("fedprx")
+    with pytest.raises(FedclError, match="cannot import module 'no_such_module'"):
+        resolve_strategy("no_such_module:X")
+    with pytest.raises(FedclError, match="has no 'Nope'"):
+        resolve_strategy("plugin_strategy:Nope")
+    with pytest.raises(FedclError, match="not a flwr Strategy subclass"):
+        resolve_strategy("plugin_strategy:NotAStrategy")
+
+
+def test_plugin_by_entry_point(monkeypatch):
+    class EntryPoint:
+        name = "halfstep"
+
+        def load(self):
+            from plugin_strategy import HalfStep
+
+            return HalfStep
+
+    monkeypatch.setattr("fedcl.strategies.entry_points", lambda group: [EntryPoint()])
+    cls, _ = resolve_strategy("halfstep")
+    assert cls.__name__ == "HalfStep"
+
+
+@pytest.mark.parametrize(("name", "mu"), [("fedprox", 0.05), ("fedavg", 0.0), ("dbc", 0.0)])
+def test_only_fedprox_sends_a_proximal_term(federation, name, mu):
+    config = RunConfig(strategy=name, proximal_mu=0.05, clients=2, image_size=32, reference_size=4)
+    strategy = build_strategy(config)
+    train_config = ConfigRecord(config.to_mapping() | {"proximal-mu": 0.0})  # as serve()
+    messages = list(
+        strategy.configure_train(1, ArrayRecord(federation[0]), train_config, FakeGrid(2))
+    )
+    assert {m.content["config"]["proximal-mu"] for m in messages} == {mu}
