@@ -232,6 +232,18 @@ class RunConfig:
         """Return kebab-case key -> value (a valid Flower ``ConfigRecord``)."""
         return {key_of(f.name): getattr(self, f.name) for f in fields(self)}
 
+    def local_schedule(self) -> dict[str, Any]:
+        """Keyword arguments of ``fedcl.training.train_local`` for one local round.
+
+        The hospitals' schedule; FLTrust's server update must follow the same one.
+        """
+        return {
+            "epochs": self.local_epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "optimizer": self.optimizer,
+        }
+
     def with_run_dir(self) -> RunConfig:
         """Return a copy whose ``out`` is set (a fresh time-stamped default if empty)."""
         if self.out:

@@ -87,10 +87,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     result = train_local(
         model,
         data,
-        epochs=config.local_epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        optimizer=config.optimizer,
+        **config.local_schedule(),
         seed=round_seed(config.seed, hospital, server_round),
         proximal_mu=config.proximal_mu,  # what the strategy sent: > 0 only from FedProx
     )

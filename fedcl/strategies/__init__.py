@@ -85,15 +85,7 @@ def _fltrust(config: RunConfig) -> dict[str, Any]:
     root = root_dataset(config)
 
     def server_train(model: nn.Module) -> None:
-        train_local(
-            model,
-            root,
-            epochs=config.local_epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            optimizer=config.optimizer,
-            seed=config.seed,
-        )
+        train_local(model, root, **config.local_schedule(), seed=config.seed)
 
     return sampling(config) | {"model_fn": _model_fn(config), "server_train": server_train}
 
