@@ -7,6 +7,7 @@ kebab-case name as its TOML key; precedence is defaults < ``--config FILE`` < fl
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
@@ -69,6 +70,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--verbose", action="store_true", help="show Flower's own per-round log lines")
     _add_config_flags(run)
+
+    compare = commands.add_parser(
+        "compare",
+        help="run several strategies on one scenario and seeds; write a table",
+        description=(
+            "Run every strategy x seed pair (each as fedcl run, into OUT/<strategy>-s<seed>) "
+            "with the same options, then write OUT/results.md, OUT/results.csv (mean and "
+            "std over seeds) and OUT/comparison.png."
+        ),
+    )
+    compare.add_argument(
+        "--strategies", required=True, metavar="A,B,...", help="comma-separated strategy names"
+    )
+    compare.add_argument(
+        "--seeds", default="0", metavar="0,1,...", help="comma-separated seeds (default: 0)"
+    )
+    compare.add_argument("--config", metavar="FILE.toml", help="TOML file of run options")
+    compare.add_argument("--verbose", action="store_true", help="show Flower's log lines")
+    _add_config_flags(compare)
+
+    report = commands.add_parser(
+        "report",
+        help="rebuild a run's summary and plots (or a comparison's table) from its files",
+        description=(
+            "For a run directory: rewrite summary.json, dice.png, dice_matrix.png and "
+            "dbc.png from config.toml and metrics.jsonl. For a fedcl compare directory: "
+            "rewrite results.md, results.csv and comparison.png from its runs."
+        ),
+    )
+    report.add_argument("dir", metavar="DIR", help="run or comparison directory")
     return parser
 
 
@@ -85,16 +116,75 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     return config.with_run_dir()
 
 
-def _run(args: argparse.Namespace) -> int:
+def _simulate_with_progress(config: RunConfig, verbose: bool) -> None:
     from fedcl.progress import RoundProgress
     from fedcl.simulation import simulate
+
+    with RoundProgress(config) as progress:
+        simulate(config, callbacks=[progress.update], verbose=verbose)
+    progress.print_summary()
+
+
+def _run(args: argparse.Namespace) -> int:
     from fedcl.strategies import check_strategy
 
     config = resolve_config(args)
     check_strategy(config.strategy)  # fail before Ray starts
-    with RoundProgress(config) as progress:
-        simulate(config, callbacks=[progress.update], verbose=args.verbose)
-    progress.print_summary()
+    _simulate_with_progress(config, args.verbose)
+    return 0
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise FedclError(f"{flag} must be comma-separated integers, got {text!r}") from None
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fedcl.compare import run_all, write_comparison
+    from fedcl.strategies import check_strategy
+
+    strategies = [name.strip() for name in args.strategies.split(",") if name.strip()]
+    seeds = _int_list(args.seeds, "--seeds")
+    if not strategies or not seeds:
+        raise FedclError("--strategies and --seeds must each name at least one value")
+    for name in strategies:
+        check_strategy(name)  # every name, before the first run starts
+    if not hasattr(args, "out"):
+        import time
+
+        scenario = getattr(args, "scenario", None) or "config"
+        args.out = f"runs/compare-{scenario}-{time.strftime('%Y%m%d-%H%M%S')}"
+    base = resolve_config(args)
+    out = Path(base.out)
+    run_all(base, strategies, seeds, out, lambda c: _simulate_with_progress(c, args.verbose))
+    write_comparison(out)
+    print((out / "results.md").read_text())
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fedcl.compare import write_comparison
+    from fedcl.recorder import read_metrics, write_report
+
+    directory = Path(args.dir)
+    if (directory / "metrics.jsonl").exists():
+        config = RunConfig.from_toml(directory / "config.toml")
+        summary = write_report(config, read_metrics(directory), directory)
+        print(json.dumps(summary, indent=2))
+    elif any(directory.glob("*/summary.json")):
+        write_comparison(directory)
+        print((directory / "results.md").read_text())
+    else:
+        raise FedclError(
+            f"{str(directory)!r} is neither a run directory (metrics.jsonl) nor a "
+            "comparison directory (runs with summary.json)"
+        )
     return 0
 
 
@@ -102,8 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedcl`` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    commands = {"run": _run, "compare": _compare, "report": _report}
     try:
-        return _run(args)
+        return commands[args.command](args)
     except FedclError as err:
         if args.debug:
             raise

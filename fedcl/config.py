@@ -21,6 +21,10 @@ from fedcl.errors import FedclError, unknown_name
 Scalar = bool | int | float | str
 
 
+SCENARIOS = ("iid", "client-drift", "catastrophic-forgetting", "drift-and-forgetting")
+DRIFTING = ("client-drift", "drift-and-forgetting")  # scenarios where hospitals drift
+STAGED = ("catastrophic-forgetting", "drift-and-forgetting")  # scenarios with stages
+DRIFT_KINDS = ("stain", "blur", "noise", "jpeg", "label-noise", "invert")
 REPRESENTATIONS = ("probs", "features")
 CONSOLIDATION_MODES = ("always", "adaptive", "off")
 
@@ -89,7 +93,7 @@ class RunConfig:
     """Everything that defines a run; two runs with equal configs give equal results."""
 
     strategy: str = _opt("fedavg", "aggregation strategy by name")
-    scenario: str = _opt("iid", "data scenario (iid: every hospital a mild site stain)")
+    scenario: str = _opt("iid", f"data scenario: {', '.join(SCENARIOS)}")
     clients: int = _opt(5, "number of simulated hospitals")
     # 15 rounds of 1 local epoch take the default model to ~0.8 Dice in ~1.5 min.
     rounds: int = _opt(15, "federated rounds")
@@ -106,6 +110,16 @@ class RunConfig:
     # Two labs following the same protocol still differ a little (0.1); see stain.perturb.
     site_stain: float = _opt(0.1, "strength of each hospital's own stain, 0..1")
     client_cpus: float = _opt(1.0, "CPU cores reserved per simulated hospital (Ray)")
+    # --- scenario knobs (DESIGN.md 3.3) -------------------------------------------------
+    # 2 of 5 hospitals: a large minority, as in the paper's drift setting; the peer
+    # consensus of DBC assumes fewer than half drift.
+    drift_ratio: float = _opt(0.4, "client-drift: fraction of hospitals that drift, 0..1")
+    drift_kind: str = _opt("stain", f"client-drift: {', '.join(DRIFT_KINDS)}")
+    drift_strength: float = _opt(0.8, "client-drift: shift strength, 0 (none)..1 (extreme)")
+    drift_start_round: int = _opt(1, "client-drift: first round trained on drifted data")
+    stages: int = _opt(3, "forgetting: number of stages (all hospitals shift together)")
+    rounds_per_stage: int = _opt(5, "forgetting: rounds per stage (rounds = stages x this)")
+    forgetting_strength: float = _opt(0.8, "forgetting: stain and class-mix change per stage, 0..1")
     # --- strategies -------------------------------------------------------------------
     # FedProx's usual range is 0.001..1; 0.01 keeps local models close without stalling.
     proximal_mu: float = _opt(0.01, "FedProx proximal weight mu (fedprox only)")
@@ -168,8 +182,26 @@ class RunConfig:
             raise FedclError(f"config key 'client-cpus' must be > 0, got {self.client_cpus}")
         if self.optimizer not in ("adam", "sgd"):
             raise unknown_name("optimizer", self.optimizer, ("adam", "sgd"))
-        if self.scenario != "iid":
-            raise unknown_name("scenario", self.scenario, ("iid",))
+        if self.scenario not in SCENARIOS:
+            raise unknown_name("scenario", self.scenario, SCENARIOS)
+        if self.drift_kind not in DRIFT_KINDS:
+            raise unknown_name("drift-kind", self.drift_kind, DRIFT_KINDS)
+        for name in ("drift_ratio", "drift_strength", "forgetting_strength"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise FedclError(
+                    f"config key {key_of(name)!r} must be in 0..1, got {getattr(self, name)}"
+                )
+        for name in ("drift_start_round", "stages", "rounds_per_stage"):
+            if getattr(self, name) < 1:
+                raise FedclError(
+                    f"config key {key_of(name)!r} must be >= 1, got {getattr(self, name)}"
+                )
+        if self.scenario in STAGED and self.rounds != self.stages * self.rounds_per_stage:
+            raise FedclError(
+                f"config key 'rounds' must equal stages x rounds-per-stage = {self.stages} "
+                f"x {self.rounds_per_stage} = {self.stages * self.rounds_per_stage} in "
+                f"scenario {self.scenario!r}, got {self.rounds}"
+            )
         if self.proximal_mu < 0:
             raise FedclError(f"config key 'proximal-mu' must be >= 0, got {self.proximal_mu}")
         if self.byzantine < -1:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from flwr.app import (
     Array,
@@ -29,11 +29,21 @@ from flwr.app import (
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedcl import seeds
 from fedcl.config import RunConfig
-from fedcl.data import NUM_CLASSES, TileDataset, hospital_dataset
+from fedcl.data import NUM_CLASSES, TileDataset
 from fedcl.errors import FedclError
 from fedcl.models import build_model
 from fedcl.recorder import RoundCallback, RunRecorder
+from fedcl.scenarios import (
+    DATA_KEYS,
+    held_out_dataset,
+    is_drifted,
+    num_stages,
+    stage_end_rounds,
+    stage_of,
+    train_dataset,
+)
 from fedcl.strategies import build_strategy
 from fedcl.strategies.replies import PARTITION_KEY
 from fedcl.training import evaluate, train_local
@@ -44,26 +54,33 @@ _DATA_KEY, _META_KEY = "fedcl-train-data", "fedcl-train-data-meta"
 
 def round_seed(seed: int, hospital: int, server_round: int) -> int:
     """Seed of one hospital's batch order in one round (independent streams)."""
-    return int(
-        np.random.SeedSequence(seed, spawn_key=(3, hospital, server_round)).generate_state(1)[0]
-    )
+    return int(seeds.stream(seed, seeds.BATCH_ORDER, hospital, server_round).generate_state(1)[0])
 
 
-def _data_fingerprint(config: RunConfig, hospital: int) -> str:
-    # What determines a hospital's training tiles; a change invalidates the cache.
-    keys = ("seed", "scenario", "clients", "image-size", "train-tiles", "site-stain")
-    values = {k: config.to_mapping()[k] for k in keys} | {"hospital": hospital}
+def _data_fingerprint(config: RunConfig, hospital: int, server_round: int) -> str:
+    # What determines the tiles a hospital trains on; a change invalidates the cache.
+    values = {k: config.to_mapping()[k] for k in DATA_KEYS} | {
+        "hospital": hospital,
+        "stage": stage_of(config, server_round),
+        "drifted": is_drifted(config, hospital, server_round),
+    }
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 
-def local_train_data(config: RunConfig, hospital: int, state: RecordDict) -> TileDataset:
-    """Return the hospital's training tiles, generated on first use, kept in ``state``."""
-    fingerprint = _data_fingerprint(config, hospital)
+def local_train_data(
+    config: RunConfig, hospital: int, server_round: int, state: RecordDict
+) -> TileDataset:
+    """Return the tiles the hospital trains on this round, kept in ``state``.
+
+    Generated when first needed and again only when the stage or drift status
+    changes; the previous stage's tiles are then gone, as in the scenario.
+    """
+    fingerprint = _data_fingerprint(config, hospital, server_round)
     cached = state.array_records.get(_DATA_KEY)
     meta = state.config_records.get(_META_KEY)
     if cached is not None and meta is not None and meta.get("fingerprint") == fingerprint:
         return TileDataset(cached["images"].numpy(), cached["masks"].numpy(), NUM_CLASSES)
-    data = hospital_dataset(config, hospital, "train")
+    data = train_dataset(config, hospital, server_round)
     state[_DATA_KEY] = ArrayRecord({"images": Array(data.images), "masks": Array(data.masks)})
     state[_META_KEY] = ConfigRecord({"fingerprint": fingerprint})
     return data
@@ -81,7 +98,7 @@ def handle_train(msg: Message, context: Context) -> Message:
             f"(num-supernodes = clients)"
         )
     server_round = int(sent["server-round"])  # type: ignore[arg-type]
-    data = local_train_data(config, hospital, context.state)
+    data = local_train_data(config, hospital, server_round, context.state)
     model = build_model(config.model, NUM_CLASSES)
     model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
     result = train_local(
@@ -103,10 +120,12 @@ def handle_train(msg: Message, context: Context) -> Message:
 
 
 class ServerEvaluation:
-    """Server-side evaluation of the global model on every hospital's test tiles.
+    """Server-side evaluation of the global model on every hospital's clean test tiles.
 
-    Called by ``Strategy.start`` before round 1 (round 0) and after every round;
-    it also completes the round's record in the run directory.
+    Called by ``Strategy.start`` before round 1 (round 0) and after every round. It
+    evaluates the test data of every stage seen so far, and of every stage at the end
+    of a stage (a row of the stage x stage matrix), then completes the round's record
+    in the run directory.
     """
 
     def __init__(self, config: RunConfig, recorder: RunRecorder, strategy: Strategy) -> None:
@@ -114,29 +133,61 @@ class ServerEvaluation:
         self.recorder = recorder
         self.strategy = strategy
         self.model = build_model(config.model, NUM_CLASSES)
-        self.test_sets = [hospital_dataset(config, h, "test") for h in range(config.clients)]
+        self.stage_ends = set(stage_end_rounds(config))
+        self._test_sets: dict[int, list[TileDataset]] = {}
+
+    def test_sets(self, stage: int) -> list[TileDataset]:
+        """Every hospital's clean test tiles of ``stage`` (built once)."""
+        if stage not in self._test_sets:
+            self._test_sets[stage] = [
+                held_out_dataset(self.config, h, stage) for h in range(self.config.clients)
+            ]
+        return self._test_sets[stage]
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         """Evaluate ``arrays`` (the global model after ``server_round``) and record it."""
         state_dict = arrays.to_torch_state_dict()
         self.model.load_state_dict(state_dict)
-        results = [evaluate(self.model, data) for data in self.test_sets]
-        dice = [r.dice for r in results]
-        loss = sum(r.loss for r in results) / len(results)
-        checkpoint: dict[str, Any] = {
-            "round": server_round,
-            "model": state_dict,
-            # cross-round strategy state (DBC: anchor, history); {} for stateless ones
-            "strategy": getattr(self.strategy, "state_dict", dict)(),
+        current = stage_of(self.config, server_round)
+        stages = num_stages(self.config)
+        evaluated = range(stages) if server_round in self.stage_ends else range(current + 1)
+        results = {s: [evaluate(self.model, d) for d in self.test_sets(s)] for s in evaluated}
+        seen = [results[s] for s in range(current + 1)]
+        per_hospital = [
+            statistics.fmean(stage[h].dice for stage in seen) for h in range(self.config.clients)
+        ]
+        record = self.recorder.round_evaluated(
+            server_round,
+            {
+                "stage": current,
+                "dice": _finite_or_none(statistics.fmean(per_hospital)),
+                "dice_per_hospital": [_finite_or_none(d) for d in per_hospital],
+                "dice_per_stage": [
+                    _finite_or_none(statistics.fmean(r.dice for r in results[s]))
+                    if s in results
+                    else None
+                    for s in range(stages)
+                ],
+                "test_loss": _finite_or_none(
+                    statistics.fmean(r.loss for stage in seen for r in stage)
+                ),
+            },
+            checkpoint={
+                "round": server_round,
+                "model": state_dict,
+                # cross-round strategy state (DBC: anchor, history); {} for stateless ones
+                "strategy": getattr(self.strategy, "state_dict", dict)(),
+            },
+        )
+        metrics = {"dice": record["dice"]} | {
+            f"dice-{h}": d for h, d in enumerate(record["dice_per_hospital"])
         }
-        record = self.recorder.round_evaluated(server_round, dice, loss, checkpoint)
-        metrics = {"dice": record["dice"], "test-loss": loss}
-        metrics |= {f"dice-{h}": d for h, d in enumerate(dice)}
-        return MetricRecord({k: v for k, v in metrics.items() if _is_number(v)})
+        return MetricRecord({k: v for k, v in metrics.items() if v is not None})
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, float | int) and math.isfinite(value)
+def _finite_or_none(value: float) -> float | None:
+    # JSON has no NaN: a Dice that does not exist (no tile has the class) is null.
+    return value if math.isfinite(value) else None
 
 
 def serve(grid: Grid, config: RunConfig, callbacks: Sequence[RoundCallback] = ()) -> dict:

@@ -73,5 +73,81 @@ def plot_dbc(records: Sequence[dict[str, Any]], path: Path, *, title: str = "") 
     plt.close(fig)
 
 
+def plot_dice_matrix(
+    matrix: Sequence[Sequence[float | None]], path: Path, *, title: str = ""
+) -> None:
+    """Heat map of ``R[i][j]``: Dice on stage j's test data after stage i."""
+    size = max(len(matrix), 1)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * size, 1.2 + 1.0 * size), dpi=110)
+    values = [[_nan(v) for v in row] for row in matrix] or [[float("nan")]]
+    image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis")
+    for i, row in enumerate(values):
+        for j, value in enumerate(row):
+            if value == value:  # not NaN
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    color="white" if value < 0.6 else "black",
+                    fontsize=9,
+                )
+    ax.set_xticks(range(len(values[0])))
+    ax.set_yticks(range(len(values)))
+    ax.set_xlabel("test data of stage j")
+    ax.set_ylabel("after stage i")
+    ax.set_title(title, fontsize=8)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="Dice")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_comparison(
+    curves: dict[str, list[tuple[int, float, float]]],
+    table: dict[str, dict[str, tuple[float | None, float | None]]],
+    path: Path,
+    *,
+    title: str = "",
+) -> None:
+    """Plot strategies side by side: Dice per round, and final Dice / ACC / forgetting.
+
+    Curves are means over seeds with a band of one std; bars have std error bars.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.0), dpi=110)
+    for name, points in curves.items():
+        rounds = [p[0] for p in points]
+        mean = [p[1] for p in points]
+        std = [p[2] for p in points]
+        left.plot(rounds, mean, "-o", ms=3, label=name)
+        left.fill_between(
+            rounds,
+            [m - s for m, s in zip(mean, std, strict=True)],
+            [m + s for m, s in zip(mean, std, strict=True)],
+            alpha=0.15,
+        )
+    left.set_xlabel("round")
+    left.set_ylabel("mean foreground Dice")
+    left.set_ylim(0, 1)
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    metrics = ("final_dice", "acc", "forgetting")
+    width = 0.8 / max(len(table), 1)
+    for k, (name, row) in enumerate(table.items()):
+        xs = [i + k * width for i in range(len(metrics))]
+        means = [_nan(row[m][0]) for m in metrics]
+        stds = [_nan(row[m][1]) for m in metrics]
+        right.bar(xs, means, width, yerr=stds, label=name, capsize=2)
+    right.set_xticks([i + 0.4 - width / 2 for i in range(len(metrics))])
+    right.set_xticklabels(["final Dice", "ACC", "forgetting"])
+    right.grid(alpha=0.3, axis="y")
+    right.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def _nan(value: float | None) -> float:
     return float("nan") if value is None else value

@@ -4,9 +4,10 @@ Layout of ``RUN_DIR``::
 
     config.toml        the resolved configuration (re-runnable with --config)
     metrics.jsonl      one JSON object per round (round 0 = the initial model)
-    summary.json       final figures (see :meth:`RunRecorder.finish`)
+    summary.json       final figures (see :func:`fedcl.metrics.summarize`)
     checkpoint.pt      round, global model state_dict, strategy state; atomic writes
     dice.png           Dice per round, per hospital and mean
+    dice_matrix.png    the stage x stage Dice matrix R as a heat map
     dbc.png            (dbc) peer scores per hospital per round, rejections marked
 """
 
@@ -24,14 +25,10 @@ import tomli_w
 import torch
 
 from fedcl.config import RunConfig
-from fedcl.plots import plot_dbc, plot_dice
+from fedcl.metrics import summarize
+from fedcl.plots import plot_dbc, plot_dice, plot_dice_matrix
 
 RoundCallback = Callable[[dict[str, Any]], None]
-
-
-def _finite_or_none(value: float) -> float | None:
-    # JSON has no NaN; a missing value is null rather than an invalid file.
-    return value if math.isfinite(value) else None
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -84,24 +81,21 @@ class RunRecorder:
     def round_evaluated(
         self,
         server_round: int,
-        dice_per_hospital: Sequence[float],
-        loss: float,
+        evaluation: Mapping[str, Any],
         checkpoint: Mapping[str, Any],
     ) -> dict[str, Any]:
         """Complete the record of ``server_round``: append it, checkpoint, notify.
 
-        ``checkpoint`` (``round``, ``model`` state_dict, ``strategy`` state) is written
-        atomically to ``checkpoint.pt``.
+        ``evaluation`` holds the server's evaluation (``dice``, ``dice_per_hospital``,
+        ``dice_per_stage``, ...); ``checkpoint`` (``round``, ``model`` state_dict,
+        ``strategy`` state) is written atomically to ``checkpoint.pt``.
         """
         now = time.perf_counter()
-        train = self._train.pop(server_round, {})
-        dice = [float(d) for d in dice_per_hospital]
+        train_loss = self._train.pop(server_round, {}).get("train-loss")
         record: dict[str, Any] = {
             "round": server_round,
-            "dice": _finite_or_none(sum(dice) / len(dice)),
-            "dice_per_hospital": [_finite_or_none(d) for d in dice],
-            "test_loss": _finite_or_none(loss),
-            "train_loss": _finite_or_none(float(train.get("train-loss", math.nan))),
+            **evaluation,
+            "train_loss": train_loss if train_loss is None or math.isfinite(train_loss) else None,
             "wall_seconds": round(now - self._last, 4),
         }
         if server_round in self._reports:
@@ -117,24 +111,24 @@ class RunRecorder:
 
     def finish(self) -> dict[str, Any]:
         """Write ``summary.json`` and the plots; return the summary."""
-        last = self.records[-1] if self.records else {}
-        summary = {
-            "final_dice": last.get("dice"),
-            "dice_per_hospital": last.get("dice_per_hospital"),
-            "rounds": last.get("round", 0),
-            "wall_seconds": round(time.perf_counter() - self._started, 3),
-            "strategy": self.config.strategy,
-            "scenario": self.config.scenario,
-            "seed": self.config.seed,
-        }
-        _atomic_write(
-            self.dir / "summary.json",
-            lambda p: _write_text(p, json.dumps(summary, indent=2) + "\n"),
-        )
-        plot_dice(self.records, self.dir / "dice.png", title=_title(self.config))
-        if any("peer_scores" in r.get("aggregation", {}) for r in self.records):
-            plot_dbc(self.records, self.dir / "dbc.png", title=_title(self.config))
-        return summary
+        return write_report(self.config, self.records, self.dir)
+
+
+def write_report(
+    config: RunConfig, records: Sequence[dict[str, Any]], run_dir: Path
+) -> dict[str, Any]:
+    """(Re)write a run's ``summary.json`` and plots from its config and records."""
+    summary = summarize(config, records)
+    _atomic_write(
+        run_dir / "summary.json",
+        lambda p: _write_text(p, json.dumps(summary, indent=2) + "\n"),
+    )
+    title = _title(config)
+    plot_dice(records, run_dir / "dice.png", title=title)
+    plot_dice_matrix(summary["dice_matrix"], run_dir / "dice_matrix.png", title=title)
+    if any("peer_scores" in (r.get("aggregation") or {}) for r in records):
+        plot_dbc(records, run_dir / "dbc.png", title=title)
+    return summary
 
 
 def _title(config: RunConfig) -> str:

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from fedcl.config import RunConfig
-from fedcl.data import NUM_CLASSES, Stain, generate_tiles, hospital_dataset, perturb, site_stain
+from fedcl.data import NUM_CLASSES, Stain, generate_tiles, perturb
 
 
 def tiles(seed=0, count=6, size=64, stain=None):
@@ -68,19 +67,6 @@ def test_stain_shift_changes_the_tiles_but_not_the_masks():
     images_b, masks_b = tiles(seed=5, stain=shifted)
     np.testing.assert_array_equal(masks_a, masks_b)
     assert np.abs(images_a.astype(int) - images_b.astype(int)).mean() > 5
-
-
-def test_hospitals_have_their_own_tiles_and_site_stain():
-    config = RunConfig(clients=2, image_size=32, train_tiles=4, test_tiles=4)
-    train_0 = hospital_dataset(config, 0, "train")
-    test_0 = hospital_dataset(config, 0, "test")
-    train_1 = hospital_dataset(config, 1, "train")
-    assert train_0.images.tobytes() != test_0.images.tobytes()
-    assert train_0.images.tobytes() != train_1.images.tobytes()
-    assert site_stain(0, 0, 0.1) != site_stain(0, 1, 0.1)
-    assert site_stain(0, 0, 0.0) == Stain()
-    with pytest.raises(ValueError, match="hospital must be in 0..1"):
-        hospital_dataset(config, 2, "train")
 
 
 def test_invalid_class_mix_is_rejected():

@@ -1,7 +1,7 @@
 """Tile data: the synthetic H&E generator, the stain model and the dataset contract."""
 
 from fedcl.data.dataset import TileDataset
-from fedcl.data.hospitals import hospital_dataset, reference_images, root_dataset, site_stain
+from fedcl.data.reference import reference_images, root_dataset
 from fedcl.data.stain import Stain, perturb
 from fedcl.data.synthetic import CLASS_NAMES, NUM_CLASSES, generate_tiles
 
@@ -11,9 +11,7 @@ __all__ = [
     "Stain",
     "TileDataset",
     "generate_tiles",
-    "hospital_dataset",
     "perturb",
     "reference_images",
     "root_dataset",
-    "site_stain",
 ]

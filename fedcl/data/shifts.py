@@ -1,0 +1,75 @@
+"""Client-drift shifts applied to a hospital's tiles (DESIGN.md 3.3).
+
+``stain`` acts in the stain model itself (re-rendering the same tissue with another
+protocol, see :func:`drifted_stain`); the image-domain shifts use albumentations
+(``GaussianBlur``, ``GaussNoise``, ``ImageCompression``); ``label-noise`` corrupts the
+masks (annotators who mislabel whole regions); ``invert`` blends the tile with its
+colour negative. ``strength`` in 0..1 scales every kind from none to extreme.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from fedcl.config import DRIFT_KINDS
+from fedcl.data.stain import Stain, perturb
+
+__all__ = ["DRIFT_KINDS", "IMAGE_KINDS", "drifted_stain", "shift_images", "shift_labels"]
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network call on import
+import albumentations as A  # noqa: E402
+
+IMAGE_KINDS = ("blur", "noise", "jpeg", "invert")  # kinds that transform the pixels
+
+
+def drifted_stain(site: Stain, rng: np.random.Generator, strength: float) -> Stain:
+    """Return a drifted hospital's protocol: its site stain shifted by ``1.5 * strength``.
+
+    At strength 1 the shift exceeds :func:`~fedcl.data.stain.perturb`'s "different
+    scanner and staining protocol" (1.0): a strongly, visibly different hospital.
+    """
+    return perturb(site, rng, 1.5 * strength)
+
+
+def _albumentation(kind: str, strength: float, seed: int) -> A.Compose:
+    if kind == "blur":
+        sigma = 0.5 + 2.5 * strength
+        transform = A.GaussianBlur(sigma_limit=(sigma, sigma), p=1.0)
+    elif kind == "noise":
+        std = max(0.25 * strength, 1e-3)
+        transform = A.GaussNoise(std_range=(std, std), p=1.0)
+    elif kind == "jpeg":
+        quality = int(round(100 - 95 * strength))
+        transform = A.ImageCompression(quality_range=(quality, quality), p=1.0)
+    else:
+        raise ValueError(f"no albumentations transform for drift kind {kind!r}")
+    return A.Compose([transform], seed=seed)
+
+
+def shift_images(images: np.ndarray, kind: str, strength: float, seed: int) -> np.ndarray:
+    """Apply an image-domain drift to ``N x H x W x 3`` uint8 tiles (new array)."""
+    if kind == "invert":
+        blended = (1 - strength) * images.astype(np.float32) + strength * (
+            255.0 - images.astype(np.float32)
+        )
+        return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+    transform = _albumentation(kind, strength, seed)
+    return np.stack([transform(image=image)["image"] for image in images])
+
+
+def shift_labels(masks: np.ndarray, strength: float, num_classes: int, seed: int) -> np.ndarray:
+    """Label noise: per tile, each class present is relabelled with prob. ``strength``.
+
+    The new label is another class drawn uniformly, the same for the whole region of
+    that class in that tile (a mislabelled region, not salt-and-pepper noise).
+    """
+    rng = np.random.default_rng(seed)
+    noisy = masks.copy()
+    for i, mask in enumerate(masks):
+        for label in np.unique(mask):
+            if rng.random() < strength:
+                others = [c for c in range(num_classes) if c != label]
+                noisy[i][mask == label] = rng.choice(others)
+    return noisy

@@ -1,0 +1,108 @@
+"""Run-level metrics from per-round records (pure functions; DESIGN.md section 7).
+
+- Continual learning: ``R[i][j]`` = Dice on stage j's test data after stage i;
+  ``ACC = mean_j R[T][j]``, ``BWT = mean_{j<T} (R[T][j] - R[j][j])``,
+  ``forgetting = mean_{j<T} (max_{l<T} R[l][j] - R[T][j])`` (T = the last stage).
+- Drift detection: precision and recall of the rejections a strategy reports
+  (``round_report`` with ``hospitals`` and ``decisions``) against the hospitals the
+  scenario actually drifted in that round.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from fedcl.config import RunConfig
+from fedcl.scenarios import is_drifted, stage_end_rounds
+
+Matrix = Sequence[Sequence[float | None]]
+
+
+def continual_metrics(matrix: Matrix) -> dict[str, float | None]:
+    """ACC, BWT and forgetting of a stage x stage Dice matrix.
+
+    With one stage, BWT and forgetting are undefined (None); missing entries (None)
+    are skipped.
+    """
+    if not matrix:
+        return {"acc": None, "bwt": None, "forgetting": None}
+    last = len(matrix) - 1
+    final = matrix[last]
+    acc = _mean([final[j] for j in range(len(final))])
+    bwt = _mean([_sub(final[j], matrix[j][j]) for j in range(last)])
+    forgetting = _mean(
+        [_sub(_max([matrix[i][j] for i in range(last)]), final[j]) for j in range(last)]
+    )
+    return {"acc": acc, "bwt": bwt, "forgetting": forgetting}
+
+
+def detection(config: RunConfig, records: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """Precision and recall of reported rejections against the truly drifted hospitals.
+
+    A rejection is any decision other than ``"accepted"``. Precision is None when
+    nothing was rejected, recall when nothing drifted; both None when the strategy
+    reports no decisions at all.
+    """
+    tp = fp = fn = 0
+    reported = False
+    for record in records:
+        report = record.get("aggregation") or {}
+        if "decisions" not in report or "hospitals" not in report:
+            continue
+        reported = True
+        for hospital, decision in zip(report["hospitals"], report["decisions"], strict=True):
+            if hospital is None:
+                continue
+            rejected = decision != "accepted"
+            drifted = is_drifted(config, hospital, record["round"])
+            tp += rejected and drifted
+            fp += rejected and not drifted
+            fn += drifted and not rejected
+    if not reported:
+        return {"precision": None, "recall": None}
+    return {
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "recall": tp / (tp + fn) if tp + fn else None,
+    }
+
+
+def dice_matrix(config: RunConfig, records: Sequence[dict[str, Any]]) -> list[list[float | None]]:
+    """Return the rows of ``R``: per-stage Dice recorded at the end of each stage reached."""
+    by_round = {r["round"]: r for r in records}
+    return [
+        list(by_round[end]["dice_per_stage"]) for end in stage_end_rounds(config) if end in by_round
+    ]
+
+
+def summarize(config: RunConfig, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Build a run's ``summary.json`` from its config and its round records."""
+    last = records[-1] if records else {}
+    matrix = dice_matrix(config, records)
+    return {
+        "final_dice": last.get("dice"),
+        "dice_per_hospital": last.get("dice_per_hospital"),
+        "dice_matrix": matrix,
+        **continual_metrics(matrix),
+        "detection": detection(config, records),
+        "rounds": last.get("round", 0),
+        "wall_seconds": round(sum(r.get("wall_seconds", 0.0) for r in records), 3),
+        "strategy": config.strategy,
+        "scenario": config.scenario,
+        "seed": config.seed,
+    }
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present else None
+
+
+def _max(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _sub(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b

@@ -1,0 +1,158 @@
+"""Scenarios: which hospitals exist, what their data looks like at each round.
+
+A scenario is data, not code: the ``scenario`` key and its knobs in a
+:class:`~fedcl.config.RunConfig` (CLI flags or a TOML file). Everything here is a pure
+function of the config, the hospital and the round, so the server and every hospital
+derive the same facts independently (DESIGN.md 3.3):
+
+- ``iid``: every hospital its own mild site stain (``site-stain``), no drift.
+- ``client-drift``: the fraction ``drift-ratio`` of hospitals (drawn from the seed)
+  train on strongly shifted data from round ``drift-start-round`` on (``drift-kind``,
+  ``drift-strength``): the spatial shift. Test data stays clean.
+- ``catastrophic-forgetting``: ``stages`` stages of ``rounds-per-stage`` rounds; at each
+  stage boundary all hospitals change stain/scanner and class mix together
+  (``forgetting-strength``), and the previous stage's training data is gone.
+- ``drift-and-forgetting``: both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedcl import seeds
+from fedcl.config import DRIFTING, STAGED, RunConfig
+from fedcl.data.dataset import TileDataset
+from fedcl.data.shifts import IMAGE_KINDS, drifted_stain, shift_images, shift_labels
+from fedcl.data.stain import Stain, perturb
+from fedcl.data.synthetic import DEFAULT_CLASS_MIX, NUM_CLASSES, generate_tiles
+
+SPLITS = ("train", "test")
+# Config keys that determine a hospital's tiles (with the hospital, stage and drift).
+DATA_KEYS = (
+    "seed",
+    "scenario",
+    "clients",
+    "image-size",
+    "train-tiles",
+    "test-tiles",
+    "site-stain",
+    "drift-ratio",
+    "drift-kind",
+    "drift-strength",
+    "forgetting-strength",
+)
+
+
+def has_drift(config: RunConfig) -> bool:
+    """Whether some hospitals drift (client-drift, drift-and-forgetting)."""
+    return config.scenario in DRIFTING
+
+
+def num_stages(config: RunConfig) -> int:
+    """Return the number of stages: ``stages`` in forgetting scenarios, else 1."""
+    return config.stages if config.scenario in STAGED else 1
+
+
+def stage_of(config: RunConfig, server_round: int) -> int:
+    """0-based stage of ``server_round`` (round 0, the initial model, is in stage 0)."""
+    if config.scenario not in STAGED:
+        return 0
+    return min(max(server_round - 1, 0) // config.rounds_per_stage, config.stages - 1)
+
+
+def stage_end_rounds(config: RunConfig) -> list[int]:
+    """Return the last round of every stage (where the stage x stage matrix gets a row)."""
+    if config.scenario not in STAGED:
+        return [config.rounds]
+    return [config.rounds_per_stage * (s + 1) for s in range(config.stages)]
+
+
+def drifted_hospitals(config: RunConfig) -> tuple[int, ...]:
+    """Return the hospitals that drift: ``round(drift-ratio * clients)`` of them, from the seed."""
+    if not has_drift(config):
+        return ()
+    count = int(round(config.drift_ratio * config.clients))
+    order = seeds.rng(config.seed, seeds.DRIFT).permutation(config.clients)
+    return tuple(sorted(int(h) for h in order[:count]))
+
+
+def is_drifted(config: RunConfig, hospital: int, server_round: int) -> bool:
+    """Whether ``hospital`` trains on drifted data in ``server_round``."""
+    return hospital in drifted_hospitals(config) and server_round >= config.drift_start_round
+
+
+def stage_stain(config: RunConfig, stage: int) -> Stain:
+    """Return the protocol every hospital shares in ``stage`` (stage 0: the reference stain)."""
+    if stage == 0:
+        return Stain()
+    return perturb(
+        Stain(), seeds.rng(config.seed, seeds.STAGE, stage), 1.5 * config.forgetting_strength
+    )
+
+
+def stage_class_mix(config: RunConfig, stage: int) -> tuple[float, ...]:
+    """Return the class mix of ``stage``: the default mix re-weighted per stage (patient mix)."""
+    if stage == 0:
+        return DEFAULT_CLASS_MIX
+    rng = seeds.rng(config.seed, seeds.STAGE, stage, 1)
+    weights = np.asarray(DEFAULT_CLASS_MIX) * np.exp(
+        3.0 * config.forgetting_strength * rng.standard_normal(NUM_CLASSES)
+    )
+    return tuple(float(w) for w in weights / weights.sum())
+
+
+def site_stain(config: RunConfig, hospital: int, stage: int = 0) -> Stain:
+    """Return the hospital's own protocol in ``stage``: the stage stain, mildly perturbed."""
+    return perturb(
+        stage_stain(config, stage),
+        seeds.rng(config.seed, seeds.SITE_STAIN, hospital),
+        config.site_stain,
+    )
+
+
+def hospital_dataset(
+    config: RunConfig, hospital: int, split: str, *, stage: int = 0, drifted: bool = False
+) -> TileDataset:
+    """Tiles of ``hospital`` (0-based) for ``split`` in ``stage``, optionally drifted.
+
+    The test split is a disjoint seed stream with the same site stain. Drifted tiles
+    are the same tissue as the clean ones (same seed stream), shifted by ``drift-kind``.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if not 0 <= hospital < config.clients:
+        raise ValueError(f"hospital must be in 0..{config.clients - 1}, got {hospital}")
+    stain = site_stain(config, hospital, stage)
+    kind, strength = config.drift_kind, config.drift_strength
+    if drifted and kind == "stain":
+        stain = drifted_stain(stain, seeds.rng(config.seed, seeds.DRIFT, hospital), strength)
+    stream = seeds.stream(config.seed, seeds.TILES, hospital, SPLITS.index(split), stage)
+    images, masks = generate_tiles(
+        config.train_tiles if split == "train" else config.test_tiles,
+        size=config.image_size,
+        stain=stain,
+        seed=stream,
+        class_mix=stage_class_mix(config, stage),
+    )
+    shift_seed = int(seeds.stream(config.seed, seeds.DRIFT, hospital, stage).generate_state(1)[0])
+    if drifted and kind in IMAGE_KINDS:
+        images = shift_images(images, kind, strength, shift_seed)
+    if drifted and kind == "label-noise":
+        masks = shift_labels(masks, strength, NUM_CLASSES, shift_seed)
+    return TileDataset(images, masks, NUM_CLASSES)
+
+
+def train_dataset(config: RunConfig, hospital: int, server_round: int) -> TileDataset:
+    """Return what ``hospital`` trains on in ``server_round`` (its stage, drifted or not)."""
+    return hospital_dataset(
+        config,
+        hospital,
+        "train",
+        stage=stage_of(config, server_round),
+        drifted=is_drifted(config, hospital, server_round),
+    )
+
+
+def held_out_dataset(config: RunConfig, hospital: int, stage: int) -> TileDataset:
+    """Clean held-out tiles of ``hospital`` in ``stage`` (what the server evaluates)."""
+    return hospital_dataset(config, hospital, "test", stage=stage)
