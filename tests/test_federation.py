@@ -36,8 +36,15 @@ def test_round_seeds_differ_per_hospital_and_round_and_repeat_for_a_seed():
 
 
 def test_a_new_stage_replaces_the_cached_data(monkeypatch):
-    config = RunConfig(clients=2, image_size=32, train_tiles=4, scenario="catastrophic-forgetting",
-                       stages=2, rounds_per_stage=2, rounds=4)
+    config = RunConfig(
+        clients=2,
+        image_size=32,
+        train_tiles=4,
+        scenario="catastrophic-forgetting",
+        stages=2,
+        rounds_per_stage=2,
+        rounds=4,
+    )
     state = RecordDict()
     stage_0 = federation.local_train_data(config, 0, 2, state)
     stage_1 = federation.local_train_data(config, 0, 3, state)

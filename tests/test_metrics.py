@@ -1,0 +1,84 @@
+import pytest
+
+from fedcl.config import RunConfig
+from fedcl.metrics import continual_metrics, detection, summarize
+
+
+def test_continual_metrics_on_a_hand_made_matrix():
+    matrix = [
+        [0.8, 0.1, 0.0],
+        [0.5, 0.7, 0.2],
+        [0.4, 0.6, 0.9],
+    ]
+    result = continual_metrics(matrix)
+    assert result["acc"] == pytest.approx((0.4 + 0.6 + 0.9) / 3)
+    assert result["bwt"] == pytest.approx(((0.4 - 0.8) + (0.6 - 0.7)) / 2)
+    # forgetting: max over earlier rows minus final, for stages 0 and 1
+    assert result["forgetting"] == pytest.approx(((0.8 - 0.4) + (0.7 - 0.6)) / 2)
+
+
+def test_no_forgetting_when_old_stages_improve():
+    result = continual_metrics([[0.5, 0.0], [0.7, 0.6]])
+    assert result["bwt"] == pytest.approx(0.2)
+    assert result["forgetting"] == pytest.approx(-0.2)
+
+
+def test_single_stage_has_acc_but_no_bwt_or_forgetting():
+    assert continual_metrics([[0.66]]) == {"acc": 0.66, "bwt": None, "forgetting": None}
+
+
+def record(round_, hospitals, decisions):
+    return {"round": round_, "aggregation": {"hospitals": hospitals, "decisions": decisions}}
+
+
+def test_detection_precision_and_recall_against_the_truly_drifted():
+    config = RunConfig(scenario="client-drift", clients=5, drift_ratio=0.4, drift_start_round=2)
+    from fedcl.scenarios import drifted_hospitals
+
+    bad = drifted_hospitals(config)
+    good = [h for h in range(5) if h not in bad]
+    hospitals = list(range(5))
+
+    def decisions(rejected):
+        return ["rejected-outlier" if h in rejected else "accepted" for h in hospitals]
+
+    records = [
+        record(1, hospitals, decisions({bad[0]})),  # before drift starts: a false positive
+        record(2, hospitals, decisions(set(bad))),  # 2 true positives
+        record(3, hospitals, decisions({bad[0], good[0]})),  # 1 TP, 1 FP, 1 miss
+    ]
+    result = detection(config, records)
+    assert result["precision"] == pytest.approx(3 / 5)
+    assert result["recall"] == pytest.approx(3 / 4)
+
+
+def test_detection_is_undefined_without_reported_decisions():
+    config = RunConfig(scenario="client-drift")
+    assert detection(config, [{"round": 1}]) == {"precision": None, "recall": None}
+
+
+def test_summary_has_every_design_key():
+    config = RunConfig(scenario="catastrophic-forgetting", stages=2, rounds_per_stage=1, rounds=2)
+    records = [
+        {"round": 0, "dice": 0.1, "dice_per_stage": [0.1, None], "wall_seconds": 1.0},
+        {"round": 1, "dice": 0.6, "dice_per_stage": [0.6, 0.2], "wall_seconds": 2.0},
+        {"round": 2, "dice": 0.5, "dice_per_stage": [0.3, 0.7], "wall_seconds": 2.5},
+    ]
+    summary = summarize(config, records)
+    for key in (
+        "final_dice",
+        "dice_matrix",
+        "acc",
+        "bwt",
+        "forgetting",
+        "detection",
+        "rounds",
+        "wall_seconds",
+        "strategy",
+        "scenario",
+        "seed",
+    ):
+        assert key in summary
+    assert summary["dice_matrix"] == [[0.6, 0.2], [0.3, 0.7]]
+    assert summary["forgetting"] == pytest.approx(0.3)
+    assert summary["wall_seconds"] == pytest.approx(5.5)

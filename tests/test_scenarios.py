@@ -1,0 +1,195 @@
+"""Scenarios: who drifts, when stages change, what the data looks like."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedcl.config import DRIFT_KINDS, SCENARIOS, RunConfig
+from fedcl.data import reference_images
+from fedcl.data.stain import Stain
+from fedcl.errors import FedclError
+from fedcl.scenarios import (
+    drifted_hospitals,
+    held_out_dataset,
+    hospital_dataset,
+    is_drifted,
+    site_stain,
+    stage_class_mix,
+    stage_end_rounds,
+    stage_of,
+    train_dataset,
+)
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "fedcl" / "scenarios"
+SMALL = {"image_size": 32, "train_tiles": 6, "test_tiles": 4}
+
+
+def drift(**changes):
+    return RunConfig(scenario="client-drift", **SMALL).replace(**changes)
+
+
+def staged(**changes):
+    return RunConfig(
+        scenario="catastrophic-forgetting", stages=3, rounds_per_stage=4, rounds=12, **SMALL
+    ).replace(**changes)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_every_builtin_scenario_has_an_example_file(name):
+    config = RunConfig.from_toml(EXAMPLES / f"{name}.toml")
+    assert config.scenario == name
+
+
+def test_same_seed_same_data_bit_for_bit_and_different_seeds_differ():
+    a = train_dataset(drift(seed=3), 0, 1)
+    b = train_dataset(drift(seed=3), 0, 1)
+    c = train_dataset(drift(seed=4), 0, 1)
+    assert a.images.tobytes() == b.images.tobytes() and a.masks.tobytes() == b.masks.tobytes()
+    assert a.images.tobytes() != c.images.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("clients", "ratio", "count"),
+    [(5, 0.4, 2), (10, 0.5, 5), (4, 0.0, 0), (3, 1.0, 3), (7, 0.3, 2)],
+)
+def test_drifted_hospitals_are_exactly_the_configured_fraction(clients, ratio, count):
+    config = drift(clients=clients, drift_ratio=ratio)
+    chosen = drifted_hospitals(config)
+    assert len(chosen) == count and len(set(chosen)) == count
+    assert all(0 <= h < clients for h in chosen)
+    assert drifted_hospitals(RunConfig(clients=clients)) == ()  # iid: nobody
+
+
+def test_drift_starts_at_the_configured_round():
+    config = drift(drift_start_round=3)
+    h = drifted_hospitals(config)[0]
+    assert [is_drifted(config, h, r) for r in (1, 2, 3, 4)] == [False, False, True, True]
+    clean = next(i for i in range(config.clients) if i not in drifted_hospitals(config))
+    assert not is_drifted(config, clean, 4)
+    assert train_dataset(config, h, 2).images.tobytes() == (
+        hospital_dataset(config, h, "train").images.tobytes()
+    )
+
+
+def _pair(kind, strength=1.0):
+    config = drift(drift_kind=kind, drift_strength=strength)
+    h = drifted_hospitals(config)[0]
+    return (
+        hospital_dataset(config, h, "train"),
+        hospital_dataset(config, h, "train", drifted=True),
+    )
+
+
+def test_stain_drift_re_renders_the_same_tissue():
+    clean, shifted = _pair("stain")
+    np.testing.assert_array_equal(clean.masks, shifted.masks)
+    assert np.abs(clean.images.astype(int) - shifted.images.astype(int)).mean() > 10
+
+
+def test_blur_drift_removes_fine_detail():
+    clean, shifted = _pair("blur")
+    np.testing.assert_array_equal(clean.masks, shifted.masks)
+
+    def detail(images):
+        return np.abs(np.diff(images.astype(float), axis=2)).mean()
+
+    assert detail(shifted.images) < 0.5 * detail(clean.images)
+
+
+def test_noise_and_jpeg_drift_change_pixels_not_labels():
+    for kind in ("noise", "jpeg"):
+        clean, shifted = _pair(kind)
+        np.testing.assert_array_equal(clean.masks, shifted.masks)
+        assert np.abs(clean.images.astype(int) - shifted.images.astype(int)).mean() > 3, kind
+
+
+def test_invert_drift_at_full_strength_is_the_colour_negative():
+    clean, shifted = _pair("invert")
+    np.testing.assert_array_equal(shifted.images, 255 - clean.images)
+
+
+def test_label_noise_changes_labels_not_pixels():
+    clean, shifted = _pair("label-noise", strength=0.7)
+    np.testing.assert_array_equal(clean.images, shifted.images)
+    assert (clean.masks != shifted.masks).mean() > 0.2
+
+
+def test_zero_strength_drift_changes_nothing_but_the_label():
+    for kind in ("invert", "label-noise"):
+        clean, shifted = _pair(kind, strength=0.0)
+        np.testing.assert_array_equal(clean.images, shifted.images)
+        np.testing.assert_array_equal(clean.masks, shifted.masks)
+
+
+def test_test_data_of_drifted_hospitals_is_clean():
+    config = drift()
+    h = drifted_hospitals(config)[0]
+    assert held_out_dataset(config, h, 0).images.tobytes() == (
+        hospital_dataset(config, h, "test").images.tobytes()
+    )
+
+
+def test_stage_boundaries_at_the_configured_rounds():
+    config = staged()
+    assert [stage_of(config, r) for r in range(0, 13)] == [0] * 5 + [1] * 4 + [2] * 4
+    assert stage_end_rounds(config) == [4, 8, 12]
+    assert stage_of(drift(), 12) == 0 and stage_end_rounds(drift(rounds=7)) == [7]
+
+
+def test_each_stage_changes_stain_and_class_mix_for_all_hospitals():
+    config = staged()
+    assert stage_class_mix(config, 0) != stage_class_mix(config, 1)
+    assert stage_class_mix(config, 1) != stage_class_mix(config, 2)
+    for h in range(config.clients):
+        assert site_stain(config, h, 0) != site_stain(config, h, 1)
+    a = train_dataset(config, 0, 4)
+    b = train_dataset(config, 0, 5)
+    assert a.images.tobytes() != b.images.tobytes()
+    assert site_stain(config.replace(site_stain=0.0), 2, 0) == Stain()
+
+
+def test_reference_set_is_disjoint_from_hospital_data():
+    config = RunConfig(clients=3, reference_size=6, **SMALL)
+    reference = {tile.tobytes() for tile in reference_images(config)}
+    assert len(reference) == 6
+    for h in range(3):
+        for split in ("train", "test"):
+            tiles = hospital_dataset(config, h, split).images
+            assert reference.isdisjoint(tile.tobytes() for tile in tiles)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"scenario": "client-drift", "drift-ratio": 1.5},
+            "'drift-ratio' must be in 0..1, got 1.5",
+        ),
+        ({"drift-kind": "blurr"}, "unknown drift-kind 'blurr'.*Did you mean 'blur'"),
+        (
+            {"scenario": "catastrophic-forgetting", "stages": 2, "rounds-per-stage": 4},
+            "'rounds' must equal stages x rounds-per-stage = 2 x 4 = 8",
+        ),
+        ({"stages": 0}, "'stages' must be >= 1"),
+        ({"forgetting-strength": -0.1}, "'forgetting-strength' must be in 0..1"),
+    ],
+)
+def test_invalid_scenario_values_name_file_key_value_and_range(tmp_path, values, message):
+    import tomli_w
+
+    path = tmp_path / "mine.toml"
+    path.write_text(tomli_w.dumps(values))
+    with pytest.raises(FedclError, match=f"{path}: .*{message}"):
+        RunConfig.from_toml(path)
+
+
+def test_all_drift_kinds_are_implemented():
+    for kind in DRIFT_KINDS:
+        clean, shifted = _pair(kind, strength=0.9)
+        assert (
+            clean.images.tobytes() != shifted.images.tobytes()
+            or clean.masks.tobytes() != shifted.masks.tobytes()
+        ), kind
