@@ -17,7 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from fedcl.config import RunConfig
+from fedcl.config import STAGED, RunConfig
 
 
 class RoundProgress:
@@ -61,16 +61,34 @@ class RoundProgress:
         """Show a completed round record (round 0 is the initial model)."""
         dice = record["dice"]
         status = f"Dice {dice:.3f}" if dice is not None else "Dice n/a"
+        if self.config.scenario in STAGED:
+            status = f"stage {record['stage'] + 1}/{self.config.stages} | {status}"
+        decisions = (record.get("aggregation") or {}).get("decisions")
+        if decisions:
+            status += f" | rejected {sum(d != 'accepted' for d in decisions)}/{len(decisions)}"
         if record["round"] > 0:
             status += f" | {record['wall_seconds']:.1f} s/round"
         self.progress.update(self.task, completed=record["round"], status=status)
 
     def print_summary(self) -> None:
-        """Print the run's summary.json in one line."""
+        """Print the run's summary.json in one or two lines."""
         summary = json.loads((Path(self.config.out) / "summary.json").read_text())
-        dice = summary["final_dice"]
         self.console.print(
-            f"done: final Dice {dice if dice is None else round(dice, 4)} after "
-            f"{summary['rounds']} rounds in {summary['wall_seconds']:.1f} s; "
-            f"run directory {self.config.out}"
+            f"done: final Dice {_fmt(summary['final_dice'])} after {summary['rounds']} rounds "
+            f"in {summary['wall_seconds']:.1f} s; run directory {self.config.out}"
         )
+        extra = [
+            f"{key} {_fmt(summary[key])}"
+            for key in ("acc", "bwt", "forgetting")
+            if summary[key] is not None and len(summary["dice_matrix"]) > 1
+        ] + [
+            f"detection {key} {_fmt(value)}"
+            for key, value in summary["detection"].items()
+            if value is not None
+        ]
+        if extra:
+            self.console.print("      " + ", ".join(extra))
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
