@@ -1,7 +1,9 @@
 """Client-drift shifts applied to a hospital's tiles (DESIGN.md 3.3).
 
 ``stain`` acts in the stain model itself (re-rendering the same tissue with another
-protocol, see :func:`drifted_stain`); the image-domain shifts use albumentations
+protocol, see :func:`drifted_stain`): the tiles are rendered from known H and E
+concentrations, so a new stain matrix is exact, where albumentations' ``HEStain`` would
+have to estimate the matrix back from RGB first. The image-domain shifts use albumentations
 (``GaussianBlur``, ``GaussNoise``, ``ImageCompression``); ``label-noise`` corrupts the
 masks (annotators who mislabel whole regions); ``invert`` blends the tile with its
 colour negative. ``strength`` in 0..1 scales every kind from none to extreme.
