@@ -61,8 +61,7 @@ class RunRecorder:
         self.records: list[dict[str, Any]] = []
         self._train: dict[int, dict[str, float]] = {}
         self._reports: dict[int, dict[str, Any]] = {}
-        self._started = time.perf_counter()
-        self._last = self._started
+        self._last = time.perf_counter()
         with (self.dir / "config.toml").open("wb") as handle:
             tomli_w.dump(config.to_mapping(), handle)
         (self.dir / "metrics.jsonl").write_text("")
