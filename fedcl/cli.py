@@ -19,7 +19,16 @@ from fedcl.errors import FedclError
 EXIT_USAGE = 2  # bad input: a message, no traceback
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config``, ``--verbose`` and one flag per RunConfig field."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="TOML file with the same keys as these flags (kebab-case), e.g. a scenario",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="show Flower's own per-round log lines"
+    )
     for f in fields(RunConfig):
         default = f.default
         assert default is not MISSING  # every field has a default (see RunConfig)
@@ -43,7 +52,7 @@ def _parse_bool(text: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the ``fedcl`` argument parser (sub-commands: ``run``)."""
+    """Build the ``fedcl`` argument parser (sub-commands: run, compare, report)."""
     parser = argparse.ArgumentParser(
         prog="fedcl",
         description=(
@@ -63,13 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
             "checkpoint.pt, dice.png)."
         ),
     )
-    run.add_argument(
-        "--config",
-        metavar="FILE.toml",
-        help="TOML file with the same keys as these flags (kebab-case)",
-    )
-    run.add_argument("--verbose", action="store_true", help="show Flower's own per-round log lines")
-    _add_config_flags(run)
+    _add_run_options(run)
 
     compare = commands.add_parser(
         "compare",
@@ -86,9 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--seeds", default="0", metavar="0,1,...", help="comma-separated seeds (default: 0)"
     )
-    compare.add_argument("--config", metavar="FILE.toml", help="TOML file of run options")
-    compare.add_argument("--verbose", action="store_true", help="show Flower's log lines")
-    _add_config_flags(compare)
+    _add_run_options(compare)
 
     report = commands.add_parser(
         "report",
