@@ -128,9 +128,11 @@ def _simulate_with_progress(config: RunConfig, verbose: bool) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from fedcl.strategies import check_strategy
+    from fedcl.training import resolve_device
 
     config = resolve_config(args)
     check_strategy(config.strategy)  # fail before Ray starts
+    resolve_device(config.device)  # cuda requested but absent: an error now, not later
     _simulate_with_progress(config, args.verbose)
     return 0
 
@@ -147,6 +149,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     from fedcl.compare import run_all, write_comparison
     from fedcl.strategies import check_strategy
+    from fedcl.training import resolve_device
 
     strategies = [name.strip() for name in args.strategies.split(",") if name.strip()]
     seeds = _int_list(args.seeds, "--seeds")
@@ -160,6 +163,7 @@ def _compare(args: argparse.Namespace) -> int:
         scenario = getattr(args, "scenario", None) or "config"
         args.out = f"runs/compare-{scenario}-{time.strftime('%Y%m%d-%H%M%S')}"
     base = resolve_config(args)
+    resolve_device(base.device)
     out = Path(base.out)
     run_all(base, strategies, seeds, out, lambda c: _simulate_with_progress(c, args.verbose))
     write_comparison(out)

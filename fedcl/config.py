@@ -26,6 +26,7 @@ DRIFTING = ("client-drift", "drift-and-forgetting")  # scenarios where hospitals
 STAGED = ("catastrophic-forgetting", "drift-and-forgetting")  # scenarios with stages
 DRIFT_KINDS = ("stain", "blur", "noise", "jpeg", "label-noise", "invert")
 REPRESENTATIONS = ("probs", "features")
+DEVICES = ("auto", "cpu", "cuda")
 CONSOLIDATION_MODES = ("always", "adaptive", "off")
 
 
@@ -110,6 +111,9 @@ class RunConfig:
     # Two labs following the same protocol still differ a little (0.1); see stain.perturb.
     site_stain: float = _opt(0.1, "strength of each hospital's own stain, 0..1")
     client_cpus: float = _opt(1.0, "CPU cores reserved per simulated hospital (Ray)")
+    client_gpus: float = _opt(0.0, "GPUs per hospital (Ray); 0.25 lets four share one GPU")
+    ray_address: str = _opt("", "attach to this existing Ray cluster (default: start one)")
+    device: str = _opt("auto", "auto (CUDA when available), cpu or cuda")
     # --- scenario knobs (DESIGN.md 3.3) -------------------------------------------------
     # 2 of 5 hospitals: a large minority, as in the paper's drift setting; the peer
     # consensus of DBC assumes fewer than half drift.
@@ -178,6 +182,10 @@ class RunConfig:
             raise FedclError(f"config key 'lr' must be > 0, got {self.lr}")
         if not 0 <= self.site_stain <= 1:
             raise FedclError(f"config key 'site-stain' must be in 0..1, got {self.site_stain}")
+        if self.client_gpus < 0:
+            raise FedclError(f"config key 'client-gpus' must be >= 0, got {self.client_gpus}")
+        if self.device not in DEVICES:
+            raise unknown_name("device", self.device, DEVICES)
         if not self.client_cpus > 0:
             raise FedclError(f"config key 'client-cpus' must be > 0, got {self.client_cpus}")
         if self.optimizer not in ("adam", "sgd"):

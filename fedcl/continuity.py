@@ -27,6 +27,7 @@ from monai.losses import BarlowTwinsLoss
 from torch import nn
 
 from fedcl.config import REPRESENTATIONS, DBCSettings
+from fedcl.training import device_of
 
 __all__ = [
     "DBCSettings",
@@ -175,6 +176,8 @@ def model_outputs(
         channels), resized to the tile if it is smaller.
     """
     model.eval()
+    device = device_of(model)
+    images, index = images.to(device), index.to(device)
     if representation == "probs":
         maps = torch.softmax(model(images), dim=1)
     elif representation == "features":
@@ -319,7 +322,7 @@ def consolidate(
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
-    anchor = anchor.detach()
+    anchor = anchor.detach().to(device_of(model))
     loss = barlow_continuity_loss(
         anchor, model_outputs(model, images, index, representation), lambda_offdiag
     )

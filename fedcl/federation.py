@@ -46,7 +46,7 @@ from fedcl.scenarios import (
 )
 from fedcl.strategies import build_strategy
 from fedcl.strategies.replies import PARTITION_KEY
-from fedcl.training import evaluate, train_local
+from fedcl.training import evaluate, resolve_device, train_local
 
 # Context.state entries: the hospital's tiles, and what they were generated from.
 _DATA_KEY, _META_KEY = "fedcl-train-data", "fedcl-train-data-meta"
@@ -101,6 +101,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     data = local_train_data(config, hospital, server_round, context.state)
     model = build_model(config.model, NUM_CLASSES)
     model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
+    model.to(resolve_device(config.device))  # CUDA where this hospital has it (auto)
     result = train_local(
         model,
         data,
@@ -115,7 +116,7 @@ def handle_train(msg: Message, context: Context) -> Message:
             PARTITION_KEY: hospital,
         }
     )
-    content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics})
+    content = RecordDict({"arrays": ArrayRecord(model.cpu().state_dict()), "metrics": metrics})
     return Message(content=content, reply_to=msg)
 
 
@@ -132,7 +133,7 @@ class ServerEvaluation:
         self.config = config
         self.recorder = recorder
         self.strategy = strategy
-        self.model = build_model(config.model, NUM_CLASSES)
+        self.model = build_model(config.model, NUM_CLASSES).to(resolve_device(config.device))
         self.stage_ends = set(stage_end_rounds(config))
         self._test_sets: dict[int, list[TileDataset]] = {}
 

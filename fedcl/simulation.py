@@ -41,14 +41,24 @@ class _DropIntended(logging.Filter):
 
 
 def backend_config(config: RunConfig) -> dict[str, Any]:
-    """Flower Ray backend settings: ``client-cpus`` per hospital, no dashboard."""
+    """Flower Ray backend settings.
+
+    Each hospital (a Ray actor) reserves ``client-cpus`` CPUs and ``client-gpus``
+    GPUs. With ``ray-address`` the simulation attaches to that existing cluster
+    (``ray.init(address=...)``, whose resources are the cluster's); otherwise it starts
+    a local Ray instance with every core of this machine.
+    """
+    init_args: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+    if config.ray_address:
+        init_args["address"] = config.ray_address
+    else:
+        # "local", not None: ray.init() without an address joins any cluster that
+        # `ray start` left running on this machine (and hangs when num_cpus is given).
+        init_args["address"] = "local"
+        init_args["num_cpus"] = os.cpu_count() or 1
     return {
-        "client_resources": {"num_cpus": config.client_cpus, "num_gpus": 0.0},
-        "init_args": {
-            "num_cpus": os.cpu_count() or 1,
-            "include_dashboard": False,
-            "logging_level": logging.WARNING,
-        },
+        "client_resources": {"num_cpus": config.client_cpus, "num_gpus": config.client_gpus},
+        "init_args": init_args,
     }
 
 

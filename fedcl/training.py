@@ -16,6 +16,7 @@ from monai.metrics import DiceMetric
 from torch import nn
 
 from fedcl.data.dataset import TileDataset
+from fedcl.errors import FedclError
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,26 @@ class EvalResult:
     dice: float
     per_class: tuple[float, ...]  # classes 1..C-1; NaN where no tile has the class
     loss: float
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when available, else CPU; ``cuda`` without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise FedclError(
+            "config key 'device' is 'cuda' but this machine has no CUDA device "
+            f"(torch {torch.__version__}); use 'auto' or 'cpu'"
+        )
+    if name not in ("cpu", "cuda"):
+        raise FedclError(f"config key 'device' must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """Return the device of the model's parameters (CPU for a parameter-free module)."""
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def segmentation_loss() -> nn.Module:
@@ -66,7 +87,8 @@ def train_local(
     Parameters
     ----------
     model : nn.Module
-        The network, initialised with the global weights.
+        The network, initialised with the global weights, on the device to train on
+        (batches follow it).
     data : TileDataset
         The hospital's training tiles.
     epochs, batch_size, lr, optimizer
@@ -78,6 +100,7 @@ def train_local(
         the model had on entry) to the loss; 0 disables it.
     """
     model.train()
+    device = device_of(model)
     params = [p for p in model.parameters() if p.requires_grad]
     anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
     opt = make_optimizer(optimizer, params, lr)
@@ -86,6 +109,7 @@ def train_local(
     total, steps = 0.0, 0
     for _ in range(epochs):
         for images, masks in data.batches(batch_size, generator):
+            images, masks = images.to(device), masks.to(device)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(images), masks.unsqueeze(1))
             if anchor:
@@ -102,6 +126,7 @@ def train_local(
 def evaluate(model: nn.Module, data: TileDataset, *, batch_size: int = 64) -> EvalResult:
     """Mean foreground Dice and mean loss of ``model`` on ``data``."""
     model.eval()
+    device = device_of(model)
     metric = DiceMetric(
         include_background=False,
         reduction="mean_batch",
@@ -112,13 +137,14 @@ def evaluate(model: nn.Module, data: TileDataset, *, batch_size: int = 64) -> Ev
     loss_fn = segmentation_loss()
     total, batches = 0.0, 0
     for images, masks in data.batches(batch_size):
+        images, masks = images.to(device), masks.to(device)
         logits = model(images)
         total += float(loss_fn(logits, masks.unsqueeze(1)))
         batches += 1
         metric(y_pred=logits.argmax(1, keepdim=True), y=masks.unsqueeze(1))
     values, counts = metric.aggregate()
     # MONAI reports 0 for a class no tile contains; that class has no Dice at all.
-    per_class = torch.where(counts > 0, values, torch.nan)
+    per_class = torch.where(counts > 0, values, torch.nan).cpu()
     present = per_class[~per_class.isnan()]
     dice = float(present.mean()) if len(present) else float("nan")
     return EvalResult(

@@ -26,7 +26,7 @@ TINY = [
 ]
 
 
-def test_a_users_scenario_file_runs_end_to_end(tmp_path):
+def test_a_users_scenario_file_runs_end_to_end(tmp_path, ray_address):
     scenario = tmp_path / "my-hospitals.toml"
     scenario.write_text(
         'scenario = "drift-and-forgetting"\nclients = 4\ndrift-kind = "blur"\n'
@@ -48,7 +48,7 @@ def test_a_users_scenario_file_runs_end_to_end(tmp_path):
     assert (out / "dice_matrix.png").exists()
 
 
-def test_compare_writes_a_table_matching_the_runs(tmp_path, capsys):
+def test_compare_writes_a_table_matching_the_runs(tmp_path, ray_address):
     out = tmp_path / "cmp"
     assert (
         main(
@@ -92,9 +92,25 @@ def test_compare_writes_a_table_matching_the_runs(tmp_path, capsys):
         assert {row["strategy"]: row for row in csv.DictReader(handle)} == rows
 
 
-def test_report_rebuilds_a_runs_summary(tmp_path):
+def test_report_rebuilds_a_runs_summary(tmp_path, ray_address):
     out = tmp_path / "run"
-    assert main(["run", "--clients", "2", "--rounds", "1", "--out", str(out), *TINY]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--clients",
+                "2",
+                "--rounds",
+                "1",
+                "--out",
+                str(out),
+                "--ray-address",
+                ray_address,
+                *TINY,
+            ]
+        )
+        == 0
+    )
     before = json.loads((out / "summary.json").read_text())
     for name in ("summary.json", "dice.png", "dice_matrix.png"):
         (out / name).unlink()

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,11 +26,11 @@ from fedcl.strategies import STRATEGIES
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_fedcl(config: RunConfig, tmp_path: Path, name: str) -> Path:
+def run_fedcl(config: RunConfig, tmp_path: Path, name: str, ray_address: str = "") -> Path:
     config_file = tmp_path / f"{name}.toml"
     out = tmp_path / name
     with config_file.open("wb") as handle:
-        tomli_w.dump(config.replace(out=str(out)).to_mapping(), handle)
+        tomli_w.dump(config.replace(out=str(out), ray_address=ray_address).to_mapping(), handle)
     assert main(["run", "--config", str(config_file)]) == 0
     return out
 
@@ -100,8 +101,8 @@ TINY = RunConfig(
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
-def test_every_builtin_strategy_runs_two_rounds(tmp_path, name):
-    run = run_fedcl(TINY.replace(strategy=name), tmp_path, name)
+def test_every_builtin_strategy_runs_two_rounds(tmp_path, name, ray_address):
+    run = run_fedcl(TINY.replace(strategy=name), tmp_path, name, ray_address)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["strategy"] == name and summary["rounds"] == 2
     assert 0 <= summary["final_dice"] <= 1
@@ -117,13 +118,74 @@ def test_every_builtin_strategy_runs_two_rounds(tmp_path, name):
         assert len(records[1]["aggregation"]["trust"]) == 3
 
 
-def test_a_users_strategy_runs_through_a_dotted_path(tmp_path):
-    run = run_fedcl(TINY.replace(strategy="plugin_strategy:HalfStep"), tmp_path, "plugin")
+def test_a_users_strategy_runs_through_a_dotted_path(tmp_path, ray_address):
+    run = run_fedcl(
+        TINY.replace(strategy="plugin_strategy:HalfStep"), tmp_path, "plugin", ray_address
+    )
     records = read_metrics(run)
     assert records[1]["aggregation"] == {"half": True}
     assert json.loads((run / "summary.json").read_text())["strategy"] == (
         "plugin_strategy:HalfStep"
     )
+
+
+def test_a_run_attaches_to_an_existing_ray_cluster_and_leaves_it_running(tmp_path, ray_address):
+    run = run_fedcl(TINY, tmp_path, "cluster", ray_address)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["rounds"] == 2 and 0 <= summary["final_dice"] <= 1
+    assert RunConfig.from_toml(run / "config.toml").ray_address == ray_address
+    status = subprocess.run(
+        ["ray", "status", f"--address={ray_address}"], capture_output=True, text=True, timeout=60
+    )
+    assert status.returncode == 0, status.stderr  # the cluster outlives the run
+
+
+def test_without_an_address_a_run_starts_its_own_ray_beside_a_running_cluster(
+    tmp_path, ray_address
+):
+    # ray.init() with no address would join the cluster `ray start` left running and
+    # hang; fedcl asks for a local instance. A subprocess, so a regression fails here.
+    out = tmp_path / "local"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedcl",
+            "run",
+            "--clients",
+            "2",
+            "--rounds",
+            "1",
+            "--image-size",
+            "32",
+            "--train-tiles",
+            "6",
+            "--test-tiles",
+            "4",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((out / "summary.json").read_text())["rounds"] == 1
+
+
+def test_device_cuda_without_cuda_is_a_clear_error(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["run", "--device", "cuda", "--rounds", "1"]) == 2
+    assert "has no CUDA device" in capsys.readouterr().err
+
+
+def test_device_auto_falls_back_to_cpu():
+    from fedcl.training import resolve_device
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu").type == "cpu"
 
 
 def _stop_processes_mentioning(text: str) -> None:
@@ -144,6 +206,9 @@ def test_flwr_run_dot_runs_the_same_app(tmp_path):
         "FLWR_TELEMETRY_ENABLED": "0",
         "FLWR_DISABLE_UPDATE_CHECK": "1",
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        # Flower's own simulation calls ray.init() without an address, which would join
+        # the session's test cluster: make it start its own, as on a user's machine.
+        "RAY_ADDRESS": "local",
     }
     run_config = (
         f'clients=2 rounds=1 image-size=32 train-tiles=8 test-tiles=4 batch-size=4 out="{out}"'

@@ -41,7 +41,7 @@ from fedcl.models import build_model
 from fedcl.strategies.dbc import DynamicBarlowContinuity
 from fedcl.strategies.fltrust import FLTrust
 from fedcl.strategies.replies import by_partition
-from fedcl.training import train_local
+from fedcl.training import resolve_device, train_local
 
 ENTRY_POINT_GROUP = "fedcl.strategies"
 
@@ -87,7 +87,11 @@ def _fltrust(config: RunConfig) -> dict[str, Any]:
     def server_train(model: nn.Module) -> None:
         train_local(model, root, **config.local_schedule(), seed=config.seed)
 
-    return sampling(config) | {"model_fn": _model_fn(config), "server_train": server_train}
+    return sampling(config) | {
+        "model_fn": _model_fn(config),
+        "server_train": server_train,
+        "device": resolve_device(config.device),
+    }
 
 
 def _dbc(config: RunConfig) -> dict[str, Any]:
@@ -96,6 +100,7 @@ def _dbc(config: RunConfig) -> dict[str, Any]:
         "model_fn": _model_fn(config),
         "settings": config.dbc,
         "seed": config.seed,
+        "device": resolve_device(config.device),
     }
 
 

@@ -34,6 +34,10 @@ from fedcl.strategies.replies import malformed_reason, partition_of
 ACCEPTED, OUTLIER, MALFORMED = "accepted", "rejected-outlier", "rejected-malformed"
 
 
+def _to_arrays(model: nn.Module) -> ArrayRecord:
+    return ArrayRecord({k: v.detach().cpu() for k, v in model.state_dict().items()})
+
+
 class DynamicBarlowContinuity(FedAvg):
     """FedAvg guarded and consolidated by Barlow continuity on a public reference set.
 
@@ -48,6 +52,8 @@ class DynamicBarlowContinuity(FedAvg):
         DESIGN.md section 5.
     seed : int
         Seeds the fixed reference pixel positions.
+    device : str or torch.device
+        Where scoring and consolidation run (the reference set lives there too).
     **fedavg_kwargs
         Passed to ``FedAvg`` (sampling, keys). Accepted replies are aggregated by FedAvg
         (weights = ``num-examples``).
@@ -67,17 +73,19 @@ class DynamicBarlowContinuity(FedAvg):
         model_fn: Callable[[], nn.Module],
         settings: DBCSettings | None = None,
         seed: int = 0,
+        device: str | torch.device = "cpu",
         **fedavg_kwargs: Any,
     ) -> None:
         super().__init__(**fedavg_kwargs)
         self.settings = settings or DBCSettings()
-        self.reference_images = reference_images
+        self.reference_images = reference_images.to(device)
         m, _, h, w = reference_images.shape
         self.pixel_index = pixel_index(m, h, w, self.settings.pixels_per_image, seed)
         self.model = model_fn()  # one instance, reloaded per reply: no re-construction
         # What a well-formed reply looks like: the architecture's keys, shapes, dtypes
         # (not the last aggregate's: FedAvg turns integer buffers into floats).
         self.template = ArrayRecord(self.model.state_dict())
+        self.model.to(device)
         self.anchor: torch.Tensor | None = None
         self.history: list[float] = []  # L_BC(anchor, Z(theta_agg)) per round
         self.round_report: dict[str, Any] | None = None
@@ -157,7 +165,7 @@ class DynamicBarlowContinuity(FedAvg):
             if aggregated is not None:
                 # back to the architecture's dtypes (FedAvg averages int buffers as floats)
                 self.model.load_state_dict(aggregated.to_torch_state_dict())
-                arrays = ArrayRecord(self.model.state_dict())
+                arrays = _to_arrays(self.model)
 
         # 4. Temporal consolidation toward the EMA anchor of Z(theta_t).
         if server_round > settings.warmup:
@@ -210,7 +218,7 @@ class DynamicBarlowContinuity(FedAvg):
         }
         if result.steps == 0:
             return arrays, report
-        return ArrayRecord(self.model.state_dict()), report
+        return _to_arrays(self.model), report
 
     def state_dict(self) -> dict[str, Any]:
         """DBC's cross-round state (for checkpoints): the anchor and the loss history."""

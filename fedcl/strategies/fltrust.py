@@ -100,6 +100,8 @@ class FLTrust(FedAvg):
     server_train : callable
         ``server_train(model)`` trains ``model`` in place on the server's root set with
         the hospitals' local schedule.
+    device : str or torch.device
+        Where the server's own training runs.
     **fedavg_kwargs
         Passed to ``FedAvg``.
     """
@@ -109,10 +111,11 @@ class FLTrust(FedAvg):
         *,
         model_fn: Callable[[], nn.Module],
         server_train: Callable[[nn.Module], None],
+        device: str | torch.device = "cpu",
         **fedavg_kwargs: Any,
     ) -> None:
         super().__init__(**fedavg_kwargs)
-        self.model = model_fn()
+        self.model = model_fn().to(device)
         self.server_train = server_train
         self.trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
         self.round_report: dict[str, Any] | None = None
@@ -149,7 +152,7 @@ class FLTrust(FedAvg):
         global_state = self._global.to_torch_state_dict()
         self.model.load_state_dict(global_state)
         self.server_train(self.model)
-        server_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        server_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         client_states = [
             m.content.array_records[self.arrayrecord_key].to_torch_state_dict() for m in usable
         ]
