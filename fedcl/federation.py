@@ -2,9 +2,10 @@
 
 The server sends the whole resolved :class:`~fedcl.config.RunConfig` in every train
 message's ``config`` record, so a hospital needs nothing but its ``partition-id``
-(from ``context.node_config``) to rebuild its data, model and schedule. Hospital data
-is generated once and kept in ``Context.state`` (Flower persists it per node across
-rounds, in simulation and deployment).
+(from ``context.node_config``) to rebuild its data, model and schedule. A hospital's
+tiles are generated when first needed and kept in ``Context.state`` (Flower persists it
+per node across rounds, in simulation and deployment); they are regenerated only when
+the scenario changes the hospital's stage or drift status.
 """
 
 from __future__ import annotations
