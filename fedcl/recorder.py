@@ -31,6 +31,17 @@ from fedcl.plots import plot_dbc, plot_dice, plot_dice_matrix
 RoundCallback = Callable[[dict[str, Any]], None]
 
 
+def json_safe(value: Any) -> Any:
+    """Replace non-finite floats (anywhere in dicts/lists) by None: JSON has no NaN."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def _write_text(path: Path, text: str) -> None:
     path.write_text(text)
 
@@ -102,7 +113,7 @@ class RunRecorder:
         self._last = now
         self.records.append(record)
         with (self.dir / "metrics.jsonl").open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+            handle.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
         _atomic_write(self.dir / "checkpoint.pt", lambda p: torch.save(dict(checkpoint), p))
         for callback in self.callbacks:
             callback(record)
@@ -120,7 +131,7 @@ def write_report(
     summary = summarize(config, records)
     _atomic_write(
         run_dir / "summary.json",
-        lambda p: _write_text(p, json.dumps(summary, indent=2) + "\n"),
+        lambda p: _write_text(p, json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n"),
     )
     title = _title(config)
     plot_dice(records, run_dir / "dice.png", title=title)

@@ -52,3 +52,27 @@ def test_a_new_stage_replaces_the_cached_data(monkeypatch):
     assert federation.local_train_data(config, 0, 4, state).images.tobytes() == (
         stage_1.images.tobytes()
     )
+
+
+def test_records_are_valid_json_even_with_non_finite_scores():
+    import json
+    import math
+
+    from fedcl.recorder import json_safe
+
+    record = {
+        "dice": math.nan,
+        "aggregation": {"peer_scores": [0.1, math.inf, None]},
+        "rows": [(1.0, -math.inf)],
+        "name": "x",
+        "n": 3,
+    }
+    safe = json_safe(record)
+    assert safe == {
+        "dice": None,
+        "aggregation": {"peer_scores": [0.1, None, None]},
+        "rows": [[1.0, None]],
+        "name": "x",
+        "n": 3,
+    }
+    json.dumps(safe, allow_nan=False)  # raises on NaN/Inf
