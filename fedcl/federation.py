@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import statistics
 from collections.abc import Sequence
 from typing import Any
@@ -162,17 +161,13 @@ class ServerEvaluation:
             server_round,
             {
                 "stage": current,
-                "dice": _finite_or_none(statistics.fmean(per_hospital)),
-                "dice_per_hospital": [_finite_or_none(d) for d in per_hospital],
+                "dice": statistics.fmean(per_hospital),
+                "dice_per_hospital": per_hospital,
                 "dice_per_stage": [
-                    _finite_or_none(statistics.fmean(r.dice for r in results[s]))
-                    if s in results
-                    else None
+                    statistics.fmean(r.dice for r in results[s]) if s in results else None
                     for s in range(stages)
                 ],
-                "test_loss": _finite_or_none(
-                    statistics.fmean(r.loss for stage in seen for r in stage)
-                ),
+                "test_loss": statistics.fmean(r.loss for stage in seen for r in stage),
             },
             checkpoint={
                 "round": server_round,
@@ -185,11 +180,6 @@ class ServerEvaluation:
             f"dice-{h}": d for h, d in enumerate(record["dice_per_hospital"])
         }
         return MetricRecord({k: v for k, v in metrics.items() if v is not None})
-
-
-def _finite_or_none(value: float) -> float | None:
-    # JSON has no NaN: a Dice that does not exist (no tile has the class) is null.
-    return value if math.isfinite(value) else None
 
 
 def serve(grid: Grid, config: RunConfig, callbacks: Sequence[RoundCallback] = ()) -> dict:

@@ -102,12 +102,15 @@ class RunRecorder:
         """
         now = time.perf_counter()
         train_loss = self._train.pop(server_round, {}).get("train-loss")
-        record: dict[str, Any] = {
-            "round": server_round,
-            **evaluation,
-            "train_loss": train_loss if train_loss is None or math.isfinite(train_loss) else None,
-            "wall_seconds": round(now - self._last, 4),
-        }
+        # null, not NaN, for a Dice that does not exist (no tile has the class)
+        record: dict[str, Any] = json_safe(
+            {
+                "round": server_round,
+                **evaluation,
+                "train_loss": train_loss,
+                "wall_seconds": round(now - self._last, 4),
+            }
+        )
         if server_round in self._reports:
             record["aggregation"] = self._reports.pop(server_round)
         self._last = now
