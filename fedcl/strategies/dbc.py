@@ -9,14 +9,14 @@ lives across rounds (the anchor, the consolidation-loss history).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.common.logger import log
 from torch import nn
 
 from fedcl.config import DBCSettings
@@ -29,7 +29,7 @@ from fedcl.continuity import (
     pixel_index,
     update_anchor,
 )
-from fedcl.strategies.replies import malformed_reason, partition_of
+from fedcl.strategies.replies import RemembersGlobal, malformed_reason, partition_of
 
 ACCEPTED, OUTLIER, MALFORMED = "accepted", "rejected-outlier", "rejected-malformed"
 
@@ -38,7 +38,7 @@ def _to_arrays(model: nn.Module) -> ArrayRecord:
     return ArrayRecord({k: v.detach().cpu() for k, v in model.state_dict().items()})
 
 
-class DynamicBarlowContinuity(FedAvg):
+class DynamicBarlowContinuity(RemembersGlobal):
     """FedAvg guarded and consolidated by Barlow continuity on a public reference set.
 
     Parameters
@@ -89,21 +89,11 @@ class DynamicBarlowContinuity(FedAvg):
         self.anchor: torch.Tensor | None = None
         self.history: list[float] = []  # L_BC(anchor, Z(theta_agg)) per round
         self.round_report: dict[str, Any] | None = None
-        self._global: ArrayRecord | None = None
 
     def summary(self) -> None:
         """Log the DBC settings after FedAvg's summary."""
         super().summary()
-        from flwr.common.logger import log
-
-        log(20, "\t└──> DBC: %s", self.settings)
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Remember the global model ``theta_t`` the replies will be compared with."""
-        self._global = arrays
-        return super().configure_train(server_round, arrays, config, grid)
+        log(logging.INFO, "\t└──> DBC: %s", self.settings)
 
     def _outputs(self, state_dict: dict[str, torch.Tensor]) -> torch.Tensor:
         self.model.load_state_dict(state_dict)
@@ -117,8 +107,7 @@ class DynamicBarlowContinuity(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Filter, aggregate, consolidate (DESIGN.md section 5, steps 1-5)."""
         started = time.perf_counter()
-        if self._global is None:
-            raise RuntimeError("aggregate_train called before configure_train")
+        global_arrays = self.global_arrays()  # theta_t, the model the replies started from
         settings, lam = self.settings, self.settings.offdiag
         valid, _errors = self._check_and_log_replies(replies, is_train=True, validate=False)
 
@@ -136,7 +125,7 @@ class DynamicBarlowContinuity(FedAvg):
                 decisions[i] = MALFORMED
             else:
                 candidates.append((i, msg))
-        z_global = self._outputs(self._global.to_torch_state_dict())
+        z_global = self._outputs(global_arrays.to_torch_state_dict())
         z_replies = [
             self._outputs(msg.content.array_records[self.arrayrecord_key].to_torch_state_dict())
             for _, msg in candidates

@@ -17,13 +17,11 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from torch import nn
 
-from fedcl.strategies.replies import malformed_reason, partition_of
+from fedcl.strategies.replies import RemembersGlobal, malformed_reason, partition_of
 
 StateDict = dict[str, torch.Tensor]
 
@@ -90,7 +88,7 @@ def fltrust_aggregate(
     return new_state, trust
 
 
-class FLTrust(FedAvg):
+class FLTrust(RemembersGlobal):
     """FLTrust on top of Flower's FedAvg plumbing (sampling, messages).
 
     Parameters
@@ -119,28 +117,19 @@ class FLTrust(FedAvg):
         self.server_train = server_train
         self.trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
         self.round_report: dict[str, Any] | None = None
-        self._global: ArrayRecord | None = None
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Remember the global model the updates are relative to."""
-        self._global = arrays
-        return super().configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Trust-weight the hospitals' updates by their agreement with the server's."""
-        if self._global is None:
-            raise RuntimeError("aggregate_train called before configure_train")
+        global_arrays = self.global_arrays()
         valid, _ = self._check_and_log_replies(replies, is_train=True, validate=False)
         usable = [
             m
             for m in valid
             if malformed_reason(
                 m.content,
-                self._global,
+                global_arrays,
                 arrayrecord_key=self.arrayrecord_key,
                 weight_key=self.weighted_by_key,
             )
@@ -149,7 +138,7 @@ class FLTrust(FedAvg):
         if not usable:
             self.round_report = {"hospitals": [], "trust": []}
             return None, None
-        global_state = self._global.to_torch_state_dict()
+        global_state = global_arrays.to_torch_state_dict()
         self.model.load_state_dict(global_state)
         self.server_train(self.model)
         server_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}

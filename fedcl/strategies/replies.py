@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
 
 PARTITION_KEY = "partition-id"
 
@@ -64,3 +66,25 @@ def malformed_reason(
     if not any(isinstance(w, int | float) and w > 0 for w in weights):
         return f"no positive {weight_key!r} in its metrics"
     return None
+
+
+class RemembersGlobal(FedAvg):
+    """A FedAvg whose ``aggregate_train`` needs the global model it sent out.
+
+    ``configure_train`` keeps it; :meth:`global_arrays` returns it.
+    """
+
+    _global: ArrayRecord | None = None
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Remember ``arrays``, the global model this round's replies start from."""
+        self._global = arrays
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def global_arrays(self) -> ArrayRecord:
+        """Return the global model of the current round (after ``configure_train``)."""
+        if self._global is None:
+            raise RuntimeError("aggregate_train called before configure_train")
+        return self._global
