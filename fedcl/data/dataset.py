@@ -9,6 +9,11 @@ import torch
 from torch.utils.data import Dataset
 
 
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """``N x H x W x 3`` uint8 RGB -> ``N x 3 x H x W`` float32 in 0..1."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
+
+
 class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """RGB tiles and their class masks, held in memory.
 
@@ -62,6 +67,5 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                 if order is not None
                 else slice(start, start + batch_size)
             )
-            images = torch.from_numpy(self.images[index]).permute(0, 3, 1, 2)
             masks = torch.from_numpy(self.masks[index].astype(np.int64))
-            yield images.float().div_(255), masks
+            yield images_to_tensor(self.images[index]), masks

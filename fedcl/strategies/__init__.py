@@ -36,6 +36,7 @@ from torch import nn
 
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES, reference_images, root_dataset
+from fedcl.data.dataset import images_to_tensor
 from fedcl.errors import FedclError, unknown_name
 from fedcl.models import build_model
 from fedcl.strategies.dbc import DynamicBarlowContinuity
@@ -78,7 +79,7 @@ def _model_fn(config: RunConfig) -> Callable[[], nn.Module]:
 
 
 def _reference_tensor(config: RunConfig) -> torch.Tensor:
-    return torch.from_numpy(reference_images(config)).permute(0, 3, 1, 2).float() / 255
+    return images_to_tensor(reference_images(config))
 
 
 def _fltrust(config: RunConfig) -> dict[str, Any]:
