@@ -110,7 +110,7 @@ class RunConfig:
     optimizer: str = _opt("adam", "local optimizer: adam or sgd (momentum 0.9)")
     # Two labs following the same protocol still differ a little (0.1); see stain.perturb.
     site_stain: float = _opt(0.1, "strength of each hospital's own stain, 0..1")
-    client_cpus: float = _opt(1.0, "CPU cores reserved per simulated hospital (Ray)")
+    client_cpus: float = _opt(1.0, "CPU cores per hospital (Ray; fedcl deploy local: its threads)")
     client_gpus: float = _opt(0.0, "GPUs per hospital (Ray); 0.25 lets four share one GPU")
     ray_address: str = _opt("", "attach to this existing Ray cluster (default: start one)")
     device: str = _opt("auto", "auto (CUDA when available), cpu or cuda")

@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -27,7 +28,9 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.serverapp import Grid
+from flwr.serverapp.grid.grid import NodeInfo
 from flwr.serverapp.strategy import Strategy
+from flwr.supercore.run import Run
 
 from fedcl import seeds
 from fedcl.config import RunConfig
@@ -182,9 +185,68 @@ class ServerEvaluation:
         return MetricRecord({k: v for k, v in metrics.items() if v is not None})
 
 
+class PromptGrid(Grid):
+    """A :class:`Grid` that polls for replies every ``interval`` seconds.
+
+    Flower's deployment grid (``HttpGrid``) sleeps 3 s between pulls, so every round
+    waited on average 1.5 s after the last reply had arrived; the simulation's grid
+    polls every 0.1 s. Everything else is delegated to the wrapped grid.
+    """
+
+    def __init__(self, grid: Grid, interval: float = 0.25) -> None:
+        self.grid = grid
+        self.interval = interval
+
+    def set_run(self, run: Run) -> None:
+        """Delegate to the wrapped grid."""
+        self.grid.set_run(run)
+
+    @property
+    def run(self) -> Run:
+        """Delegate to the wrapped grid."""
+        return self.grid.run
+
+    def create_message(self, *args: Any, **kwargs: Any) -> Message:
+        """Delegate to the wrapped grid."""
+        return self.grid.create_message(*args, **kwargs)
+
+    def get_node_ids(self) -> Iterable[int]:
+        """Delegate to the wrapped grid."""
+        return self.grid.get_node_ids()
+
+    def get_nodes(self) -> Iterable[NodeInfo]:
+        """Delegate to the wrapped grid."""
+        return self.grid.get_nodes()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Delegate to the wrapped grid."""
+        return self.grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """Delegate to the wrapped grid."""
+        return self.grid.pull_messages(message_ids)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Push ``messages``; pull replies every ``interval`` s until all are in or timeout."""
+        pending = set(self.push_messages(messages))
+        end = time.monotonic() + (timeout or 0.0)
+        replies: list[Message] = []
+        while timeout is None or time.monotonic() < end:
+            pulled = list(self.pull_messages(pending))
+            replies += pulled
+            pending -= {m.metadata.reply_to_message_id for m in pulled}
+            if not pending:
+                break
+            time.sleep(self.interval)
+        return replies
+
+
 def serve(grid: Grid, config: RunConfig, callbacks: Sequence[RoundCallback] = ()) -> dict:
     """Run the whole federated training of ``config`` on ``grid``; return the summary."""
     config = config.with_run_dir()
+    grid = PromptGrid(grid)
     recorder = RunRecorder(config, callbacks)
 
     def on_train(

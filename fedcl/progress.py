@@ -23,8 +23,15 @@ from fedcl.config import STAGED, RunConfig
 class RoundProgress:
     """Context manager showing a rich progress bar; :meth:`update` is a round callback."""
 
-    def __init__(self, config: RunConfig, console: Console | None = None) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        console: Console | None = None,
+        command: str = "fedcl run",
+        starting: str = "starting Ray and the hospitals...",
+    ) -> None:
         self.config = config
+        self.command = command
         self.console = console or Console(stderr=True)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -36,13 +43,11 @@ class RoundProgress:
             TimeRemainingColumn(),
             console=self.console,
         )
-        self.task = self.progress.add_task(
-            "rounds", total=config.rounds, status="starting Ray and the hospitals..."
-        )
+        self.task = self.progress.add_task("rounds", total=config.rounds, status=starting)
 
     def __enter__(self) -> RoundProgress:
         self.console.print(
-            f"fedcl run: strategy={self.config.strategy} scenario={self.config.scenario} "
+            f"{self.command}: strategy={self.config.strategy} scenario={self.config.scenario} "
             f"clients={self.config.clients} rounds={self.config.rounds} "
             f"seed={self.config.seed} -> {self.config.out}"
         )

@@ -26,7 +26,6 @@ import torch
 
 from fedcl.config import RunConfig
 from fedcl.metrics import summarize
-from fedcl.plots import plot_dbc, plot_dice, plot_dice_matrix
 
 RoundCallback = Callable[[dict[str, Any]], None]
 
@@ -131,6 +130,8 @@ def write_report(
     config: RunConfig, records: Sequence[dict[str, Any]], run_dir: Path
 ) -> dict[str, Any]:
     """(Re)write a run's ``summary.json`` and plots from its config and records."""
+    from fedcl.plots import plot_dbc, plot_dice, plot_dice_matrix  # matplotlib: server only
+
     summary = summarize(config, records)
     _atomic_write(
         run_dir / "summary.json",

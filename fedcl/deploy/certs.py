@@ -1,0 +1,89 @@
+"""A throwaway certificate authority and one server certificate for a deployment.
+
+Flower's TLS needs a CA certificate (every client verifies with it) and a server
+certificate + key for each daemon that listens (SuperLink, SuperNodes). One server
+certificate with every service name as a subject alternative name serves them all;
+for production, issue one per host from your institution's CA instead.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from collections.abc import Iterable
+from pathlib import Path
+
+from fedcl.deploy.topology import Tls
+
+
+def write_certificates(directory: Path, names: Iterable[str], days: int = 30) -> Tls:
+    """Write ``ca.pem``, ``server.pem`` and ``server.key`` to ``directory``.
+
+    Parameters
+    ----------
+    directory
+        Created if missing; the key is written with mode 0600.
+    names
+        DNS names the server certificate is valid for (``localhost`` and 127.0.0.1
+        are always added).
+    days
+        Validity of both certificates.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    valid = {"not_valid_before": now - datetime.timedelta(minutes=5)}
+    valid["not_valid_after"] = now + datetime.timedelta(days=days)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedcl throwaway CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid["not_valid_before"])
+        .not_valid_after(valid["not_valid_after"])
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    dns = sorted({"localhost", *names})
+    alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns]
+    alt_names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid["not_valid_before"])
+        .not_valid_after(valid["not_valid_after"])
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    tls = Tls(
+        ca=str(directory / "ca.pem"),
+        cert=str(directory / "server.pem"),
+        key=str(directory / "server.key"),
+    )
+    Path(tls.ca).write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    Path(tls.cert).write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    key_path = Path(tls.key)
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return tls

@@ -1,0 +1,352 @@
+"""``fedcl deploy local``: the compose topology as local processes on 127.0.0.1.
+
+:class:`LocalDeployment` starts every service of :func:`fedcl.deploy.topology.services`
+(SuperLink, one SuperNode per hospital, a SuperExec for the ServerApp and for each
+ClientApp) with the flags the compose file uses, each in its own process group with
+its own log file, and stops them all on exit, also after an error or Ctrl-C.
+:func:`deploy_local` submits the app with ``flwr run`` and waits for the run's real
+final status from the SuperLink (``flwr run`` only reports that it was submitted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import tomli_w
+
+from fedcl.config import RunConfig
+from fedcl.deploy.certs import write_certificates
+from fedcl.deploy.topology import Network, Service, Tls, services
+from fedcl.simulation import FLOWER_ENV
+
+CONNECTION = "fedcl-local"  # the flwr CLI connection name in this deployment's FLWR_HOME
+HOST = "127.0.0.1"
+
+
+class DeploymentError(RuntimeError):
+    """The deployment or the run on it failed (the CLI prints it and exits 1)."""
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def project_root() -> Path:
+    """Return the Flower app directory (``pyproject.toml`` with ``[tool.flwr.app]``)."""
+    root = Path(__file__).resolve().parents[2]
+    pyproject = root / "pyproject.toml"
+    if not pyproject.exists() or "[tool.flwr.app]" not in pyproject.read_text():
+        raise DeploymentError(
+            f"fedcl deploy needs the fedcl source tree (the Flower app to submit); "
+            f"{str(root)!r} has no pyproject.toml with [tool.flwr.app]. Install fedcl "
+            "from a source checkout (pip install -e .)."
+        )
+    return root
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class LocalDeployment:
+    """Every Flower process of a ``hospitals``-hospital deployment, on loopback.
+
+    Use as a context manager: entering starts the services and waits until the
+    SuperLink and every SuperNode answer ``GET /health``; leaving stops every process
+    it started (SIGTERM to each process group, SIGKILL after ``grace`` seconds).
+
+    Parameters
+    ----------
+    hospitals
+        Number of SuperNodes (one per hospital).
+    workdir
+        Logs (``logs/<service>.log``), Flower homes and, with ``tls``, certificates.
+    tls
+        Generate a throwaway CA and run every connection over TLS.
+    client_threads
+        Torch/OpenMP threads of each ClientApp process (``OMP_NUM_THREADS``), as Ray
+        gives each simulated hospital ``client-cpus`` threads: N hospitals training at
+        once with every core each would oversubscribe this machine.
+    """
+
+    def __init__(
+        self,
+        hospitals: int,
+        workdir: Path,
+        tls: bool = False,
+        grace: float = 10,
+        client_threads: int = 1,
+    ) -> None:
+        self.workdir = workdir
+        self.client_threads = client_threads
+        self.grace = grace
+        ports: dict[str, int] = {}
+
+        def port(name: str) -> int:
+            if name not in ports:
+                ports[name] = free_port()
+            return ports[name]
+
+        self.network = Network(bind=HOST, host=lambda _name: HOST, port=port)
+        self.tls: Tls | None = None
+        if tls:
+            names = [s.name for s in services(hospitals, self.network)]
+            self.tls = write_certificates(workdir / "certificates", names)
+        self.services = services(hospitals, self.network, self.tls)
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.env = os.environ | FLOWER_ENV | {"PYTHONUNBUFFERED": "1"}
+
+    def log(self, name: str) -> Path:
+        """Return the log file of service ``name`` (stdout and stderr)."""
+        return self.workdir / "logs" / f"{name}.log"
+
+    def __enter__(self) -> LocalDeployment:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start the services in order; wait for each daemon's health endpoint."""
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        for service in self.services:
+            for needed in service.after:
+                self.wait_healthy(needed)
+            home = self.workdir / "flwr-home" / service.name  # no shared app cache
+            home.mkdir(parents=True, exist_ok=True)
+            env = self.env | {"FLWR_HOME": str(home)}
+            if service.hospital is not None:
+                env["OMP_NUM_THREADS"] = str(self.client_threads)
+            with self.log(service.name).open("wb") as log:
+                self.processes[service.name] = subprocess.Popen(
+                    service.command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    cwd=self.workdir,
+                    start_new_session=True,  # its own process group: stop() gets children
+                )
+        for service in self.services:
+            if service.serves:
+                self.wait_healthy(service.name)
+
+    def _service(self, name: str) -> Service:
+        return next(s for s in self.services if s.name == name)
+
+    def wait_healthy(self, name: str, timeout: float = 60) -> None:
+        """Wait until service ``name`` answers ``GET /health`` with 200."""
+        scheme = "https" if self.tls else "http"
+        url = f"{scheme}://{self.network.address(name)}/health"
+        context = ssl.create_default_context(cafile=self.tls.ca) if self.tls else None
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive(name)
+            try:
+                with urllib.request.urlopen(url, context=context, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise DeploymentError(
+                    f"{name} did not answer {url} within {timeout:.0f} s; its log "
+                    f"({self.log(name)}):\n{_tail(self.log(name))}"
+                )
+            time.sleep(0.2)
+
+    def check_alive(self, *names: str) -> None:
+        """Raise :class:`DeploymentError` (with the log) if a started service exited."""
+        for name in names or tuple(self.processes):
+            process = self.processes.get(name)
+            if process is not None and process.poll() is not None:
+                raise DeploymentError(
+                    f"{name} exited with code {process.returncode}; its log "
+                    f"({self.log(name)}):\n{_tail(self.log(name))}"
+                )
+
+    def stop(self) -> None:
+        """Stop every started process group: SIGTERM, then SIGKILL after the grace time."""
+        for process in reversed(self.processes.values()):
+            _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for process in self.processes.values():
+            _signal_group(process, signal.SIGKILL)  # app processes left in the group too
+            process.wait()
+
+    # --- the flwr CLI against this deployment ----------------------------------------
+
+    def _cli_home(self) -> Path:
+        home = self.workdir / "flwr-home" / "cli"
+        home.mkdir(parents=True, exist_ok=True)
+        connection: dict[str, Any] = {"address": self.network.address("superlink")}
+        if self.tls:
+            connection["root-certificates"] = self.tls.ca
+        else:
+            connection["insecure"] = True
+        (home / "config.toml").write_text(
+            tomli_w.dumps({"superlink": {"default": CONNECTION, CONNECTION: connection}})
+        )
+        return home
+
+    def flwr(self, *args: str, timeout: float = 120) -> dict[str, Any]:
+        """Run ``flwr ARGS --format json`` against this deployment; return its JSON."""
+        command = [_flwr(), *args, "--format", "json"]
+        result = subprocess.run(
+            command,
+            env=self.env | {"FLWR_HOME": str(self._cli_home())},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            answer: dict[str, Any] = json.loads(result.stdout)
+        except json.JSONDecodeError:
+            answer = {"success": False, "error-message": result.stdout + result.stderr}
+        if not answer.get("success", False):
+            raise DeploymentError(
+                f"`{' '.join(command)}` failed: {answer.get('error-message', answer)}"
+            )
+        return answer
+
+    def submit(self, config_file: Path) -> str:
+        """Submit the fedcl app with ``config_file`` as its run config; return the run id."""
+        answer = self.flwr("run", str(project_root()), CONNECTION, "--run-config", str(config_file))
+        return str(answer["run-id"])
+
+    def run_log(self, run_id: str) -> str:
+        """Return the ServerApp's log of run ``run_id`` as the SuperLink keeps it."""
+        result = subprocess.run(
+            [_flwr(), "log", run_id, CONNECTION, "--show"],
+            env=self.env | {"FLWR_HOME": str(self._cli_home())},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        return result.stdout + result.stderr
+
+    def status(self, run_id: str) -> dict[str, Any]:
+        """Return the SuperLink's record of run ``run_id`` (``status``: e.g. ``running``)."""
+        answer = self.flwr("list", CONNECTION, "--run-id", run_id)
+        return dict(answer["runs"][0])
+
+
+def _flwr() -> str:
+    # The flwr CLI of this interpreter's environment, not whatever is first on PATH.
+    candidate = Path(sys.executable).with_name("flwr")
+    return str(candidate) if candidate.exists() else "flwr"
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@contextmanager
+def _terminate_raises() -> Iterator[None]:
+    # SIGTERM (e.g. from a job scheduler) unwinds like Ctrl-C, so every process stops.
+    def handler(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _new_records(path: Path, seen: int) -> list[dict[str, Any]]:
+    # Complete lines only: the ServerApp may be writing the next one right now.
+    if not path.exists():
+        return []
+    text = path.read_text()
+    lines = text[: text.rfind("\n") + 1].splitlines()
+    return [json.loads(line) for line in lines[seen:] if line.strip()]
+
+
+def deploy_local(
+    config: RunConfig,
+    tls: bool = False,
+    on_record: Callable[[dict[str, Any]], None] = lambda _record: None,
+    status_every: float = 10.0,
+) -> dict[str, Any]:
+    """Run ``config`` on a local deployment; return the run's final SuperLink record.
+
+    ``config.out`` (made absolute) receives the same run directory as ``fedcl run``;
+    ``OUT/deployment/`` keeps the services' logs. ``on_record`` gets each round record
+    as the ServerApp writes it. Raises :class:`DeploymentError` if a service dies or
+    the run does not finish as ``finished:completed``.
+    """
+    out = Path(config.out).resolve()
+    config = config.replace(out=str(out))
+    workdir = out / "deployment"
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_file = workdir / "run-config.toml"
+    config_file.write_text(tomli_w.dumps(config.to_mapping()))
+    for stale in ("metrics.jsonl", "summary.json"):  # progress must come from this run
+        (out / stale).unlink(missing_ok=True)
+    deployment = LocalDeployment(
+        config.clients, workdir, tls, client_threads=max(1, int(config.client_cpus))
+    )
+    with _terminate_raises(), deployment:
+        run_id = deployment.submit(config_file)
+        seen, last_status = 0, 0.0
+        while True:
+            time.sleep(0.5)
+            deployment.check_alive()
+            records = _new_records(out / "metrics.jsonl", seen)
+            seen += len(records)
+            for record in records:
+                on_record(record)
+            finished = (out / "summary.json").exists() and seen > config.rounds
+            if finished or time.monotonic() - last_status > status_every:
+                last_status = time.monotonic()
+                run = deployment.status(run_id)
+                if str(run["status"]).startswith("finished"):
+                    break
+        if run["status"] != "finished:completed":
+            log = deployment.run_log(run_id)
+            (workdir / "logs" / "run.log").write_text(log)
+            raise DeploymentError(
+                f"run {run_id} ended as {run['status']} ({run.get('status-details')}). "
+                f"The ServerApp's log (all of it in {workdir / 'logs' / 'run.log'}):\n"
+                + "\n".join(log.splitlines()[-40:])
+            )
+    return run

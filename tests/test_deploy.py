@@ -1,0 +1,180 @@
+"""Deployment: the compose files, and the same topology as real local processes."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import flwr
+import pytest
+import yaml
+
+from fedcl.deploy.local import LocalDeployment
+from fedcl.deploy.topology import compose_file, render_compose, services
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--rounds", "2", "--image-size", "32", "--train-tiles", "8", "--test-tiles", "4",
+    "--batch-size", "4", "--reference-size", "8",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("path", "tls"), [("docker-compose.yml", False), ("docker-compose.tls.yml", True)]
+)
+def test_committed_compose_files_are_generated_from_the_topology(path, tls):
+    # One source of truth: regenerate with `fedcl deploy compose [--tls] > FILE`.
+    assert (ROOT / path).read_text() == render_compose(3, tls=tls)
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_compose_topology(tls):
+    compose = yaml.safe_load(render_compose(3, tls=tls))["services"]
+    assert set(compose) == {"superlink", "serverapp"} | {
+        f"{kind}-{h}" for kind in ("supernode", "clientapp") for h in range(3)
+    }
+    version = flwr.__version__
+    assert compose["superlink"]["image"] == f"flwr/superlink:{version}"
+    for h in range(3):
+        node, app = compose[f"supernode-{h}"], compose[f"clientapp-{h}"]
+        assert node["image"] == f"flwr/supernode:{version}"
+        assert f"partition-id={h} num-partitions=3" in node["command"]
+        assert "healthcheck" in node and node["depends_on"]["superlink"]
+        assert app["build"]["dockerfile"] == "clients/Dockerfile"
+        # A hospital's ClientApp sees its own data, read-only, and no other hospital's.
+        data = [v for v in app["volumes"] if "/data" in v]
+        assert data == [f"./data/hospital-{h}:/data:ro"]
+        assert app["command"][:2] == ["--runtime-api-address", f"supernode-{h}:9094"]
+    assert compose["serverapp"]["build"]["dockerfile"] == "server/Dockerfile"
+    for name, service in compose.items():
+        command = service["command"]
+        assert ("--insecure" in command) != tls, name
+        if tls:
+            assert "./certificates:/certificates:ro" in service["volumes"]
+            if "--ssl-certfile" in command or name.startswith(("superlink", "supernode")):
+                assert command[command.index("--ssl-certfile") + 1] == "/certificates/server.pem"
+            if name.startswith(("serverapp", "clientapp", "supernode")):
+                assert "--root-certificates" in command
+
+
+def test_dockerfiles_build_on_the_pinned_flower_images():
+    for dockerfile in ("server/Dockerfile", "clients/Dockerfile"):
+        text = (ROOT / dockerfile).read_text()
+        assert f"ARG FLWR_VERSION={flwr.__version__}" in text
+        assert "FROM flwr/superexec:${FLWR_VERSION}" in text
+
+
+def _flags(command):
+    # Flag names and the values that do not depend on where a service runs.
+    placeless = re.compile(r"^(--\S+|process|partition-id=.*)$")
+    return [token for token in command if placeless.match(token)]
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_local_deployment_runs_the_compose_commands(tmp_path, tls):
+    local = LocalDeployment(3, tmp_path, tls=tls).services
+    compose = compose_file(3, tls=tls)["services"]
+    assert [s.name for s in local] == list(compose)
+    for service in local:
+        expected = compose[service.name]["command"]
+        assert _flags(service.args) == _flags(expected), service.name
+        assert all(a.startswith("127.0.0.1") for a in service.args if re.match(r"\S+:\d+$", a))
+        assert "0.0.0.0" not in service.args  # local services listen on loopback only
+    if tls:
+        for name in ("ca.pem", "server.pem", "server.key"):
+            assert (tmp_path / "certificates" / name).stat().st_size > 0
+        assert (tmp_path / "certificates" / "server.key").stat().st_mode & 0o077 == 0
+
+
+def test_services_are_listed_in_start_order():
+    names = [s.name for s in services(2, _loopback())]
+    for service in services(2, _loopback()):
+        for needed in service.after:
+            assert names.index(needed) < names.index(service.name)
+
+
+def _loopback():
+    from fedcl.deploy.topology import Network
+
+    return Network(bind="127.0.0.1", host=lambda _n: "127.0.0.1", port=lambda _n: 1)
+
+
+def _processes_from(directory: Path) -> list[int]:
+    # Every process a deployment starts (and their children) has its FLWR_HOME inside
+    # the run directory: find any that is still alive.
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if str(directory).encode() in environ and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _deploy(out: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fedcl", "deploy", "local", "--out", str(out), *args],
+        cwd=ROOT,
+        env=(env or os.environ) | {"PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["insecure", "tls"])
+def test_deploy_local_runs_dbc_to_completion(tmp_path, tls):
+    out = tmp_path / "run"
+    result = _deploy(
+        out, "--hospitals", "2", "--strategy", "dbc", *TINY, *(["--tls"] if tls else [])
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["strategy"] == "dbc" and summary["rounds"] == 2
+    assert 0 <= summary["final_dice"] <= 1
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in records] == [0, 1, 2]
+    assert all(len(r["aggregation"]["decisions"]) == 2 for r in records[1:])
+    logs = out / "deployment" / "logs"
+    assert {p.stem for p in logs.glob("*.log")} == {
+        "superlink", "serverapp", "supernode-0", "supernode-1", "clientapp-0", "clientapp-1",
+    }  # fmt: skip
+    # TLS on means no daemon ran with --insecure (Flower warns about it in the log).
+    insecure = [p.name for p in logs.glob("*.log") if "--insecure" in p.read_text()]
+    assert (insecure == []) == tls
+    assert _processes_from(out) == []
+
+
+def test_deploy_local_reports_a_serverapp_failure_and_stops_everything(tmp_path):
+    plugin = tmp_path / "plugins"
+    plugin.mkdir()
+    (plugin / "exploding_strategy.py").write_text(
+        textwrap.dedent(
+            """
+            from flwr.serverapp.strategy import FedAvg
+
+            class Exploding(FedAvg):
+                def aggregate_train(self, server_round, replies):
+                    raise RuntimeError("exploding strategy: boom in round " + str(server_round))
+            """
+        )
+    )
+    out = tmp_path / "run"
+    env = os.environ | {"PYTHONPATH": str(plugin)}
+    result = _deploy(
+        out, "--hospitals", "2", "--strategy", "exploding_strategy:Exploding", *TINY, env=env
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "finished:failed" in result.stderr
+    assert "boom in round 1" in result.stderr  # the ServerApp's own error, shown
+    fedcl_side = result.stderr.split("The ServerApp's log")[0]
+    assert "Traceback" not in fedcl_side  # fedcl's own message has no traceback
+    assert _processes_from(out) == []
