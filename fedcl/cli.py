@@ -18,6 +18,7 @@ from fedcl.errors import FedclError
 
 EXIT_USAGE = 2  # bad input: a message, no traceback
 EXIT_FAILED = 1  # the run itself failed (e.g. the ServerApp raised in a deployment)
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM (deploy local: after stopping its processes)
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -299,6 +300,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"fedcl: error: {err}", file=sys.stderr)
         return EXIT_USAGE if isinstance(err, FedclError) else EXIT_FAILED
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("fedcl: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import flwr
@@ -177,4 +179,29 @@ def test_deploy_local_reports_a_serverapp_failure_and_stops_everything(tmp_path)
     assert "boom in round 1" in result.stderr  # the ServerApp's own error, shown
     fedcl_side = result.stderr.split("The ServerApp's log")[0]
     assert "Traceback" not in fedcl_side  # fedcl's own message has no traceback
+    assert _processes_from(out) == []
+
+
+def test_deploy_local_stops_every_process_when_terminated(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "fedcl", "deploy", "local", "--out", str(out)]
+    process = subprocess.Popen(
+        [*command, "--hospitals", "2", *TINY, "--rounds", "20"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text():
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.5)
+        assert _processes_from(out)  # the deployment is running
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr
     assert _processes_from(out) == []

@@ -142,7 +142,7 @@ class LocalDeployment:
                 self.wait_healthy(needed)
             home = self.workdir / "flwr-home" / service.name  # no shared app cache
             home.mkdir(parents=True, exist_ok=True)
-            env = self.env | {"FLWR_HOME": str(home)}
+            env = self.env | dict(service.environment) | {"FLWR_HOME": str(home)}
             if service.hospital is not None:
                 env["OMP_NUM_THREADS"] = str(self.client_threads)
             with self.log(service.name).open("wb") as log:

@@ -14,8 +14,8 @@ Control and runtime APIs on ``--port``, each SuperNode's runtime API on its own
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import flwr
@@ -24,6 +24,11 @@ FLOWER_VERSION = flwr.__version__  # image tags follow the installed (pinned) Fl
 SUPERLINK_PORT = 8000  # Flower's default; Fleet, Control and runtime APIs
 SUPERNODE_PORT = 9094  # Flower's default runtime API port of a SuperNode
 CERT_DIR = "/certificates"  # where the compose services mount the certificates
+# Every process: offline and quiet.
+ENVIRONMENT = {"FLWR_TELEMETRY_ENABLED": "0", "NO_ALBUMENTATIONS_UPDATE": "1"}
+# A SuperExec looks for new work every second by default; at 0.2 s a round starts
+# ~0.4 s sooner on average, for a few small HTTP requests more.
+SUPEREXEC_ENVIRONMENT = ENVIRONMENT | {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class Service:
     hospital: int | None = None  # whose data this service may see (ClientApp only)
     serves: bool = False  # listens on a port with GET /health
     after: tuple[str, ...] = ()  # services it needs running first
+    environment: Mapping[str, str] = field(default_factory=lambda: dict(ENVIRONMENT))
 
     @property
     def command(self) -> list[str]:
@@ -110,6 +116,7 @@ def services(hospitals: int, network: Network, tls: Tls | None = None) -> list[S
         "flower-superexec",
         ("--runtime-api-address", network.address("superlink"), *_client_tls(tls)),
         after=("superlink",),
+        environment=SUPEREXEC_ENVIRONMENT,
     )
     nodes: list[Service] = []
     for h in range(hospitals):
@@ -134,6 +141,7 @@ def services(hospitals: int, network: Network, tls: Tls | None = None) -> list[S
             ("--runtime-api-address", network.address(supernode(h)), *_client_tls(tls)),
             hospital=h,
             after=(supernode(h),),
+            environment=SUPEREXEC_ENVIRONMENT,
         )
         nodes += [node, app]
     return [link, serverapp, *nodes]
@@ -212,10 +220,7 @@ def compose_file(hospitals: int = 3, tls: bool = False) -> dict[str, Any]:
             volumes.append("./runs:/app/runs")
         if volumes:
             entry["volumes"] = volumes
-        entry["environment"] = {
-            "FLWR_TELEMETRY_ENABLED": "0",
-            "NO_ALBUMENTATIONS_UPDATE": "1",
-        }
+        entry["environment"] = dict(service.environment)
         entry["restart"] = "on-failure"
         result[service.name] = entry
     return {"services": result}
