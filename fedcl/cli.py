@@ -74,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
             "checkpoint.pt, dice.png)."
         ),
     )
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help=(
+            "continue a killed or interrupted run from RUN_DIR/checkpoint.pt with its own "
+            "config.toml (no other options); ends as the uninterrupted run would"
+        ),
+    )
     _add_run_options(run)
 
     compare = commands.add_parser(
@@ -169,24 +177,52 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     return config.with_run_dir()
 
 
-def _simulate_with_progress(config: RunConfig, verbose: bool) -> None:
+def _simulate_with_progress(config: RunConfig, verbose: bool, resume: bool = False) -> None:
     from fedcl.progress import RoundProgress
     from fedcl.simulation import simulate
 
     with RoundProgress(config) as progress:
-        simulate(config, callbacks=[progress.update], verbose=verbose)
+        simulate(config, callbacks=[progress.update], verbose=verbose, resume=resume)
     progress.print_summary()
 
 
+def _resumed_config(args: argparse.Namespace) -> RunConfig:
+    from pathlib import Path
+
+    from fedcl.recorder import read_checkpoint
+
+    given = [f"--{key_of(f.name)}" for f in fields(RunConfig) if hasattr(args, f.name)]
+    if args.config or given:
+        options = ", ".join(given + (["--config"] if args.config else []))
+        raise FedclError(
+            f"--resume continues a run with its own config.toml; drop {options} "
+            "(start a new run to change settings)"
+        )
+    run_dir = Path(args.resume)
+    if not (run_dir / "config.toml").is_file():
+        raise FedclError(f"{str(run_dir)!r} is not a run directory: it has no config.toml")
+    config = RunConfig.from_toml(run_dir / "config.toml").replace(out=str(run_dir))
+    read_checkpoint(run_dir)  # missing or damaged: an error now, before Ray starts
+    return config
+
+
 def _run(args: argparse.Namespace) -> int:
+
+    config = _resumed_config(args) if args.resume else resolve_config(args)
+    _preflight(config)
+    _simulate_with_progress(config, args.verbose, resume=bool(args.resume))
+    return 0
+
+
+def _preflight(config: RunConfig) -> None:
+    """Fail on bad input now, with a clear message, not after Ray or a deployment starts."""
+    from fedcl.scenarios import check_data
     from fedcl.strategies import check_strategy
     from fedcl.training import resolve_device
 
-    config = resolve_config(args)
-    check_strategy(config.strategy)  # fail before Ray starts
-    resolve_device(config.device)  # cuda requested but absent: an error now, not later
-    _simulate_with_progress(config, args.verbose)
-    return 0
+    check_strategy(config.strategy)
+    resolve_device(config.device)  # cuda requested but absent
+    check_data(config)  # unreadable images, bad masks, too few tiles
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -201,7 +237,6 @@ def _compare(args: argparse.Namespace) -> int:
 
     from fedcl.compare import run_all, write_comparison
     from fedcl.strategies import check_strategy
-    from fedcl.training import resolve_device
 
     strategies = [name.strip() for name in args.strategies.split(",") if name.strip()]
     seeds = _int_list(args.seeds, "--seeds")
@@ -215,7 +250,7 @@ def _compare(args: argparse.Namespace) -> int:
         scenario = getattr(args, "scenario", None) or "config"
         args.out = f"runs/compare-{scenario}-{time.strftime('%Y%m%d-%H%M%S')}"
     base = resolve_config(args)
-    resolve_device(base.device)
+    _preflight(base)
     out = Path(base.out)
     run_all(base, strategies, seeds, out, lambda c: _simulate_with_progress(c, args.verbose))
     write_comparison(out)
@@ -273,12 +308,9 @@ def _check_hospitals(hospitals: int) -> None:
 def _deploy_local(args: argparse.Namespace) -> int:
     from fedcl.deploy.local import deploy_local
     from fedcl.progress import RoundProgress
-    from fedcl.strategies import check_strategy
-    from fedcl.training import resolve_device
 
     config = resolve_config(args)
-    check_strategy(config.strategy)
-    resolve_device(config.device)
+    _preflight(config)
     starting = "starting the SuperLink, SuperNodes and apps..."
     with RoundProgress(config, command="fedcl deploy local", starting=starting) as progress:
         deploy_local(config, tls=args.tls, on_record=progress.update)

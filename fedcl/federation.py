@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import statistics
 import time
 from collections.abc import Iterable, Sequence
@@ -37,7 +38,7 @@ from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES, TileDataset
 from fedcl.errors import FedclError
 from fedcl.models import build_model
-from fedcl.recorder import RoundCallback, RunRecorder
+from fedcl.recorder import RoundCallback, RunRecorder, read_checkpoint, read_metrics
 from fedcl.scenarios import (
     DATA_KEYS,
     held_out_dataset,
@@ -50,6 +51,8 @@ from fedcl.scenarios import (
 from fedcl.strategies import build_strategy
 from fedcl.strategies.replies import PARTITION_KEY
 from fedcl.training import evaluate, resolve_device, train_local
+
+FLOWER_ROUND_TIMEOUT = 3600.0  # Strategy.start's own default: an hour per round
 
 # Context.state entries: the hospital's tiles, and what they were generated from.
 _DATA_KEY, _META_KEY = "fedcl-train-data", "fedcl-train-data-meta"
@@ -132,10 +135,13 @@ class ServerEvaluation:
     in the run directory.
     """
 
-    def __init__(self, config: RunConfig, recorder: RunRecorder, strategy: Strategy) -> None:
+    def __init__(
+        self, config: RunConfig, recorder: RunRecorder, strategy: Strategy, done: int = 0
+    ) -> None:
         self.config = config
         self.recorder = recorder
         self.strategy = strategy
+        self.done = done  # rounds a resumed run had completed: Flower counts from 1 again
         self.model = build_model(config.model, NUM_CLASSES).to(resolve_device(config.device))
         self.stage_ends = set(stage_end_rounds(config))
         self._test_sets: dict[int, list[TileDataset]] = {}
@@ -150,6 +156,9 @@ class ServerEvaluation:
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         """Evaluate ``arrays`` (the global model after ``server_round``) and record it."""
+        if self.done and server_round == 0:  # resumed: already evaluated and recorded
+            return MetricRecord({"dice": float(self.recorder.records[-1]["dice"] or 0.0)})
+        server_round += self.done
         state_dict = arrays.to_torch_state_dict()
         self.model.load_state_dict(state_dict)
         current = stage_of(self.config, server_round)
@@ -177,6 +186,9 @@ class ServerEvaluation:
                 "model": state_dict,
                 # cross-round strategy state (DBC: anchor, history); {} for stateless ones
                 "strategy": getattr(self.strategy, "state_dict", dict)(),
+                # fedcl's own randomness is seeded per use (fedcl.seeds); these cover
+                # anything else drawing from the global generators (Flower's sampling).
+                "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
             },
         )
         metrics = {"dice": record["dice"]} | {
@@ -243,11 +255,27 @@ class PromptGrid(Grid):
         return replies
 
 
-def serve(grid: Grid, config: RunConfig, callbacks: Sequence[RoundCallback] = ()) -> dict:
-    """Run the whole federated training of ``config`` on ``grid``; return the summary."""
+def serve(
+    grid: Grid,
+    config: RunConfig,
+    callbacks: Sequence[RoundCallback] = (),
+    resume: bool = False,
+) -> dict:
+    """Run the whole federated training of ``config`` on ``grid``; return the summary.
+
+    ``resume``: continue the run in ``config.out`` from its ``checkpoint.pt`` (the
+    rounds after the checkpoint's are run again; the result equals an uninterrupted
+    run's on CPU).
+    """
     config = config.with_run_dir()
     grid = PromptGrid(grid)
-    recorder = RunRecorder(config, callbacks)
+    done, records, checkpoint = 0, [], None
+    if resume:
+        checkpoint = read_checkpoint(config.out)
+        done = int(checkpoint["round"])
+        # A kill between the metrics line and the checkpoint leaves one round more.
+        records = [r for r in read_metrics(config.out, complete_only=True) if r["round"] <= done]
+    recorder = RunRecorder(config, callbacks, records)
 
     def on_train(
         server_round: int,
@@ -258,17 +286,26 @@ def serve(grid: Grid, config: RunConfig, callbacks: Sequence[RoundCallback] = ()
         numbers = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, int | float)}
         recorder.train_aggregated(server_round, numbers, report)
 
-    strategy = build_strategy(config, on_train)
-    with torch.random.fork_rng():  # seed the initial model without leaking global state
-        torch.manual_seed(config.seed)
-        initial = build_model(config.model, NUM_CLASSES)
-    strategy.start(
-        grid=grid,
-        initial_arrays=ArrayRecord(initial.state_dict()),
-        num_rounds=config.rounds,
-        # The client applies the proximal-mu it receives: 0 unless the strategy (FedProx
-        # and its subclasses) injects its own into the train config.
-        train_config=ConfigRecord(dict(config.to_mapping() | {"proximal-mu": 0.0})),
-        evaluate_fn=ServerEvaluation(config, recorder, strategy),
-    )
+    strategy = build_strategy(config, on_train, round_offset=done)
+    if checkpoint is not None:
+        initial = checkpoint["model"]
+        if hasattr(strategy, "load_state_dict"):
+            strategy.load_state_dict(checkpoint["strategy"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        random.setstate(checkpoint["rng"]["python"])
+    else:
+        with torch.random.fork_rng():  # seed the initial model without leaking global state
+            torch.manual_seed(config.seed)
+            initial = build_model(config.model, NUM_CLASSES).state_dict()
+    if done < config.rounds:
+        strategy.start(
+            grid=grid,
+            initial_arrays=ArrayRecord(initial),
+            num_rounds=config.rounds - done,
+            timeout=config.round_timeout or FLOWER_ROUND_TIMEOUT,
+            # The client applies the proximal-mu it receives: 0 unless the strategy
+            # (FedProx and its subclasses) injects its own into the train config.
+            train_config=ConfigRecord(dict(config.to_mapping() | {"proximal-mu": 0.0})),
+            evaluate_fn=ServerEvaluation(config, recorder, strategy, done),
+        )
     return recorder.finish()

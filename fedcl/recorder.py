@@ -25,6 +25,7 @@ import tomli_w
 import torch
 
 from fedcl.config import RunConfig
+from fedcl.errors import FedclError
 from fedcl.metrics import summarize
 
 RoundCallback = Callable[[dict[str, Any]], None]
@@ -45,6 +46,10 @@ def _write_text(path: Path, text: str) -> None:
     path.write_text(text)
 
 
+def _write_bytes(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
@@ -63,18 +68,24 @@ class RunRecorder:
         progress bar.
     """
 
-    def __init__(self, config: RunConfig, callbacks: Sequence[RoundCallback] = ()) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        callbacks: Sequence[RoundCallback] = (),
+        records: Sequence[dict[str, Any]] = (),
+    ) -> None:
         self.config = config
         self.dir = Path(config.out)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.callbacks = list(callbacks)
-        self.records: list[dict[str, Any]] = []
+        # A resumed run starts from the records of the rounds its checkpoint holds.
+        self.records: list[dict[str, Any]] = list(records)
         self._train: dict[int, dict[str, float]] = {}
         self._reports: dict[int, dict[str, Any]] = {}
         self._last = time.perf_counter()
-        with (self.dir / "config.toml").open("wb") as handle:
-            tomli_w.dump(config.to_mapping(), handle)
-        (self.dir / "metrics.jsonl").write_text("")
+        _atomic_write(self.dir / "config.toml", lambda p: _write_bytes(p, _toml(config)))
+        lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self.records)
+        _atomic_write(self.dir / "metrics.jsonl", lambda p: _write_text(p, lines))
 
     def train_aggregated(
         self,
@@ -145,11 +156,47 @@ def write_report(
     return summary
 
 
+def _toml(config: RunConfig) -> bytes:
+    return tomli_w.dumps(config.to_mapping()).encode()
+
+
+def read_checkpoint(run_dir: str | Path) -> dict[str, Any]:
+    """Load ``RUN_DIR/checkpoint.pt`` (round, model, strategy, rng) with clear errors."""
+    path = Path(run_dir) / "checkpoint.pt"
+    if not path.exists():
+        raise FedclError(
+            f"{str(path)!r} does not exist: nothing to resume (a run writes its first "
+            "checkpoint after evaluating the initial model)"
+        )
+    try:
+        checkpoint: dict[str, Any] = torch.load(path, weights_only=False)
+    except Exception as err:  # torch raises many kinds for a damaged file
+        raise FedclError(f"{str(path)!r} is not a readable checkpoint: {err}") from None
+    missing = {"round", "model", "strategy"} - set(checkpoint)
+    if missing:
+        raise FedclError(f"{str(path)!r} lacks {sorted(missing)}: not a fedcl checkpoint")
+    return checkpoint
+
+
 def _title(config: RunConfig) -> str:
     return f"{config.strategy} on {config.scenario}, {config.clients} hospitals, seed {config.seed}"
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Read a run's ``metrics.jsonl`` back into a list of round records."""
-    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+def read_metrics(run_dir: str | Path, complete_only: bool = False) -> list[dict[str, Any]]:
+    """Read a run's ``metrics.jsonl`` back into a list of round records.
+
+    ``complete_only``: skip a last line torn by a kill (no newline or invalid JSON).
+    """
+    text = (Path(run_dir) / "metrics.jsonl").read_text()
+    if complete_only:
+        text = text[: text.rfind("\n") + 1]
+    records = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if not complete_only:
+                raise
+    return records

@@ -13,10 +13,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedcl.config import RunConfig
 from fedcl.recorder import RoundCallback
+
+if TYPE_CHECKING:
+    from flwr.clientapp import ClientApp
 
 # Offline and quiet: no telemetry, no update check, no dependency installation.
 FLOWER_ENV = {
@@ -63,22 +66,31 @@ def backend_config(config: RunConfig) -> dict[str, Any]:
 
 
 def simulate(
-    config: RunConfig, callbacks: Sequence[RoundCallback] = (), verbose: bool = False
+    config: RunConfig,
+    callbacks: Sequence[RoundCallback] = (),
+    verbose: bool = False,
+    client_app: ClientApp | None = None,
+    resume: bool = False,
 ) -> None:
-    """Run ``config`` as a Ray simulation with one virtual SuperNode per hospital."""
+    """Run ``config`` as a Ray simulation with one virtual SuperNode per hospital.
+
+    ``client_app`` replaces fedcl's hospital ClientApp (tests: a hospital that fails,
+    or one whose messages are inspected). ``resume``: continue the run in
+    ``config.out`` from its checkpoint.
+    """
     for key, value in FLOWER_ENV.items():
         os.environ.setdefault(key, value)
     from flwr.simulation import run_simulation  # after the environment is set
 
-    from clients.app import app as client_app
+    from clients.app import app as default_client_app
     from server.app import make_app
 
     flwr_logger = logging.getLogger("flwr")
     flwr_logger.setLevel(logging.INFO if verbose else logging.WARNING)
     flwr_logger.addFilter(_DropIntended())
     run_simulation(
-        server_app=make_app(config, callbacks),
-        client_app=client_app,
+        server_app=make_app(config, callbacks, resume),
+        client_app=client_app or default_client_app,
         num_supernodes=config.clients,
         backend_config=backend_config(config),
     )

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from monai.losses import DiceCELoss
+from monai.losses import DiceCELoss, MaskedDiceLoss
 from monai.metrics import DiceMetric
 from torch import nn
 
 from fedcl.data.dataset import TileDataset
+from fedcl.data.real import IGNORE
 from fedcl.errors import FedclError
 
 
@@ -57,9 +58,34 @@ def device_of(model: nn.Module) -> torch.device:
     return first.device if first is not None else torch.device("cpu")
 
 
+class SegmentationLoss(nn.Module):
+    """MONAI ``DiceCELoss`` on logits ``B x C x H x W`` and labels ``B x H x W``.
+
+    Pixels labelled :data:`~fedcl.data.real.IGNORE` (real data: outside the annotated
+    region) count for neither part: soft Dice via MONAI's ``MaskedDiceLoss``, plus
+    cross-entropy with ``ignore_index``; batches without such pixels use ``DiceCELoss``
+    itself (the same value).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dice_ce = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.masked_dice = MaskedDiceLoss(to_onehot_y=True, softmax=True)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Return the mean loss of ``logits`` against integer ``labels``."""
+        valid = labels != IGNORE
+        if bool(valid.all()):
+            return self.dice_ce(logits, labels.unsqueeze(1))
+        target = torch.where(valid, labels, torch.zeros_like(labels)).unsqueeze(1)
+        dice = self.masked_dice(logits, target, mask=valid.unsqueeze(1))
+        ce = nn.functional.cross_entropy(logits, labels.long(), ignore_index=IGNORE)
+        return dice + ce
+
+
 def segmentation_loss() -> nn.Module:
-    """Return the training loss: ``DiceCELoss`` on logits ``B x C x H x W``."""
-    return DiceCELoss(to_onehot_y=True, softmax=True)
+    """Return the training loss (:class:`SegmentationLoss`)."""
+    return SegmentationLoss()
 
 
 def make_optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
@@ -111,7 +137,7 @@ def train_local(
         for images, masks in data.batches(batch_size, generator):
             images, masks = images.to(device), masks.to(device)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(images), masks.unsqueeze(1))
+            loss = loss_fn(model(images), masks)
             if anchor:
                 drift = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
                 loss = loss + 0.5 * proximal_mu * drift
@@ -133,13 +159,14 @@ def evaluate(model: nn.Module, data: TileDataset, *, batch_size: int = 64) -> Ev
         ignore_empty=True,
         num_classes=data.num_classes,
         get_not_nans=True,
+        ignore_index=IGNORE,  # real data: pixels outside the annotation
     )
     loss_fn = segmentation_loss()
     total, batches = 0.0, 0
     for images, masks in data.batches(batch_size):
         images, masks = images.to(device), masks.to(device)
         logits = model(images)
-        total += float(loss_fn(logits, masks.unsqueeze(1)))
+        total += float(loss_fn(logits, masks))
         batches += 1
         metric(y_pred=logits.argmax(1, keepdim=True), y=masks.unsqueeze(1))
     values, counts = metric.aggregate()

@@ -18,14 +18,21 @@ from fedcl.federation import serve
 from fedcl.recorder import RoundCallback
 
 
-def make_app(config: RunConfig | None = None, callbacks: Sequence[RoundCallback] = ()) -> ServerApp:
-    """Build a ServerApp for ``config`` (None: read ``context.run_config``)."""
+def make_app(
+    config: RunConfig | None = None,
+    callbacks: Sequence[RoundCallback] = (),
+    resume: bool = False,
+) -> ServerApp:
+    """Build a ServerApp for ``config`` (None: read ``context.run_config``).
+
+    ``resume``: continue the run in ``config.out`` from its checkpoint.
+    """
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         resolved = config or RunConfig.from_mapping(context.run_config, source="run config")
-        serve(grid, resolved, callbacks)
+        serve(grid, resolved, callbacks, resume)
 
     return app
 

@@ -241,3 +241,118 @@ def test_flwr_run_dot_runs_the_same_app(tmp_path):
     finally:
         # `flwr run` against :local: leaves a detached SuperLink: stop what we started.
         _stop_processes_mentioning(str(flwr_home))
+
+
+def test_a_failing_hospital_costs_only_its_update_and_messages_carry_no_data(tmp_path, monkeypatch):
+    from fedcl.simulation import simulate
+
+    messages = tmp_path / "messages"
+    messages.mkdir()
+    # Ray's workers import the test ClientApp: they inherit this environment.
+    paths = [str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+    monkeypatch.setenv("FEDCL_TEST_FAIL", "1:2")
+    monkeypatch.setenv("FEDCL_TEST_MESSAGES", str(messages))
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    import faulty_clients
+
+    config = TINY.replace(clients=3, rounds=3, out=str(tmp_path / "run"))
+    simulate(config, client_app=faulty_clients.app)
+
+    records = read_metrics(tmp_path / "run")
+    assert [r["round"] for r in records] == [0, 1, 2, 3]
+    dropped = records[2]["aggregation"]["dropped"]
+    assert len(dropped) == 1 and "hospital 1 failed in round 2" in dropped[0]["reason"]
+    assert all("dropped" not in (r.get("aggregation") or {}) for r in (records[1], records[3]))
+
+    # Privacy: every message a hospital sent holds the model's arrays and three numbers.
+    expected = {
+        k: [list(v.shape), str(v.dtype).removeprefix("torch.")]
+        for k, v in build_model(config.model, NUM_CLASSES).state_dict().items()
+    }
+    sent = [json.loads(p.read_text()) for p in messages.glob("*.json")]
+    assert len(sent) == 3 * 3 - 1
+    for content in sent:
+        assert content["configs"] == {}
+        assert list(content["arrays"]) == ["arrays"]
+        assert {k: v for k, v in content["arrays"]["arrays"].items()} == {
+            k: [shape, _numpy_dtype(dtype)] for k, (shape, dtype) in expected.items()
+        }
+        assert list(content["metrics"]) == ["metrics"]
+        metrics = content["metrics"]["metrics"]
+        assert set(metrics) == {"train-loss", "num-examples", "partition-id"}
+        assert all(isinstance(v, int | float) for v in metrics.values())
+
+
+def _numpy_dtype(torch_dtype: str) -> str:
+    return {"float32": "float32", "int64": "int64"}[torch_dtype]
+
+
+def test_a_run_killed_mid_round_resumes_to_the_same_final_model(tmp_path):
+    # DBC with a short warm-up: its anchor and history must survive the kill too.
+    config = TINY.replace(clients=3, rounds=4, strategy="dbc", dbc_warmup=1, reference_size=8)
+    killed = tmp_path / "killed"
+    config_file = tmp_path / "killed.toml"
+    config_file.write_bytes(tomli_w.dumps(config.replace(out=str(killed)).to_mapping()).encode())
+    tag = f"fedcl-kill-test-{tmp_path.name}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fedcl", "run", "--config", str(config_file)],
+        cwd=ROOT,
+        env=os.environ | {"FEDCL_TEST_TAG": tag},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while len(_lines(killed / "metrics.jsonl")) < 3:  # rounds 0, 1, 2 recorded
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(0.5)  # into round 3
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the whole run: driver and Ray
+        process.wait()
+        _kill_processes_tagged(tag)
+    done = torch.load(killed / "checkpoint.pt", weights_only=False)["round"]
+    assert 2 <= done < config.rounds
+
+    assert main(["run", "--resume", str(killed)]) == 0
+    whole = run_fedcl(config, tmp_path, "whole")
+
+    resumed_model = torch.load(killed / "checkpoint.pt", weights_only=False)["model"]
+    whole_model = torch.load(whole / "checkpoint.pt", weights_only=False)["model"]
+    assert resumed_model.keys() == whole_model.keys()
+    for key in whole_model:
+        assert torch.equal(resumed_model[key], whole_model[key]), key
+
+    def without_time(records):
+        return [{k: v for k, v in r.items() if k != "wall_seconds"} for r in records]
+
+    assert without_time(read_metrics(killed)) == without_time(read_metrics(whole))
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (killed, whole)]
+    for key in ("final_dice", "dice_matrix", "acc", "detection", "rounds"):
+        assert summaries[0][key] == summaries[1][key], key
+
+
+def test_resume_needs_a_run_directory_and_no_other_options(tmp_path, capsys):
+    assert main(["run", "--resume", str(tmp_path)]) == 2
+    assert "no config.toml" in capsys.readouterr().err
+    (tmp_path / "config.toml").write_text("")
+    assert main(["run", "--resume", str(tmp_path)]) == 2
+    assert "checkpoint.pt" in capsys.readouterr().err
+    assert main(["run", "--resume", str(tmp_path), "--rounds", "3"]) == 2
+    assert "drop --rounds" in capsys.readouterr().err
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _kill_processes_tagged(tag: str) -> None:
+    # Anything the killed run started outside its process group (Ray daemons).
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and tag.encode() in (entry / "environ").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass

@@ -291,3 +291,100 @@ def test_only_fedprox_sends_a_proximal_term(federation, name, mu):
         strategy.configure_train(1, ArrayRecord(federation[0]), train_config, FakeGrid(2))
     )
     assert {m.content["config"]["proximal-mu"] for m in messages} == {mu}
+
+
+def _hostile(kind, state, global_state):
+    """One malformed or hostile version of a trained ``state`` (and its num-examples)."""
+    state = {k: v.clone() for k, v in state.items()}
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    n = 24
+    if kind == "nan":
+        state[first][...] = float("nan")
+    elif kind == "inf":
+        state[first].view(-1)[0] = float("inf")
+    elif kind == "wrong-shape":
+        state[first] = torch.zeros(2, 2)
+    elif kind == "wrong-dtype":
+        state[first] = state[first].double()
+    elif kind == "missing-key":
+        del state[first]
+    elif kind == "huge-norm":  # a scaled (model-replacement) update
+        state = {
+            k: g + 1e4 * (v - g) if v.is_floating_point() else v
+            for (k, v), g in zip(state.items(), global_state.values(), strict=True)
+        }
+    elif kind == "no-weight":
+        n = 0
+    return state, n
+
+
+HOSTILE = ["nan", "inf", "wrong-shape", "wrong-dtype", "missing-key", "huge-norm", "no-weight"]
+GUARDED = ["fedavg", "krum", "dbc"]
+
+
+def _guarded(name):
+    reports = {}
+    config = RunConfig(strategy=name, clients=6, image_size=SIZE, reference_size=4)
+    strategy = build_strategy(config, lambda r, _replies, _m, report: reports.update({r: report}))
+    return strategy, reports
+
+
+@pytest.mark.parametrize("name", GUARDED)
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_every_strategy_drops_a_malformed_or_hostile_reply(federation, name, kind):
+    global_state, clean, _, _ = federation
+    honest = [clean[0], clean[1], clean[2], clean[3], clean[0]]
+    bad, n = _hostile(kind, clean[1], global_state)
+
+    strategy, reports = _guarded(name)
+    _, messages = configure(strategy, global_state, 6)
+    replies = [reply(messages[0], bad, 0, n=n)] + [
+        reply(m, s, p) for p, (m, s) in enumerate(zip(messages[1:], honest, strict=True), 1)
+    ]
+    arrays, _ = strategy.aggregate_train(1, replies)
+
+    # The round goes on without it, exactly as if the hospital had not replied.
+    baseline, _ = _guarded(name)
+    _, again = configure(baseline, global_state, 6)
+    alone = [reply(m, s, p) for p, (m, s) in enumerate(zip(again[1:], honest, strict=True), 1)]
+    expected, _ = baseline.aggregate_train(1, alone)
+    assert arrays is not None and expected is not None
+    for key, value in expected.items():
+        np.testing.assert_array_equal(arrays[key].numpy(), value.numpy())
+        assert arrays[key].dtype == ArrayRecord(global_state)[key].dtype  # ints stay ints
+    dropped = reports[1]["dropped"]
+    assert [d["hospital"] for d in dropped] == [0]
+    words = {"nan": "non-finite", "inf": "non-finite", "wrong-shape": "shape",
+             "wrong-dtype": "dtype", "missing-key": "missing", "huge-norm": "update norm",
+             "no-weight": "num-examples"}  # fmt: skip
+    assert words[kind] in dropped[0]["reason"]
+
+
+def test_an_error_reply_costs_only_that_hospital(federation):
+    from flwr.app import Error
+
+    global_state, clean, _, _ = federation
+    strategy, reports = _guarded("fedavg")
+    _, messages = configure(strategy, global_state, 6)
+    replies = [
+        Message(error=Error(code=0, reason="RuntimeError: disk on fire"), reply_to=messages[0]),
+        reply(messages[1], clean[0], 1),
+        reply(messages[2], clean[1], 2),
+    ]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays is not None
+    assert "disk on fire" in reports[1]["dropped"][0]["reason"]
+
+
+def test_too_few_usable_replies_keep_the_global_model(federation):
+    global_state, clean, _, _ = federation
+    config = RunConfig(strategy="fedavg", clients=3, image_size=SIZE, min_replies=3)
+    reports = {}
+    strategy = build_strategy(config, lambda r, _x, _m, report: reports.update({r: report}))
+    _, messages = configure(strategy, global_state, 3)
+    bad, n = _hostile("nan", clean[0], global_state)
+    replies = [reply(messages[0], bad, 0, n), reply(messages[1], clean[1], 1)]
+    replies.append(reply(messages[2], clean[2], 2))
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays is None  # Flower keeps the previous global model
+    assert "min-replies" in reports[1]["skipped"]

@@ -22,13 +22,18 @@ import numpy as np
 from fedcl import seeds
 from fedcl.config import DRIFTING, STAGED, RunConfig
 from fedcl.data.dataset import TileDataset
+from fedcl.data.real import hospital_slides, hospital_tiles, index_slides, label_table, parse_data
 from fedcl.data.shifts import IMAGE_KINDS, drifted_stain, shift_images, shift_labels
 from fedcl.data.stain import Stain, perturb
 from fedcl.data.synthetic import DEFAULT_CLASS_MIX, NUM_CLASSES, generate_tiles
+from fedcl.errors import FedclError
 
 SPLITS = ("train", "test")
 # Config keys that determine a hospital's tiles (with the hospital, stage and drift).
 DATA_KEYS = (
+    "data",
+    "label-map",
+    "data-split",
     "seed",
     "scenario",
     "clients",
@@ -122,8 +127,16 @@ def hospital_dataset(
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if not 0 <= hospital < config.clients:
         raise ValueError(f"hospital must be in 0..{config.clients - 1}, got {hospital}")
-    stain = site_stain(config, hospital, stage)
     kind, strength = config.drift_kind, config.drift_strength
+    shift_seed = int(seeds.stream(config.seed, seeds.DRIFT, hospital, stage).generate_state(1)[0])
+    if config.data != "synthetic":
+        images, masks = real_split(config, hospital, split)
+        if drifted and kind in IMAGE_KINDS:
+            images = shift_images(images, kind, strength, shift_seed)
+        if drifted and kind == "label-noise":
+            masks = shift_labels(masks, strength, NUM_CLASSES, shift_seed)
+        return TileDataset(images, masks, NUM_CLASSES)
+    stain = site_stain(config, hospital, stage)
     if drifted and kind == "stain":
         stain = drifted_stain(stain, seeds.rng(config.seed, seeds.DRIFT, hospital), strength)
     stream = seeds.stream(config.seed, seeds.TILES, hospital, SPLITS.index(split), stage)
@@ -134,12 +147,41 @@ def hospital_dataset(
         seed=stream,
         class_mix=stage_class_mix(config, stage),
     )
-    shift_seed = int(seeds.stream(config.seed, seeds.DRIFT, hospital, stage).generate_state(1)[0])
     if drifted and kind in IMAGE_KINDS:
         images = shift_images(images, kind, strength, shift_seed)
     if drifted and kind == "label-noise":
         masks = shift_labels(masks, strength, NUM_CLASSES, shift_seed)
     return TileDataset(images, masks, NUM_CLASSES)
+
+
+def check_data(config: RunConfig) -> None:
+    """Read every hospital's real data once (nothing for synthetic data).
+
+    Called before a run starts, so that a bad file is a clear error (exit 2) rather
+    than a failing hospital in the middle of a run.
+    """
+    if config.data != "synthetic":
+        for hospital in range(config.clients):
+            real_split(config, hospital, "test")
+
+
+def real_split(config: RunConfig, hospital: int, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """``hospital``'s real tiles of ``split``: test first, then train, from one shuffle."""
+    spec = parse_data(config.data)
+    slides = hospital_slides(index_slides(spec, config.data_split), config.clients)[hospital]
+    table = label_table(spec.kind, config.label_map)
+    stream = seeds.stream(config.seed, seeds.TILES, hospital)
+    images, masks = hospital_tiles(slides, table, config.image_size, stream)
+    if len(images) <= config.test_tiles:
+        raise FedclError(
+            f"hospital {hospital} ({', '.join(sorted({s.site for s in slides}))}) has "
+            f"{len(images)} usable {config.image_size}-px tiles: not more than test-tiles = "
+            f"{config.test_tiles}; lower test-tiles or add data"
+        )
+    test = slice(0, config.test_tiles)
+    train = slice(config.test_tiles, config.test_tiles + config.train_tiles)
+    part = test if split == "test" else train
+    return images[part], masks[part]
 
 
 def train_dataset(config: RunConfig, hospital: int, server_round: int) -> TileDataset:

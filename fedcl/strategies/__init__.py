@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.common.logger import log
 from flwr.serverapp.strategy import (
     Bulyan,
     FedAvg,
@@ -41,7 +44,7 @@ from fedcl.errors import FedclError, unknown_name
 from fedcl.models import build_model
 from fedcl.strategies.dbc import DynamicBarlowContinuity
 from fedcl.strategies.fltrust import FLTrust
-from fedcl.strategies.replies import by_partition
+from fedcl.strategies.replies import by_partition, restore_dtypes, screen
 from fedcl.training import resolve_device, train_local
 
 ENTRY_POINT_GROUP = "fedcl.strategies"
@@ -188,33 +191,96 @@ def check_strategy(name: str) -> None:
     resolve_strategy(name)
 
 
-def ordered(cls: type[Strategy], on_train: TrainHook | None = None) -> type[Strategy]:
-    """Subclass ``cls`` so that it aggregates replies sorted by hospital.
+@dataclass(frozen=True)
+class ReplyGuard:
+    """What every strategy's replies must satisfy before they reach its aggregation.
 
-    ``on_train(round, sorted_replies, aggregated_metrics, round_report)`` is called
-    after every aggregation (the run recorder's hook).
+    ``template``: the architecture's state (keys, shapes, dtypes; None: the global model
+    sent out); ``min_replies``: fewer usable replies and the round keeps the global
+    model; ``max_update_ratio``: the largest ``||w - global|| / ||global||`` accepted.
     """
+
+    template: ArrayRecord | None = None
+    min_replies: int = 1
+    max_update_ratio: float = float("inf")
+
+
+def ordered(
+    cls: type[Strategy],
+    on_train: TrainHook | None = None,
+    guard: ReplyGuard | None = None,
+    round_offset: int = 0,
+) -> type[Strategy]:
+    """Subclass ``cls`` so that it aggregates usable replies only, sorted by hospital.
+
+    Error replies (a hospital whose training raised) and malformed or hostile ones
+    (NaN/Inf, wrong keys, shapes or dtypes, no ``num-examples``, an update norm above
+    ``guard.max_update_ratio``) are dropped before ``cls`` sees them and reported as
+    ``dropped`` in the round's report; the aggregate is cast back to the template's
+    dtypes. ``on_train(round, usable_replies, aggregated_metrics, round_report)`` is
+    called after every aggregation (the run recorder's hook). ``round_offset`` is added
+    to Flower's round numbers (a resumed run: Flower counts from 1 again), so hospitals
+    and the strategy see the run's own round.
+    """
+    guard = guard or ReplyGuard()
+
+    def configure_train(
+        self: Any, server_round: int, arrays: ArrayRecord, config: Any, grid: Any
+    ) -> Iterable[Message]:
+        self._fedcl_global = arrays  # what this round's replies are checked against
+        return cls.configure_train(self, server_round + round_offset, arrays, config, grid)
 
     def aggregate_train(
         self: Any, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = by_partition(replies)
-        arrays, metrics = cls.aggregate_train(self, server_round, replies)
+        server_round += round_offset
+        sent = getattr(self, "_fedcl_global", None)
+        reference = guard.template if guard.template is not None else sent
+        if reference is None:  # called without configure_train (unit tests)
+            usable, dropped = by_partition(replies), list[dict[str, Any]]()
+        else:
+            usable, dropped = screen(by_partition(replies), reference, sent, guard.max_update_ratio)
+        for item in dropped:
+            hospital, reason = item["hospital"], item["reason"]
+            log(logging.WARNING, "round %d: dropped %s: %s", server_round, hospital, reason)
+        arrays: ArrayRecord | None = None
+        metrics: MetricRecord | None = None
+        report: dict[str, Any] | None = None
+        if len(usable) >= guard.min_replies:
+            arrays, metrics = cls.aggregate_train(self, server_round, usable)
+            report = getattr(self, "round_report", None)
+        else:
+            message = "round %d: %d usable replies < min-replies %d: global model kept"
+            log(logging.WARNING, message, server_round, len(usable), guard.min_replies)
+            report = {"skipped": f"{len(usable)} usable replies < min-replies"}
+        if arrays is not None and reference is not None:
+            arrays = restore_dtypes(arrays, reference)
+        if dropped:
+            report = dict(report or {}) | {"dropped": dropped}
         if on_train is not None:
-            on_train(server_round, replies, metrics, getattr(self, "round_report", None))
+            on_train(server_round, usable, metrics, report)
         return arrays, metrics
 
-    return type(cls.__name__, (cls,), {"aggregate_train": aggregate_train})
+    body = {"aggregate_train": aggregate_train, "configure_train": configure_train}
+    return type(cls.__name__, (cls,), body)
 
 
-def build_strategy(config: RunConfig, on_train: TrainHook | None = None) -> Strategy:
-    """Instantiate ``config.strategy``, wrapped by :func:`ordered`."""
+def build_strategy(
+    config: RunConfig, on_train: TrainHook | None = None, round_offset: int = 0
+) -> Strategy:
+    """Instantiate ``config.strategy``, wrapped by :func:`ordered` with the config's guard."""
     cls, kwargs = resolve_strategy(config.strategy)
-    return ordered(cls, on_train)(**kwargs(config))
+    guard = ReplyGuard(
+        template=ArrayRecord(build_model(config.model, NUM_CLASSES).state_dict()),
+        min_replies=config.min_replies,
+        max_update_ratio=config.max_update_ratio,
+    )
+    return ordered(cls, on_train, guard, round_offset)(**kwargs(config))
 
 
 __all__ = [
     "STRATEGIES",
+    "ReplyGuard",
     "DynamicBarlowContinuity",
     "FLTrust",
     "build_strategy",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
@@ -39,12 +40,16 @@ def malformed_reason(
     *,
     arrayrecord_key: str = "arrays",
     weight_key: str = "num-examples",
+    global_arrays: ArrayRecord | None = None,
+    max_update_ratio: float = float("inf"),
 ) -> str | None:
     """Why a training reply cannot be aggregated, or None if it can.
 
-    Checks, against ``reference`` (the global model that was sent out): exactly one
-    ArrayRecord under ``arrayrecord_key`` with the same keys, shapes and dtypes; every
-    value finite; and a positive ``weight_key`` in its metrics.
+    Checks, against ``reference`` (the architecture's state, or the global model that
+    was sent out): one ArrayRecord under ``arrayrecord_key`` with the same keys, shapes
+    and dtypes; every value finite; a positive ``weight_key`` in its metrics; and, with
+    ``global_arrays``, an update norm ``||w - global||`` of at most ``max_update_ratio``
+    times ``||global||`` (floating-point arrays only).
     """
     arrays = content.array_records.get(arrayrecord_key)
     if arrays is None:
@@ -65,7 +70,70 @@ def malformed_reason(
     weights = [m.get(weight_key) for m in content.metric_records.values()]
     if not any(isinstance(w, int | float) and w > 0 for w in weights):
         return f"no positive {weight_key!r} in its metrics"
+    if global_arrays is not None:
+        ratio = update_ratio(arrays, global_arrays)
+        if ratio > max_update_ratio:
+            return f"update norm {ratio:.3g} x the global model's, limit {max_update_ratio:g}"
     return None
+
+
+def screen(
+    replies: Iterable[Message],
+    reference: ArrayRecord,
+    global_arrays: ArrayRecord | None = None,
+    max_update_ratio: float = float("inf"),
+) -> tuple[list[Message], list[dict[str, Any]]]:
+    """Split replies into usable ones and dropped ones (with the hospital and reason).
+
+    A reply is dropped when it is an error (the hospital's training raised) or when
+    :func:`malformed_reason` finds it malformed against ``reference``.
+    """
+    usable: list[Message] = []
+    dropped: list[dict[str, Any]] = []
+    for msg in replies:
+        if msg.has_error():
+            error = f"error on the hospital: {msg.error.reason}"
+            dropped.append({"hospital": None, "node": msg.metadata.src_node_id, "reason": error})
+            continue
+        reason = malformed_reason(
+            msg.content,
+            reference,
+            global_arrays=global_arrays,
+            max_update_ratio=max_update_ratio,
+        )
+        if reason is None:
+            usable.append(msg)
+        else:
+            dropped.append({"hospital": partition_of(msg), "reason": reason})
+    return usable, dropped
+
+
+def update_ratio(arrays: ArrayRecord, global_arrays: ArrayRecord) -> float:
+    """Return ``||w - g|| / ||g||`` over the floating-point arrays (``g``: global model)."""
+    diff, norm = 0.0, 0.0
+    for name, g in global_arrays.items():
+        base = g.numpy()
+        if not np.issubdtype(base.dtype, np.floating) or name not in arrays:
+            continue
+        base = base.astype(np.float64)
+        diff += float(np.sum((arrays[name].numpy().astype(np.float64) - base) ** 2))
+        norm += float(np.sum(base**2))
+    return float(np.sqrt(diff) / max(np.sqrt(norm), 1e-12))
+
+
+def restore_dtypes(arrays: ArrayRecord, reference: ArrayRecord) -> ArrayRecord:
+    """Cast aggregated ``arrays`` back to ``reference``'s dtypes.
+
+    Flower's weighted average turns integer buffers (BatchNorm's
+    ``num_batches_tracked``) into floats, which the next round's check would reject.
+    """
+    restored = {}
+    for name, array in arrays.items():
+        values = array.numpy()
+        if name in reference and values.dtype != reference[name].numpy().dtype:
+            values = values.astype(reference[name].numpy().dtype)
+        restored[name] = Array(values)
+    return ArrayRecord(restored)
 
 
 class RemembersGlobal(FedAvg):
