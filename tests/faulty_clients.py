@@ -2,11 +2,13 @@
 
 Environment (inherited by Ray's actor processes):
 ``FEDCL_TEST_FAIL`` = ``"hospital:round"``: that hospital raises in that round;
+``FEDCL_TEST_SLOW`` = ``"hospital:round:seconds"``: that hospital sleeps first;
 ``FEDCL_TEST_MESSAGES`` = a directory: every reply's content is described there as JSON.
 """
 
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -38,6 +40,9 @@ def train(msg: Message, context: Context) -> Message:
     server_round = int(msg.content.config_records["config"]["server-round"])
     if os.environ.get("FEDCL_TEST_FAIL") == f"{hospital}:{server_round}":
         raise RuntimeError(f"hospital {hospital} failed in round {server_round} (test)")
+    slow = os.environ.get("FEDCL_TEST_SLOW", "").split(":")
+    if slow[:2] == [str(hospital), str(server_round)]:
+        time.sleep(float(slow[2]))
     reply = handle_train(msg, context)
     log_dir = os.environ.get("FEDCL_TEST_MESSAGES")
     if log_dir:

@@ -44,7 +44,7 @@ from fedcl.errors import FedclError, unknown_name
 from fedcl.models import build_model
 from fedcl.strategies.dbc import DynamicBarlowContinuity
 from fedcl.strategies.fltrust import FLTrust
-from fedcl.strategies.replies import by_partition, restore_dtypes, screen
+from fedcl.strategies.replies import by_partition, partition_of, restore_dtypes, screen
 from fedcl.training import resolve_device, train_local
 
 ENTRY_POINT_GROUP = "fedcl.strategies"
@@ -197,12 +197,14 @@ class ReplyGuard:
 
     ``template``: the architecture's state (keys, shapes, dtypes; None: the global model
     sent out); ``min_replies``: fewer usable replies and the round keeps the global
-    model; ``max_update_ratio``: the largest ``||w - global|| / ||global||`` accepted.
+    model; ``max_update_ratio``: the largest ``||w - global|| / ||global||`` accepted;
+    ``hospitals``: how many there are (0: unknown).
     """
 
     template: ArrayRecord | None = None
     min_replies: int = 1
     max_update_ratio: float = float("inf")
+    hospitals: int = 0  # > 0: report hospitals that sent nothing (timed out) as missing
 
 
 def ordered(
@@ -234,12 +236,13 @@ def ordered(
         self: Any, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         server_round += round_offset
+        replies = by_partition(replies)
         sent = getattr(self, "_fedcl_global", None)
         reference = guard.template if guard.template is not None else sent
         if reference is None:  # called without configure_train (unit tests)
-            usable, dropped = by_partition(replies), list[dict[str, Any]]()
+            usable, dropped = replies, list[dict[str, Any]]()
         else:
-            usable, dropped = screen(by_partition(replies), reference, sent, guard.max_update_ratio)
+            usable, dropped = screen(replies, reference, sent, guard.max_update_ratio)
         for item in dropped:
             hospital, reason = item["hospital"], item["reason"]
             log(logging.WARNING, "round %d: dropped %s: %s", server_round, hospital, reason)
@@ -257,6 +260,11 @@ def ordered(
             arrays = restore_dtypes(arrays, reference)
         if dropped:
             report = dict(report or {}) | {"dropped": dropped}
+        heard = {partition_of(m) for m in replies} | {d["hospital"] for d in dropped}
+        missing = [h for h in range(guard.hospitals) if h not in heard]
+        if missing and not any(d["hospital"] is None for d in dropped):  # errors are anonymous
+            log(logging.WARNING, "round %d: no reply from hospitals %s", server_round, missing)
+            report = dict(report or {}) | {"missing": missing}
         if on_train is not None:
             on_train(server_round, usable, metrics, report)
         return arrays, metrics
@@ -274,6 +282,7 @@ def build_strategy(
         template=ArrayRecord(build_model(config.model, NUM_CLASSES).state_dict()),
         min_replies=config.min_replies,
         max_update_ratio=config.max_update_ratio,
+        hospitals=config.clients,
     )
     return ordered(cls, on_train, guard, round_offset)(**kwargs(config))
 
