@@ -18,7 +18,7 @@ def batch_loss(model, data):
     model.train()  # batch statistics, as during the training step
     images, masks = next(data.batches(len(data)))
     with torch.no_grad():
-        return float(segmentation_loss()(model(images), masks.unsqueeze(1)))
+        return float(segmentation_loss()(model(images), masks))
 
 
 def test_one_training_step_lowers_the_loss():
@@ -99,3 +99,23 @@ def test_unknown_model_name_suggests_the_closest():
 def test_dataset_rejects_mismatched_masks():
     with pytest.raises(ValueError, match="masks must be"):
         TileDataset(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 9), np.uint8), 5)
+
+
+def test_ignored_pixels_count_for_nothing_in_the_loss():
+    from monai.losses import DiceCELoss
+
+    from fedcl.data.real import IGNORE
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 8, 8)
+    labels = torch.randint(0, 5, (2, 8, 8))
+    loss = segmentation_loss()
+    # Without ignored pixels it is MONAI's DiceCELoss itself.
+    expected = DiceCELoss(to_onehot_y=True, softmax=True)(logits, labels.unsqueeze(1))
+    assert torch.allclose(loss(logits, labels), expected)
+    ignored = labels.clone()
+    ignored[:, :4] = IGNORE
+    changed = logits.clone()
+    changed[:, :, :4] = torch.randn(2, 5, 4, 8) * 10  # whatever is predicted there
+    assert torch.allclose(loss(logits, ignored), loss(changed, ignored))
+    assert not torch.allclose(loss(logits, labels), loss(changed, labels))

@@ -1,0 +1,29 @@
+"""fedcl's hospital ClientApp, timed: each call's seconds go to ``$FEDCL_BENCH_TIMES``."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from fedcl.federation import handle_train
+
+app = ClientApp()
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Run fedcl's train handler; append its duration and round to the times file."""
+    start = time.perf_counter()
+    reply = handle_train(msg, context)
+    seconds = time.perf_counter() - start
+    record = {
+        "round": int(msg.content.config_records["config"]["server-round"]),
+        "hospital": int(context.node_config["partition-id"]),
+        "seconds": seconds,
+    }
+    with Path(os.environ["FEDCL_BENCH_TIMES"]).open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    return reply
