@@ -20,10 +20,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+from common import fedcl_run, machine, result
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from common import fedcl_run, machine, result
 from fedcl.config import RunConfig
 from fedcl.strategies import build_strategy
 

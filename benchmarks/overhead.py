@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import tomli_w
-
 from common import ROOT, fedcl_run, machine, result, steady_round_seconds
+
 from fedcl.config import RunConfig
 
 

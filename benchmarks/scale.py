@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from common import fedcl_run, linear_fit, machine, result
+
 from fedcl.config import RunConfig
 
 GIB = 2**30

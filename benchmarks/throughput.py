@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import machine, result
+
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES
 from fedcl.federation import round_seed

@@ -205,7 +205,7 @@ class PromptGrid(Grid):
     polls every 0.1 s. Everything else is delegated to the wrapped grid.
     """
 
-    def __init__(self, grid: Grid, interval: float = 0.25) -> None:
+    def __init__(self, grid: Grid, interval: float = 0.1) -> None:
         self.grid = grid
         self.interval = interval
 

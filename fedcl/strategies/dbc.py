@@ -35,7 +35,7 @@ ACCEPTED, OUTLIER, MALFORMED = "accepted", "rejected-outlier", "rejected-malform
 
 
 def _to_arrays(model: nn.Module) -> ArrayRecord:
-    return ArrayRecord({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    return ArrayRecord({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
 
 
 class DynamicBarlowContinuity(RemembersGlobal):
@@ -78,14 +78,18 @@ class DynamicBarlowContinuity(RemembersGlobal):
     ) -> None:
         super().__init__(**fedavg_kwargs)
         self.settings = settings or DBCSettings()
-        self.reference_images = reference_images.to(device)
+        # Channels-last: the scoring forward passes run ~30 % faster on CPU (measured,
+        # default U-Net, 32 x 64 px tiles: 18 -> 13 ms per model).
+        self.reference_images = reference_images.to(device).contiguous(
+            memory_format=torch.channels_last
+        )
         m, _, h, w = reference_images.shape
         self.pixel_index = pixel_index(m, h, w, self.settings.pixels_per_image, seed)
         self.model = model_fn()  # one instance, reloaded per reply: no re-construction
         # What a well-formed reply looks like: the architecture's keys, shapes, dtypes
         # (not the last aggregate's: FedAvg turns integer buffers into floats).
         self.template = ArrayRecord(self.model.state_dict())
-        self.model.to(device)
+        self.model.to(device).to(memory_format=torch.channels_last)
         self.anchor: torch.Tensor | None = None
         self.history: list[float] = []  # L_BC(anchor, Z(theta_agg)) per round
         self.round_report: dict[str, Any] | None = None

@@ -1,0 +1,36 @@
+"""Each benchmark's smoke mode still runs and ends with its RESULT line (no timing checks)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.parametrize(
+    ("script", "keys"),
+    [
+        ("overhead.py", {"fedcl_wall_s", "bare_wall_s", "ratio"}),
+        ("throughput.py", {"fedcl_tiles_per_s", "bare_tiles_per_s", "ratio"}),
+        ("dbc_cost.py", {"share_n3_r8", "share_n3_r32"}),
+        ("scale.py", {"round_s_per_hospital", "gib_per_hospital", "max_peak_gib"}),
+    ],
+)
+def test_benchmark_smoke_mode_prints_its_result_line(script, keys):
+    run = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--smoke"],
+        cwd=BENCHMARKS,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    assert len(lines) == 1, run.stdout[-2000:]
+    figures = dict(re.findall(r"(\S+?)=(\S+)", lines[0]))
+    assert keys <= set(figures)
+    for key in keys:
+        assert float(figures[key]) > 0, (key, figures[key])
