@@ -139,9 +139,12 @@ def test_dbc_rejects_a_drifted_reply_from_round_one(federation, kind):
     assert report["consolidation"] is None  # still in warm-up
 
 
-def test_dbc_rejects_malformed_replies_and_goes_on(federation):
-    global_state, clean, _, images = federation
-    strategy = dbc(images)
+def test_dbc_never_scores_malformed_replies_and_goes_on(federation):
+    # fedcl's screen drops them first; DBC decides on the rest.
+    global_state, clean, _, _ = federation
+    reports = {}
+    config = RunConfig(strategy="dbc", clients=5, image_size=SIZE, reference_size=4)
+    strategy = build_strategy(config, lambda r, _x, _m, report: reports.update({r: report}))
     _, messages = configure(strategy, global_state, 5)
     nan_state = {k: v.clone() for k, v in clean[0].items()}
     first = next(k for k, v in nan_state.items() if v.is_floating_point())
@@ -153,8 +156,9 @@ def test_dbc_rejects_malformed_replies_and_goes_on(federation):
     replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, states, strict=True))]
     arrays, _ = strategy.aggregate_train(1, replies)
     assert arrays is not None
-    assert strategy.round_report["decisions"][:2] == ["rejected-malformed"] * 2
-    assert strategy.round_report["decisions"][2:] == ["accepted"] * 3
+    assert [d["hospital"] for d in reports[1]["dropped"]] == [0, 1]
+    assert reports[1]["hospitals"] == [2, 3, 4]
+    assert reports[1]["decisions"] == ["accepted"] * 3
 
 
 def test_dbc_with_everything_accepted_equals_fedavg(federation):
@@ -193,11 +197,18 @@ def test_dbc_consolidates_after_warmup_and_keeps_its_state(federation):
 def test_dbc_keeps_the_global_model_when_every_reply_is_rejected(federation):
     global_state, clean, _, images = federation
     strategy = dbc(images)
-    _, messages = configure(strategy, global_state, 1)
+    configure(strategy, global_state, 1)
+    arrays, _ = strategy.aggregate_train(1, [])  # everything was screened out upstream
+    assert arrays is None and strategy.round_report["all_rejected"] is True
+    # Through fedcl's screen: the round keeps the global model and says why.
+    reports = {}
+    config = RunConfig(strategy="dbc", clients=1, image_size=SIZE, reference_size=4)
+    guarded = build_strategy(config, lambda r, _x, _m, report: reports.update({r: report}))
+    _, messages = configure(guarded, global_state, 1)
     bad = {k: v.clone() for k, v in clean[0].items()}
     next(v for v in bad.values() if v.is_floating_point())[...] = float("inf")
-    arrays, _ = strategy.aggregate_train(1, [reply(messages[0], bad, 0)])
-    assert arrays is None and strategy.round_report["all_rejected"] is True
+    arrays, _ = guarded.aggregate_train(1, [reply(messages[0], bad, 0)])
+    assert arrays is None and "min-replies" in reports[1]["skipped"]
 
 
 def test_malformed_reason_names_the_problem(federation):

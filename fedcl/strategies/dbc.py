@@ -29,9 +29,9 @@ from fedcl.continuity import (
     pixel_index,
     update_anchor,
 )
-from fedcl.strategies.replies import RemembersGlobal, malformed_reason, partition_of
+from fedcl.strategies.replies import RemembersGlobal, partition_of
 
-ACCEPTED, OUTLIER, MALFORMED = "accepted", "rejected-outlier", "rejected-malformed"
+ACCEPTED, OUTLIER = "accepted", "rejected-outlier"
 
 
 def _to_arrays(model: nn.Module) -> ArrayRecord:
@@ -56,7 +56,9 @@ class DynamicBarlowContinuity(RemembersGlobal):
         Where scoring and consolidation run (the reference set lives there too).
     **fedavg_kwargs
         Passed to ``FedAvg`` (sampling, keys). Accepted replies are aggregated by FedAvg
-        (weights = ``num-examples``).
+        (weights = ``num-examples``). Replies must be well formed: fedcl's
+        :func:`~fedcl.strategies.build_strategy` screens them (malformed, hostile and
+        error replies are dropped before this strategy sees them).
 
     Attributes
     ----------
@@ -86,9 +88,6 @@ class DynamicBarlowContinuity(RemembersGlobal):
         m, _, h, w = reference_images.shape
         self.pixel_index = pixel_index(m, h, w, self.settings.pixels_per_image, seed)
         self.model = model_fn()  # one instance, reloaded per reply: no re-construction
-        # What a well-formed reply looks like: the architecture's keys, shapes, dtypes
-        # (not the last aggregate's: FedAvg turns integer buffers into floats).
-        self.template = ArrayRecord(self.model.state_dict())
         self.model.to(device).to(memory_format=torch.channels_last)
         self.anchor: torch.Tensor | None = None
         self.history: list[float] = []  # L_BC(anchor, Z(theta_agg)) per round
@@ -115,20 +114,11 @@ class DynamicBarlowContinuity(RemembersGlobal):
         settings, lam = self.settings, self.settings.offdiag
         valid, _errors = self._check_and_log_replies(replies, is_train=True, validate=False)
 
-        # 1. Malformed replies never reach the scoring.
+        # 1. Malformed replies never get here: fedcl screens every strategy's replies
+        #    first (fedcl.strategies.ordered), so each one can be scored.
         hospitals = [partition_of(msg) for msg in valid]
         decisions = [ACCEPTED] * len(valid)
-        candidates: list[tuple[int, Message]] = []  # (position in valid, reply)
-        for i, msg in enumerate(valid):
-            if malformed_reason(
-                msg.content,
-                self.template,
-                arrayrecord_key=self.arrayrecord_key,
-                weight_key=self.weighted_by_key,
-            ):
-                decisions[i] = MALFORMED
-            else:
-                candidates.append((i, msg))
+        candidates = list(enumerate(valid))  # (position in valid, reply)
         z_global = self._outputs(global_arrays.to_torch_state_dict())
         z_replies = [
             self._outputs(msg.content.array_records[self.arrayrecord_key].to_torch_state_dict())

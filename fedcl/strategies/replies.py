@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,7 @@ def malformed_reason(
     *,
     arrayrecord_key: str = "arrays",
     weight_key: str = "num-examples",
-    global_arrays: ArrayRecord | None = None,
+    global_values: Mapping[str, np.ndarray] | None = None,
     max_update_ratio: float = float("inf"),
 ) -> str | None:
     """Why a training reply cannot be aggregated, or None if it can.
@@ -48,8 +48,9 @@ def malformed_reason(
     Checks, against ``reference`` (the architecture's state, or the global model that
     was sent out): one ArrayRecord under ``arrayrecord_key`` with the same keys, shapes
     and dtypes; every value finite; a positive ``weight_key`` in its metrics; and, with
-    ``global_arrays``, an update norm ``||w - global||`` of at most ``max_update_ratio``
-    times ``||global||`` (floating-point arrays only).
+    ``global_values`` (the global model as numpy arrays), an update norm
+    ``||w - global||`` of at most ``max_update_ratio`` times ``||global||``
+    (floating-point arrays only). Each array is deserialized once.
     """
     arrays = content.array_records.get(arrayrecord_key)
     if arrays is None:
@@ -58,20 +59,21 @@ def malformed_reason(
     extra = sorted(set(arrays) - set(reference))
     if missing or extra:
         return f"keys differ from the global model (missing {missing[:3]}, extra {extra[:3]})"
+    values: dict[str, np.ndarray] = {}
     for name, expected in reference.items():
         got = arrays[name]
         if list(got.shape) != list(expected.shape):
             return f"{name}: shape {list(got.shape)}, expected {list(expected.shape)}"
         if got.dtype != expected.dtype:
             return f"{name}: dtype {got.dtype}, expected {expected.dtype}"
-        values = got.numpy()
-        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        values[name] = got.numpy()
+        if np.issubdtype(values[name].dtype, np.floating) and not np.isfinite(values[name]).all():
             return f"{name}: non-finite values"
     weights = [m.get(weight_key) for m in content.metric_records.values()]
     if not any(isinstance(w, int | float) and w > 0 for w in weights):
         return f"no positive {weight_key!r} in its metrics"
-    if global_arrays is not None:
-        ratio = update_ratio(arrays, global_arrays)
+    if global_values is not None:
+        ratio = update_ratio(values, global_values)
         if ratio > max_update_ratio:
             return f"update norm {ratio:.3g} x the global model's, limit {max_update_ratio:g}"
     return None
@@ -86,8 +88,12 @@ def screen(
     """Split replies into usable ones and dropped ones (with the hospital and reason).
 
     A reply is dropped when it is an error (the hospital's training raised) or when
-    :func:`malformed_reason` finds it malformed against ``reference``.
+    :func:`malformed_reason` finds it malformed against ``reference`` (and, with
+    ``global_arrays``, its update norm too large).
     """
+    global_values = None
+    if global_arrays is not None:
+        global_values = {k: a.numpy() for k, a in global_arrays.items()}
     usable: list[Message] = []
     dropped: list[dict[str, Any]] = []
     for msg in replies:
@@ -98,7 +104,7 @@ def screen(
         reason = malformed_reason(
             msg.content,
             reference,
-            global_arrays=global_arrays,
+            global_values=global_values,
             max_update_ratio=max_update_ratio,
         )
         if reason is None:
@@ -108,15 +114,16 @@ def screen(
     return usable, dropped
 
 
-def update_ratio(arrays: ArrayRecord, global_arrays: ArrayRecord) -> float:
+def update_ratio(
+    values: Mapping[str, np.ndarray], global_values: Mapping[str, np.ndarray]
+) -> float:
     """Return ``||w - g|| / ||g||`` over the floating-point arrays (``g``: global model)."""
     diff, norm = 0.0, 0.0
-    for name, g in global_arrays.items():
-        base = g.numpy()
-        if not np.issubdtype(base.dtype, np.floating) or name not in arrays:
+    for name, g in global_values.items():
+        if not np.issubdtype(g.dtype, np.floating) or name not in values:
             continue
-        base = base.astype(np.float64)
-        diff += float(np.sum((arrays[name].numpy().astype(np.float64) - base) ** 2))
+        base = g.astype(np.float64)
+        diff += float(np.sum((values[name].astype(np.float64) - base) ** 2))
         norm += float(np.sum(base**2))
     return float(np.sqrt(diff) / max(np.sqrt(norm), 1e-12))
 
