@@ -13,6 +13,7 @@ from pathlib import Path
 import flwr
 import pytest
 import yaml
+from processes import processes_with_env
 
 from fedcl.deploy.local import LocalDeployment
 from fedcl.deploy.topology import compose_file, render_compose, services
@@ -106,19 +107,8 @@ def _loopback():
 
 def _processes_from(directory: Path) -> list[int]:
     # Every process a deployment starts (and their children) has its FLWR_HOME inside
-    # the run directory: find any that is still alive.
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().split()[2]
-        except OSError:
-            continue
-        if str(directory).encode() in environ and state != "Z":
-            found.append(int(entry.name))
-    return found
+    # the run directory.
+    return processes_with_env(str(directory))
 
 
 def _deploy(out: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:

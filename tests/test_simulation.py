@@ -15,6 +15,7 @@ import pytest
 import tomli_w
 import torch
 from PIL import Image
+from processes import processes_with_env
 
 from fedcl.cli import main
 from fedcl.config import RunConfig
@@ -370,9 +371,8 @@ def _lines(path: Path) -> list[str]:
 
 def _kill_processes_tagged(tag: str) -> None:
     # Anything the killed run started outside its process group (Ray daemons).
-    for entry in Path("/proc").iterdir():
+    for pid in processes_with_env(tag):
         try:
-            if entry.name.isdigit() and tag.encode() in (entry / "environ").read_bytes():
-                os.kill(int(entry.name), signal.SIGKILL)
-        except (OSError, ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
             pass
