@@ -28,7 +28,7 @@ import tomli_w
 
 from fedcl.config import RunConfig
 from fedcl.deploy.certs import write_certificates
-from fedcl.deploy.topology import Network, Service, Tls, services
+from fedcl.deploy.topology import Network, Tls, services
 from fedcl.simulation import FLOWER_ENV
 
 CONNECTION = "fedcl-local"  # the flwr CLI connection name in this deployment's FLWR_HOME
@@ -152,9 +152,6 @@ class LocalDeployment:
         for service in self.services:
             if service.serves:
                 self.wait_healthy(service.name)
-
-    def _service(self, name: str) -> Service:
-        return next(s for s in self.services if s.name == name)
 
     def wait_healthy(self, name: str, timeout: float = 60) -> None:
         """Wait until service ``name`` answers ``GET /health`` with 200."""
