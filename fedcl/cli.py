@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import MISSING, fields
 from typing import Any
 
-from fedcl.config import RunConfig, key_of
+from fedcl.config import RunConfig, key_of, parse_bool
 from fedcl.errors import FedclError
 
 EXIT_USAGE = 2  # bad input: a message, no traceback
@@ -46,11 +46,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    try:
+        return parse_bool(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,14 +89,30 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Run every strategy x seed pair (each as fedcl run, into OUT/<strategy>-s<seed>) "
             "with the same options, then write OUT/results.md, OUT/results.csv (mean and "
-            "std over seeds) and OUT/comparison.png."
+            "std over seeds) and OUT/comparison.png. Runs already complete are kept and "
+            "interrupted ones resumed, so running the same command again continues."
         ),
     )
     compare.add_argument(
-        "--strategies", required=True, metavar="A,B,...", help="comma-separated strategy names"
+        "--strategies",
+        required=True,
+        metavar="A,B,...",
+        help=(
+            "comma-separated strategy names; 'all' = the nine built-ins; a name may carry "
+            "settings of its own, e.g. dbc+dbc-consolidation=off+dbc-steps=20 (a row each)"
+        ),
     )
     compare.add_argument(
         "--seeds", default="0", metavar="0,1,...", help="comma-separated seeds (default: 0)"
+    )
+    compare.add_argument(
+        "--scenarios",
+        metavar="A,B,...",
+        help=(
+            "comma-separated scenarios ('all' = the four built-ins), each into "
+            "OUT/<scenario> with its own table, and OUT/results.md with all of them "
+            "(default: the one --scenario / --config names)"
+        ),
     )
     _add_run_options(compare)
 
@@ -235,25 +250,33 @@ def _int_list(text: str, flag: str) -> list[int]:
 def _compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fedcl.compare import run_all, write_comparison
+    from fedcl.compare import ALL_STRATEGIES, parse_entry, parse_list, run_scenarios
+    from fedcl.config import SCENARIOS
     from fedcl.strategies import check_strategy
 
-    strategies = [name.strip() for name in args.strategies.split(",") if name.strip()]
+    entries = [parse_entry(text) for text in parse_list(args.strategies, ALL_STRATEGIES)]
     seeds = _int_list(args.seeds, "--seeds")
-    if not strategies or not seeds:
+    scenarios = parse_list(args.scenarios, SCENARIOS) if args.scenarios else []
+    if not entries or not seeds:
         raise FedclError("--strategies and --seeds must each name at least one value")
-    for name in strategies:
-        check_strategy(name)  # every name, before the first run starts
+    for entry in entries:
+        check_strategy(entry.strategy)  # every name, before the first run starts
     if not hasattr(args, "out"):
         import time
 
-        scenario = getattr(args, "scenario", None) or "config"
-        args.out = f"runs/compare-{scenario}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = "+".join(scenarios) if scenarios else getattr(args, "scenario", None) or "config"
+        args.out = f"runs/compare-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     base = resolve_config(args)
     _preflight(base)
     out = Path(base.out)
-    run_all(base, strategies, seeds, out, lambda c: _simulate_with_progress(c, args.verbose))
-    write_comparison(out)
+    run_scenarios(
+        base,
+        scenarios,
+        entries,
+        seeds,
+        out,
+        lambda config, resume: _simulate_with_progress(config, args.verbose, resume),
+    )
     print((out / "results.md").read_text())
     return 0
 
@@ -261,7 +284,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fedcl.compare import write_comparison
+    from fedcl.compare import comparison_dirs, write_comparison, write_overview
     from fedcl.recorder import read_metrics, write_report
 
     directory = Path(args.dir)
@@ -272,10 +295,15 @@ def _report(args: argparse.Namespace) -> int:
     elif any(directory.glob("*/summary.json")):
         write_comparison(directory)
         print((directory / "results.md").read_text())
+    elif scenarios := comparison_dirs(directory):
+        for scenario in scenarios:
+            write_comparison(scenario)
+        write_overview(directory)
+        print((directory / "results.md").read_text())
     else:
         raise FedclError(
             f"{str(directory)!r} is neither a run directory (metrics.jsonl) nor a "
-            "comparison directory (runs with summary.json)"
+            "comparison directory (runs with summary.json, or one sub-directory per scenario)"
         )
     return 0
 

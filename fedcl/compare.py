@@ -1,10 +1,15 @@
-"""``fedcl compare``: several strategies on one scenario, seed for seed, in one table.
+"""``fedcl compare``: strategies (and variants) on scenarios, seed for seed, in tables.
 
-Every strategy x seed pair runs as its own ``fedcl run`` into ``OUT/<strategy>-s<seed>``
-with the same options otherwise; then :func:`write_comparison` reads the runs'
-``summary.json`` files back and writes ``results.md``, ``results.csv`` (mean and std
-over seeds) and ``comparison.png``. ``fedcl report OUT`` rebuilds those from the run
-directories alone.
+Every entry x seed pair runs as its own ``fedcl run`` into ``OUT/<entry>-s<seed>``
+(``OUT/<scenario>/<entry>-s<seed>`` with several scenarios) with the same options
+otherwise. An entry is a strategy name, optionally with settings of its own:
+``dbc+dbc-consolidation=off+dbc-steps=20`` is DBC with those two keys changed, a row
+of its own (ablations). A run whose directory already holds a summary of the same
+config is kept, and one with a checkpoint of the same config is resumed, so an
+interrupted comparison continues where it stopped when run again.
+:func:`write_comparison` reads the runs' ``summary.json`` files back and writes
+``results.md``, ``results.csv`` (mean and std over seeds) and ``comparison.png``;
+``fedcl report OUT`` rebuilds those from the run directories alone.
 """
 
 from __future__ import annotations
@@ -14,12 +19,28 @@ import json
 import re
 import statistics
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedcl.config import RunConfig
+from fedcl.config import SCENARIOS, RunConfig, Scalar, parse_setting
+from fedcl.errors import FedclError
 from fedcl.plots import plot_comparison
 from fedcl.recorder import read_metrics
+
+# The nine built-in strategies, for ``--strategies all`` (DESIGN.md 6).
+ALL_STRATEGIES = (
+    "fedavg",
+    "fedprox",
+    "fedmedian",
+    "fedtrimmedavg",
+    "krum",
+    "multikrum",
+    "bulyan",
+    "fltrust",
+    "dbc",
+)
+VARIANT = "+"  # separates an entry's strategy from its own settings
 
 # (summary path, column name) of every figure in the table
 COLUMNS = (
@@ -33,26 +54,121 @@ COLUMNS = (
 )
 
 
-def run_name(strategy: str, seed: int) -> str:
-    """Directory name of one run: the strategy (made path-safe) and the seed."""
-    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', strategy)}-s{seed}"
+@dataclass(frozen=True)
+class Entry:
+    """One row of a comparison: a strategy and the settings it runs with."""
+
+    label: str  # as written: "dbc" or "dbc+dbc-consolidation=off"
+    strategy: str
+    settings: dict[str, Scalar]
+
+    def config(self, base: RunConfig) -> RunConfig:
+        """Return ``base`` with this entry's strategy and settings."""
+        mapping = base.to_mapping() | self.settings | {"strategy": self.strategy}
+        return RunConfig.from_mapping(mapping, source=f"entry {self.label!r}")
+
+
+def parse_entry(text: str) -> Entry:
+    """``STRATEGY[+KEY=VALUE...]`` -> :class:`Entry` (keys are config keys)."""
+    strategy, *pairs = text.split(VARIANT)
+    settings = dict(parse_setting(pair, source=f"entry {text!r}") for pair in pairs)
+    if "strategy" in settings or "seed" in settings or "out" in settings:
+        raise FedclError(f"entry {text!r}: strategy, seed and out are set by fedcl compare")
+    return Entry(label=text, strategy=strategy, settings=settings)
+
+
+def parse_list(text: str, every: Sequence[str]) -> list[str]:
+    """Comma-separated names; ``all`` expands to ``every``."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    return [n for name in names for n in (every if name == "all" else [name])]
+
+
+def run_name(label: str, seed: int) -> str:
+    """Directory name of one run: the entry's label (made path-safe) and the seed."""
+    return f"{re.sub(r'[^A-Za-z0-9_.+=-]+', '_', label)}-s{seed}"
+
+
+def label_of(run_dir: Path) -> str:
+    """Return the entry label a run directory was named after (see :func:`run_name`)."""
+    return run_dir.name.rsplit("-s", 1)[0]
+
+
+def _same_config(run_dir: Path, config: RunConfig) -> bool:
+    try:
+        return RunConfig.from_toml(run_dir / "config.toml") == config
+    except FedclError:
+        return False
 
 
 def run_all(
     base: RunConfig,
-    strategies: Sequence[str],
+    entries: Sequence[Entry],
     seeds: Sequence[int],
     out: Path,
-    run: Callable[[RunConfig], None],
+    run: Callable[[RunConfig, bool], None],
 ) -> list[Path]:
-    """Run every strategy x seed pair with ``run(config)``; return the run directories."""
+    """Run every entry x seed pair with ``run(config, resume)``; return the run directories.
+
+    A pair whose directory holds a ``summary.json`` of the same config is skipped; one
+    with only a checkpoint of the same config is resumed (``resume=True``).
+    """
     dirs = []
-    for strategy in strategies:
+    for entry in entries:
         for seed in seeds:
-            run_dir = out / run_name(strategy, seed)
-            run(base.replace(strategy=strategy, seed=seed, out=str(run_dir)))
+            run_dir = out / run_name(entry.label, seed)
+            config = entry.config(base).replace(seed=seed, out=str(run_dir))
+            done = _same_config(run_dir, config)
+            if done and (run_dir / "summary.json").exists():
+                print(f"fedcl compare: {run_dir} is complete, kept")
+            else:
+                run(config, done and (run_dir / "checkpoint.pt").exists())
             dirs.append(run_dir)
     return dirs
+
+
+def run_scenarios(
+    base: RunConfig,
+    scenarios: Sequence[str],
+    entries: Sequence[Entry],
+    seeds: Sequence[int],
+    out: Path,
+    run: Callable[[RunConfig, bool], None],
+) -> list[Path]:
+    """:func:`run_all` per scenario into ``OUT/<scenario>`` and a table for each.
+
+    Returns the comparison directories (one per scenario). With one scenario it is
+    ``out`` itself.
+    """
+    for name in scenarios:
+        if name not in SCENARIOS:
+            raise FedclError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+    if len(scenarios) <= 1:
+        configs = [(base.replace(scenario=scenarios[0]) if scenarios else base, out)]
+    else:
+        configs = [(base.replace(scenario=name), out / name) for name in scenarios]
+    for config, _ in configs:
+        for entry in entries:
+            entry.config(config)  # every entry valid in every scenario, before any run
+    for config, directory in configs:
+        run_all(config, entries, seeds, directory, run)
+        write_comparison(directory)
+    if len(configs) > 1:
+        write_overview(out)
+    return [directory for _, directory in configs]
+
+
+def comparison_dirs(out: Path) -> list[Path]:
+    """Return the scenario sub-directories of a several-scenario comparison."""
+    return [out / s for s in SCENARIOS if any((out / s).glob("*/summary.json"))]
+
+
+def write_overview(out: Path) -> None:
+    """``OUT/results.md``: every scenario's table, one after the other."""
+    parts = [
+        (d / "results.md").read_text().replace("# fedcl compare:", "##")
+        for d in comparison_dirs(out)
+    ]
+    (out / "results.md").write_text("# fedcl compare\n\n" + "\n".join(parts))
 
 
 def _get(summary: dict[str, Any], path: tuple[str, ...]) -> float | None:
@@ -76,11 +192,13 @@ def collect(out: Path) -> tuple[list[dict[str, Any]], list[Path]]:
     return [json.loads((d / "summary.json").read_text()) for d in dirs], dirs
 
 
-def aggregate(summaries: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per strategy (in first-seen order): seeds, and (mean, std) of every column."""
+def aggregate(
+    summaries: Sequence[dict[str, Any]], labels: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Per entry label (in first-seen order): seeds, and (mean, std) of every column."""
     by_strategy: dict[str, list[dict[str, Any]]] = {}
-    for summary in summaries:
-        by_strategy.setdefault(summary["strategy"], []).append(summary)
+    for summary, label in zip(summaries, labels, strict=True):
+        by_strategy.setdefault(label, []).append(summary)
     table: dict[str, dict[str, Any]] = {}
     for strategy, runs in by_strategy.items():
         row: dict[str, Any] = {"seeds": sorted(r["seed"] for r in runs)}
@@ -101,7 +219,8 @@ def write_comparison(out: Path) -> dict[str, dict[str, Any]]:
     summaries, dirs = collect(out)
     if not summaries:
         raise FileNotFoundError(f"no run directories with a summary.json under {out}")
-    table = aggregate(summaries)
+    labels = [label_of(d) for d in dirs]
+    table = aggregate(summaries, labels)
     scenario = summaries[0]["scenario"]
     columns = [c for _, c in COLUMNS]
     header = "| strategy | seeds | " + " | ".join(columns) + " |"
@@ -133,18 +252,18 @@ def write_comparison(out: Path) -> dict[str, dict[str, Any]]:
                 ]
             )
     plot_comparison(
-        _curves(summaries, dirs), table, out / "comparison.png", title=f"scenario {scenario}"
+        _curves(labels, dirs), table, out / "comparison.png", title=f"scenario {scenario}"
     )
     return table
 
 
 def _curves(
-    summaries: Sequence[dict[str, Any]], dirs: Sequence[Path]
+    labels: Sequence[str], dirs: Sequence[Path]
 ) -> dict[str, list[tuple[int, float, float]]]:
-    """Per strategy: (round, mean Dice, std) over its seeds."""
+    """Per entry: (round, mean Dice, std) over its seeds."""
     per_round: dict[str, dict[int, list[float]]] = {}
-    for summary, run_dir in zip(summaries, dirs, strict=True):
-        rounds = per_round.setdefault(summary["strategy"], {})
+    for label, run_dir in zip(labels, dirs, strict=True):
+        rounds = per_round.setdefault(label, {})
         for record in read_metrics(run_dir):
             if record.get("dice") is not None:
                 rounds.setdefault(record["round"], []).append(record["dice"])

@@ -342,6 +342,31 @@ def key_of(name: str) -> str:
     return name.replace("_", "-")
 
 
+def parse_bool(text: str) -> bool:
+    """``true/false``, ``yes/no``, ``on/off``, ``1/0`` (any case) -> bool."""
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def parse_setting(text: str, *, source: str = "setting") -> tuple[str, Scalar]:
+    """``KEY=VALUE`` (a config key, as on the command line) -> (key, typed value)."""
+    key, sep, raw = text.partition("=")
+    types: dict[str, type] = {key_of(f.name): type(f.default) for f in fields(RunConfig)}
+    if not sep or not key:
+        raise FedclError(f"{source}: expected KEY=VALUE, got {text!r}")
+    if key not in types:
+        raise FedclError(f"{source}: {unknown_name('key', key, types)}")
+    kind = types[key]
+    try:
+        value: Scalar = parse_bool(raw) if kind is bool else kind(raw)
+    except ValueError:
+        raise FedclError(f"{source}: {key} must be {kind.__name__}, got {raw!r}") from None
+    return key, value
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML file, turning a missing or malformed file into a FedclError."""
     path = Path(path)
