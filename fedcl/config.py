@@ -28,6 +28,7 @@ DRIFT_KINDS = ("stain", "blur", "noise", "jpeg", "label-noise", "invert")
 REPRESENTATIONS = ("probs", "features")
 DEVICES = ("auto", "cpu", "cuda")
 CONSOLIDATION_MODES = ("always", "adaptive", "off")
+FILTER_RULES = ("evidence", "round")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,8 +38,13 @@ class DBCSettings:
     ``RunConfig`` exposes each as a ``dbc-<name>`` key; see :mod:`fedcl.continuity`.
     """
 
-    kappa: float = 3.0  # rejection threshold: median + kappa * robust spread
-    floor: float = 0.05  # spread floor as a fraction of the median peer score (+ 1e-4)
+    # "evidence": reject a hospital whose peer scores sit persistently above the honest
+    # majority's (mean log ratio over its last `window` rounds > tau); "round": DESIGN
+    # 5's one-round rule (median + kappa * MAD). docs/RESULTS.md has the comparison.
+    filter_rule: str = "evidence"
+    tau: float = 1.0  # evidence: mean log(p / typical p) above which a hospital is rejected
+    kappa: float = 3.0  # round rule: reject above median + kappa * robust spread
+    floor: float = 0.05  # round rule: spread floor, fraction of the median peer score
     beta: float = 0.9  # EMA weight of the anchor's past
     warmup: int = 3  # rounds before the anchor starts (the model is still near random)
     # "always" roughly halved forgetting in the prototype (DESIGN.md 5, evidence);
@@ -46,8 +52,8 @@ class DBCSettings:
     consolidation: str = "always"
     steps: int = 10  # consolidation optimizer steps per round, at most
     lr: float = 1e-3  # consolidation Adam learning rate
-    rho: float = 0.25  # adaptive: stop once the loss < (1 + rho) * recent median
-    window: int = 10  # adaptive: how many past losses make "recent"
+    rho: float = 1.0  # adaptive: consolidate when movement > (1 + rho) x its recent median
+    window: int = 10  # rounds of history that make "recent" (evidence, adaptive)
     lambda_offdiag: float = -1.0  # off-diagonal weight; < 0 means 1 / (D - 1)
     pixels_per_image: int = 256  # P: fixed pixel positions per reference tile
     representation: str = "probs"  # probs (softmax) | features (decoder's last map)
@@ -55,6 +61,7 @@ class DBCSettings:
 
     def __post_init__(self) -> None:
         checks = [
+            (self.tau > 0, "tau", "> 0"),
             (self.kappa > 0, "kappa", "> 0"),
             (self.floor >= 0, "floor", ">= 0"),
             (0 <= self.beta < 1, "beta", "in [0, 1)"),
@@ -73,6 +80,8 @@ class DBCSettings:
                 )
         if self.consolidation not in CONSOLIDATION_MODES:
             raise unknown_name("dbc-consolidation", self.consolidation, CONSOLIDATION_MODES)
+        if self.filter_rule not in FILTER_RULES:
+            raise unknown_name("dbc-filter-rule", self.filter_rule, FILTER_RULES)
         if self.representation not in REPRESENTATIONS:
             raise unknown_name("dbc-representation", self.representation, REPRESENTATIONS)
 
@@ -141,15 +150,17 @@ class RunConfig:
     round_timeout: float = _opt(0.0, "seconds the server waits for replies (0: Flower's 3600)")
     reference_size: int = _opt(32, "tiles in the server's unlabeled public reference set")
     root_tiles: int = _opt(32, "tiles in the server's labelled root set (fltrust)")
-    dbc_kappa: float = _opt(_DBC.kappa, "DBC: reject if peer score > median + kappa * spread")
-    dbc_floor: float = _opt(_DBC.floor, "DBC: spread floor, fraction of the median score")
+    dbc_filter_rule: str = _opt(_DBC.filter_rule, "DBC filter: evidence (over rounds) or round")
+    dbc_tau: float = _opt(_DBC.tau, "DBC evidence: reject if mean log peer-score ratio > tau")
+    dbc_kappa: float = _opt(_DBC.kappa, "DBC round rule: reject if > median + kappa * spread")
+    dbc_floor: float = _opt(_DBC.floor, "DBC round rule: spread floor, fraction of median")
     dbc_beta: float = _opt(_DBC.beta, "DBC: EMA weight of the anchor's past")
     dbc_warmup: int = _opt(_DBC.warmup, "DBC: rounds before the anchor starts")
     dbc_consolidation: str = _opt(_DBC.consolidation, "DBC: always, adaptive or off")
     dbc_steps: int = _opt(_DBC.steps, "DBC: consolidation steps per round, at most")
     dbc_lr: float = _opt(_DBC.lr, "DBC: consolidation learning rate (Adam)")
-    dbc_rho: float = _opt(_DBC.rho, "DBC adaptive: stop under (1 + rho) * recent median")
-    dbc_window: int = _opt(_DBC.window, "DBC adaptive: rounds of history")
+    dbc_rho: float = _opt(_DBC.rho, "DBC adaptive: consolidate above (1 + rho) x recent")
+    dbc_window: int = _opt(_DBC.window, "DBC: rounds of history (evidence, adaptive)")
     dbc_lambda: float = _opt(_DBC.lambda_offdiag, "DBC: off-diagonal weight (<0: 1/(D-1))")
     dbc_pixels_per_image: int = _opt(_DBC.pixels_per_image, "DBC: pixels per reference tile")
     dbc_representation: str = _opt(_DBC.representation, "DBC: probs or features")
@@ -261,6 +272,8 @@ class RunConfig:
     def dbc(self) -> DBCSettings:
         """The ``dbc-*`` keys as :class:`DBCSettings`."""
         return DBCSettings(
+            filter_rule=self.dbc_filter_rule,
+            tau=self.dbc_tau,
             kappa=self.dbc_kappa,
             floor=self.dbc_floor,
             beta=self.dbc_beta,

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from monai.losses import BarlowTwinsLoss
 
 from fedcl.continuity import (
-    adaptive_bound,
     barlow_continuity,
     consensus_filter,
     consensus_threshold,
     consolidate,
+    peer_evidence,
+    persistent_outlier,
     pixel_index,
     reference_outputs,
+    shared_shift,
     update_anchor,
 )
 from fedcl.data import NUM_CLASSES
@@ -115,9 +119,36 @@ def test_anchor_is_an_exponential_moving_average():
     assert torch.allclose(anchor, 0.81 * z1 + 0.09 * z2 + 0.1 * z3)
 
 
-def test_adaptive_bound_uses_the_recent_median():
-    assert adaptive_bound([], rho=0.25, window=3) is None
-    assert adaptive_bound([9.0, 1.0, 2.0, 3.0], rho=0.25, window=3) == pytest.approx(2.5)
+def test_peer_evidence_is_relative_to_the_honest_majority():
+    # 2 of 5 shifted: the typical score is the median of the lowest 3 (0.02), not 0.05
+    evidence = peer_evidence([0.01, 0.02, 0.05, 0.40, 0.60])
+    assert evidence == pytest.approx(
+        [math.log((p + 1e-4) / (0.02 + 1e-4)) for p in (0.01, 0.02, 0.05, 0.40, 0.60)]
+    )
+    assert evidence[1] == 0.0 and evidence[3] > 2.9
+    # scale-free: multiplying every score leaves the evidence (nearly) unchanged
+    assert peer_evidence([1.0, 2.0, 5.0, 40.0, 60.0]) == pytest.approx(
+        [math.log(p / 2.0) for p in (1.0, 2.0, 5.0, 40.0, 60.0)], abs=1e-3
+    )
+    assert peer_evidence([0.1, 5.0]) is None  # too few peers
+
+
+def test_persistent_outlier_averages_the_recent_rounds():
+    assert not persistent_outlier([], tau=1.0, window=3)
+    assert persistent_outlier([2.5], tau=1.0, window=3)  # one round is enough when large
+    honest = [0.0, 2.1, -0.3, 0.2]  # one high round among ordinary ones
+    assert not persistent_outlier(honest, tau=1.0, window=10)
+    assert persistent_outlier([1.2, 1.4, 0.9], tau=1.0, window=10)
+    # the window forgets: a hospital that has drifted for 3 rounds is rejected
+    assert persistent_outlier([0.0] * 8 + [2.5] * 3, tau=1.0, window=3)
+
+
+def test_shared_shift_compares_with_the_recent_median():
+    assert not shared_shift([], 5.0, rho=1.0, window=3)
+    history = [9.0, 1.0, 2.0, 3.0]  # last 3: median 2
+    assert shared_shift(history, 4.1, rho=1.0, window=3)
+    assert not shared_shift(history, 4.0, rho=1.0, window=3)
+    assert not shared_shift(history, 0.5, rho=1.0, window=3)  # learning settles: no shift
 
 
 def test_pixel_positions_are_fixed_by_the_seed_and_distinct_per_image():
@@ -160,13 +191,11 @@ def test_consolidation_lowers_the_loss_and_leaves_batchnorm_statistics(model_pai
         assert torch.equal(value, buffers[name]), name
 
 
-def test_no_step_when_off_or_already_under_the_adaptive_bound(model_pair):
+def test_no_step_when_off(model_pair):
     model, other, images = model_pair
     index = pixel_index(4, 32, 32, 64, seed=0)
     anchor = reference_outputs(other, images, 64, 0)
     weights = [p.detach().clone() for p in model.parameters()]
     off = consolidate(model, images, index, anchor, steps=0, lr=1e-2)
     assert off.steps == 0 and off.loss_after == off.loss_before
-    under = consolidate(model, images, index, anchor, steps=10, lr=1e-2, stop_below=1e9)
-    assert under.steps == 0
     assert all(torch.equal(p, w) for p, w in zip(model.parameters(), weights, strict=True))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import numpy as np
 import pytest
 import torch
@@ -112,10 +114,11 @@ def configure(strategy, global_state, n):
     return arrays, messages
 
 
+@pytest.mark.parametrize("rule", ["evidence", "round"])
 @pytest.mark.parametrize("kind", ["inverted", "label-permuted"])
-def test_dbc_rejects_a_drifted_reply_from_round_one(federation, kind):
+def test_dbc_rejects_a_drifted_reply_from_round_one(federation, kind, rule):
     global_state, clean, drifted, images = federation
-    strategy = dbc(images)
+    strategy = dbc(images, filter_rule=rule)
     _, messages = configure(strategy, global_state, 5)
     states = [*clean[:2], drifted[kind], *clean[2:]]
     replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, states, strict=True))]
@@ -130,11 +133,9 @@ def test_dbc_rejects_a_drifted_reply_from_round_one(federation, kind):
         "accepted",
     ]
     assert report["hospitals"] == [0, 1, 2, 3, 4]
-    assert (
-        report["peer_scores"][2]
-        > report["threshold"]
-        >= max(s for i, s in enumerate(report["peer_scores"]) if i != 2)
-    )
+    scores = report["evidence"] if rule == "evidence" else report["peer_scores"]
+    threshold = 1.0 if rule == "evidence" else report["threshold"]
+    assert scores[2] > threshold >= max(s for i, s in enumerate(scores) if i != 2)
     assert len(report["anchor_scores"]) == 5
     assert report["consolidation"] is None  # still in warm-up
 
@@ -180,7 +181,7 @@ def test_dbc_with_everything_accepted_equals_fedavg(federation):
 
 def test_dbc_consolidates_after_warmup_and_keeps_its_state(federation):
     global_state, clean, _, images = federation
-    strategy = dbc(images, warmup=0, steps=3, lr=1e-2)
+    strategy = dbc(images, warmup=0, steps=3, lr=1e-2, filter=False)  # evidence still kept
     _, messages = configure(strategy, global_state, 4)
     replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
     strategy.aggregate_train(1, replies)
@@ -188,10 +189,29 @@ def test_dbc_consolidates_after_warmup_and_keeps_its_state(federation):
     assert consolidation["steps"] == 3 and consolidation["mode"] == "always"
     assert consolidation["loss_after"] < consolidation["loss_before"]
     state = strategy.state_dict()
-    assert state["anchor"] is not None and state["history"] == [consolidation["loss_before"]]
+    assert state["anchor"] is not None
+    assert state["evidence"] == {p: [e] for p, e in enumerate(strategy.round_report["evidence"])}
+    assert state["movement"] == [statistics.median(strategy.round_report["anchor_scores"])]
     restored = dbc(images)
     restored.load_state_dict(state)
     assert torch.equal(restored.anchor, strategy.anchor)
+    assert restored.state_dict()["evidence"] == state["evidence"]
+
+
+@pytest.mark.parametrize(("calm", "steps"), [(1e-9, 3), (1e9, 0)])
+def test_adaptive_consolidation_steps_only_in_a_shared_shift(federation, calm, steps):
+    # the replies' movement (median anchor score) against a calm history far below it
+    # is a shift (consolidate); against one far above it, ordinary learning (do not)
+    global_state, clean, _, images = federation
+    strategy = dbc(images, warmup=0, steps=3, lr=1e-2, consolidation="adaptive", filter=False)
+    strategy.movement = [calm] * 4
+    _, messages = configure(strategy, global_state, 4)
+    replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
+    strategy.aggregate_train(1, replies)
+    consolidation = strategy.round_report["consolidation"]
+    assert consolidation["steps"] == steps and consolidation["shift"] == (steps > 0)
+    # a shifted round stays out of the calm history: the shift lasts until movement is back
+    assert len(strategy.movement) == (4 if steps else 5)
 
 
 def test_dbc_keeps_the_global_model_when_every_reply_is_rejected(federation):

@@ -30,9 +30,10 @@ def drifted_stain(site: Stain, rng: np.random.Generator, strength: float) -> Sta
     """Return a drifted hospital's protocol: its site stain shifted by ``1.5 * strength``.
 
     At strength 1 the shift exceeds :func:`~fedcl.data.stain.perturb`'s "different
-    scanner and staining protocol" (1.0): a strongly, visibly different hospital.
+    scanner and staining protocol" (1.0): a strongly, visibly different hospital. The
+    shift has its typical size for every seed (only its direction is random).
     """
-    return perturb(site, rng, 1.5 * strength)
+    return perturb(site, rng, 1.5 * strength, typical=True)
 
 
 def _albumentation(kind: str, strength: float, seed: int) -> A.Compose:

@@ -91,7 +91,10 @@ def stage_stain(config: RunConfig, stage: int) -> Stain:
     if stage == 0:
         return Stain()
     return perturb(
-        Stain(), seeds.rng(config.seed, seeds.STAGE, stage), 1.5 * config.forgetting_strength
+        Stain(),
+        seeds.rng(config.seed, seeds.STAGE, stage),
+        1.5 * config.forgetting_strength,
+        typical=True,  # every seed's stages differ as much (only the direction is random)
     )
 
 

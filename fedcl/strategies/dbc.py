@@ -10,6 +10,7 @@ lives across rounds (the anchor, the consolidation-loss history).
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -21,12 +22,14 @@ from torch import nn
 
 from fedcl.config import DBCSettings
 from fedcl.continuity import (
-    adaptive_bound,
     barlow_continuity,
     consensus_threshold,
     consolidate,
     model_outputs,
+    peer_evidence,
+    persistent_outlier,
     pixel_index,
+    shared_shift,
     update_anchor,
 )
 from fedcl.strategies.replies import RemembersGlobal, partition_of
@@ -90,7 +93,8 @@ class DynamicBarlowContinuity(RemembersGlobal):
         self.model = model_fn()  # one instance, reloaded per reply: no re-construction
         self.model.to(device).to(memory_format=torch.channels_last)
         self.anchor: torch.Tensor | None = None
-        self.history: list[float] = []  # L_BC(anchor, Z(theta_agg)) per round
+        self.evidence: dict[int | str, list[float]] = {}  # per hospital, rounds it replied
+        self.movement: list[float] = []  # median anchor score of the accepted, calm rounds
         self.round_report: dict[str, Any] | None = None
 
     def summary(self) -> None:
@@ -128,15 +132,24 @@ class DynamicBarlowContinuity(RemembersGlobal):
         # 2. Spatial filter against the peer consensus; anchor scores logged.
         peer_scores: list[float | None] = [None] * len(valid)
         anchor_scores: list[float | None] = [None] * len(valid)
+        evidence: list[float | None] = [None] * len(valid)
         threshold = None
         if z_replies:
             consensus = torch.stack(z_replies).median(dim=0).values
             peer = [barlow_continuity(consensus, z, lam) for z in z_replies]
-            if settings.filter:
+            # a hospital is its partition id; a plug-in ClientApp without one: its node
+            identities = [
+                h if h is not None else f"node-{msg.metadata.src_node_id}"
+                for h, msg in zip(hospitals, valid, strict=True)
+            ]
+            rejected = self._filter(identities, peer)
+            if settings.filter and settings.filter_rule == "round":
                 threshold = consensus_threshold(peer, settings.kappa, settings.floor)
-            for (i, _), z, p in zip(candidates, z_replies, peer, strict=True):
+            for (i, _), z, p, out in zip(candidates, z_replies, peer, rejected, strict=True):
                 peer_scores[i], anchor_scores[i] = p, barlow_continuity(z_global, z, lam)
-                if threshold is not None and p > threshold:
+                history = self.evidence.get(identities[i])
+                evidence[i] = statistics.fmean(history[-settings.window :]) if history else None
+                if out:
                     decisions[i] = OUTLIER
         accepted = [msg for i, msg in candidates if decisions[i] == ACCEPTED]
         scored = time.perf_counter()
@@ -153,15 +166,23 @@ class DynamicBarlowContinuity(RemembersGlobal):
         # 4. Temporal consolidation toward the EMA anchor of Z(theta_t).
         if server_round > settings.warmup:
             self.anchor = update_anchor(self.anchor, z_global, settings.beta)
+        movement = [s for s, d in zip(anchor_scores, decisions, strict=True) if d == ACCEPTED]
+        shift = False
+        if movement:
+            median = statistics.median(s for s in movement if s is not None)
+            shift = shared_shift(self.movement, median, settings.rho, settings.window)
+            if not shift:  # the calm history: a shift lasts until movement is back to it
+                self.movement.append(median)
         consolidation: dict[str, Any] | None = None
         if arrays is not None and self.anchor is not None:
-            arrays, consolidation = self._consolidate(arrays)
+            arrays, consolidation = self._consolidate(arrays, shift)
 
         self.round_report = {
             "hospitals": hospitals,
             "decisions": decisions,
             "peer_scores": peer_scores,
             "anchor_scores": anchor_scores,
+            "evidence": evidence,
             "threshold": threshold,
             "all_rejected": arrays is None,
             "consolidation": consolidation,
@@ -170,15 +191,27 @@ class DynamicBarlowContinuity(RemembersGlobal):
         }
         return arrays, metrics
 
-    def _consolidate(self, arrays: ArrayRecord) -> tuple[ArrayRecord, dict[str, Any]]:
+    def _filter(self, hospitals: list[int | str], peer: list[float]) -> list[bool]:
+        """Which replies the spatial filter rejects (and the evidence it keeps)."""
+        settings = self.settings
+        if settings.filter_rule == "round":
+            threshold = consensus_threshold(peer, settings.kappa, settings.floor)
+            return [settings.filter and threshold is not None and p > threshold for p in peer]
+        evidence = peer_evidence(peer)
+        if evidence is None:  # fewer than 3 replies: nothing to compare with
+            return [False] * len(peer)
+        for hospital, e in zip(hospitals, evidence, strict=True):
+            self.evidence.setdefault(hospital, []).append(e)
+        return [
+            settings.filter and persistent_outlier(self.evidence[h], settings.tau, settings.window)
+            for h in hospitals
+        ]
+
+    def _consolidate(self, arrays: ArrayRecord, shift: bool) -> tuple[ArrayRecord, dict[str, Any]]:
         assert self.anchor is not None
         settings = self.settings
-        steps = 0 if settings.consolidation == "off" else settings.steps
-        stop_below = (
-            adaptive_bound(self.history, settings.rho, settings.window)
-            if settings.consolidation == "adaptive"
-            else None
-        )
+        mode = settings.consolidation
+        steps = settings.steps if mode == "always" or (mode == "adaptive" and shift) else 0
         self.model.load_state_dict(arrays.to_torch_state_dict())
         result = consolidate(
             self.model,
@@ -189,25 +222,28 @@ class DynamicBarlowContinuity(RemembersGlobal):
             lr=settings.lr,
             representation=settings.representation,
             lambda_offdiag=settings.offdiag,
-            stop_below=stop_below,
         )
-        self.history.append(result.loss_before)
         report = {
-            "mode": settings.consolidation,
+            "mode": mode,
+            "shift": shift,
             "loss_before": result.loss_before,
             "loss_after": result.loss_after,
             "steps": result.steps,
-            "bound": stop_below,
         }
         if result.steps == 0:
             return arrays, report
         return _to_arrays(self.model), report
 
     def state_dict(self) -> dict[str, Any]:
-        """DBC's cross-round state (for checkpoints): the anchor and the loss history."""
-        return {"anchor": self.anchor, "history": list(self.history)}
+        """DBC's cross-round state (for checkpoints): anchor, evidence, movement history."""
+        return {
+            "anchor": self.anchor,
+            "evidence": {h: list(e) for h, e in self.evidence.items()},
+            "movement": list(self.movement),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
         self.anchor = state["anchor"]
-        self.history = list(state["history"])
+        self.evidence = {h: list(e) for h, e in state["evidence"].items()}
+        self.movement = list(state["movement"])
