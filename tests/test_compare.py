@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
+import tomli_w
 
 from fedcl.cli import main
+from fedcl.compare import parse_entry, run_all, run_scenarios, write_comparison
+from fedcl.config import RunConfig
 from fedcl.recorder import read_metrics
 
 TINY = [
@@ -122,3 +126,94 @@ def test_report_rebuilds_a_runs_summary(tmp_path, ray_address):
 def test_report_on_an_empty_directory_is_a_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "neither a run directory" in capsys.readouterr().err
+
+
+def _fake_run(calls):
+    """A stand-in for fedcl run: records the call, writes config.toml and a summary."""
+
+    def run(config, resume):
+        calls.append((config, resume))
+        out = Path(config.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.toml").write_bytes(tomli_w.dumps(config.to_mapping()).encode())
+        summary = {
+            "final_dice": 0.5
+            + 0.1 * config.seed
+            + (0.2 if config.dbc_consolidation == "off" else 0),
+            "strategy": config.strategy,
+            "scenario": config.scenario,
+            "seed": config.seed,
+        }
+        (out / "summary.json").write_text(json.dumps(summary))
+        (out / "metrics.jsonl").write_text("")
+
+    return run
+
+
+def test_entries_carry_their_own_settings_and_get_a_row_each(tmp_path):
+    entries = [parse_entry("fedavg"), parse_entry("dbc+dbc-consolidation=off+dbc-steps=20")]
+    assert entries[1].strategy == "dbc"
+    assert entries[1].settings == {"dbc-consolidation": "off", "dbc-steps": 20}
+    calls = []
+    dirs = run_all(RunConfig(rounds=2), entries, [0, 1], tmp_path, _fake_run(calls))
+    assert [d.name for d in dirs] == [
+        "fedavg-s0",
+        "fedavg-s1",
+        "dbc+dbc-consolidation=off+dbc-steps=20-s0",
+        "dbc+dbc-consolidation=off+dbc-steps=20-s1",
+    ]
+    variant = calls[2][0]
+    assert variant.strategy == "dbc" and variant.dbc_steps == 20 and variant.rounds == 2
+    table = write_comparison(tmp_path)
+    assert set(table) == {"fedavg", "dbc+dbc-consolidation=off+dbc-steps=20"}
+    assert table["dbc+dbc-consolidation=off+dbc-steps=20"]["final_dice"][0] == pytest.approx(0.75)
+
+
+def test_a_comparison_run_again_keeps_complete_runs_and_resumes_interrupted_ones(tmp_path):
+    entries = [parse_entry("fedavg")]
+    calls = []
+    run_all(RunConfig(rounds=2), entries, [0, 1], tmp_path, _fake_run(calls))
+    (tmp_path / "fedavg-s1" / "summary.json").unlink()  # killed after its checkpoint
+    (tmp_path / "fedavg-s1" / "checkpoint.pt").write_bytes(b"")
+    calls.clear()
+    run_all(RunConfig(rounds=2), entries, [0, 1], tmp_path, _fake_run(calls))
+    assert [(c.seed, resume) for c, resume in calls] == [(1, True)]
+    calls.clear()  # a different config: the old runs are not this comparison's, run again
+    run_all(RunConfig(rounds=3), entries, [0], tmp_path, _fake_run(calls))
+    assert [(c.seed, c.rounds, resume) for c, resume in calls] == [(0, 3, False)]
+
+
+def test_several_scenarios_get_a_table_each_and_an_overview(tmp_path, capsys):
+    calls = []
+    run_scenarios(
+        RunConfig(rounds=3),
+        ["iid", "client-drift"],
+        [parse_entry("fedavg")],
+        [0],
+        tmp_path,
+        _fake_run(calls),
+    )
+    assert [c.scenario for c, _ in calls] == ["iid", "client-drift"]
+    assert (tmp_path / "iid" / "results.md").exists()
+    assert (tmp_path / "client-drift" / "results.csv").exists()
+    overview = (tmp_path / "results.md").read_text()
+    assert "## scenario iid" in overview and "## scenario client-drift" in overview
+    (tmp_path / "results.md").unlink()
+    assert main(["report", str(tmp_path)]) == 0  # rebuilt from the runs alone
+    assert (tmp_path / "results.md").read_text() == overview
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--strategies", "dbc+dbc-stepz=3"], "Did you mean 'dbc-steps'?"),
+        (["--strategies", "dbc+dbc-steps=many"], "dbc-steps must be int, got 'many'"),
+        (["--strategies", "dbc+seed=3"], "set by fedcl compare"),
+        (["--strategies", "fedavgg"], "Did you mean 'fedavg'?"),
+        (["--strategies", "all", "--scenarios", "iid,drift"], "unknown scenario 'drift'"),
+    ],
+)
+def test_bad_comparison_entries_are_clear_errors_before_any_run(tmp_path, capsys, args, message):
+    assert main(["compare", *args, "--out", str(tmp_path / "cmp")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "cmp").exists()
