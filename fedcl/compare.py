@@ -45,6 +45,7 @@ VARIANT = "+"  # separates an entry's strategy from its own settings
 # (summary path, column name) of every figure in the table
 COLUMNS = (
     (("final_dice",), "final_dice"),
+    (("final_dice_last3",), "dice_last3"),
     (("acc",), "acc"),
     (("bwt",), "bwt"),
     (("forgetting",), "forgetting"),

@@ -42,7 +42,7 @@ class DBCSettings:
     # majority's (mean log ratio over its last `window` rounds > tau); "round": DESIGN
     # 5's one-round rule (median + kappa * MAD). docs/RESULTS.md has the comparison.
     filter_rule: str = "evidence"
-    tau: float = 1.0  # evidence: mean log(p / typical p) above which a hospital is rejected
+    tau: float = 1.5  # evidence: mean log(p / typical p) above which a hospital is rejected
     kappa: float = 3.0  # round rule: reject above median + kappa * robust spread
     floor: float = 0.05  # round rule: spread floor, fraction of the median peer score
     beta: float = 0.9  # EMA weight of the anchor's past

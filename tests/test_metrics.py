@@ -82,3 +82,4 @@ def test_summary_has_every_design_key():
     assert summary["dice_matrix"] == [[0.6, 0.2], [0.3, 0.7]]
     assert summary["forgetting"] == pytest.approx(0.3)
     assert summary["wall_seconds"] == pytest.approx(5.5)
+    assert summary["final_dice_last3"] == pytest.approx((0.6 + 0.5) / 2)  # round 0 excluded
