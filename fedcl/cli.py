@@ -295,9 +295,7 @@ def _report(args: argparse.Namespace) -> int:
     elif any(directory.glob("*/summary.json")):
         write_comparison(directory)
         print((directory / "results.md").read_text())
-    elif scenarios := comparison_dirs(directory):
-        for scenario in scenarios:
-            write_comparison(scenario)
+    elif comparison_dirs(directory):
         write_overview(directory)
         print((directory / "results.md").read_text())
     else:

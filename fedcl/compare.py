@@ -153,7 +153,7 @@ def run_scenarios(
     for config, directory in configs:
         run_all(config, entries, seeds, directory, run)
         write_comparison(directory)
-    if len(configs) > 1:
+    if len(configs) > 1:  # (re)writes each scenario's table too
         write_overview(out)
     return [directory for _, directory in configs]
 
@@ -163,13 +163,37 @@ def comparison_dirs(out: Path) -> list[Path]:
     return [out / s for s in SCENARIOS if any((out / s).glob("*/summary.json"))]
 
 
+# The headline figure per scenario: final Dice where nothing is staged, ACC and
+# forgetting where it is (DESIGN.md 7).
+HEADLINE = {
+    "iid": ("final_dice",),
+    "client-drift": ("final_dice", "precision", "recall"),
+    "catastrophic-forgetting": ("acc", "forgetting"),
+    "drift-and-forgetting": ("acc", "forgetting", "precision", "recall"),
+}
+
+
 def write_overview(out: Path) -> None:
-    """``OUT/results.md``: every scenario's table, one after the other."""
-    parts = [
-        (d / "results.md").read_text().replace("# fedcl compare:", "##")
-        for d in comparison_dirs(out)
+    """``OUT/results.md``: one headline table (entry x scenario), then every scenario's."""
+    dirs = comparison_dirs(out)
+    tables = {d.name: write_comparison(d) for d in dirs}
+    labels = list(dict.fromkeys(label for table in tables.values() for label in table))
+    columns = [(name, c) for name in tables for c in HEADLINE.get(name, ("final_dice",))]
+    lines = [
+        "# fedcl compare",
+        "",
+        "Mean ± std over seeds; the scenario tables below have every figure.",
+        "",
+        "| strategy | " + " | ".join(f"{name}: {c}" for name, c in columns) + " |",
+        "|" + "---|" * (len(columns) + 1),
     ]
-    (out / "results.md").write_text("# fedcl compare\n\n" + "\n".join(parts))
+    for label in labels:
+        cells = [
+            _cell(*tables[name][label][c]) if label in tables[name] else "-" for name, c in columns
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    parts = [(d / "results.md").read_text().replace("# fedcl compare:", "##") for d in dirs]
+    (out / "results.md").write_text("\n".join(lines) + "\n\n" + "\n".join(parts))
 
 
 def _get(summary: dict[str, Any], path: tuple[str, ...]) -> float | None:

@@ -198,6 +198,9 @@ def test_several_scenarios_get_a_table_each_and_an_overview(tmp_path, capsys):
     assert (tmp_path / "client-drift" / "results.csv").exists()
     overview = (tmp_path / "results.md").read_text()
     assert "## scenario iid" in overview and "## scenario client-drift" in overview
+    header = "| strategy | iid: final_dice | client-drift: final_dice | client-drift: precision |"
+    assert header in overview
+    assert "| fedavg | 0.500 | 0.500 | n/a | n/a |" in overview
     (tmp_path / "results.md").unlink()
     assert main(["report", str(tmp_path)]) == 0  # rebuilt from the runs alone
     assert (tmp_path / "results.md").read_text() == overview
