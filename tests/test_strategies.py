@@ -181,7 +181,7 @@ def test_dbc_with_everything_accepted_equals_fedavg(federation):
 
 def test_dbc_consolidates_after_warmup_and_keeps_its_state(federation):
     global_state, clean, _, images = federation
-    strategy = dbc(images, warmup=0, steps=3, lr=1e-2, filter=False)  # evidence still kept
+    strategy = dbc(images, warmup=0, steps=3, lr=1e-2, filter=False, consolidation="always")
     _, messages = configure(strategy, global_state, 4)
     replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
     strategy.aggregate_train(1, replies)
