@@ -43,17 +43,18 @@ class _DropIntended(logging.Filter):
         return not any(text in message for text in _INTENDED)
 
 
-def backend_config(config: RunConfig) -> dict[str, Any]:
+def backend_config(config: RunConfig, cluster: str = "") -> dict[str, Any]:
     """Flower Ray backend settings.
 
     Each hospital (a Ray actor) reserves ``client-cpus`` CPUs and ``client-gpus``
-    GPUs. With ``ray-address`` the simulation attaches to that existing cluster
-    (``ray.init(address=...)``, whose resources are the cluster's); otherwise it starts
-    a local Ray instance with every core of this machine.
+    GPUs. With ``ray-address`` (or ``cluster``, an address that is not part of the
+    run's config: ``fedcl compare``'s shared head) the simulation attaches to that
+    existing cluster (``ray.init(address=...)``, whose resources are the cluster's);
+    otherwise it starts a local Ray instance with every core of this machine.
     """
     init_args: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
-    if config.ray_address:
-        init_args["address"] = config.ray_address
+    if config.ray_address or cluster:
+        init_args["address"] = config.ray_address or cluster
     else:
         # "local", not None: ray.init() without an address joins any cluster that
         # `ray start` left running on this machine (and hangs when num_cpus is given).
@@ -71,12 +72,14 @@ def simulate(
     verbose: bool = False,
     client_app: ClientApp | None = None,
     resume: bool = False,
+    cluster: str = "",
 ) -> None:
     """Run ``config`` as a Ray simulation with one virtual SuperNode per hospital.
 
     ``client_app`` replaces fedcl's hospital ClientApp (tests: a hospital that fails,
     or one whose messages are inspected). ``resume``: continue the run in
-    ``config.out`` from its checkpoint.
+    ``config.out`` from its checkpoint. ``cluster``: attach to this Ray address
+    unless the config names one (see :func:`backend_config`).
     """
     for key, value in FLOWER_ENV.items():
         os.environ.setdefault(key, value)
@@ -92,5 +95,5 @@ def simulate(
         server_app=make_app(config, callbacks, resume),
         client_app=client_app or default_client_app,
         num_supernodes=config.clients,
-        backend_config=backend_config(config),
+        backend_config=backend_config(config, cluster),
     )

@@ -13,10 +13,10 @@ from pathlib import Path
 import flwr
 import pytest
 import yaml
-from processes import processes_with_env
 
 from fedcl.deploy.local import LocalDeployment
 from fedcl.deploy.topology import compose_file, render_compose, services
+from fedcl.raycluster import processes_with_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [

@@ -15,12 +15,12 @@ import pytest
 import tomli_w
 import torch
 from PIL import Image
-from processes import processes_with_env
 
 from fedcl.cli import main
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES
 from fedcl.models import build_model
+from fedcl.raycluster import local_cluster, stop_tagged
 from fedcl.recorder import read_metrics
 from fedcl.strategies import STRATEGIES
 
@@ -141,6 +141,17 @@ def test_a_run_attaches_to_an_existing_ray_cluster_and_leaves_it_running(tmp_pat
         ["ray", "status", f"--address={ray_address}"], capture_output=True, text=True, timeout=60
     )
     assert status.returncode == 0, status.stderr  # the cluster outlives the run
+
+
+def test_a_local_cluster_stops_itself_and_nothing_else(ray_address):
+    def alive(address: str) -> bool:
+        status = ["ray", "status", f"--address={address}"]
+        return subprocess.run(status, capture_output=True, timeout=60).returncode == 0
+
+    with local_cluster(num_cpus=1) as other:
+        assert other != ray_address and alive(other)
+    assert not alive(other)
+    assert alive(ray_address)  # the session's cluster (a user's, say) still runs
 
 
 def test_without_an_address_a_run_starts_its_own_ray_beside_a_running_cluster(
@@ -327,7 +338,7 @@ def test_a_run_killed_mid_round_resumes_to_the_same_final_model(tmp_path):
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # the whole run: driver and Ray
         process.wait()
-        _kill_processes_tagged(tag)
+        stop_tagged(tag, grace=0.0)  # what it started outside its group: Ray daemons
     done = torch.load(killed / "checkpoint.pt", weights_only=False)["round"]
     assert 2 <= done < config.rounds
 
@@ -363,12 +374,3 @@ def test_resume_needs_a_run_directory_and_no_other_options(tmp_path, capsys):
 
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
-
-
-def _kill_processes_tagged(tag: str) -> None:
-    # Anything the killed run started outside its process group (Ray daemons).
-    for pid in processes_with_env(tag):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
