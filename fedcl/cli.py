@@ -257,7 +257,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     from fedcl.compare import ALL_STRATEGIES, parse_entry, parse_list, run_scenarios
     from fedcl.config import SCENARIOS
-    from fedcl.raycluster import local_cluster
+    from fedcl.processes import local_cluster, terminate_raises
     from fedcl.strategies import check_strategy
 
     entries = [parse_entry(text) for text in parse_list(args.strategies, ALL_STRATEGIES)]
@@ -278,6 +278,7 @@ def _compare(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         # one Ray head for every run (unless the config names a cluster): Ray's start
         # and stop cost 3-5 s per run on 2 cores
+        stack.enter_context(terminate_raises())  # SIGTERM, too, stops the shared head
         cluster = "" if base.ray_address else stack.enter_context(local_cluster())
         run_scenarios(
             base,

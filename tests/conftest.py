@@ -11,7 +11,7 @@ os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
 
 import pytest  # noqa: E402
 
-from fedcl.raycluster import local_cluster  # noqa: E402
+from fedcl.processes import local_cluster  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import yaml
 
 from fedcl.deploy.local import LocalDeployment
 from fedcl.deploy.topology import compose_file, render_compose, services
-from fedcl.raycluster import processes_with_env
+from fedcl.processes import processes_with_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [

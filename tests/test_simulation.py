@@ -20,7 +20,7 @@ from fedcl.cli import main
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES
 from fedcl.models import build_model
-from fedcl.raycluster import local_cluster, stop_tagged
+from fedcl.processes import local_cluster, stop_tagged
 from fedcl.recorder import read_metrics
 from fedcl.strategies import STRATEGIES
 

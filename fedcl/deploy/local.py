@@ -13,14 +13,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ import tomli_w
 from fedcl.config import RunConfig
 from fedcl.deploy.certs import write_certificates
 from fedcl.deploy.topology import Network, Tls, services
+from fedcl.processes import free_port, terminate_raises
 from fedcl.simulation import FLOWER_ENV
 
 CONNECTION = "fedcl-local"  # the flwr CLI connection name in this deployment's FLWR_HOME
@@ -37,13 +36,6 @@ HOST = "127.0.0.1"
 
 class DeploymentError(RuntimeError):
     """The deployment or the run on it failed (the CLI prints it and exits 1)."""
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def project_root() -> Path:
@@ -270,19 +262,6 @@ def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None
         pass
 
 
-@contextmanager
-def _terminate_raises() -> Iterator[None]:
-    # SIGTERM (e.g. from a job scheduler) unwinds like Ctrl-C, so every process stops.
-    def handler(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _new_records(path: Path, seen: int) -> list[dict[str, Any]]:
     # Complete lines only: the ServerApp may be writing the next one right now.
     if not path.exists():
@@ -316,7 +295,7 @@ def deploy_local(
     deployment = LocalDeployment(
         config.clients, workdir, tls, client_threads=max(1, int(config.client_cpus))
     )
-    with _terminate_raises(), deployment:
+    with terminate_raises(), deployment:
         run_id = deployment.submit(config_file)
         seen, last_status = 0, 0.0
         while True:

@@ -1,4 +1,4 @@
-"""A local Ray head node that several runs share, and stopping exactly what it started.
+"""Processes fedcl starts and stops: a shared local Ray head, tagged and stopped exactly.
 
 ``fedcl compare`` runs every strategy x seed pair on one Ray instance instead of
 starting and stopping Ray for each (3-5 s per run on 2 cores). ``ray stop`` would stop
@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from fedcl.errors import FedclError
 
@@ -58,7 +59,8 @@ def stop_tagged(text: str, grace: float = 10.0) -> None:
             time.sleep(0.2)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -73,7 +75,7 @@ def local_cluster(num_cpus: int | None = None) -> Iterator[str]:
     ray = shutil.which("ray")
     if ray is None:
         raise FedclError("the ray command is not on PATH (pip install 'flwr[simulation]')")
-    port, tag = _free_port(), f"{TAG}={uuid.uuid4().hex}"
+    port, tag = free_port(), f"{TAG}={uuid.uuid4().hex}"
     name, value = tag.split("=")
     started = subprocess.run(
         [
@@ -97,3 +99,20 @@ def local_cluster(num_cpus: int | None = None) -> Iterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         stop_tagged(tag)
+
+
+@contextmanager
+def terminate_raises() -> Iterator[None]:
+    """Within the block, SIGTERM (e.g. from a job scheduler) unwinds like Ctrl-C.
+
+    So ``finally`` blocks and context managers run and every started process stops.
+    """
+
+    def handler(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
