@@ -101,6 +101,14 @@ def _same_config(run_dir: Path, config: RunConfig) -> bool:
         return False
 
 
+def _finished(run_dir: Path, config: RunConfig) -> bool:
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(summary.get("rounds") == config.rounds)
+
+
 def run_all(
     base: RunConfig,
     entries: Sequence[Entry],
@@ -119,7 +127,7 @@ def run_all(
             run_dir = out / run_name(entry.label, seed)
             config = entry.config(base).replace(seed=seed, out=str(run_dir))
             done = _same_config(run_dir, config)
-            if done and (run_dir / "summary.json").exists():
+            if done and _finished(run_dir, config):
                 print(f"fedcl compare: {run_dir} is complete, kept")
             else:
                 run(config, done and (run_dir / "checkpoint.pt").exists())

@@ -83,6 +83,9 @@ class RunRecorder:
         self._train: dict[int, dict[str, float]] = {}
         self._reports: dict[int, dict[str, Any]] = {}
         self._last = time.perf_counter()
+        # A summary is the mark of a finished run (fedcl compare keeps those): a run
+        # starting or resuming here is not finished, whatever an earlier run left.
+        (self.dir / "summary.json").unlink(missing_ok=True)
         _atomic_write(self.dir / "config.toml", lambda p: _write_bytes(p, _toml(config)))
         lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self.records)
         _atomic_write(self.dir / "metrics.jsonl", lambda p: _write_text(p, lines))

@@ -143,6 +143,7 @@ def _fake_run(calls):
             "strategy": config.strategy,
             "scenario": config.scenario,
             "seed": config.seed,
+            "rounds": config.rounds,
         }
         (out / "summary.json").write_text(json.dumps(summary))
         (out / "metrics.jsonl").write_text("")
@@ -178,6 +179,11 @@ def test_a_comparison_run_again_keeps_complete_runs_and_resumes_interrupted_ones
     calls.clear()
     run_all(RunConfig(rounds=2), entries, [0, 1], tmp_path, _fake_run(calls))
     assert [(c.seed, resume) for c, resume in calls] == [(1, True)]
+    calls.clear()  # a summary of fewer rounds than the config's is not a finished run
+    summary = json.loads((tmp_path / "fedavg-s0" / "summary.json").read_text())
+    (tmp_path / "fedavg-s0" / "summary.json").write_text(json.dumps(summary | {"rounds": 1}))
+    run_all(RunConfig(rounds=2), entries, [0, 1], tmp_path, _fake_run(calls))
+    assert [(c.seed, resume) for c, resume in calls] == [(0, False)]
     calls.clear()  # a different config: the old runs are not this comparison's, run again
     run_all(RunConfig(rounds=3), entries, [0], tmp_path, _fake_run(calls))
     assert [(c.seed, c.rounds, resume) for c, resume in calls] == [(0, 3, False)]

@@ -2,6 +2,7 @@ import pytest
 
 from fedcl.config import RunConfig
 from fedcl.metrics import continual_metrics, detection, summarize
+from fedcl.recorder import RunRecorder
 
 
 def test_continual_metrics_on_a_hand_made_matrix():
@@ -83,3 +84,11 @@ def test_summary_has_every_design_key():
     assert summary["forgetting"] == pytest.approx(0.3)
     assert summary["wall_seconds"] == pytest.approx(5.5)
     assert summary["final_dice_last3"] == pytest.approx((0.6 + 0.5) / 2)  # round 0 excluded
+
+
+def test_a_run_starting_in_a_directory_removes_an_earlier_summary(tmp_path):
+    # fedcl compare keeps directories with a summary: an unfinished run must not have one
+    (tmp_path / "summary.json").write_text('{"rounds": 15}')
+    RunRecorder(RunConfig(out=str(tmp_path)))
+    assert not (tmp_path / "summary.json").exists()
+    assert (tmp_path / "config.toml").exists() and (tmp_path / "metrics.jsonl").exists()
