@@ -51,7 +51,7 @@ class DBCSettings:
     # 0.08 Dice in iid and 0.13 ACC under forgetting; adaptive costs nothing in iid).
     consolidation: str = "adaptive"
     # 10 steps undid a round's learning on R entirely: forgetting 0.36 -> 0.13 but ACC
-    # 0.37 -> 0.24 (seed 0); 2 steps: forgetting 0.11, ACC 0.32 (docs/RESULTS.md).
+    # 0.37 -> 0.24 (seed 0, rho 1); 2 steps: forgetting 0.11, ACC 0.32 (docs/RESULTS.md).
     steps: int = 2  # consolidation optimizer steps per round
     lr: float = 1e-3  # consolidation Adam learning rate
     # adaptive: consolidate when the movement exceeds (1 + rho) x its recent calm median.
