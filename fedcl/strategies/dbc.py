@@ -4,7 +4,7 @@ A Flower ``FedAvg`` whose ``aggregate_train`` first scores every reply on the se
 public reference set and rejects the outliers, then consolidates the aggregate toward
 the EMA anchor of the global model's past behaviour (DESIGN.md section 5). The math is
 in :mod:`fedcl.continuity`; this class wires it into Flower and keeps the state that
-lives across rounds (the anchor, the consolidation-loss history).
+lives across rounds (the anchor, each hospital's evidence, the movement history).
 """
 
 from __future__ import annotations
@@ -142,9 +142,7 @@ class DynamicBarlowContinuity(RemembersGlobal):
                 h if h is not None else f"node-{msg.metadata.src_node_id}"
                 for h, msg in zip(hospitals, valid, strict=True)
             ]
-            rejected = self._filter(identities, peer)
-            if settings.filter and settings.filter_rule == "round":
-                threshold = consensus_threshold(peer, settings.kappa, settings.floor)
+            rejected, threshold = self._filter(identities, peer)
             for (i, _), z, p, out in zip(candidates, z_replies, peer, rejected, strict=True):
                 peer_scores[i], anchor_scores[i] = p, barlow_continuity(z_global, z, lam)
                 history = self.evidence.get(identities[i])
@@ -191,21 +189,29 @@ class DynamicBarlowContinuity(RemembersGlobal):
         }
         return arrays, metrics
 
-    def _filter(self, hospitals: list[int | str], peer: list[float]) -> list[bool]:
-        """Which replies the spatial filter rejects (and the evidence it keeps)."""
+    def _filter(
+        self, hospitals: list[int | str], peer: list[float]
+    ) -> tuple[list[bool], float | None]:
+        """Which replies the spatial filter rejects, and the round rule's threshold.
+
+        The evidence rule keeps every hospital's evidence, also with ``filter`` off.
+        """
         settings = self.settings
         if settings.filter_rule == "round":
             threshold = consensus_threshold(peer, settings.kappa, settings.floor)
-            return [settings.filter and threshold is not None and p > threshold for p in peer]
+            if not settings.filter or threshold is None:
+                return [False] * len(peer), None
+            return [p > threshold for p in peer], threshold
         evidence = peer_evidence(peer)
         if evidence is None:  # fewer than 3 replies: nothing to compare with
-            return [False] * len(peer)
+            return [False] * len(peer), None
         for hospital, e in zip(hospitals, evidence, strict=True):
             self.evidence.setdefault(hospital, []).append(e)
-        return [
+        rejected = [
             settings.filter and persistent_outlier(self.evidence[h], settings.tau, settings.window)
             for h in hospitals
         ]
+        return rejected, None
 
     def _consolidate(self, arrays: ArrayRecord, shift: bool) -> tuple[ArrayRecord, dict[str, Any]]:
         assert self.anchor is not None
