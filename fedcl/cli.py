@@ -255,12 +255,12 @@ def _compare(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
     from pathlib import Path
 
-    from fedcl.compare import ALL_STRATEGIES, parse_entry, parse_list, run_scenarios
+    from fedcl.compare import parse_entry, parse_list, run_scenarios
     from fedcl.config import SCENARIOS
     from fedcl.processes import local_cluster, terminate_raises
-    from fedcl.strategies import check_strategy
+    from fedcl.strategies import STRATEGIES, check_strategy
 
-    entries = [parse_entry(text) for text in parse_list(args.strategies, ALL_STRATEGIES)]
+    entries = [parse_entry(text) for text in parse_list(args.strategies, list(STRATEGIES))]
     seeds = _int_list(args.seeds, "--seeds")
     scenarios = parse_list(args.scenarios, SCENARIOS) if args.scenarios else []
     if not entries or not seeds:
@@ -306,7 +306,9 @@ def _report(args: argparse.Namespace) -> int:
     elif any(directory.glob("*/summary.json")):
         write_comparison(directory)
         print((directory / "results.md").read_text())
-    elif comparison_dirs(directory):
+    elif scenarios := comparison_dirs(directory):
+        for scenario in scenarios:
+            write_comparison(scenario)
         write_overview(directory)
         print((directory / "results.md").read_text())
     else:

@@ -28,18 +28,6 @@ from fedcl.errors import FedclError
 from fedcl.plots import plot_comparison
 from fedcl.recorder import read_metrics
 
-# The nine built-in strategies, for ``--strategies all`` (DESIGN.md 6).
-ALL_STRATEGIES = (
-    "fedavg",
-    "fedprox",
-    "fedmedian",
-    "fedtrimmedavg",
-    "krum",
-    "multikrum",
-    "bulyan",
-    "fltrust",
-    "dbc",
-)
 VARIANT = "+"  # separates an entry's strategy from its own settings
 
 # (summary path, column name) of every figure in the table
@@ -161,7 +149,7 @@ def run_scenarios(
     for config, directory in configs:
         run_all(config, entries, seeds, directory, run)
         write_comparison(directory)
-    if len(configs) > 1:  # (re)writes each scenario's table too
+    if len(configs) > 1:
         write_overview(out)
     return [directory for _, directory in configs]
 
@@ -182,9 +170,12 @@ HEADLINE = {
 
 
 def write_overview(out: Path) -> None:
-    """``OUT/results.md``: one headline table (entry x scenario), then every scenario's."""
+    """``OUT/results.md``: one headline table (entry x scenario), then every scenario's.
+
+    Reads the scenario tables' ``results.md``; :func:`write_comparison` writes them.
+    """
     dirs = comparison_dirs(out)
-    tables = {d.name: write_comparison(d) for d in dirs}
+    tables = {d.name: comparison_table(d) for d in dirs}
     labels = list(dict.fromkeys(label for table in tables.values() for label in table))
     columns = [(name, c) for name in tables for c in HEADLINE.get(name, ("final_dice",))]
     lines = [
@@ -245,6 +236,12 @@ def _cell(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "n/a"
     return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
+
+
+def comparison_table(out: Path) -> dict[str, dict[str, Any]]:
+    """Per entry label: seeds and (mean, std) of every column, for the runs in ``out``."""
+    summaries, dirs = collect(out)
+    return aggregate(summaries, [label_of(d) for d in dirs])
 
 
 def write_comparison(out: Path) -> dict[str, dict[str, Any]]:
