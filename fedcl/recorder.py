@@ -172,7 +172,8 @@ def read_checkpoint(run_dir: str | Path) -> dict[str, Any]:
             "checkpoint after evaluating the initial model)"
         )
     try:
-        checkpoint: dict[str, Any] = torch.load(path, weights_only=False)
+        # tensors come back on the CPU: a run checkpointed on a GPU resumes anywhere
+        checkpoint: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises many kinds for a damaged file
         raise FedclError(f"{str(path)!r} is not a readable checkpoint: {err}") from None
     missing = {"round", "model", "strategy"} - set(checkpoint)

@@ -24,3 +24,15 @@ def ray_address():
     """
     with local_cluster(num_cpus=2) as address:
         yield address
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` run where PyTorch sees a CUDA device and are skipped elsewhere."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -17,6 +17,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
         ("throughput.py", {"fedcl_tiles_per_s", "bare_tiles_per_s", "ratio"}),
         ("dbc_cost.py", {"share_n3_r8", "share_n3_r32"}),
         ("scale.py", {"round_s_per_hospital", "gib_per_hospital", "max_peak_gib"}),
+        ("devices.py", {"unet_cpu_tiles_per_s"}),
     ],
 )
 def test_benchmark_smoke_mode_prints_its_result_line(script, keys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -199,3 +200,26 @@ def test_no_step_when_off(model_pair):
     off = consolidate(model, images, index, anchor, steps=0, lr=1e-2)
     assert off.steps == 0 and off.loss_after == off.loss_before
     assert all(torch.equal(p, w) for p, w in zip(model.parameters(), weights, strict=True))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("representation", ["probs", "features"])
+def test_scores_and_consolidation_on_cuda_agree_with_cpu(model_pair, representation):
+    model, other, images = model_pair  # the images stay on the CPU: the functions move them
+    gpu = copy.deepcopy(model).cuda()
+    z_cpu = reference_outputs(model, images, 64, 0, representation)
+    z_gpu = reference_outputs(gpu, images, 64, 0, representation)
+    assert z_gpu.is_cuda
+    torch.testing.assert_close(z_gpu.cpu(), z_cpu, rtol=1e-3, atol=1e-4)
+    anchor = reference_outputs(other, images, 64, 0, representation)  # on the CPU
+    score = barlow_continuity(anchor, z_cpu)
+    assert barlow_continuity(anchor.cuda(), z_gpu) == pytest.approx(score, rel=1e-3)
+    index = pixel_index(4, 32, 32, 64, seed=0)
+    buffers = {k: v.clone() for k, v in gpu.named_buffers()}
+    result = consolidate(
+        gpu, images, index, anchor, steps=5, lr=1e-2, representation=representation
+    )
+    assert result.loss_before == pytest.approx(score, rel=1e-3)
+    assert result.loss_after < result.loss_before
+    for name, value in gpu.named_buffers():
+        assert torch.equal(value, buffers[name]), name

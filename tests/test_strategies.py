@@ -15,6 +15,7 @@ from fedcl.config import DBCSettings, RunConfig
 from fedcl.data import NUM_CLASSES, Stain, TileDataset, generate_tiles, perturb
 from fedcl.errors import FedclError
 from fedcl.models import build_model
+from fedcl.recorder import read_checkpoint
 from fedcl.strategies import STRATEGIES, build_strategy, by_partition, resolve_strategy
 from fedcl.strategies.dbc import DynamicBarlowContinuity
 from fedcl.strategies.fltrust import fltrust_aggregate
@@ -98,11 +99,12 @@ def federation():
     return global_state, clean, drifted, images
 
 
-def dbc(images, **settings):
+def dbc(images, device="cpu", **settings):
     return DynamicBarlowContinuity(
         reference_images=images,
         model_fn=model_fn,
         settings=DBCSettings(**settings),
+        device=device,
         min_available_nodes=1,
         min_train_nodes=1,
     )
@@ -419,3 +421,37 @@ def test_too_few_usable_replies_keep_the_global_model(federation):
     arrays, _ = strategy.aggregate_train(1, replies)
     assert arrays is None  # Flower keeps the previous global model
     assert "min-replies" in reports[1]["skipped"]
+
+
+@pytest.mark.cuda
+def test_dbc_on_cuda_agrees_with_cpu_and_resumes_on_either(federation, tmp_path):
+    global_state, clean, drifted, images = federation
+    states = [*clean, drifted["inverted"]]
+    settings = {"warmup": 0, "steps": 3, "lr": 1e-2, "consolidation": "always"}
+    reports, strategies = [], []
+    for device in ("cpu", "cuda"):
+        strategy = dbc(images, device=device, **settings)
+        _, messages = configure(strategy, global_state, len(states))
+        replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, states, strict=True))]
+        arrays, _ = strategy.aggregate_train(1, replies)
+        assert all(a.device.type == "cpu" for a in arrays.to_torch_state_dict().values())
+        reports.append(strategy.round_report)
+        strategies.append(strategy)
+    cpu, gpu = reports
+    assert gpu["decisions"] == cpu["decisions"]
+    assert gpu["peer_scores"] == pytest.approx(cpu["peer_scores"], rel=1e-3)
+    assert gpu["consolidation"]["loss_after"] < gpu["consolidation"]["loss_before"]
+    assert strategies[1].anchor.is_cuda
+    # a checkpoint written on the GPU resumes on a CPU-only server and back
+    torch.save(
+        {"round": 1, "model": {}, "strategy": strategies[1].state_dict()},
+        tmp_path / "checkpoint.pt",
+    )
+    state = read_checkpoint(tmp_path)["strategy"]
+    for device in ("cpu", "cuda"):
+        resumed = dbc(images, device=device, **settings)
+        resumed.load_state_dict(state)
+        assert resumed.anchor.device.type == device
+        _, messages = configure(resumed, global_state, len(clean))
+        replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
+        assert resumed.aggregate_train(2, replies)[0] is not None

@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +8,7 @@ from torch import nn
 from fedcl.data import NUM_CLASSES, Stain, TileDataset, generate_tiles
 from fedcl.errors import FedclError
 from fedcl.models import MODELS, build_model
-from fedcl.training import evaluate, segmentation_loss, train_local
+from fedcl.training import evaluate, resolve_device, segmentation_loss, train_local
 
 
 def dataset(count=8, size=32):
@@ -119,3 +121,22 @@ def test_ignored_pixels_count_for_nothing_in_the_loss():
     changed[:, :, :4] = torch.randn(2, 5, 4, 8) * 10  # whatever is predicted there
     assert torch.allclose(loss(logits, ignored), loss(changed, ignored))
     assert not torch.allclose(loss(logits, labels), loss(changed, labels))
+
+
+@pytest.mark.cuda
+def test_training_and_evaluation_on_cuda_agree_with_cpu():
+    assert resolve_device("auto").type == "cuda"
+    data = dataset(count=16)
+    torch.manual_seed(0)
+    cpu = build_model("unet", NUM_CLASSES)
+    gpu = copy.deepcopy(cpu).to(resolve_device("cuda"))
+    before = [evaluate(m, data) for m in (cpu, gpu)]
+    assert before[1].loss == pytest.approx(before[0].loss, rel=1e-4)
+    assert before[1].dice == pytest.approx(before[0].dice, abs=1e-3)
+    trained = [train_local(m, data, epochs=2, batch_size=8, lr=3e-3, seed=0) for m in (cpu, gpu)]
+    assert trained[1].steps == trained[0].steps == 4
+    assert trained[1].loss == pytest.approx(trained[0].loss, rel=1e-2)
+    assert all(p.is_cuda for p in gpu.parameters())  # batches followed the model
+    after = [evaluate(m, data) for m in (cpu, gpu)]
+    assert after[1].loss == pytest.approx(after[0].loss, rel=0.05)
+    assert after[1].loss < before[1].loss

@@ -249,7 +249,8 @@ class DynamicBarlowContinuity(RemembersGlobal):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
-        self.anchor = state["anchor"]
+        """Restore what :meth:`state_dict` returned (the anchor onto this strategy's device)."""
+        anchor = state["anchor"]
+        self.anchor = None if anchor is None else anchor.to(self.reference_images.device)
         self.evidence = {h: list(e) for h, e in state["evidence"].items()}
         self.movement = list(state["movement"])
