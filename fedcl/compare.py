@@ -84,7 +84,7 @@ def label_of(run_dir: Path) -> str:
 
 def _same_config(run_dir: Path, config: RunConfig) -> bool:
     try:
-        return RunConfig.from_toml(run_dir / "config.toml") == config
+        return RunConfig.from_toml(run_dir / "config.toml").as_read() == config.as_read()
     except FedclError:
         return False
 

@@ -274,6 +274,20 @@ class RunConfig:
             raise FedclError(f"config key 'byzantine' must be >= -1, got {self.byzantine}")
         self.dbc  # noqa: B018 - validates the dbc-* keys
 
+    def as_read(self) -> RunConfig:
+        """Return this config with the keys its strategy does not read at their defaults.
+
+        Only the built-in ``dbc`` reads the ``dbc-*`` keys (a plug-in gets the sampling
+        settings only), so two configs with equal ``as_read()`` give the same run:
+        ``fedcl compare`` keeps a finished FedAvg run when only a DBC default changed.
+        """
+        if self.strategy == "dbc":
+            return self
+        defaults = RunConfig()
+        return self.replace(
+            **{f.name: getattr(defaults, f.name) for f in fields(self) if f.name.startswith("dbc_")}
+        )
+
     @property
     def dbc(self) -> DBCSettings:
         """The ``dbc-*`` keys as :class:`DBCSettings`."""

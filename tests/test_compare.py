@@ -189,6 +189,15 @@ def test_a_comparison_run_again_keeps_complete_runs_and_resumes_interrupted_ones
     assert [(c.seed, c.rounds, resume) for c, resume in calls] == [(0, 3, False)]
 
 
+def test_a_changed_dbc_setting_reruns_dbc_runs_only(tmp_path):
+    entries = [parse_entry("fedavg"), parse_entry("dbc")]
+    calls = []
+    run_all(RunConfig(rounds=2), entries, [0], tmp_path, _fake_run(calls))
+    calls.clear()  # FedAvg does not read dbc-tau: its finished run is still this one
+    run_all(RunConfig(rounds=2, dbc_tau=9.0), entries, [0], tmp_path, _fake_run(calls))
+    assert [(c.strategy, c.dbc_tau) for c, _ in calls] == [("dbc", 9.0)]
+
+
 def test_several_scenarios_get_a_table_each_and_an_overview(tmp_path, capsys):
     calls = []
     run_scenarios(
