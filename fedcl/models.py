@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import segmentation_models_pytorch as smp
 from monai.networks.nets import BasicUNet, UNet
 from torch import nn
 
@@ -42,6 +41,10 @@ def _monai_basic_unet(num_classes: int) -> nn.Module:
 
 def _smp_unet(encoder: str) -> Callable[[int], nn.Module]:
     def build(num_classes: int) -> nn.Module:
+        # imported here: smp pulls in timm and torchvision (~3 s per process), which
+        # every simulated hospital would pay at start-up for the default MONAI U-Net
+        import segmentation_models_pytorch as smp
+
         return smp.Unet(
             encoder_name=encoder, encoder_weights=None, in_channels=3, classes=num_classes
         )
