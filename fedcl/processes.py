@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -59,6 +60,27 @@ def stop_tagged(text: str, grace: float = 10.0) -> None:
             time.sleep(0.2)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def watch(parent: int, tag: str, interval: float = 0.5) -> None:
+    """Wait until process ``parent`` has exited, then stop the processes tagged ``tag``.
+
+    Run as its own process (``python -m fedcl.processes PID TAG``) beside a cluster's
+    owner: the owner cannot always clean up itself. Ray's driver installs its own
+    SIGTERM handler, which ends the process without unwinding Python, and nothing
+    unwinds a SIGKILL; the daemons of a ``ray start`` head would outlive it.
+    """
+    while _alive(parent):
+        time.sleep(interval)
+    stop_tagged(tag)
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
@@ -70,35 +92,44 @@ def free_port() -> int:
 def local_cluster(num_cpus: int | None = None) -> Iterator[str]:
     """Start a Ray head on 127.0.0.1 (``num_cpus``: default every core); yield its address.
 
-    Leaving the block stops the head, its daemons and workers, and nothing else.
+    Leaving the block stops the head, its daemons and workers, and nothing else; so
+    does a watcher process (:func:`watch`) if this process dies without leaving it
+    (SIGTERM once Ray runs in it, SIGKILL).
     """
     ray = shutil.which("ray")
     if ray is None:
         raise FedclError("the ray command is not on PATH (pip install 'flwr[simulation]')")
     port, tag = free_port(), f"{TAG}={uuid.uuid4().hex}"
     name, value = tag.split("=")
-    started = subprocess.run(
-        [
-            ray,
-            "start",
-            "--head",
-            f"--port={port}",
-            "--node-ip-address=127.0.0.1",
-            f"--num-cpus={num_cpus or os.cpu_count() or 1}",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=os.environ | {name: value, "RAY_USAGE_STATS_ENABLED": "0"},
+    # the watcher runs in its own session: a signal to this process group (a job
+    # scheduler's SIGTERM, Ctrl-C) spares it, so it is there to clean up
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "fedcl.processes", str(os.getpid()), tag], start_new_session=True
     )
     try:
+        started = subprocess.run(
+            [
+                ray,
+                "start",
+                "--head",
+                f"--port={port}",
+                "--node-ip-address=127.0.0.1",
+                f"--num-cpus={num_cpus or os.cpu_count() or 1}",
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env=os.environ | {name: value, "RAY_USAGE_STATS_ENABLED": "0"},
+        )
         if started.returncode != 0:
             raise FedclError(f"could not start a local Ray head: {started.stderr.strip()[-500:]}")
         yield f"127.0.0.1:{port}"
     finally:
         stop_tagged(tag)
+        watcher.terminate()
+        watcher.wait()
 
 
 @contextmanager
@@ -116,3 +147,7 @@ def terminate_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    watch(int(sys.argv[1]), sys.argv[2])

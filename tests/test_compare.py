@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,6 +18,7 @@ import tomli_w
 from fedcl.cli import main
 from fedcl.compare import parse_entry, run_all, run_scenarios, write_comparison
 from fedcl.config import RunConfig
+from fedcl.processes import processes_with_env, stop_tagged
 from fedcl.recorder import read_metrics
 
 TINY = [
@@ -50,6 +57,35 @@ def test_a_users_scenario_file_runs_end_to_end(tmp_path, ray_address):
     assert [r["stage"] for r in records] == [0, 0, 1]
     assert records[0]["dice_per_stage"][1] is None  # stage 1 not seen at round 0
     assert (out / "dice_matrix.png").exists()
+
+
+def test_a_terminated_comparison_leaves_no_ray_process_behind(tmp_path):
+    # the shared Ray head's daemons outlived a SIGTERM once a run had started: Ray's
+    # driver handles SIGTERM itself and ends the process without unwinding Python
+    mark = f"FEDCL_TEST_MARK_{uuid.uuid4().hex}"  # every process compare starts inherits it
+    args = ["compare", "--strategies", "fedavg", "--seeds", "0", "--clients", "2"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fedcl", *args, "--rounds", "50", *TINY, "--out", str(tmp_path)],
+        env=os.environ | {mark: "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        metrics = tmp_path / "fedavg-s0" / "metrics.jsonl"
+        while not (metrics.exists() and metrics.read_text().count("\n") >= 2):  # round 1 done
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.5)
+        assert len(processes_with_env(mark)) > 3  # compare, its watcher, Ray's processes
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        deadline = time.monotonic() + 60
+        while processes_with_env(mark) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert processes_with_env(mark) == []
+    finally:
+        process.kill()
+        stop_tagged(mark)
 
 
 def test_compare_writes_a_table_matching_the_runs(tmp_path, ray_address):
