@@ -48,16 +48,25 @@ def processes_with_env(text: str) -> list[int]:
 
 
 def stop_tagged(text: str, grace: float = 10.0) -> None:
-    """SIGTERM the processes whose environment has ``text``; SIGKILL the rest after ``grace``."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    """Stop every process whose environment has ``text``: SIGTERM, SIGKILL after ``grace``.
+
+    Processes that appear while the others stop are stopped too (a dying raylet can
+    restart its agents): it returns once none has been seen for a second, or after
+    ``2 * grace`` seconds.
+    """
+    start = last_seen = time.monotonic()
+    signalled: set[int] = set()
+    while time.monotonic() - last_seen < 1.0 and time.monotonic() - start < 2 * grace:
+        late = time.monotonic() - start > grace
         for pid in processes_with_env(text):
-            try:
-                os.kill(pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and processes_with_env(text):
-            time.sleep(0.2)
+            last_seen = time.monotonic()
+            if late or pid not in signalled:
+                try:
+                    os.kill(pid, signal.SIGKILL if late else signal.SIGTERM)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                signalled.add(pid)
+        time.sleep(0.2)
 
 
 def _alive(pid: int) -> bool:

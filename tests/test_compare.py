@@ -59,6 +59,10 @@ def test_a_users_scenario_file_runs_end_to_end(tmp_path, ray_address):
     assert (out / "dice_matrix.png").exists()
 
 
+def _commands(pids):
+    return [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:150] for pid in pids]
+
+
 def test_a_terminated_comparison_leaves_no_ray_process_behind(tmp_path):
     # the shared Ray head's daemons outlived a SIGTERM once a run had started: Ray's
     # driver handles SIGTERM itself and ends the process without unwinding Python
@@ -76,13 +80,14 @@ def test_a_terminated_comparison_leaves_no_ray_process_behind(tmp_path):
         while not (metrics.exists() and metrics.read_text().count("\n") >= 2):  # round 1 done
             assert process.poll() is None and time.monotonic() < deadline
             time.sleep(0.5)
-        assert len(processes_with_env(mark)) > 3  # compare, its watcher, Ray's processes
+        started = processes_with_env(mark)
+        assert len(started) > 3, _commands(started)  # compare, its watcher, Ray's processes
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
         deadline = time.monotonic() + 60
         while processes_with_env(mark) and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert processes_with_env(mark) == []
+        assert processes_with_env(mark) == [], _commands(processes_with_env(mark))
     finally:
         process.kill()
         stop_tagged(mark)
