@@ -41,8 +41,8 @@ def _monai_basic_unet(num_classes: int) -> nn.Module:
 
 def _smp_unet(encoder: str) -> Callable[[int], nn.Module]:
     def build(num_classes: int) -> nn.Module:
-        # imported here: smp pulls in timm and torchvision (~3 s per process), which
-        # every simulated hospital would pay at start-up for the default MONAI U-Net
+        # imported here: smp pulls in timm, which every simulated hospital would
+        # otherwise import at start-up for nothing with the default MONAI U-Net
         import segmentation_models_pytorch as smp
 
         return smp.Unet(

@@ -39,12 +39,20 @@ def processes_with_env(text: str) -> list[int]:
             continue
         try:
             environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
+        except OSError:
             continue
-        if text.encode() in environ and state != "Z":
+        if text.encode() in environ and _alive(int(entry.name)):
             found.append(int(entry.name))
     return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (exists and is not a zombie waiting for its parent)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def stop_tagged(text: str, grace: float = 10.0) -> None:
@@ -67,14 +75,6 @@ def stop_tagged(text: str, grace: float = 10.0) -> None:
                     pass
                 signalled.add(pid)
         time.sleep(0.2)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def watch(parent: int, tag: str, interval: float = 0.5) -> None:
