@@ -172,7 +172,8 @@ HEADLINE = {
 def write_overview(out: Path) -> None:
     """``OUT/results.md``: one headline table (entry x scenario), then every scenario's.
 
-    Reads the scenario tables' ``results.md``; :func:`write_comparison` writes them.
+    Aggregates each scenario's run summaries (:func:`comparison_table`) without
+    rewriting its files; :func:`write_comparison` writes those.
     """
     dirs = comparison_dirs(out)
     tables = {d.name: comparison_table(d) for d in dirs}
