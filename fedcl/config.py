@@ -29,6 +29,7 @@ REPRESENTATIONS = ("probs", "features")
 DEVICES = ("auto", "cpu", "cuda")
 CONSOLIDATION_MODES = ("always", "adaptive", "off")
 FILTER_RULES = ("evidence", "round")
+MOVEMENT_FROM = ("start", "aggregate")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +61,10 @@ class DBCSettings:
     # (re-learning what it undid is movement too) and cost 0.3 Dice.
     rho: float = 3.0
     window: int = 10  # rounds of history that make "recent" (evidence, adaptive)
+    # adaptive: movement of a reply from the model it started from ("start") or from the
+    # last aggregate before consolidation ("aggregate": re-learning what consolidation
+    # undid is then no movement, so consolidation cannot keep its own trigger going).
+    movement_from: str = "start"
     lambda_offdiag: float = -1.0  # off-diagonal weight; < 0 means 1 / (D - 1)
     pixels_per_image: int = 256  # P: fixed pixel positions per reference tile
     representation: str = "probs"  # probs (softmax) | features (decoder's last map)
@@ -88,6 +93,8 @@ class DBCSettings:
             raise unknown_name("dbc-consolidation", self.consolidation, CONSOLIDATION_MODES)
         if self.filter_rule not in FILTER_RULES:
             raise unknown_name("dbc-filter-rule", self.filter_rule, FILTER_RULES)
+        if self.movement_from not in MOVEMENT_FROM:
+            raise unknown_name("dbc-movement-from", self.movement_from, MOVEMENT_FROM)
         if self.representation not in REPRESENTATIONS:
             raise unknown_name("dbc-representation", self.representation, REPRESENTATIONS)
 
@@ -167,6 +174,9 @@ class RunConfig:
     dbc_lr: float = _opt(_DBC.lr, "DBC: consolidation learning rate (Adam)")
     dbc_rho: float = _opt(_DBC.rho, "DBC adaptive: consolidate above (1 + rho) x recent")
     dbc_window: int = _opt(_DBC.window, "DBC: rounds of history (evidence, adaptive)")
+    dbc_movement_from: str = _opt(
+        _DBC.movement_from, "DBC adaptive: movement from start or (unconsolidated) aggregate"
+    )
     dbc_lambda: float = _opt(_DBC.lambda_offdiag, "DBC: off-diagonal weight (<0: 1/(D-1))")
     dbc_pixels_per_image: int = _opt(_DBC.pixels_per_image, "DBC: pixels per reference tile")
     dbc_representation: str = _opt(_DBC.representation, "DBC: probs or features")
@@ -303,6 +313,7 @@ class RunConfig:
             lr=self.dbc_lr,
             rho=self.dbc_rho,
             window=self.dbc_window,
+            movement_from=self.dbc_movement_from,
             lambda_offdiag=self.dbc_lambda,
             pixels_per_image=self.dbc_pixels_per_image,
             representation=self.dbc_representation,

@@ -12,6 +12,7 @@ from flwr.serverapp.strategy import FedAvg, Strategy
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedcl.config import DBCSettings, RunConfig
+from fedcl.continuity import barlow_continuity
 from fedcl.data import NUM_CLASSES, Stain, TileDataset, generate_tiles, perturb
 from fedcl.errors import FedclError
 from fedcl.models import build_model
@@ -214,6 +215,49 @@ def test_adaptive_consolidation_steps_only_in_a_shared_shift(federation, calm, s
     assert consolidation["steps"] == steps and consolidation["shift"] == (steps > 0)
     # a shifted round stays out of the calm history: the shift lasts until movement is back
     assert len(strategy.movement) == (4 if steps else 5)
+
+
+def test_the_calm_history_starts_after_warmup(federation):
+    # rounds 1..warmup (the model leaving its random start) never enter the history
+    global_state, clean, _, images = federation
+    strategy = dbc(images, warmup=2, consolidation="adaptive", filter=False)
+    for server_round in (1, 2, 3):
+        _, messages = configure(strategy, global_state, 4)
+        replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
+        strategy.aggregate_train(server_round, replies)
+        report = strategy.round_report
+        assert (report["movement"] is None) == (server_round <= 2)
+    assert strategy.movement == [report["movement"]]
+    assert report["movement"] == statistics.median(report["anchor_scores"])
+
+
+@pytest.mark.parametrize("movement_from", ["start", "aggregate"])
+def test_movement_after_consolidation_is_measured_from_where_it_says(federation, movement_from):
+    # after a consolidated round, "aggregate" measures the replies from the aggregate
+    # before consolidation, "start" from the consolidated model they started from
+    global_state, clean, _, images = federation
+    strategy = dbc(images, warmup=0, steps=3, lr=1e-2, filter=False, movement_from=movement_from)
+    strategy.movement = [1e-9] * 4  # round 1 is a shift: consolidate
+    _, messages = configure(strategy, global_state, 4)
+    replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert strategy.round_report["consolidation"]["steps"] == 3
+    assert (strategy.unconsolidated is not None) == (movement_from == "aggregate")
+    unconsolidated = strategy.unconsolidated
+    restored = dbc(images, warmup=0, movement_from=movement_from)
+    restored.load_state_dict(strategy.state_dict())  # the reference survives a checkpoint
+    _, messages = configure(restored, arrays.to_torch_state_dict(), 4)
+    replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
+    restored.aggregate_train(2, replies)
+    report = restored.round_report
+    if movement_from == "start":
+        expected = statistics.median(report["anchor_scores"])
+    else:
+        z = [restored._outputs(state) for state in clean]
+        expected = statistics.median(barlow_continuity(unconsolidated, zk) for zk in z)
+    assert report["movement"] == pytest.approx(expected, rel=1e-6)
+    if movement_from == "aggregate":  # consolidation moved the model: the two differ
+        assert report["movement"] != pytest.approx(statistics.median(report["anchor_scores"]))
 
 
 def test_dbc_keeps_the_global_model_when_every_reply_is_rejected(federation):

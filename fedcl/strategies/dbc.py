@@ -94,7 +94,9 @@ class DynamicBarlowContinuity(RemembersGlobal):
         self.model.to(device).to(memory_format=torch.channels_last)
         self.anchor: torch.Tensor | None = None
         self.evidence: dict[int | str, list[float]] = {}  # per hospital, rounds it replied
-        self.movement: list[float] = []  # median anchor score of the accepted, calm rounds
+        self.movement: list[float] = []  # median movement of the accepted, calm rounds
+        # Z of the last aggregate before consolidation (only when consolidation changed it)
+        self.unconsolidated: torch.Tensor | None = None
         self.round_report: dict[str, Any] | None = None
 
     def summary(self) -> None:
@@ -161,16 +163,18 @@ class DynamicBarlowContinuity(RemembersGlobal):
                 self.model.load_state_dict(aggregated.to_torch_state_dict())
                 arrays = _to_arrays(self.model)
 
-        # 4. Temporal consolidation toward the EMA anchor of Z(theta_t).
+        # 4. Temporal consolidation toward the EMA anchor of Z(theta_t). The calm history
+        #    of movement starts with the anchor: in warm-up the model leaves its random
+        #    start, 10-30x a calm round's movement (docs/RESULTS.md, the rule on 3 seeds).
+        movement, shift = None, False
         if server_round > settings.warmup:
             self.anchor = update_anchor(self.anchor, z_global, settings.beta)
-        movement = [s for s, d in zip(anchor_scores, decisions, strict=True) if d == ACCEPTED]
-        shift = False
-        if movement:
-            median = statistics.median(s for s in movement if s is not None)
-            shift = shared_shift(self.movement, median, settings.rho, settings.window)
+            movement = self._movement(z_replies, candidates, anchor_scores, decisions)
+        if movement is not None:
+            shift = shared_shift(self.movement, movement, settings.rho, settings.window)
             if not shift:  # the calm history: a shift lasts until movement is back to it
-                self.movement.append(median)
+                self.movement.append(movement)
+        self.unconsolidated = None
         consolidation: dict[str, Any] | None = None
         if arrays is not None and self.anchor is not None:
             arrays, consolidation = self._consolidate(arrays, shift)
@@ -183,6 +187,7 @@ class DynamicBarlowContinuity(RemembersGlobal):
             "evidence": evidence,
             "threshold": threshold,
             "all_rejected": arrays is None,
+            "movement": movement,
             "consolidation": consolidation,
             "seconds_scoring": round(scored - started, 4),
             "seconds_consolidation": round(time.perf_counter() - scored, 4),
@@ -213,11 +218,38 @@ class DynamicBarlowContinuity(RemembersGlobal):
         ]
         return rejected, None
 
+    def _movement(
+        self,
+        z_replies: list[torch.Tensor],
+        candidates: list[tuple[int, Message]],
+        anchor_scores: list[float | None],
+        decisions: list[str],
+    ) -> float | None:
+        """Measure the round's movement: the median over accepted replies of how far each moved.
+
+        From the model it started from (its anchor score), or with ``movement_from =
+        "aggregate"`` from the last aggregate before consolidation, where there was one.
+        None when nothing was accepted.
+        """
+        accepted = [(i, z) for (i, _), z in zip(candidates, z_replies, strict=True)]
+        accepted = [(i, z) for i, z in accepted if decisions[i] == ACCEPTED]
+        if self.settings.movement_from == "aggregate" and self.unconsolidated is not None:
+            lam = self.settings.offdiag
+            scores: list[float | None] = [
+                barlow_continuity(self.unconsolidated, z, lam) for _, z in accepted
+            ]
+        else:
+            scores = [anchor_scores[i] for i, _ in accepted]
+        known = [s for s in scores if s is not None]
+        return statistics.median(known) if known else None
+
     def _consolidate(self, arrays: ArrayRecord, shift: bool) -> tuple[ArrayRecord, dict[str, Any]]:
         assert self.anchor is not None
         settings = self.settings
         mode = settings.consolidation
         steps = settings.steps if mode == "always" or (mode == "adaptive" and shift) else 0
+        if steps and settings.movement_from == "aggregate":
+            self.unconsolidated = self._outputs(arrays.to_torch_state_dict())
         self.model.load_state_dict(arrays.to_torch_state_dict())
         result = consolidate(
             self.model,
@@ -246,6 +278,7 @@ class DynamicBarlowContinuity(RemembersGlobal):
             "anchor": self.anchor,
             "evidence": {h: list(e) for h, e in self.evidence.items()},
             "movement": list(self.movement),
+            "unconsolidated": self.unconsolidated,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -254,3 +287,7 @@ class DynamicBarlowContinuity(RemembersGlobal):
         self.anchor = None if anchor is None else anchor.to(self.reference_images.device)
         self.evidence = {h: list(e) for h, e in state["evidence"].items()}
         self.movement = list(state["movement"])
+        unconsolidated = state.get("unconsolidated")  # absent in checkpoints before 2026-11-26
+        self.unconsolidated = (
+            None if unconsolidated is None else unconsolidated.to(self.reference_images.device)
+        )
