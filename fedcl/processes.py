@@ -25,6 +25,7 @@ from typing import Any
 from fedcl.errors import FedclError
 
 TAG = "FEDCL_RAY_CLUSTER"  # environment variable that marks a cluster's processes
+MIN_MARK = 8  # characters; fedcl's marks are a uuid tag or a temporary directory
 
 
 def processes_with_env(text: str) -> list[int]:
@@ -32,7 +33,11 @@ def processes_with_env(text: str) -> list[int]:
 
     Every process a command starts inherits its environment, so a unique value in it
     (a temporary directory, a tag) finds them all, wherever they were re-parented.
+    Raises ValueError for a text shorter than :data:`MIN_MARK` characters: an empty
+    one is in every environment, and :func:`stop_tagged` would stop the whole machine.
     """
+    if len(text) < MIN_MARK:
+        raise ValueError(f"a process mark must be unique text of {MIN_MARK}+ characters: {text!r}")
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

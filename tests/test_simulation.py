@@ -20,7 +20,7 @@ from fedcl.cli import main
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES
 from fedcl.models import build_model
-from fedcl.processes import local_cluster, stop_tagged
+from fedcl.processes import local_cluster, processes_with_env, stop_tagged
 from fedcl.recorder import read_metrics
 from fedcl.strategies import STRATEGIES
 
@@ -152,6 +152,15 @@ def test_a_local_cluster_stops_itself_and_nothing_else(ray_address):
         assert other != ray_address and alive(other)
     assert not alive(other)
     assert alive(ray_address)  # the session's cluster (a user's, say) still runs
+
+
+@pytest.mark.parametrize("mark", ["", "PATH", "="])
+def test_a_mark_found_in_every_environment_is_refused(mark):
+    # "" is in every process's environment: stop_tagged("") would stop the machine
+    with pytest.raises(ValueError, match="unique"):
+        stop_tagged(mark)
+    with pytest.raises(ValueError, match="unique"):
+        processes_with_env(mark)
 
 
 def test_without_an_address_a_run_starts_its_own_ray_beside_a_running_cluster(
