@@ -1,17 +1,26 @@
-"""Test-wide settings: offline and quiet Flower, no albumentations update check."""
+"""Test-wide settings: offline and quiet Flower, no albumentations update check.
+
+Every process the suite starts inherits ``FEDCL_TEST_SESSION``: the session fails if
+one of them is still running at its end (a Ray daemon, a SuperLink a test forgot).
+"""
 
 from __future__ import annotations
 
 import os
+import time
+import uuid
+from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+os.environ["FEDCL_TEST_SESSION"] = uuid.uuid4().hex
+SESSION_MARK = f"FEDCL_TEST_SESSION={os.environ['FEDCL_TEST_SESSION']}"
 
 
 import pytest  # noqa: E402
 
-from fedcl.processes import local_cluster  # noqa: E402
+from fedcl.processes import local_cluster, processes_with_env, stop_tagged  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +45,27 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the session if a process it started outlived it (then stop that process)."""
+    deadline = time.monotonic() + 15  # stopping daemons take a moment to exit
+    while (left := processes_with_env(SESSION_MARK)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if not left:
+        return
+    commands = []
+    for pid in left:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            command = b"(gone)"
+        commands.append(f"{pid}: {command.decode(errors='replace')[:200]}")
+    stop_tagged(SESSION_MARK, grace=5.0)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_line("processes the test session left running (now stopped):", red=True)
+        for line in commands:
+            reporter.write_line(f"  {line}", red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

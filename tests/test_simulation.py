@@ -211,15 +211,6 @@ def test_device_auto_falls_back_to_cpu():
     assert resolve_device("cpu").type == "cpu"
 
 
-def _stop_processes_mentioning(text: str) -> None:
-    found = subprocess.run(["pgrep", "-f", text], capture_output=True, text=True).stdout
-    for pid in found.split():
-        try:
-            os.kill(int(pid), signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-
-
 @pytest.mark.skipif(shutil.which("flwr") is None, reason="flwr CLI not on PATH")
 def test_flwr_run_dot_runs_the_same_app(tmp_path):
     flwr_home = tmp_path / "flwr-home"
@@ -262,8 +253,9 @@ def test_flwr_run_dot_runs_the_same_app(tmp_path):
         summary = json.loads((out / "summary.json").read_text())
         assert summary["rounds"] == 1 and 0 <= summary["final_dice"] <= 1
     finally:
-        # `flwr run` against :local: leaves a detached SuperLink: stop what we started.
-        _stop_processes_mentioning(str(flwr_home))
+        # `flwr run` against :local: leaves a detached SuperLink (and its Ray): stop
+        # everything that carries this test's FLWR_HOME in its environment.
+        stop_tagged(str(flwr_home))
 
 
 def test_a_failing_hospital_costs_only_its_update_and_messages_carry_no_data(tmp_path, monkeypatch):
