@@ -163,12 +163,12 @@ class DynamicBarlowContinuity(RemembersGlobal):
                 self.model.load_state_dict(aggregated.to_torch_state_dict())
                 arrays = _to_arrays(self.model)
 
-        # 4. Temporal consolidation toward the EMA anchor of Z(theta_t). The calm history
-        #    of movement starts with the anchor: in warm-up the model leaves its random
-        #    start, 10-30x a calm round's movement (docs/RESULTS.md, the rule on 3 seeds).
-        movement, shift = None, False
+        # 4. Temporal consolidation toward the EMA anchor of Z(theta_t); the adaptive
+        #    rule's movement history starts after warm-up or with round 1.
         if server_round > settings.warmup:
             self.anchor = update_anchor(self.anchor, z_global, settings.beta)
+        movement, shift = None, False
+        if server_round > settings.warmup or not settings.calm_after_warmup:
             movement = self._movement(z_replies, candidates, anchor_scores, decisions)
         if movement is not None:
             shift = shared_shift(self.movement, movement, settings.rho, settings.window)
