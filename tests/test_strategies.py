@@ -473,7 +473,13 @@ def test_too_few_usable_replies_keep_the_global_model(federation):
 def test_dbc_on_cuda_agrees_with_cpu_and_resumes_on_either(federation, tmp_path):
     global_state, clean, drifted, images = federation
     states = [*clean, drifted["inverted"]]
-    settings = {"warmup": 0, "steps": 3, "lr": 1e-2, "consolidation": "always"}
+    settings = {
+        "warmup": 0,
+        "steps": 3,
+        "lr": 1e-2,
+        "consolidation": "always",
+        "movement_from": "aggregate",  # keeps Z of the unconsolidated aggregate: a tensor
+    }
     reports, strategies = [], []
     for device in ("cpu", "cuda"):
         strategy = dbc(images, device=device, **settings)
@@ -487,7 +493,7 @@ def test_dbc_on_cuda_agrees_with_cpu_and_resumes_on_either(federation, tmp_path)
     assert gpu["decisions"] == cpu["decisions"]
     assert gpu["peer_scores"] == pytest.approx(cpu["peer_scores"], rel=1e-3)
     assert gpu["consolidation"]["loss_after"] < gpu["consolidation"]["loss_before"]
-    assert strategies[1].anchor.is_cuda
+    assert strategies[1].anchor.is_cuda and strategies[1].unconsolidated.is_cuda
     # a checkpoint written on the GPU resumes on a CPU-only server and back
     torch.save(
         {"round": 1, "model": {}, "strategy": strategies[1].state_dict()},
@@ -498,6 +504,8 @@ def test_dbc_on_cuda_agrees_with_cpu_and_resumes_on_either(federation, tmp_path)
         resumed = dbc(images, device=device, **settings)
         resumed.load_state_dict(state)
         assert resumed.anchor.device.type == device
+        assert resumed.unconsolidated.device.type == device
         _, messages = configure(resumed, global_state, len(clean))
         replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
         assert resumed.aggregate_train(2, replies)[0] is not None
+        assert resumed.round_report["movement"] is not None  # from the resumed tensor
