@@ -70,6 +70,9 @@ class DBCSettings:
     # last aggregate before consolidation ("aggregate": re-learning what consolidation
     # undid is then no movement, so consolidation cannot keep its own trigger going).
     movement_from: str = "start"
+    # consolidate only on the reference pixels where the anchor's top class probability
+    # is at least this (what the old model knew); 0: every pixel. probs only.
+    confident: float = 0.0
     lambda_offdiag: float = -1.0  # off-diagonal weight; < 0 means 1 / (D - 1)
     pixels_per_image: int = 256  # P: fixed pixel positions per reference tile
     representation: str = "probs"  # probs (softmax) | features (decoder's last map)
@@ -86,6 +89,7 @@ class DBCSettings:
             (self.lr > 0, "lr", "> 0"),
             (self.rho >= 0, "rho", ">= 0"),
             (self.window >= 1, "window", ">= 1"),
+            (0 <= self.confident < 1, "confident", "in [0, 1)"),
             (self.pixels_per_image >= 1, "pixels_per_image", ">= 1"),
         ]
         for ok, name, expected in checks:
@@ -102,6 +106,11 @@ class DBCSettings:
             raise unknown_name("dbc-movement-from", self.movement_from, MOVEMENT_FROM)
         if self.representation not in REPRESENTATIONS:
             raise unknown_name("dbc-representation", self.representation, REPRESENTATIONS)
+        if self.confident > 0 and self.representation != "probs":
+            raise FedclError(
+                "config key 'dbc-confident' needs dbc-representation = 'probs' (a class "
+                f"probability to be confident about), got {self.representation!r}"
+            )
 
     @property
     def offdiag(self) -> float | None:
@@ -181,6 +190,9 @@ class RunConfig:
     dbc_window: int = _opt(_DBC.window, "DBC: rounds of history (evidence, adaptive)")
     dbc_calm_after_warmup: bool = _opt(
         _DBC.calm_after_warmup, "DBC adaptive: calm history starts after warm-up (else round 1)"
+    )
+    dbc_confident: float = _opt(
+        _DBC.confident, "DBC: consolidate only where the anchor's top class prob >= this"
     )
     dbc_movement_from: str = _opt(
         _DBC.movement_from, "DBC adaptive: movement from start or (unconsolidated) aggregate"
@@ -323,6 +335,7 @@ class RunConfig:
             window=self.dbc_window,
             calm_after_warmup=self.dbc_calm_after_warmup,
             movement_from=self.dbc_movement_from,
+            confident=self.dbc_confident,
             lambda_offdiag=self.dbc_lambda,
             pixels_per_image=self.dbc_pixels_per_image,
             representation=self.dbc_representation,

@@ -338,6 +338,7 @@ def consolidate(
     lr: float,
     representation: str = "probs",
     lambda_offdiag: float | None = None,
+    rows: torch.Tensor | None = None,
 ) -> ConsolidationResult:
     """Pull ``model`` (in place) toward the anchor's behaviour on the reference set.
 
@@ -358,20 +359,26 @@ def consolidate(
         ``probs`` or ``features``; must match how ``anchor`` was computed.
     lambda_offdiag : float, optional
         Off-diagonal weight of the loss (default ``1 / (D - 1)``).
+    rows : torch.Tensor, optional
+        Boolean mask over the ``N`` rows: the loss counts only these pixels (default all).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
     anchor = anchor.detach().to(device_of(model))
-    loss = barlow_continuity_loss(
-        anchor, model_outputs(model, images, index, representation), lambda_offdiag
-    )
+    if rows is not None:
+        rows = rows.to(anchor.device)
+        anchor = anchor[rows]
+
+    def loss_now() -> torch.Tensor:
+        z = model_outputs(model, images, index, representation)
+        return barlow_continuity_loss(anchor, z if rows is None else z[rows], lambda_offdiag)
+
+    loss = loss_now()
     before, taken = float(loss.detach()), 0
     while taken < steps:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         taken += 1
-        loss = barlow_continuity_loss(
-            anchor, model_outputs(model, images, index, representation), lambda_offdiag
-        )
+        loss = loss_now()
     return ConsolidationResult(loss_before=before, loss_after=float(loss.detach()), steps=taken)

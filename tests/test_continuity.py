@@ -192,6 +192,22 @@ def test_consolidation_lowers_the_loss_and_leaves_batchnorm_statistics(model_pai
         assert torch.equal(value, buffers[name]), name
 
 
+def test_consolidation_on_some_rows_counts_only_those(model_pair):
+    # the loss before any step is L_BC of the selected rows of anchor and outputs
+    model, other, images = model_pair
+    index = pixel_index(4, 32, 32, 64, seed=0)
+    anchor = reference_outputs(other, images, 64, 0)
+    rows = anchor.max(dim=1).values >= anchor.max(dim=1).values.median()
+    z = reference_outputs(model, images, 64, 0)
+    some = consolidate(copy.deepcopy(model), images, index, anchor, steps=0, lr=1e-2, rows=rows)
+    every = consolidate(copy.deepcopy(model), images, index, anchor, steps=0, lr=1e-2)
+    assert some.loss_before == pytest.approx(barlow_continuity(anchor[rows], z[rows]), rel=1e-5)
+    assert every.loss_before == pytest.approx(barlow_continuity(anchor, z), rel=1e-5)
+    assert some.loss_before != pytest.approx(every.loss_before)
+    stepped = consolidate(model, images, index, anchor, steps=5, lr=1e-2, rows=rows)
+    assert stepped.loss_after < stepped.loss_before
+
+
 def test_no_step_when_off(model_pair):
     model, other, images = model_pair
     index = pixel_index(4, 32, 32, 64, seed=0)

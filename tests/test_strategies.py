@@ -201,6 +201,30 @@ def test_dbc_consolidates_after_warmup_and_keeps_its_state(federation):
     assert restored.state_dict()["evidence"] == state["evidence"]
 
 
+@pytest.mark.parametrize("confident", [0.0, 0.3, 0.99999])
+def test_consolidation_counts_only_the_pixels_the_anchor_is_confident_about(federation, confident):
+    global_state, clean, _, images = federation
+    strategy = dbc(
+        images, warmup=0, steps=2, filter=False, consolidation="always", confident=confident
+    )
+    _, messages = configure(strategy, global_state, 4)
+    replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
+    strategy.aggregate_train(1, replies)
+    consolidation = strategy.round_report["consolidation"]
+    sure = int((strategy.anchor.max(dim=1).values >= confident).sum())
+    if sure >= 2:
+        assert consolidation["pixels"] == sure and consolidation["steps"] == 2
+    else:  # too few pixels to correlate: the aggregate is left as it is
+        assert consolidation["steps"] == 0
+    if confident == 0.0:
+        assert consolidation["pixels"] == strategy.anchor.shape[0]
+
+
+def test_confident_consolidation_needs_probabilities():
+    with pytest.raises(FedclError, match="dbc-confident"):
+        DBCSettings(confident=0.5, representation="features")
+
+
 @pytest.mark.parametrize(("calm", "steps"), [(1e-9, 3), (1e9, 0)])
 def test_adaptive_consolidation_steps_only_in_a_shared_shift(federation, calm, steps):
     # the replies' movement (median anchor score) against a calm history far below it

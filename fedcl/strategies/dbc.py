@@ -250,6 +250,11 @@ class DynamicBarlowContinuity(RemembersGlobal):
         steps = settings.steps if mode == "always" or (mode == "adaptive" and shift) else 0
         if steps and settings.movement_from == "aggregate":
             self.unconsolidated = self._outputs(arrays.to_torch_state_dict())
+        rows = None
+        if settings.confident > 0:  # only what the old model knew
+            rows = self.anchor.max(dim=1).values >= settings.confident
+            if int(rows.sum()) < 2:  # nothing to correlate over: leave the aggregate
+                rows, steps = None, 0
         self.model.load_state_dict(arrays.to_torch_state_dict())
         result = consolidate(
             self.model,
@@ -260,10 +265,12 @@ class DynamicBarlowContinuity(RemembersGlobal):
             lr=settings.lr,
             representation=settings.representation,
             lambda_offdiag=settings.offdiag,
+            rows=rows,
         )
         report = {
             "mode": mode,
             "shift": shift,
+            "pixels": self.anchor.shape[0] if rows is None else int(rows.sum()),
             "loss_before": result.loss_before,
             "loss_after": result.loss_after,
             "steps": result.steps,
