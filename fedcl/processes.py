@@ -51,27 +51,65 @@ def processes_with_env(text: str) -> list[int]:
     return found
 
 
+def _stat(pid: int) -> list[str] | None:
+    """Fields of ``/proc/PID/stat`` after the command name (state first), None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def _alive(pid: int) -> bool:
     """Whether ``pid`` runs (exists and is not a zombie waiting for its parent)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def _identity(pid: int) -> str | None:
+    """Return the start time of a running ``pid`` (None if gone): tells it from a reuse."""
+    fields = _stat(pid)
+    return fields[19] if fields is not None and fields[0] != "Z" else None
+
+
+def _descendants(roots: set[int]) -> set[int]:
+    """Every live process below ``roots`` in the process tree."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        fields = _stat(int(entry.name)) if entry.name.isdigit() else None
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = set(), list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 def stop_tagged(text: str, grace: float = 10.0) -> None:
-    """Stop every process whose environment has ``text``: SIGTERM, SIGKILL after ``grace``.
+    """Stop every process whose environment has ``text``, and their descendants.
 
-    Processes that appear while the others stop are stopped too (a dying raylet can
-    restart its agents): it returns once none has been seen for a second, or after
-    ``2 * grace`` seconds.
+    SIGTERM, SIGKILL after ``grace``. Descendants count because a process that renames
+    itself may overwrite its environment as seen from outside (Ray's agents do, with
+    setproctitle): the agents are found as the raylet's children, and remembered once
+    the dying raylet leaves them to init. Processes that appear while the others stop
+    are stopped too (a dying raylet can restart its agents): it returns once none has
+    been seen for a second, or after ``2 * grace`` seconds.
     """
     start = last_seen = time.monotonic()
+    known: dict[int, str] = {}  # pid -> identity, every process found so far
     signalled: set[int] = set()
     while time.monotonic() - last_seen < 1.0 and time.monotonic() - start < 2 * grace:
         late = time.monotonic() - start > grace
-        for pid in processes_with_env(text):
+        running = {pid for pid, identity in known.items() if _identity(pid) == identity}
+        tagged = set(processes_with_env(text))
+        for pid in tagged | _descendants(tagged | running):
+            identity = _identity(pid)
+            if identity is not None and pid not in known:
+                known[pid] = identity
+                running.add(pid)
+        for pid in running:
             last_seen = time.monotonic()
             if late or pid not in signalled:
                 try:

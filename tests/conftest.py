@@ -20,7 +20,7 @@ SESSION_MARK = f"FEDCL_TEST_SESSION={os.environ['FEDCL_TEST_SESSION']}"
 
 import pytest  # noqa: E402
 
-from fedcl.processes import local_cluster, processes_with_env, stop_tagged  # noqa: E402
+from fedcl.processes import TAG, local_cluster, processes_with_env, stop_tagged  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -57,10 +57,12 @@ def pytest_sessionfinish(session, exitstatus):
     commands = []
     for pid in left:
         try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            cluster = [e.decode() for e in environ if e.startswith(TAG.encode())]
         except OSError:
-            command = b"(gone)"
-        commands.append(f"{pid}: {command.decode(errors='replace')[:200]}")
+            command, cluster = b"(gone)", []
+        commands.append(f"{pid}: {command.decode(errors='replace')[:120]} {cluster}")
     stop_tagged(SESSION_MARK, grace=5.0)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,42 @@ def test_a_local_cluster_stops_itself_and_nothing_else(ray_address):
         assert other != ray_address and alive(other)
     assert not alive(other)
     assert alive(ray_address)  # the session's cluster (a user's, say) still runs
+
+
+def test_stop_tagged_stops_descendants_whose_environment_hides_the_mark(tmp_path):
+    # Ray's agents rename themselves (setproctitle), which can blank their environment
+    # as /proc shows it: they are found as the children of a tagged process instead
+    mark = f"FEDCL_TEST_MARK_{uuid.uuid4().hex}"
+    script = (
+        "import subprocess, time; subprocess.Popen(['env', '-i', 'sleep', '300']); time.sleep(300)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], env=os.environ | {mark: "1"})
+    try:
+        deadline = time.monotonic() + 30
+        while not (hidden := _children_of(parent.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert hidden and processes_with_env(mark) == [parent.pid]  # the child hides it
+        stop_tagged(mark, grace=5.0)
+        parent.wait(timeout=10)
+        assert not [pid for pid in hidden if _state(pid) not in (None, "Z")]
+    finally:
+        parent.kill()
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _state(pid: int) -> str | None:
+    return None if (fields := _stat(pid)) is None else fields[0]
+
+
+def _children_of(pid: int) -> list[int]:
+    procs = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    return [c for c in procs if (fields := _stat(c)) is not None and int(fields[1]) == pid]
 
 
 @pytest.mark.parametrize("mark", ["", "PATH", "="])
