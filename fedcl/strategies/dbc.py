@@ -231,8 +231,8 @@ class DynamicBarlowContinuity(RemembersGlobal):
         "aggregate"`` from the last aggregate before consolidation, where there was one.
         None when nothing was accepted.
         """
-        accepted = [(i, z) for (i, _), z in zip(candidates, z_replies, strict=True)]
-        accepted = [(i, z) for i, z in accepted if decisions[i] == ACCEPTED]
+        pairs = zip(candidates, z_replies, strict=True)
+        accepted = [(i, z) for (i, _), z in pairs if decisions[i] == ACCEPTED]
         if self.settings.movement_from == "aggregate" and self.unconsolidated is not None:
             lam = self.settings.offdiag
             scores: list[float | None] = [
