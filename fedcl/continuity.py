@@ -50,6 +50,7 @@ __all__ = [
 # a class neither predicts anywhere on R: it carries no behaviour to compare.
 DEGENERATE_STD = 1e-4
 MAD_SCALE = 1.4826  # MAD -> standard deviation for normally distributed scores
+MIN_CALM = 2  # calm rounds before a shift can be told from them (shared_shift)
 EVIDENCE_EPS = 1e-4  # peer scores below this are "identical" (identical models: < 1e-6)
 
 
@@ -308,15 +309,17 @@ def persistent_outlier(evidence: Sequence[float], tau: float, window: int) -> bo
 def shared_shift(history: Sequence[float], score: float, rho: float, window: int) -> bool:
     """Whether this round's movement ``score`` jumps above its recent history.
 
-    ``score`` is the median anchor score of the accepted replies (how far the hospitals
-    moved the global model's behaviour on R this round); a shift that all hospitals
-    share (new stain, new case mix) moves every one of them at once, well past the
-    movement of the rounds before, while ordinary learning moves less and less. True
-    when ``score > (1 + rho) * median`` of the last ``window`` values of ``history``;
-    False without history.
+    ``score`` is the round's movement (the median anchor score of the accepted replies:
+    how far the hospitals moved the global model's behaviour on R this round); a shift
+    that all hospitals share (new stain, new case mix) moves every one of them at once,
+    well past the movement of the rounds before, while ordinary learning moves less and
+    less. True when ``score > (1 + rho) * median`` of the last ``window`` values of
+    ``history``; False with fewer than :data:`MIN_CALM` values: one round is no level
+    to jump from (measured: an iid run's round 5 moved 5x its round 4, see
+    docs/RESULTS.md).
     """
     recent = list(history)[-window:]
-    return bool(recent) and score > (1 + rho) * statistics.median(recent)
+    return len(recent) >= MIN_CALM and score > (1 + rho) * statistics.median(recent)
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,8 @@ def test_persistent_outlier_averages_the_recent_rounds():
 
 def test_shared_shift_compares_with_the_recent_median():
     assert not shared_shift([], 5.0, rho=1.0, window=3)
+    assert not shared_shift([1.0], 50.0, rho=1.0, window=3)  # one round is no level
+    assert shared_shift([1.0, 1.0], 2.1, rho=1.0, window=3)
     history = [9.0, 1.0, 2.0, 3.0]  # last 3: median 2
     assert shared_shift(history, 4.1, rho=1.0, window=3)
     assert not shared_shift(history, 4.0, rho=1.0, window=3)
