@@ -133,23 +133,25 @@ def run_scenarios(
 ) -> list[Path]:
     """:func:`run_all` per scenario into ``OUT/<scenario>`` and a table for each.
 
-    Returns the comparison directories (one per scenario). With one scenario it is
-    ``out`` itself.
+    Returns the comparison directories (one per scenario). Without ``scenarios`` the
+    base config's scenario runs into ``out`` itself. ``OUT/results.md`` has every
+    scenario directory in ``out``, also those an earlier command wrote (so commands
+    naming one scenario each can fill one comparison).
     """
     for name in scenarios:
         if name not in SCENARIOS:
             raise FedclError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
-    if len(scenarios) <= 1:
-        configs = [(base.replace(scenario=scenarios[0]) if scenarios else base, out)]
-    else:
+    if scenarios:
         configs = [(base.replace(scenario=name), out / name) for name in scenarios]
+    else:
+        configs = [(base, out)]
     for config, _ in configs:
         for entry in entries:
             entry.config(config)  # every entry valid in every scenario, before any run
     for config, directory in configs:
         run_all(config, entries, seeds, directory, run)
         write_comparison(directory)
-    if len(configs) > 1:
+    if scenarios:
         write_overview(out)
     return [directory for _, directory in configs]
 

@@ -260,6 +260,19 @@ def test_several_scenarios_get_a_table_each_and_an_overview(tmp_path, capsys):
     (tmp_path / "results.md").unlink()
     assert main(["report", str(tmp_path)]) == 0  # rebuilt from the runs alone
     assert (tmp_path / "results.md").read_text() == overview
+    # a later command naming one scenario adds its directory, and the overview grows
+    run_scenarios(
+        RunConfig(rounds=3),
+        ["catastrophic-forgetting"],
+        [parse_entry("fedavg")],
+        [0],
+        tmp_path,
+        _fake_run(calls),
+    )
+    assert (tmp_path / "catastrophic-forgetting" / "fedavg-s0").is_dir()
+    assert not (tmp_path / "fedavg-s0").exists()
+    assert "## scenario catastrophic-forgetting" in (tmp_path / "results.md").read_text()
+    assert "## scenario iid" in (tmp_path / "results.md").read_text()
 
 
 @pytest.mark.parametrize(
