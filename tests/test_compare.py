@@ -262,7 +262,7 @@ def test_several_scenarios_get_a_table_each_and_an_overview(tmp_path, capsys):
     assert (tmp_path / "results.md").read_text() == overview
     # a later command naming one scenario adds its directory, and the overview grows
     run_scenarios(
-        RunConfig(rounds=3),
+        RunConfig(rounds=3, rounds_per_stage=1),
         ["catastrophic-forgetting"],
         [parse_entry("fedavg")],
         [0],
