@@ -53,7 +53,7 @@ class DBCSettings:
     consolidation: str = "adaptive"
     # Every consolidated round trades new-stage learning for old-stage memory: 10 steps
     # undid a round's learning on R entirely (seed 0: forgetting 0.36 -> 0.13, ACC 0.37
-    # -> 0.24). With the calm history after warm-up, 1 step (3 seeds): ACC 0.388 vs
+    # -> 0.24). With the calm history after warm-up, 1 step (3 seeds): ACC 0.389 vs
     # FedAvg 0.383, forgetting 0.268 vs 0.346; 2 steps: 0.358 / 0.204 (docs/RESULTS.md).
     steps: int = 1  # consolidation optimizer steps per round
     lr: float = 1e-3  # consolidation Adam learning rate
