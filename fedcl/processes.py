@@ -59,16 +59,18 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (exists and is not a zombie waiting for its parent)."""
-    fields = _stat(pid)
-    return fields is not None and fields[0] != "Z"
-
-
 def _identity(pid: int) -> str | None:
-    """Return the start time of a running ``pid`` (None if gone): tells it from a reuse."""
+    """Return the start time of a running ``pid`` (None if gone): tells it from a reuse.
+
+    A zombie (exited, waiting for its parent) does not run.
+    """
     fields = _stat(pid)
     return fields[19] if fields is not None and fields[0] != "Z" else None
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (exists and is not a zombie waiting for its parent)."""
+    return _identity(pid) is not None
 
 
 def _descendants(roots: set[int]) -> set[int]:
