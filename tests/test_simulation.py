@@ -21,7 +21,7 @@ from fedcl.cli import main
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES
 from fedcl.models import build_model
-from fedcl.processes import local_cluster, processes_with_env, stop_tagged
+from fedcl.processes import _alive, _stat, local_cluster, processes_with_env, stop_tagged
 from fedcl.recorder import read_metrics
 from fedcl.strategies import STRATEGIES
 
@@ -170,20 +170,9 @@ def test_stop_tagged_stops_descendants_whose_environment_hides_the_mark(tmp_path
         assert hidden and processes_with_env(mark) == [parent.pid]  # the child hides it
         stop_tagged(mark, grace=5.0)
         parent.wait(timeout=10)
-        assert not [pid for pid in hidden if _state(pid) not in (None, "Z")]
+        assert not [pid for pid in hidden if _alive(pid)]
     finally:
         parent.kill()
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def _state(pid: int) -> str | None:
-    return None if (fields := _stat(pid)) is None else fields[0]
 
 
 def _children_of(pid: int) -> list[int]:

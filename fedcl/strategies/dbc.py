@@ -248,14 +248,16 @@ class DynamicBarlowContinuity(RemembersGlobal):
         settings = self.settings
         mode = settings.consolidation
         steps = settings.steps if mode == "always" or (mode == "adaptive" and shift) else 0
-        if steps and settings.movement_from == "aggregate":
-            self.unconsolidated = self._outputs(arrays.to_torch_state_dict())
         rows = None
         if settings.confident > 0:  # only what the old model knew
             rows = self.anchor.max(dim=1).values >= settings.confident
             if int(rows.sum()) < 2:  # nothing to correlate over: leave the aggregate
                 rows, steps = None, 0
-        self.model.load_state_dict(arrays.to_torch_state_dict())
+        state = arrays.to_torch_state_dict()
+        if steps and settings.movement_from == "aggregate":
+            self.unconsolidated = self._outputs(state)  # loads the aggregate into self.model
+        else:
+            self.model.load_state_dict(state)
         result = consolidate(
             self.model,
             self.reference_images,
