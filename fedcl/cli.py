@@ -228,8 +228,11 @@ def _resumed_config(args: argparse.Namespace) -> RunConfig:
 def _run(args: argparse.Namespace) -> int:
 
     config = _resumed_config(args) if args.resume else resolve_config(args)
-    _preflight(config)
-    _simulate_with_progress(config, args.verbose, resume=bool(args.resume))
+    from fedcl.simulation import local_ray
+
+    with local_ray(config):  # now: the hospitals' workers import while this process does
+        _preflight(config)
+        _simulate_with_progress(config, args.verbose, resume=bool(args.resume))
     return 0
 
 

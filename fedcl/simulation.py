@@ -11,15 +11,19 @@ standard Flower app too: ``flwr run .`` runs the same ``server.app:app`` and
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from fedcl.config import RunConfig
-from fedcl.recorder import RoundCallback
 
 if TYPE_CHECKING:
     from flwr.clientapp import ClientApp
+
+    from fedcl.recorder import RoundCallback
 
 # Offline and quiet: no telemetry, no update check, no dependency installation.
 FLOWER_ENV = {
@@ -66,6 +70,71 @@ def backend_config(config: RunConfig, cluster: str = "") -> dict[str, Any]:
     }
 
 
+# What a hospital's Ray worker imports as it starts (Ray's ``preload_python_modules``),
+# so that the first round does not wait for torch and MONAI to load in every actor.
+HOSPITAL_MODULES = ("clients.app",)
+
+
+@contextmanager
+def local_ray(config: RunConfig, cluster: str = "") -> Iterator[None]:
+    """Run the block with this process's local Ray instance for ``config`` started.
+
+    Starts nothing when Ray already runs in this process or the run attaches to a
+    cluster (``ray-address``, ``cluster``: Flower connects). Otherwise Ray starts now,
+    and stops when the block ends. Flower's backend finds it initialised and uses it.
+
+    Why fedcl starts it rather than Flower: Ray prestarts one worker per CPU, and
+    Flower, which starts Ray with a ``runtime_env``, leaves those idle and starts
+    fresh workers for its actors, which then import torch and MONAI on the first
+    round's message. Here the workers inherit ``PYTHONPATH`` (Flower's reason for its
+    ``runtime_env``) from this process, host the actors, and, when each hospital has
+    at most one CPU and no GPU (one prestarted worker per actor), import
+    :data:`HOSPITAL_MODULES` as they start, while this process does its own imports.
+    """
+    import ray
+
+    if ray.is_initialized() or config.ray_address or cluster:
+        yield
+        return
+    _set_flower_env()
+    pythonpath = os.pathsep.join([*sys.path, *filter(None, [os.environ.get("PYTHONPATH")])])
+    preload = config.client_cpus <= 1 and config.client_gpus == 0
+    # The OMP_NUM_THREADS Ray gives an actor's worker (its CPUs, at least 1), set for
+    # the workers as they start: Ray sets it when the actor starts, too late for a
+    # worker whose torch was loaded already.
+    threads = str(max(1, math.floor(config.client_cpus)))
+    threads = os.environ.get("OMP_NUM_THREADS", threads)
+    with _environ(PYTHONPATH=pythonpath, OMP_NUM_THREADS=threads):
+        ray.init(
+            **backend_config(config)["init_args"],
+            _system_config={"preload_python_modules": list(HOSPITAL_MODULES) if preload else []},
+        )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _set_flower_env() -> None:
+    for key, value in FLOWER_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+@contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    """Set environment variables for the processes started inside the block."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                del os.environ[key]
+            else:
+                os.environ[key] = value
+
+
 def simulate(
     config: RunConfig,
     callbacks: Sequence[RoundCallback] = (),
@@ -81,8 +150,7 @@ def simulate(
     ``config.out`` from its checkpoint. ``cluster``: attach to this Ray address
     unless the config names one (see :func:`backend_config`).
     """
-    for key, value in FLOWER_ENV.items():
-        os.environ.setdefault(key, value)
+    _set_flower_env()
     from flwr.simulation import run_simulation  # after the environment is set
 
     from clients.app import app as default_client_app
@@ -91,9 +159,10 @@ def simulate(
     flwr_logger = logging.getLogger("flwr")
     flwr_logger.setLevel(logging.INFO if verbose else logging.WARNING)
     flwr_logger.addFilter(_DropIntended())
-    run_simulation(
-        server_app=make_app(config, callbacks, resume),
-        client_app=client_app or default_client_app,
-        num_supernodes=config.clients,
-        backend_config=backend_config(config, cluster),
-    )
+    with local_ray(config, cluster):
+        run_simulation(
+            server_app=make_app(config, callbacks, resume),
+            client_app=client_app or default_client_app,
+            num_supernodes=config.clients,
+            backend_config=backend_config(config, cluster),
+        )

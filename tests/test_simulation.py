@@ -194,32 +194,43 @@ def test_without_an_address_a_run_starts_its_own_ray_beside_a_running_cluster(
 ):
     # ray.init() with no address would join the cluster `ray start` left running and
     # hang; fedcl asks for a local instance. A subprocess, so a regression fails here.
+    config = RunConfig(clients=2, rounds=1, image_size=32, train_tiles=6, test_tiles=4)
     out = tmp_path / "local"
+    flags = [f"--{key}={value}" for key, value in config.to_mapping().items()]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fedcl",
-            "run",
-            "--clients",
-            "2",
-            "--rounds",
-            "1",
-            "--image-size",
-            "32",
-            "--train-tiles",
-            "6",
-            "--test-tiles",
-            "4",
-            "--out",
-            str(out),
-        ],
+        [sys.executable, "-m", "fedcl", "run", *flags, "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=240,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((out / "summary.json").read_text())["rounds"] == 1
+    # fedcl's own Ray start (preloaded workers, their thread count) changes no result:
+    # the same run through the session's cluster, where Flower's actors start afresh.
+    shared = run_fedcl(config, tmp_path, "shared", ray_address)
+    assert _dice_by_round(out) == _dice_by_round(shared)
+
+
+def _dice_by_round(run_dir: Path) -> list[list[float]]:
+    return [record["dice_per_hospital"] for record in read_metrics(run_dir)]
+
+
+def test_local_ray_workers_load_the_hospitals_before_their_first_message():
+    import ray
+
+    from fedcl.simulation import local_ray
+
+    @ray.remote(num_cpus=1)
+    class Probe:
+        def state(self) -> tuple[bool, int]:
+            return "clients.app" in sys.modules, torch.get_num_threads()
+
+    with local_ray(RunConfig()):  # 1 CPU per hospital: one prestarted worker each
+        probes = [Probe.remote() for _ in range(int(ray.cluster_resources()["CPU"]))]
+        states = ray.get([probe.state.remote() for probe in probes])
+    assert not ray.is_initialized()
+    # torch loaded before Ray assigned the actor still runs on the actor's one CPU
+    assert states == [(True, 1)] * len(probes)
 
 
 def test_device_cuda_without_cuda_is_a_clear_error(capsys):
