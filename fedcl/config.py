@@ -30,6 +30,7 @@ DEVICES = ("auto", "cpu", "cuda")
 CONSOLIDATION_MODES = ("always", "adaptive", "off")
 FILTER_RULES = ("evidence", "round")
 MOVEMENT_FROM = ("start", "aggregate")
+CONSOLIDATION_OPTIMIZERS = ("adam", "normalized")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,7 +57,12 @@ class DBCSettings:
     # -> 0.24). With the calm history after warm-up, 1 step (3 seeds): ACC 0.389 vs
     # FedAvg 0.383, forgetting 0.268 vs 0.346; 2 steps: 0.358 / 0.204 (docs/RESULTS.md).
     steps: int = 1  # consolidation optimizer steps per round
-    lr: float = 1e-3  # consolidation Adam learning rate
+    lr: float = 1e-3  # consolidation learning rate
+    # "adam" (DESIGN 5): a fresh Adam each round, so one step moves every parameter by
+    # ~lr whatever its gradient (a sign step); "normalized": gradient descent with the
+    # step scaled to the same root-mean-square size, lr * g / rms(g), so parameters move
+    # in proportion to how much they change the continuity loss.
+    optimizer: str = "adam"
     # adaptive: consolidate when the movement exceeds (1 + rho) x its recent calm median.
     # Measured (seed 0): a stage shift moves it 11x, ordinary rounds up to 2.2x; at
     # rho = 1 a 2.2x round in client-drift started consolidation that kept itself going
@@ -102,6 +108,8 @@ class DBCSettings:
             raise unknown_name("dbc-consolidation", self.consolidation, CONSOLIDATION_MODES)
         if self.filter_rule not in FILTER_RULES:
             raise unknown_name("dbc-filter-rule", self.filter_rule, FILTER_RULES)
+        if self.optimizer not in CONSOLIDATION_OPTIMIZERS:
+            raise unknown_name("dbc-optimizer", self.optimizer, CONSOLIDATION_OPTIMIZERS)
         if self.movement_from not in MOVEMENT_FROM:
             raise unknown_name("dbc-movement-from", self.movement_from, MOVEMENT_FROM)
         if self.representation not in REPRESENTATIONS:
@@ -185,7 +193,10 @@ class RunConfig:
     dbc_warmup: int = _opt(_DBC.warmup, "DBC: rounds before the anchor starts")
     dbc_consolidation: str = _opt(_DBC.consolidation, "DBC: always, adaptive or off")
     dbc_steps: int = _opt(_DBC.steps, "DBC: consolidation steps per round, at most")
-    dbc_lr: float = _opt(_DBC.lr, "DBC: consolidation learning rate (Adam)")
+    dbc_lr: float = _opt(_DBC.lr, "DBC: consolidation learning rate")
+    dbc_optimizer: str = _opt(
+        _DBC.optimizer, "DBC: consolidation steps: adam, or normalized (lr * g / rms(g))"
+    )
     dbc_rho: float = _opt(_DBC.rho, "DBC adaptive: consolidate above (1 + rho) x recent")
     dbc_window: int = _opt(_DBC.window, "DBC: rounds of history (evidence, adaptive)")
     dbc_calm_after_warmup: bool = _opt(
@@ -331,6 +342,7 @@ class RunConfig:
             consolidation=self.dbc_consolidation,
             steps=self.dbc_steps,
             lr=self.dbc_lr,
+            optimizer=self.dbc_optimizer,
             rho=self.dbc_rho,
             window=self.dbc_window,
             calm_after_warmup=self.dbc_calm_after_warmup,

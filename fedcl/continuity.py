@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -339,14 +339,15 @@ def consolidate(
     *,
     steps: int,
     lr: float,
+    optimizer: str = "adam",
     representation: str = "probs",
     lambda_offdiag: float | None = None,
     rows: torch.Tensor | None = None,
 ) -> ConsolidationResult:
     """Pull ``model`` (in place) toward the anchor's behaviour on the reference set.
 
-    Takes ``steps`` Adam steps minimising ``L_BC(anchor, Z(model))``. BatchNorm running
-    statistics are not updated (eval mode).
+    Takes ``steps`` optimizer steps minimising ``L_BC(anchor, Z(model))``. BatchNorm
+    running statistics are not updated (eval mode).
 
     Parameters
     ----------
@@ -357,7 +358,11 @@ def consolidate(
     anchor : torch.Tensor
         ``N x D`` target behaviour ``A_t``.
     steps, lr : int, float
-        This many Adam steps at this learning rate.
+        This many steps at this learning rate.
+    optimizer : str
+        ``adam``: a fresh Adam (its first step moves every parameter by ~``lr``);
+        ``normalized``: ``theta -= lr * g / rms(g)``, the gradient's direction with the
+        root-mean-square step ``lr`` (rms over all parameters' gradient entries).
     representation : str
         ``probs`` or ``features``; must match how ``anchor`` was computed.
     lambda_offdiag : float, optional
@@ -366,7 +371,7 @@ def consolidate(
         Boolean mask over the ``N`` rows: the loss counts only these pixels (default all).
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr)
+    step = _adam_step(params, lr) if optimizer == "adam" else _normalized_step(params, lr)
     anchor = anchor.detach().to(device_of(model))
     if rows is not None:
         rows = rows.to(anchor.device)
@@ -379,9 +384,30 @@ def consolidate(
     loss = loss_now()
     before, taken = float(loss.detach()), 0
     while taken < steps:
-        optimizer.zero_grad(set_to_none=True)
+        for p in params:
+            p.grad = None
         loss.backward()
-        optimizer.step()
+        step()
         taken += 1
         loss = loss_now()
     return ConsolidationResult(loss_before=before, loss_after=float(loss.detach()), steps=taken)
+
+
+def _adam_step(params: list[nn.Parameter], lr: float) -> Callable[[], None]:
+    return torch.optim.Adam(params, lr=lr).step
+
+
+def _normalized_step(params: list[nn.Parameter], lr: float) -> Callable[[], None]:
+    @torch.no_grad()
+    def step() -> None:
+        moving = [(p, p.grad) for p in params if p.grad is not None]
+        count = sum(g.numel() for _, g in moving)
+        if not count:
+            return
+        rms = math.sqrt(sum(float(g.pow(2).sum()) for _, g in moving) / count)
+        if not math.isfinite(rms) or rms == 0:
+            return  # a flat (or broken) loss: nothing to follow
+        for p, g in moving:
+            p.sub_(g, alpha=lr / rms)
+
+    return step

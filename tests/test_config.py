@@ -38,6 +38,7 @@ def test_toml_file_with_the_flag_names(tmp_path):
         ({"lr": 0}, "'lr' must be > 0"),
         ({"rounds": "ten"}, "'rounds' must be int, got 'ten'"),
         ({"optimizer": "adamw"}, "unknown optimizer 'adamw'.*Did you mean 'adam'"),
+        ({"dbc-optimizer": "sgd"}, "unknown dbc-optimizer 'sgd'"),
         ({"scenario": "idd"}, "unknown scenario 'idd'.*Did you mean 'iid'"),
         ({"image_size": 64}, "unknown key 'image_size'.*Did you mean 'image-size'"),
     ],

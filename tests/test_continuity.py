@@ -11,9 +11,11 @@ from monai.losses import BarlowTwinsLoss
 
 from fedcl.continuity import (
     barlow_continuity,
+    barlow_continuity_loss,
     consensus_filter,
     consensus_threshold,
     consolidate,
+    model_outputs,
     peer_evidence,
     persistent_outlier,
     pixel_index,
@@ -182,12 +184,13 @@ def test_reference_outputs_shape_and_determinism(model_pair, representation):
         assert torch.allclose(z.sum(1), torch.ones(40))
 
 
-def test_consolidation_lowers_the_loss_and_leaves_batchnorm_statistics(model_pair):
+@pytest.mark.parametrize("optimizer", ["adam", "normalized"])
+def test_consolidation_lowers_the_loss_and_leaves_batchnorm_statistics(model_pair, optimizer):
     model, other, images = model_pair
     index = pixel_index(4, 32, 32, 64, seed=0)
     anchor = reference_outputs(other, images, 64, 0)
     buffers = {k: v.clone() for k, v in model.named_buffers()}
-    result = consolidate(model, images, index, anchor, steps=10, lr=1e-2)
+    result = consolidate(model, images, index, anchor, steps=10, lr=1e-2, optimizer=optimizer)
     assert result.steps == 10
     assert result.loss_after < result.loss_before
     for name, value in model.named_buffers():
@@ -208,6 +211,26 @@ def test_consolidation_on_some_rows_counts_only_those(model_pair):
     assert some.loss_before != pytest.approx(every.loss_before)
     stepped = consolidate(model, images, index, anchor, steps=5, lr=1e-2, rows=rows)
     assert stepped.loss_after < stepped.loss_before
+
+
+def test_a_normalized_step_follows_the_gradient_with_rms_size_lr(model_pair):
+    model, other, images = model_pair
+    index = pixel_index(4, 32, 32, 64, seed=0)
+    anchor = reference_outputs(other, images, 64, 0)
+    probe = copy.deepcopy(model)  # the gradient at the start
+    loss = barlow_continuity_loss(anchor, model_outputs(probe, images, index, "probs"))
+    loss.backward()
+    grad = torch.cat([p.grad.flatten() for p in probe.parameters() if p.grad is not None])
+    before = torch.cat([p.detach().flatten() for p in model.parameters()])
+    consolidate(model, images, index, anchor, steps=1, lr=1e-3, optimizer="normalized")
+    moved = before - torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert moved.pow(2).mean().sqrt() == pytest.approx(1e-3, rel=1e-3)
+    assert torch.nn.functional.cosine_similarity(moved, grad, dim=0) > 0.9999
+    # a fresh Adam's first step is lr * sign(g): the same size for every parameter
+    adam = copy.deepcopy(probe)
+    consolidate(adam, images, index, anchor, steps=1, lr=1e-3, optimizer="adam")
+    adam_moved = before - torch.cat([p.detach().flatten() for p in adam.parameters()])
+    assert adam_moved[grad.abs() > 1e-6].abs().median() == pytest.approx(1e-3, rel=0.01)
 
 
 def test_no_step_when_off(model_pair):

@@ -265,6 +265,7 @@ class DynamicBarlowContinuity(RemembersGlobal):
             self.anchor,
             steps=steps,
             lr=settings.lr,
+            optimizer=settings.optimizer,
             representation=settings.representation,
             lambda_offdiag=settings.offdiag,
             rows=rows,
