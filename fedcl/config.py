@@ -63,6 +63,10 @@ class DBCSettings:
     # step scaled to the same root-mean-square size, lr * g / rms(g), so parameters move
     # in proportion to how much they change the continuity loss.
     optimizer: str = "adam"
+    # False: consolidation leaves the convolutions that read the RGB tiles as the
+    # hospitals left them (a new stage's stain is re-learned there; the continuity
+    # loss's gradient sits almost all in them, docs/RESULTS.md).
+    consolidate_input: bool = True
     # adaptive: consolidate when the movement exceeds (1 + rho) x its recent calm median.
     # Measured (seed 0): a stage shift moves it 11x, ordinary rounds up to 2.2x; at
     # rho = 1 a 2.2x round in client-drift started consolidation that kept itself going
@@ -196,6 +200,9 @@ class RunConfig:
     dbc_lr: float = _opt(_DBC.lr, "DBC: consolidation learning rate")
     dbc_optimizer: str = _opt(
         _DBC.optimizer, "DBC: consolidation steps: adam, or normalized (lr * g / rms(g))"
+    )
+    dbc_consolidate_input: bool = _opt(
+        _DBC.consolidate_input, "DBC: consolidation also moves the layers that read the tiles"
     )
     dbc_rho: float = _opt(_DBC.rho, "DBC adaptive: consolidate above (1 + rho) x recent")
     dbc_window: int = _opt(_DBC.window, "DBC: rounds of history (evidence, adaptive)")
@@ -343,6 +350,7 @@ class RunConfig:
             steps=self.dbc_steps,
             lr=self.dbc_lr,
             optimizer=self.dbc_optimizer,
+            consolidate_input=self.dbc_consolidate_input,
             rho=self.dbc_rho,
             window=self.dbc_window,
             calm_after_warmup=self.dbc_calm_after_warmup,

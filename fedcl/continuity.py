@@ -340,6 +340,7 @@ def consolidate(
     steps: int,
     lr: float,
     optimizer: str = "adam",
+    consolidate_input: bool = True,
     representation: str = "probs",
     lambda_offdiag: float | None = None,
     rows: torch.Tensor | None = None,
@@ -363,6 +364,8 @@ def consolidate(
         ``adam``: a fresh Adam (its first step moves every parameter by ~``lr``);
         ``normalized``: ``theta -= lr * g / rms(g)``, the gradient's direction with the
         root-mean-square step ``lr`` (rms over all parameters' gradient entries).
+    consolidate_input : bool
+        False: leave the parameters of :func:`input_parameters` as they are.
     representation : str
         ``probs`` or ``features``; must match how ``anchor`` was computed.
     lambda_offdiag : float, optional
@@ -370,7 +373,8 @@ def consolidate(
     rows : torch.Tensor, optional
         Boolean mask over the ``N`` rows: the loss counts only these pixels (default all).
     """
-    params = [p for p in model.parameters() if p.requires_grad]
+    held = set() if consolidate_input else {id(p) for p in input_parameters(model, images)}
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in held]
     step = _adam_step(params, lr) if optimizer == "adam" else _normalized_step(params, lr)
     anchor = anchor.detach().to(device_of(model))
     if rows is not None:
@@ -391,6 +395,17 @@ def consolidate(
         taken += 1
         loss = loss_now()
     return ConsolidationResult(loss_before=before, loss_after=float(loss.detach()), steps=taken)
+
+
+def input_parameters(model: nn.Module, images: torch.Tensor) -> list[nn.Parameter]:
+    """Return the parameters of the convolutions that read the tiles (by channels in)."""
+    channels = images.shape[1]
+    return [
+        p
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d) and m.in_channels == channels
+        for p in m.parameters()
+    ]
 
 
 def _adam_step(params: list[nn.Parameter], lr: float) -> Callable[[], None]:

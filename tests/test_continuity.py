@@ -15,6 +15,7 @@ from fedcl.continuity import (
     consensus_filter,
     consensus_threshold,
     consolidate,
+    input_parameters,
     model_outputs,
     peer_evidence,
     persistent_outlier,
@@ -231,6 +232,23 @@ def test_a_normalized_step_follows_the_gradient_with_rms_size_lr(model_pair):
     consolidate(adam, images, index, anchor, steps=1, lr=1e-3, optimizer="adam")
     adam_moved = before - torch.cat([p.detach().flatten() for p in adam.parameters()])
     assert adam_moved[grad.abs() > 1e-6].abs().median() == pytest.approx(1e-3, rel=0.01)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "normalized"])
+def test_consolidation_can_leave_the_layers_that_read_the_tiles(model_pair, optimizer):
+    model, other, images = model_pair
+    index = pixel_index(4, 32, 32, 64, seed=0)
+    anchor = reference_outputs(other, images, 64, 0)
+    held = {id(p) for p in input_parameters(model, images)}
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert held and {id(p) for p in first.parameters()} <= held
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    result = consolidate(
+        model, images, index, anchor, steps=3, lr=1e-2, optimizer=optimizer, consolidate_input=False
+    )
+    assert result.loss_after < result.loss_before
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name]) == (id(p) in held), name
 
 
 def test_no_step_when_off(model_pair):

@@ -266,6 +266,7 @@ class DynamicBarlowContinuity(RemembersGlobal):
             steps=steps,
             lr=settings.lr,
             optimizer=settings.optimizer,
+            consolidate_input=settings.consolidate_input,
             representation=settings.representation,
             lambda_offdiag=settings.offdiag,
             rows=rows,
