@@ -16,6 +16,7 @@ size: ``share = s(N, R) / (round(N) - s_run(N) + s(N, R))``. (Subtracting the mo
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import tempfile
 from pathlib import Path
@@ -67,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
+    logging.getLogger("flwr").setLevel(logging.ERROR)  # the mock rounds: no Flower chatter
     counts, sizes, base = [5, 10, 20, 50], [16, 32, 64, 128], RunConfig(strategy="dbc")
     if args.smoke:
         counts, sizes = [3], [8, 32]
