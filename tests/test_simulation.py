@@ -215,22 +215,26 @@ def _dice_by_round(run_dir: Path) -> list[list[float]]:
     return [record["dice_per_hospital"] for record in read_metrics(run_dir)]
 
 
-def test_local_ray_workers_load_the_hospitals_before_their_first_message():
+@pytest.mark.parametrize(("client_cpus", "expected"), [(1.0, (True, 1)), (2.0, (False, 2))])
+def test_local_ray_workers_load_the_hospitals_before_their_first_message(client_cpus, expected):
+    # 1 CPU per hospital: one prestarted worker per actor, preloaded; 2: not preloaded
+    # (one of the two prestarted workers would import for nothing). Either way the
+    # actor's torch runs on the actor's CPUs.
     import ray
 
     from fedcl.simulation import local_ray
 
-    @ray.remote(num_cpus=1)
+    @ray.remote(num_cpus=client_cpus)
     class Probe:
         def state(self) -> tuple[bool, int]:
             return "clients.app" in sys.modules, torch.get_num_threads()
 
-    with local_ray(RunConfig()):  # 1 CPU per hospital: one prestarted worker each
-        probes = [Probe.remote() for _ in range(int(ray.cluster_resources()["CPU"]))]
+    with local_ray(RunConfig(client_cpus=client_cpus)):
+        actors = int(ray.cluster_resources()["CPU"] // client_cpus)
+        probes = [Probe.remote() for _ in range(actors)]
         states = ray.get([probe.state.remote() for probe in probes])
     assert not ray.is_initialized()
-    # torch loaded before Ray assigned the actor still runs on the actor's one CPU
-    assert states == [(True, 1)] * len(probes)
+    assert states == [expected] * actors
 
 
 def test_device_cuda_without_cuda_is_a_clear_error(capsys):
