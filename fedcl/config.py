@@ -30,7 +30,7 @@ DEVICES = ("auto", "cpu", "cuda")
 CONSOLIDATION_MODES = ("always", "adaptive", "off")
 FILTER_RULES = ("evidence", "round")
 MOVEMENT_FROM = ("start", "aggregate")
-CONSOLIDATION_OPTIMIZERS = ("adam", "normalized")
+CONSOLIDATION_OPTIMIZERS = ("adam", "normalized")  # fedcl.continuity.consolidate
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -375,7 +375,9 @@ def consolidate(
     """
     held = set() if consolidate_input else {id(p) for p in input_parameters(model, images)}
     params = [p for p in model.parameters() if p.requires_grad and id(p) not in held]
-    step = _adam_step(params, lr) if optimizer == "adam" else _normalized_step(params, lr)
+    if optimizer not in _STEPS:
+        raise ValueError(f"optimizer must be one of {sorted(_STEPS)}, got {optimizer!r}")
+    step = _STEPS[optimizer](params, lr)
     anchor = anchor.detach().to(device_of(model))
     if rows is not None:
         rows = rows.to(anchor.device)
@@ -426,3 +428,6 @@ def _normalized_step(params: list[nn.Parameter], lr: float) -> Callable[[], None
             p.sub_(g, alpha=lr / rms)
 
     return step
+
+
+_STEPS = {"adam": _adam_step, "normalized": _normalized_step}

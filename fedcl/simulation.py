@@ -99,11 +99,10 @@ def local_ray(config: RunConfig, cluster: str = "") -> Iterator[None]:
     _set_flower_env()
     pythonpath = os.pathsep.join([*sys.path, *filter(None, [os.environ.get("PYTHONPATH")])])
     preload = config.client_cpus <= 1 and config.client_gpus == 0
-    # The OMP_NUM_THREADS Ray gives an actor's worker (its CPUs, at least 1), set for
-    # the workers as they start: Ray sets it when the actor starts, too late for a
-    # worker whose torch was loaded already.
-    threads = str(max(1, math.floor(config.client_cpus)))
-    threads = os.environ.get("OMP_NUM_THREADS", threads)
+    # The OMP_NUM_THREADS Ray gives an actor's worker (its CPUs, at least 1; a user's
+    # own wins), set for the workers as they start: Ray sets it when the actor starts,
+    # too late for a worker whose torch was loaded already.
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, math.floor(config.client_cpus)))
     with _environ(PYTHONPATH=pythonpath, OMP_NUM_THREADS=threads):
         ray.init(
             **backend_config(config)["init_args"],

@@ -251,6 +251,18 @@ def test_consolidation_can_leave_the_layers_that_read_the_tiles(model_pair, opti
         assert torch.equal(p, before[name]) == (id(p) in held), name
 
 
+def test_every_configurable_optimizer_is_implemented_and_no_other(model_pair):
+    from fedcl.config import CONSOLIDATION_OPTIMIZERS
+
+    model, other, images = model_pair
+    index = pixel_index(4, 32, 32, 64, seed=0)
+    anchor = reference_outputs(other, images, 64, 0)
+    for optimizer in CONSOLIDATION_OPTIMIZERS:
+        assert consolidate(model, images, index, anchor, steps=1, lr=1e-3, optimizer=optimizer)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        consolidate(model, images, index, anchor, steps=1, lr=1e-3, optimizer="sgd")
+
+
 def test_no_step_when_off(model_pair):
     model, other, images = model_pair
     index = pixel_index(4, 32, 32, 64, seed=0)
