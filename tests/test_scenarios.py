@@ -9,7 +9,9 @@ import pytest
 
 from fedcl.config import DRIFT_KINDS, SCENARIOS, RunConfig
 from fedcl.data import reference_images
-from fedcl.data.stain import Stain
+from fedcl.data.shifts import typical_change, typical_shift
+from fedcl.data.stain import Stain, visible_change
+from fedcl.data.synthetic import typical_tissue
 from fedcl.errors import FedclError
 from fedcl.scenarios import (
     drifted_hospitals,
@@ -87,6 +89,30 @@ def test_stain_drift_re_renders_the_same_tissue():
     clean, shifted = _pair("stain")
     np.testing.assert_array_equal(clean.masks, shifted.masks)
     assert np.abs(clean.images.astype(int) - shifted.images.astype(int)).mean() > 10
+
+
+def test_stain_drift_is_as_visible_for_every_seed():
+    # typical in the pixels, not in stain parameters: a typical-norm parameter shift left
+    # seed 2's drifted hospitals 12 and 22 grey levels from their clean tiles, seed 0's 57
+    changes = []
+    for seed in range(6):
+        config = drift(seed=seed, train_tiles=12, image_size=64)
+        for h in drifted_hospitals(config):
+            clean = hospital_dataset(config, h, "train").images.astype(float)
+            shifted = hospital_dataset(config, h, "train", drifted=True).images.astype(float)
+            changes.append(np.abs(clean - shifted).mean())
+    assert min(changes) > 20 and max(changes) < 1.3 * min(changes), changes
+
+
+def test_typical_shift_has_the_typical_visible_size_in_a_random_direction():
+    tissue = typical_tissue()
+    a = typical_shift(Stain(), np.random.default_rng(1), 1.2)
+    b = typical_shift(Stain(), np.random.default_rng(2), 1.2)
+    assert a != b
+    for stain in (a, b):
+        assert visible_change(Stain(), stain, tissue) == pytest.approx(typical_change(1.2), 0.01)
+    assert typical_change(0.3) < typical_change(0.6) < typical_change(1.2)
+    assert typical_shift(Stain(), np.random.default_rng(1), 0.0) == Stain()
 
 
 def test_blur_drift_removes_fine_detail():

@@ -75,35 +75,20 @@ class Stain:
         )
 
 
-def perturb(
-    stain: Stain, rng: np.random.Generator, strength: float, *, typical: bool = False
-) -> Stain:
-    """Return a randomly shifted copy of ``stain``.
+def visible_change(a: Stain, b: Stain, concentrations: np.ndarray) -> float:
+    """Mean absolute RGB difference (0..255) of ``concentrations`` rendered by ``a`` and ``b``.
 
-    Parameters
-    ----------
-    stain : Stain
-        The protocol to shift.
-    rng : np.random.Generator
-        Source of randomness (the caller owns the seed).
-    strength : float
-        0 leaves the stain unchanged; 0.1 is a mild site-to-site difference (as
-        between two labs following the same protocol); 1 is a different scanner and
-        staining protocol (hue rotated, staining much stronger or weaker).
-    typical : bool
-        Scale the random shift to its typical size (the 11 standard-normal draws to
-        norm sqrt(11)), so ``strength`` is the shift every seed gets. Without it the
-        size varies by seed: a "strong" drift drawn small is hardly a drift (measured:
-        seed 2's drifted hospital at strength 0.8 trained like its honest peers).
+    The size of a protocol change where a network sees it: in the pixels of the tissue
+    (``... x 2`` hematoxylin and eosin concentrations) it renders.
     """
-    if strength < 0:
-        raise ValueError(f"stain shift strength must be >= 0, got {strength}")
-    if strength == 0:
-        return stain
-    # hematoxylin (3), eosin (3), h_scale, e_scale, background (3)
-    z = rng.standard_normal(11)
-    if typical:
-        z *= np.sqrt(z.size) / np.linalg.norm(z)
+    return float(np.abs(a.render(concentrations) - b.render(concentrations)).mean())
+
+
+def shifted(stain: Stain, strength: float, z: np.ndarray) -> Stain:
+    """Return ``stain`` moved by ``strength`` along ``z``, 11 numbers of typical size 1.
+
+    ``z``: hematoxylin vector (3), eosin vector (3), h_scale, e_scale, background (3).
+    """
     vector_sd = 0.25 * strength
     return replace(
         stain,
@@ -116,3 +101,26 @@ def perturb(
             for b, zb in zip(stain.background, z[8:11], strict=True)
         ),
     )
+
+
+def perturb(stain: Stain, rng: np.random.Generator, strength: float) -> Stain:
+    """Return a randomly shifted copy of ``stain``.
+
+    Parameters
+    ----------
+    stain : Stain
+        The protocol to shift.
+    rng : np.random.Generator
+        Source of randomness (the caller owns the seed): 11 standard-normal draws.
+    strength : float
+        0 leaves the stain unchanged; 0.1 is a mild site-to-site difference (as
+        between two labs following the same protocol); 1 is a different scanner and
+        staining protocol (hue rotated, staining much stronger or weaker). The size
+        varies with the draws; :func:`fedcl.data.shifts.typical_shift` gives every
+        draw the same visible size.
+    """
+    if strength < 0:
+        raise ValueError(f"stain shift strength must be >= 0, got {strength}")
+    if strength == 0:
+        return stain
+    return shifted(stain, strength, rng.standard_normal(11))

@@ -21,6 +21,7 @@ stream's seed and ``i`` (not on how many tiles are drawn).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import cv2
@@ -192,6 +193,20 @@ def render_tile(
     mask : np.ndarray
         ``size x size`` uint8 class indices, exact per pixel.
     """
+    concentrations, mask = tile_concentrations(rng, size, class_mix)
+    rgb = stain.render(concentrations)
+    rgb += rng.normal(0, 2.5, rgb.shape).astype(np.float32)  # sensor noise
+    return np.clip(rgb, 0, 255).astype(np.uint8), mask
+
+
+def tile_concentrations(
+    rng: np.random.Generator, size: int, class_mix: Sequence[float] = DEFAULT_CLASS_MIX
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the tissue of one tile before staining.
+
+    ``size x size x 2`` H and E concentrations (as the optics blur them) and the
+    ``size x size`` class mask.
+    """
     mask = tissue_layout(rng, size, class_mix)
     concentrations = np.zeros((size, size, 2), np.float32)
     for label in np.unique(mask):
@@ -201,10 +216,18 @@ def render_tile(
         concentrations[region, 1] = e[region]
     # Tile-to-tile variation inside one slide (section thickness, local staining).
     concentrations *= np.exp(rng.normal(0, 0.12, 2)).astype(np.float32)
-    blurred = cv2.GaussianBlur(concentrations, (0, 0), sigmaX=0.6)  # optics PSF
-    rgb = stain.render(blurred)
-    rgb += rng.normal(0, 2.5, rgb.shape).astype(np.float32)  # sensor noise
-    return np.clip(rgb, 0, 255).astype(np.uint8), mask
+    return cv2.GaussianBlur(concentrations, (0, 0), sigmaX=0.6), mask  # optics PSF
+
+
+@functools.cache
+def typical_tissue() -> np.ndarray:
+    """Return ``N x 2`` concentrations of typical tissue: 8 tiles of 64 px, default mix.
+
+    From a fixed seed (a property of the generator, not of a run); every 4th pixel.
+    """
+    rng = np.random.default_rng(20261126)
+    tiles = [tile_concentrations(rng, 64)[0] for _ in range(8)]
+    return np.concatenate([t.reshape(-1, 2)[::4] for t in tiles])
 
 
 def generate_tiles(

@@ -23,7 +23,13 @@ from fedcl import seeds
 from fedcl.config import DRIFTING, STAGED, RunConfig
 from fedcl.data.dataset import TileDataset
 from fedcl.data.real import hospital_slides, hospital_tiles, index_slides, label_table, parse_data
-from fedcl.data.shifts import IMAGE_KINDS, drifted_stain, shift_images, shift_labels
+from fedcl.data.shifts import (
+    IMAGE_KINDS,
+    drifted_stain,
+    shift_images,
+    shift_labels,
+    typical_shift,
+)
 from fedcl.data.stain import Stain, perturb
 from fedcl.data.synthetic import DEFAULT_CLASS_MIX, NUM_CLASSES, generate_tiles
 from fedcl.errors import FedclError
@@ -90,11 +96,9 @@ def stage_stain(config: RunConfig, stage: int) -> Stain:
     """Return the protocol every hospital shares in ``stage`` (stage 0: the reference stain)."""
     if stage == 0:
         return Stain()
-    return perturb(
-        Stain(),
-        seeds.rng(config.seed, seeds.STAGE, stage),
-        1.5 * config.forgetting_strength,
-        typical=True,  # every seed's stages differ as much (only the direction is random)
+    # every seed's stages differ as visibly (only the direction is random)
+    return typical_shift(
+        Stain(), seeds.rng(config.seed, seeds.STAGE, stage), 1.5 * config.forgetting_strength
     )
 
 
