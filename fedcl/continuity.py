@@ -328,7 +328,8 @@ class ConsolidationResult:
 
     loss_before: float  # L_BC(anchor, Z(theta_agg))
     loss_after: float  # L_BC(anchor, Z(theta_{t+1}))
-    steps: int
+    steps: int  # steps kept
+    undone: int = 0  # steps undone because they raised the loss (monotone)
 
 
 def consolidate(
@@ -344,6 +345,7 @@ def consolidate(
     representation: str = "probs",
     lambda_offdiag: float | None = None,
     rows: torch.Tensor | None = None,
+    monotone: bool = False,
 ) -> ConsolidationResult:
     """Pull ``model`` (in place) toward the anchor's behaviour on the reference set.
 
@@ -372,6 +374,10 @@ def consolidate(
         Off-diagonal weight of the loss (default ``1 / (D - 1)``).
     rows : torch.Tensor, optional
         Boolean mask over the ``N`` rows: the loss counts only these pixels (default all).
+    monotone : bool
+        Undo a step that raised the loss and stop there, so the result never scores
+        worse against the anchor than ``model`` did (a fresh Adam's first step moves every
+        parameter by ~``lr`` and can overshoot when the model is already near the anchor).
     """
     held = set() if consolidate_input else {id(p) for p in input_parameters(model, images)}
     params = [p for p in model.parameters() if p.requires_grad and id(p) not in held]
@@ -388,15 +394,25 @@ def consolidate(
         return barlow_continuity_loss(anchor, z if rows is None else z[rows], lambda_offdiag)
 
     loss = loss_now()
-    before, taken = float(loss.detach()), 0
+    before, taken, undone = float(loss.detach()), 0, 0
     while taken < steps:
         for p in params:
             p.grad = None
         loss.backward()
+        kept = [p.detach().clone() for p in params] if monotone else []
         step()
+        new_loss = loss_now()
+        if monotone and float(new_loss.detach()) > float(loss.detach()):
+            with torch.no_grad():
+                for p, old in zip(params, kept, strict=True):
+                    p.copy_(old)
+            undone = 1
+            break
         taken += 1
-        loss = loss_now()
-    return ConsolidationResult(loss_before=before, loss_after=float(loss.detach()), steps=taken)
+        loss = new_loss
+    return ConsolidationResult(
+        loss_before=before, loss_after=float(loss.detach()), steps=taken, undone=undone
+    )
 
 
 def input_parameters(model: nn.Module, images: torch.Tensor) -> list[nn.Parameter]:

@@ -198,6 +198,32 @@ def test_consolidation_lowers_the_loss_and_leaves_batchnorm_statistics(model_pai
         assert torch.equal(value, buffers[name]), name
 
 
+def test_monotone_consolidation_undoes_a_step_that_raises_the_loss(model_pair):
+    # At the anchor (the model's own outputs) a fresh Adam step moves every parameter by
+    # ~lr whatever its gradient: the loss goes up, and monotone undoes it exactly.
+    model, _, images = model_pair
+    index = pixel_index(4, 32, 32, 64, seed=0)
+    anchor = reference_outputs(model, images, 64, 0)
+    weights = [p.detach().clone() for p in model.parameters()]
+    plain = consolidate(copy.deepcopy(model), images, index, anchor, steps=3, lr=1e-2)
+    assert plain.steps == 3 and plain.loss_after > plain.loss_before
+    held = consolidate(model, images, index, anchor, steps=3, lr=1e-2, monotone=True)
+    assert (held.steps, held.undone) == (0, 1)
+    assert held.loss_after == held.loss_before
+    assert all(torch.equal(p, w) for p, w in zip(model.parameters(), weights, strict=True))
+
+
+def test_monotone_consolidation_keeps_the_steps_that_lower_the_loss(model_pair):
+    model, other, images = model_pair
+    index = pixel_index(4, 32, 32, 64, seed=0)
+    anchor = reference_outputs(other, images, 64, 0)
+    plain = consolidate(copy.deepcopy(model), images, index, anchor, steps=3, lr=1e-3)
+    held = consolidate(model, images, index, anchor, steps=3, lr=1e-3, monotone=True)
+    assert (held.steps, held.undone) == (3, 0)  # far from the anchor every step helps
+    assert held.loss_after == pytest.approx(plain.loss_after, rel=1e-6)
+    assert held.loss_after < held.loss_before
+
+
 def test_consolidation_on_some_rows_counts_only_those(model_pair):
     # the loss before any step is L_BC of the selected rows of anchor and outputs
     model, other, images = model_pair

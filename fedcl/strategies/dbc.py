@@ -270,6 +270,7 @@ class DynamicBarlowContinuity(RemembersGlobal):
             representation=settings.representation,
             lambda_offdiag=settings.offdiag,
             rows=rows,
+            monotone=settings.monotone,
         )
         report = {
             "mode": mode,
@@ -278,6 +279,7 @@ class DynamicBarlowContinuity(RemembersGlobal):
             "loss_before": result.loss_before,
             "loss_after": result.loss_after,
             "steps": result.steps,
+            "undone": result.undone,
         }
         if result.steps == 0:
             return arrays, report
