@@ -28,7 +28,7 @@ DRIFT_KINDS = ("stain", "blur", "noise", "jpeg", "label-noise", "invert")
 REPRESENTATIONS = ("probs", "features")
 DEVICES = ("auto", "cpu", "cuda")
 CONSOLIDATION_MODES = ("always", "adaptive", "off")
-FILTER_RULES = ("evidence", "round")
+FILTER_RULES = ("evidence", "round", "oracle")
 MOVEMENT_FROM = ("start", "aggregate")
 CONSOLIDATION_OPTIMIZERS = ("adam", "normalized")  # fedcl.continuity.consolidate
 
@@ -42,7 +42,9 @@ class DBCSettings:
 
     # "evidence": reject a hospital whose peer scores sit persistently above the honest
     # majority's (mean log ratio over its last `window` rounds > tau); "round": DESIGN
-    # 5's one-round rule (median + kappa * MAD). docs/RESULTS.md has the comparison.
+    # 5's one-round rule (median + kappa * MAD); "oracle": reject exactly the hospitals
+    # the scenario drifted (simulation only: an upper bound for any filter, not a rule).
+    # docs/RESULTS.md has the comparison.
     filter_rule: str = "evidence"
     tau: float = 1.5  # evidence: mean log(p / typical p) above which a hospital is rejected
     kappa: float = 3.0  # round rule: reject above median + kappa * robust spread

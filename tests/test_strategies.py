@@ -17,6 +17,7 @@ from fedcl.data import NUM_CLASSES, Stain, TileDataset, generate_tiles, perturb
 from fedcl.errors import FedclError
 from fedcl.models import build_model
 from fedcl.recorder import read_checkpoint
+from fedcl.scenarios import is_drifted
 from fedcl.strategies import STRATEGIES, build_strategy, by_partition, resolve_strategy
 from fedcl.strategies.dbc import DynamicBarlowContinuity
 from fedcl.strategies.fltrust import fltrust_aggregate
@@ -100,12 +101,13 @@ def federation():
     return global_state, clean, drifted, images
 
 
-def dbc(images, device="cpu", **settings):
+def dbc(images, device="cpu", drifted=None, **settings):
     return DynamicBarlowContinuity(
         reference_images=images,
         model_fn=model_fn,
         settings=DBCSettings(**settings),
         device=device,
+        drifted=drifted,
         min_available_nodes=1,
         min_train_nodes=1,
     )
@@ -141,6 +143,39 @@ def test_dbc_rejects_a_drifted_reply_from_round_one(federation, kind, rule):
     assert scores[2] > threshold >= max(s for i, s in enumerate(scores) if i != 2)
     assert len(report["anchor_scores"]) == 5
     assert report["consolidation"] is None  # still in warm-up
+
+
+def test_the_oracle_rule_rejects_exactly_the_drifted_hospitals_whatever_their_scores(
+    federation,
+):
+    global_state, clean, drifted, images = federation
+    with pytest.raises(ValueError, match="oracle"):
+        dbc(images, filter_rule="oracle")
+    strategy = dbc(images, filter_rule="oracle", drifted=lambda h, r: h == 1 and r >= 1)
+    _, messages = configure(strategy, global_state, 5)
+    states = [*clean[:2], drifted["inverted"], *clean[2:]]  # 2 stands out, 1 does not
+    replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, states, strict=True))]
+    strategy.aggregate_train(1, replies)
+    report = strategy.round_report
+    assert report["decisions"] == ["accepted", "rejected-outlier"] + ["accepted"] * 3
+    assert max(report["evidence"]) == report["evidence"][2]  # the evidence is still kept
+
+
+def test_build_strategy_gives_dbc_the_scenarios_truth():
+    config = RunConfig(
+        strategy="dbc",
+        scenario="client-drift",
+        dbc_filter_rule="oracle",
+        image_size=SIZE,
+        reference_size=4,
+        drift_start_round=2,
+    )
+    strategy = build_strategy(config)
+    truth = {h for h in range(config.clients) if is_drifted(config, h, 2)}
+    assert len(truth) == 2
+    assert {h for h in range(config.clients) if strategy.drifted(h, 2)} == truth
+    assert not any(strategy.drifted(h, 1) for h in range(config.clients))
+    assert not strategy.drifted("node-7", 2)
 
 
 def test_dbc_never_scores_malformed_replies_and_goes_on(federation):

@@ -42,6 +42,7 @@ from fedcl.data import NUM_CLASSES, reference_images, root_dataset
 from fedcl.data.dataset import images_to_tensor
 from fedcl.errors import FedclError, unknown_name
 from fedcl.models import build_model
+from fedcl.scenarios import is_drifted
 from fedcl.strategies.dbc import DynamicBarlowContinuity
 from fedcl.strategies.fltrust import FLTrust
 from fedcl.strategies.replies import by_partition, partition_of, restore_dtypes, screen
@@ -105,6 +106,9 @@ def _dbc(config: RunConfig) -> dict[str, Any]:
         "settings": config.dbc,
         "seed": config.seed,
         "device": resolve_device(config.device),
+        "drifted": lambda hospital, server_round: (
+            isinstance(hospital, int) and is_drifted(config, hospital, server_round)
+        ),
     }
 
 

@@ -57,6 +57,10 @@ class DynamicBarlowContinuity(RemembersGlobal):
         Seeds the fixed reference pixel positions.
     device : str or torch.device
         Where scoring and consolidation run (the reference set lives there too).
+    drifted : callable, optional
+        ``drifted(hospital, server_round)``: whether the scenario drifted that hospital in
+        that round. Only ``filter_rule = "oracle"`` reads it (and needs it): it rejects
+        exactly those, the upper bound of what any filter could do in a simulation.
     **fedavg_kwargs
         Passed to ``FedAvg`` (sampling, keys). Accepted replies are aggregated by FedAvg
         (weights = ``num-examples``). Replies must be well formed: fedcl's
@@ -79,10 +83,14 @@ class DynamicBarlowContinuity(RemembersGlobal):
         settings: DBCSettings | None = None,
         seed: int = 0,
         device: str | torch.device = "cpu",
+        drifted: Callable[[int | str, int], bool] | None = None,
         **fedavg_kwargs: Any,
     ) -> None:
         super().__init__(**fedavg_kwargs)
         self.settings = settings or DBCSettings()
+        if self.settings.filter_rule == "oracle" and drifted is None:
+            raise ValueError("filter_rule 'oracle' needs drifted(hospital, round): the truth")
+        self.drifted = drifted
         # Channels-last: the scoring forward passes run ~30 % faster on CPU (measured,
         # default U-Net, 32 x 64 px tiles: 18 -> 13 ms per model).
         self.reference_images = reference_images.to(device).contiguous(
@@ -144,7 +152,7 @@ class DynamicBarlowContinuity(RemembersGlobal):
                 h if h is not None else f"node-{msg.metadata.src_node_id}"
                 for h, msg in zip(hospitals, valid, strict=True)
             ]
-            rejected, threshold = self._filter(identities, peer)
+            rejected, threshold = self._filter(identities, peer, server_round)
             for (i, _), z, p, out in zip(candidates, z_replies, peer, rejected, strict=True):
                 peer_scores[i], anchor_scores[i] = p, barlow_continuity(z_global, z, lam)
                 history = self.evidence.get(identities[i])
@@ -195,11 +203,12 @@ class DynamicBarlowContinuity(RemembersGlobal):
         return arrays, metrics
 
     def _filter(
-        self, hospitals: list[int | str], peer: list[float]
+        self, hospitals: list[int | str], peer: list[float], server_round: int
     ) -> tuple[list[bool], float | None]:
         """Which replies the spatial filter rejects, and the round rule's threshold.
 
-        The evidence rule keeps every hospital's evidence, also with ``filter`` off.
+        The evidence and oracle rules keep every hospital's evidence, also with ``filter``
+        off; the oracle rejects the hospitals ``drifted`` names, whatever their scores.
         """
         settings = self.settings
         if settings.filter_rule == "round":
@@ -212,6 +221,9 @@ class DynamicBarlowContinuity(RemembersGlobal):
             return [False] * len(peer), None
         for hospital, e in zip(hospitals, evidence, strict=True):
             self.evidence.setdefault(hospital, []).append(e)
+        if settings.filter_rule == "oracle":
+            assert self.drifted is not None
+            return [settings.filter and self.drifted(h, server_round) for h in hospitals], None
         rejected = [
             settings.filter and persistent_outlier(self.evidence[h], settings.tau, settings.window)
             for h in hospitals
