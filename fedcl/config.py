@@ -31,6 +31,7 @@ CONSOLIDATION_MODES = ("always", "adaptive", "off")
 FILTER_RULES = ("evidence", "round", "oracle")
 MOVEMENT_FROM = ("start", "aggregate")
 CONSOLIDATION_OPTIMIZERS = ("adam", "normalized")  # fedcl.continuity.consolidate
+BN_STATS = ("running", "recomputed")  # fedcl.training.train_local
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,6 +167,10 @@ class RunConfig:
     # Adam at 2e-3 converges in a few rounds on the synthetic tiles; SGD needs ~10x lr.
     lr: float = _opt(2e-3, "local learning rate")
     optimizer: str = _opt("adam", "local optimizer: adam or sgd (momentum 0.9)")
+    # What a hospital's BatchNorm statistics describe when it replies: "running", the
+    # averages PyTorch keeps while the weights change (momentum 0.1: a quarter still from
+    # the global model after 13 batches); "recomputed", its final weights on its tiles.
+    bn_stats: str = _opt("running", "BatchNorm statistics sent: running or recomputed")
     # Two labs following the same protocol still differ a little (0.1); see stain.perturb.
     site_stain: float = _opt(0.1, "strength of each hospital's own stain, 0..1")
     client_cpus: float = _opt(1.0, "CPU cores per hospital (Ray; fedcl deploy local: its threads)")
@@ -294,6 +299,8 @@ class RunConfig:
             raise FedclError(f"config key 'client-cpus' must be > 0, got {self.client_cpus}")
         if self.optimizer not in ("adam", "sgd"):
             raise unknown_name("optimizer", self.optimizer, ("adam", "sgd"))
+        if self.bn_stats not in BN_STATS:
+            raise unknown_name("bn-stats", self.bn_stats, BN_STATS)
         if self.scenario not in SCENARIOS:
             raise unknown_name("scenario", self.scenario, SCENARIOS)
         if self.drift_kind not in DRIFT_KINDS:
@@ -420,6 +427,7 @@ class RunConfig:
             "batch_size": self.batch_size,
             "lr": self.lr,
             "optimizer": self.optimizer,
+            "bn_stats": self.bn_stats,
         }
 
     def with_run_dir(self) -> RunConfig:

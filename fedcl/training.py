@@ -107,6 +107,7 @@ def train_local(
     optimizer: str = "adam",
     seed: int = 0,
     proximal_mu: float = 0.0,
+    bn_stats: str = "running",
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` for ``epochs`` passes.
 
@@ -124,7 +125,14 @@ def train_local(
     proximal_mu : float
         FedProx: adds ``(mu / 2) * ||w - w_global||^2`` (``w_global`` = the weights
         the model had on entry) to the loss; 0 disables it.
+    bn_stats : str
+        ``running``: BatchNorm keeps PyTorch's running averages from training, which mix
+        every batch's weights with the statistics the model came with. ``recomputed``:
+        after training, :func:`recompute_batchnorm` on ``data``, so the statistics
+        describe the weights they are sent with.
     """
+    if bn_stats not in ("running", "recomputed"):
+        raise ValueError(f"unknown bn_stats {bn_stats!r}; known: running, recomputed")
     model.train()
     device = device_of(model)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -145,7 +153,35 @@ def train_local(
             opt.step()
             total += float(loss.detach())
             steps += 1
+    if bn_stats == "recomputed":
+        recompute_batchnorm(model, data, batch_size)
     return TrainResult(loss=total / max(steps, 1), num_examples=len(data), steps=steps)
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, data: TileDataset, batch_size: int) -> None:
+    """Set every BatchNorm's running statistics to the model's own on ``data``.
+
+    One forward pass in train mode with the statistics reset and ``momentum=None`` (a
+    cumulative average over the batches), weights untouched: the statistics then belong
+    to these weights, not to a mix of the weights seen during training ("precise BN").
+    A model without BatchNorm is left as it is.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = model.training
+    model.train()
+    device = device_of(model)
+    for images, _ in data.batches(batch_size):
+        model(images.to(device))
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    model.train(was_training)
 
 
 @torch.no_grad()

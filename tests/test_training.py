@@ -45,6 +45,32 @@ def test_local_training_is_reproducible_for_a_seed():
     assert torch.equal(weights[0], weights[1])
 
 
+def test_recomputed_batchnorm_statistics_belong_to_the_final_weights():
+    # Eval mode with the recomputed statistics = train mode over the same tiles as one
+    # batch (the data is one batch here, so exactly); PyTorch's running averages (a mix
+    # of every step's weights and the initial statistics) are far from it.
+    data = dataset()
+    images = next(data.batches(len(data)))[0]
+    trained = {}
+    for bn_stats in ("running", "recomputed"):
+        torch.manual_seed(0)
+        model = build_model("unet", NUM_CLASSES)
+        train_local(model, data, epochs=3, batch_size=8, lr=3e-3, seed=0, bn_stats=bn_stats)
+        with torch.no_grad():
+            eval_out = model.eval()(images)
+            batch_out = copy.deepcopy(model).train()(images)
+        trained[bn_stats] = (model, (eval_out - batch_out).abs().max())
+    (running, running_gap), (recomputed, recomputed_gap) = trained.values()
+    # (not 0: BatchNorm keeps the unbiased variance, it normalises a batch by the biased)
+    assert recomputed_gap < 0.1 < running_gap and recomputed_gap < running_gap / 10
+    for a, b in zip(running.parameters(), recomputed.parameters(), strict=True):
+        assert torch.equal(a, b)  # the weights are the same: only the statistics differ
+    norms = [m for m in recomputed.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(m.momentum == 0.1 for m in norms)
+    with pytest.raises(ValueError, match="bn_stats"):
+        train_local(recomputed, data, epochs=1, batch_size=4, lr=1e-3, bn_stats="frozen")
+
+
 def test_proximal_term_keeps_weights_closer_to_the_start():
     data = dataset()
     distances = []
