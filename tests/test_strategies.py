@@ -219,13 +219,22 @@ def test_dbc_with_everything_accepted_equals_fedavg(federation):
 
 def test_dbc_consolidates_after_warmup_and_keeps_its_state(federation):
     global_state, clean, _, images = federation
-    strategy = dbc(images, warmup=0, steps=3, lr=1e-2, filter=False, consolidation="always")
+    settings = {"warmup": 0, "steps": 3, "lr": 1e-2, "filter": False, "consolidation": "always"}
+    monotone = dbc(images, **settings)  # the default: a step that raises the loss is undone
+    strategy = dbc(images, **settings, monotone=False)
     _, messages = configure(strategy, global_state, 4)
     replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
     strategy.aggregate_train(1, replies)
     consolidation = strategy.round_report["consolidation"]
     assert consolidation["steps"] == 3 and consolidation["mode"] == "always"
     assert consolidation["loss_after"] < consolidation["loss_before"]
+    assert consolidation["undone"] == 0
+    _, messages = configure(monotone, global_state, 4)
+    monotone.aggregate_train(
+        1, [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
+    )
+    held = monotone.round_report["consolidation"]
+    assert held["steps"] + held["undone"] <= 3 and held["loss_after"] < held["loss_before"]
     state = strategy.state_dict()
     assert state["anchor"] is not None
     assert state["evidence"] == {p: [e] for p, e in enumerate(strategy.round_report["evidence"])}
@@ -265,7 +274,9 @@ def test_adaptive_consolidation_steps_only_in_a_shared_shift(federation, calm, s
     # the replies' movement (median anchor score) against a calm history far below it
     # is a shift (consolidate); against one far above it, ordinary learning (do not)
     global_state, clean, _, images = federation
-    strategy = dbc(images, warmup=0, steps=3, lr=1e-2, consolidation="adaptive", filter=False)
+    strategy = dbc(
+        images, warmup=0, steps=3, lr=1e-2, consolidation="adaptive", filter=False, monotone=False
+    )
     strategy.movement = [calm] * 4
     _, messages = configure(strategy, global_state, 4)
     replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
@@ -297,7 +308,15 @@ def test_movement_after_consolidation_is_measured_from_where_it_says(federation,
     # after a consolidated round, "aggregate" measures the replies from the aggregate
     # before consolidation, "start" from the consolidated model they started from
     global_state, clean, _, images = federation
-    strategy = dbc(images, warmup=0, steps=3, lr=1e-2, filter=False, movement_from=movement_from)
+    strategy = dbc(
+        images,
+        warmup=0,
+        steps=3,
+        lr=1e-2,
+        filter=False,
+        movement_from=movement_from,
+        monotone=False,
+    )
     strategy.movement = [1e-9] * 4  # round 1 is a shift: consolidate
     _, messages = configure(strategy, global_state, 4)
     replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
