@@ -1,5 +1,6 @@
 """Each benchmark's smoke mode still runs and ends with its RESULT line (no timing checks)."""
 
+import math
 import re
 import subprocess
 import sys
@@ -8,6 +9,10 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+# Slopes fitted to two smoke points: on a loaded machine the larger federation's round
+# can come out faster (measured: -0.041 s per hospital beside the results table), so
+# they need only be numbers; measured times, rates and sizes must be positive.
+FITTED = {"round_s_per_hospital", "gib_per_hospital"}
 
 
 @pytest.mark.parametrize(
@@ -34,4 +39,5 @@ def test_benchmark_smoke_mode_prints_its_result_line(script, keys):
     figures = dict(re.findall(r"(\S+?)=(\S+)", lines[0]))
     assert keys <= set(figures)
     for key in keys:
-        assert float(figures[key]) > 0, (key, figures[key])
+        value = float(figures[key])
+        assert math.isfinite(value) and (key in FITTED or value > 0), (key, figures[key])
