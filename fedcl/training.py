@@ -15,6 +15,7 @@ from monai.losses import DiceCELoss, MaskedDiceLoss
 from monai.metrics import DiceMetric
 from torch import nn
 
+from fedcl.config import BN_STATS
 from fedcl.data.dataset import TileDataset
 from fedcl.data.real import IGNORE
 from fedcl.errors import FedclError
@@ -131,8 +132,8 @@ def train_local(
         after training, :func:`recompute_batchnorm` on ``data``, so the statistics
         describe the weights they are sent with.
     """
-    if bn_stats not in ("running", "recomputed"):
-        raise ValueError(f"unknown bn_stats {bn_stats!r}; known: running, recomputed")
+    if bn_stats not in BN_STATS:
+        raise ValueError(f"unknown bn_stats {bn_stats!r}; known: {', '.join(BN_STATS)}")
     model.train()
     device = device_of(model)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -159,6 +159,12 @@ def test_the_oracle_rule_rejects_exactly_the_drifted_hospitals_whatever_their_sc
     report = strategy.round_report
     assert report["decisions"] == ["accepted", "rejected-outlier"] + ["accepted"] * 3
     assert max(report["evidence"]) == report["evidence"][2]  # the evidence is still kept
+    pair = dbc(images, filter_rule="oracle", drifted=lambda h, r: h == 1)
+    _, messages = configure(pair, global_state, 2)  # too few peers for evidence: still the truth
+    pair.aggregate_train(
+        1, [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean[:2], strict=True))]
+    )
+    assert pair.round_report["decisions"] == ["accepted", "rejected-outlier"]
 
 
 def test_build_strategy_gives_dbc_the_scenarios_truth():

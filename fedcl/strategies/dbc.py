@@ -217,13 +217,13 @@ class DynamicBarlowContinuity(RemembersGlobal):
                 return [False] * len(peer), None
             return [p > threshold for p in peer], threshold
         evidence = peer_evidence(peer)
-        if evidence is None:  # fewer than 3 replies: nothing to compare with
-            return [False] * len(peer), None
-        for hospital, e in zip(hospitals, evidence, strict=True):
+        for hospital, e in zip(hospitals, evidence or [], strict=False):
             self.evidence.setdefault(hospital, []).append(e)
-        if settings.filter_rule == "oracle":
+        if settings.filter_rule == "oracle":  # the truth, with any number of replies
             assert self.drifted is not None
             return [settings.filter and self.drifted(h, server_round) for h in hospitals], None
+        if evidence is None:  # fewer than 3 replies: nothing to compare with
+            return [False] * len(peer), None
         rejected = [
             settings.filter and persistent_outlier(self.evidence[h], settings.tau, settings.window)
             for h in hospitals
