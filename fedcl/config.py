@@ -88,6 +88,12 @@ class DBCSettings:
     # last aggregate before consolidation ("aggregate": re-learning what consolidation
     # undid is then no movement, so consolidation cannot keep its own trigger going).
     movement_from: str = "start"
+    # adaptive: consolidate at most this many rounds of one shift (0: no bound). Past it
+    # the shift stays out of the calm history but is not consolidated until movement is
+    # back to calm once: consolidation pulls the model back, the hospitals re-learn, and
+    # re-learning is movement, so an unbounded shift can keep itself going to the end of
+    # a run (measured: forgetting seed 0, rounds 6-15, ACC 0.367 vs FedAvg 0.507).
+    shift_rounds: int = 0
     # consolidate only on the reference pixels where the anchor's top class probability
     # is at least this (what the old model knew); 0: every pixel. probs only.
     confident: float = 0.0
@@ -107,6 +113,7 @@ class DBCSettings:
             (self.lr > 0, "lr", "> 0"),
             (self.rho >= 0, "rho", ">= 0"),
             (self.window >= 1, "window", ">= 1"),
+            (self.shift_rounds >= 0, "shift_rounds", ">= 0"),
             (0 <= self.confident < 1, "confident", "in [0, 1)"),
             (self.pixels_per_image >= 1, "pixels_per_image", ">= 1"),
         ]
@@ -232,6 +239,9 @@ class RunConfig:
     )
     dbc_movement_from: str = _opt(
         _DBC.movement_from, "DBC adaptive: movement from start or (unconsolidated) aggregate"
+    )
+    dbc_shift_rounds: int = _opt(
+        _DBC.shift_rounds, "DBC adaptive: consolidate at most this many rounds a shift (0: all)"
     )
     dbc_lambda: float = _opt(_DBC.lambda_offdiag, "DBC: off-diagonal weight (<0: 1/(D-1))")
     dbc_pixels_per_image: int = _opt(_DBC.pixels_per_image, "DBC: pixels per reference tile")
@@ -376,6 +386,7 @@ class RunConfig:
             window=self.dbc_window,
             calm_after_warmup=self.dbc_calm_after_warmup,
             movement_from=self.dbc_movement_from,
+            shift_rounds=self.dbc_shift_rounds,
             confident=self.dbc_confident,
             lambda_offdiag=self.dbc_lambda,
             pixels_per_image=self.dbc_pixels_per_image,

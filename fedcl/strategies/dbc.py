@@ -103,6 +103,7 @@ class DynamicBarlowContinuity(RemembersGlobal):
         self.anchor: torch.Tensor | None = None
         self.evidence: dict[int | str, list[float]] = {}  # per hospital, rounds it replied
         self.movement: list[float] = []  # median movement of the accepted, calm rounds
+        self.shift_length = 0  # rounds in a row the movement has been above the calm level
         # Z of the last aggregate before consolidation (only when consolidation changed it)
         self.unconsolidated: torch.Tensor | None = None
         self.round_report: dict[str, Any] | None = None
@@ -179,8 +180,14 @@ class DynamicBarlowContinuity(RemembersGlobal):
         if server_round > settings.warmup or not settings.calm_after_warmup:
             movement = self._movement(z_replies, candidates, anchor_scores, decisions)
         if movement is not None:
-            shift = shared_shift(self.movement, movement, settings.rho, settings.window)
-            if not shift:  # the calm history: a shift lasts until movement is back to it
+            if shared_shift(self.movement, movement, settings.rho, settings.window):
+                # a shift lasts until movement is back to calm; consolidated for at most
+                # shift_rounds of its rounds
+                self.shift_length += 1
+                bound = settings.shift_rounds
+                shift = not bound or self.shift_length <= bound
+            else:  # the calm history
+                self.shift_length = 0
                 self.movement.append(movement)
         self.unconsolidated = None
         consolidation: dict[str, Any] | None = None
@@ -196,6 +203,7 @@ class DynamicBarlowContinuity(RemembersGlobal):
             "threshold": threshold,
             "all_rejected": arrays is None,
             "movement": movement,
+            "shift_length": self.shift_length,
             "consolidation": consolidation,
             "seconds_scoring": round(scored - started, 4),
             "seconds_consolidation": round(time.perf_counter() - scored, 4),
@@ -303,6 +311,7 @@ class DynamicBarlowContinuity(RemembersGlobal):
             "anchor": self.anchor,
             "evidence": {h: list(e) for h, e in self.evidence.items()},
             "movement": list(self.movement),
+            "shift_length": self.shift_length,
             "unconsolidated": self.unconsolidated,
         }
 
@@ -312,6 +321,7 @@ class DynamicBarlowContinuity(RemembersGlobal):
         self.anchor = None if anchor is None else anchor.to(self.reference_images.device)
         self.evidence = {h: list(e) for h, e in state["evidence"].items()}
         self.movement = list(state["movement"])
+        self.shift_length = state.get("shift_length", 0)  # absent in older checkpoints
         unconsolidated = state.get("unconsolidated")  # absent in checkpoints before 2026-11-26
         self.unconsolidated = (
             None if unconsolidated is None else unconsolidated.to(self.reference_images.device)
