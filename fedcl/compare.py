@@ -175,9 +175,13 @@ def write_overview(out: Path) -> None:
     """``OUT/results.md``: one headline table (entry x scenario), then every scenario's.
 
     Aggregates each scenario's run summaries (:func:`comparison_table`) without
-    rewriting its files; :func:`write_comparison` writes those.
+    rewriting its files; :func:`write_comparison` writes those (here only where a
+    stopped command left finished runs without them).
     """
     dirs = comparison_dirs(out)
+    for d in dirs:
+        if not (d / "results.md").exists():  # its command was stopped before its table
+            write_comparison(d)
     tables = {d.name: comparison_table(d) for d in dirs}
     labels = list(dict.fromkeys(label for table in tables.values() for label in table))
     columns = [(name, c) for name in tables for c in HEADLINE.get(name, ("final_dice",))]

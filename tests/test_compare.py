@@ -273,6 +273,13 @@ def test_several_scenarios_get_a_table_each_and_an_overview(tmp_path, capsys):
     assert not (tmp_path / "fedavg-s0").exists()
     assert "## scenario catastrophic-forgetting" in (tmp_path / "results.md").read_text()
     assert "## scenario iid" in (tmp_path / "results.md").read_text()
+    # a command stopped before its scenario's table: the next one writes it
+    (tmp_path / "client-drift" / "results.md").unlink()
+    run_scenarios(
+        RunConfig(rounds=3), ["iid"], [parse_entry("fedavg")], [0], tmp_path, _fake_run(calls)
+    )
+    assert (tmp_path / "client-drift" / "results.md").exists()
+    assert "## scenario client-drift" in (tmp_path / "results.md").read_text()
 
 
 @pytest.mark.parametrize(
