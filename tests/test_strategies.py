@@ -298,28 +298,26 @@ def test_a_shift_is_consolidated_for_at_most_shift_rounds(federation):
     # consolidated, round 3 is not (still a shift, kept out of the calm history); a
     # calm round ends the shift and the next shift is consolidated again
     global_state, clean, _, images = federation
-    strategy = dbc(
-        images, warmup=0, steps=1, consolidation="adaptive", filter=False, shift_rounds=2
-    )
-    strategy.movement = [1e-9] * 4
-    seen = []
-    for server_round in (1, 2, 3):
+    settings = dict(warmup=0, steps=1, consolidation="adaptive", filter=False, shift_rounds=2)
+    strategy = dbc(images, **settings)
+
+    def one_round(server_round):
         _, messages = configure(strategy, global_state, 4)
         replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
         strategy.aggregate_train(server_round, replies)
         report = strategy.round_report
-        seen.append((report["shift_length"], report["consolidation"]["shift"]))
-    assert seen == [(1, True), (2, True), (3, False)]
-    assert len(strategy.movement) == 4  # no shifted round entered the calm history
-    assert strategy.state_dict()["shift_length"] == 3
-    strategy.movement = [1e9] * 4  # the movement is back to calm: the shift ends
-    _, messages = configure(strategy, global_state, 4)
-    replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
-    strategy.aggregate_train(4, replies)
-    assert strategy.shift_length == 0 and len(strategy.movement) == 5
+        return report["shift_length"], report["consolidation"]["shift"]
+
     strategy.movement = [1e-9] * 4
-    strategy.aggregate_train(5, replies)
-    assert strategy.round_report["consolidation"]["shift"]
+    assert [one_round(r) for r in (1, 2, 3)] == [(1, True), (2, True), (3, False)]
+    assert len(strategy.movement) == 4  # no shifted round entered the calm history
+    resumed = dbc(images, **settings)
+    resumed.load_state_dict(strategy.state_dict())
+    assert resumed.shift_length == 3
+    strategy.movement = [1e9] * 4  # the movement is back to calm: the shift ends
+    assert one_round(4) == (0, False) and len(strategy.movement) == 5
+    strategy.movement = [1e-9] * 4
+    assert one_round(5) == (1, True)
 
 
 @pytest.mark.parametrize("after_warmup", [True, False])
