@@ -40,6 +40,7 @@ __all__ = [
     "model_outputs",
     "peer_evidence",
     "persistent_outlier",
+    "typical_peer_score",
     "pixel_index",
     "reference_outputs",
     "shared_shift",
@@ -288,9 +289,13 @@ def peer_evidence(peer_scores: Sequence[float]) -> list[float] | None:
     """
     if len(peer_scores) < 3:
         return None
-    lowest = sorted(peer_scores)[: len(peer_scores) // 2 + 1]
-    typical = statistics.median(lowest)
+    typical = typical_peer_score(peer_scores)
     return [math.log((p + EVIDENCE_EPS) / (typical + EVIDENCE_EPS)) for p in peer_scores]
+
+
+def typical_peer_score(peer_scores: Sequence[float]) -> float:
+    """Return the honest majority's typical peer score: the median of the lowest n // 2 + 1."""
+    return statistics.median(sorted(peer_scores)[: len(peer_scores) // 2 + 1])
 
 
 def persistent_outlier(evidence: Sequence[float], tau: float, window: int) -> bool:

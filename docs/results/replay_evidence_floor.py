@@ -8,13 +8,18 @@ An offline approximation: it re-decides every round from the peer scores the run
 
 import json
 import math
-import statistics
 import sys
 from pathlib import Path
 
 from fedcl.config import DBCSettings, RunConfig
-from fedcl.continuity import EVIDENCE_EPS, peer_evidence, persistent_outlier
+from fedcl.continuity import (
+    EVIDENCE_EPS,
+    peer_evidence,
+    persistent_outlier,
+    typical_peer_score,
+)
 from fedcl.metrics import detection
+from fedcl.strategies.dbc import ACCEPTED, OUTLIER
 
 FLOORS = (0.0, 0.01, 0.03, 0.05)
 
@@ -29,14 +34,14 @@ def replay(records: list[dict], floor: float, settings: DBCSettings) -> list[dic
         if not peer or None in peer:
             out.append(record)
             continue
-        typical = statistics.median(sorted(peer)[: len(peer) // 2 + 1])  # peer_evidence's
+        typical = typical_peer_score(peer)
         lift = math.log((max(typical, floor) + EVIDENCE_EPS) / (typical + EVIDENCE_EPS))
         shifted = [e - lift for e in peer_evidence(peer) or []]
         decisions = []
         for hospital, e in zip(report["hospitals"], shifted, strict=True):
             evidence.setdefault(hospital, []).append(e)
             out_ = persistent_outlier(evidence[hospital], settings.tau, settings.window)
-            decisions.append("outlier" if out_ else "accepted")
+            decisions.append(OUTLIER if out_ else ACCEPTED)
         out.append({**record, "aggregation": {**report, "decisions": decisions}})
     return out
 
@@ -52,7 +57,7 @@ def main(root: Path) -> None:
         for floor in FLOORS:
             replayed = replay(records, floor, config.dbc)
             rejected = sum(
-                d != "accepted"
+                d != ACCEPTED
                 for r in replayed
                 for d in (r.get("aggregation") or {}).get("decisions", [])
             )
