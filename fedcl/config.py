@@ -171,7 +171,9 @@ class RunConfig:
     image_size: int = _opt(64, "tile side in pixels (64 is fast; 128/256 work)")
     train_tiles: int = _opt(200, "training tiles per hospital")
     test_tiles: int = _opt(48, "held-out test tiles per hospital (server evaluation)")
-    model: str = _opt("unet", "network: unet, basic-unet, smp-resnet18, smp-resnet34")
+    model: str = _opt(
+        "unet", "network: unet, unet-instance, basic-unet, smp-resnet18, smp-resnet34"
+    )
     local_epochs: int = _opt(1, "local epochs per round")
     batch_size: int = _opt(16, "local batch size")
     # Adam at 2e-3 converges in a few rounds on the synthetic tiles; SGD needs ~10x lr.

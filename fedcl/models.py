@@ -2,9 +2,11 @@
 
 The default, ``unet``, is MONAI's ``UNet(channels=(16, 32, 64, 128), strides=(2, 2, 2),
 num_res_units=1)`` with batch normalisation: about 0.2 M parameters, fast enough to
-train a federation of hospitals on two CPU cores. ``smp-resnet18`` / ``smp-resnet34``
-(segmentation-models-pytorch U-Nets, 14 M / 24 M parameters) are for real data and
-GPUs.
+train a federation of hospitals on two CPU cores. ``unet-instance`` is the same network
+with instance normalisation: every tile normalised by its own statistics, so the model
+carries no running statistics of the hospitals' stains (docs/RESULTS.md, forgetting).
+``smp-resnet18`` / ``smp-resnet34`` (segmentation-models-pytorch U-Nets, 14 M / 24 M
+parameters) are for real data and GPUs.
 """
 
 from __future__ import annotations
@@ -17,16 +19,19 @@ from torch import nn
 from fedcl.errors import unknown_name
 
 
-def _monai_unet(num_classes: int) -> nn.Module:
-    return UNet(
-        spatial_dims=2,
-        in_channels=3,
-        out_channels=num_classes,
-        channels=(16, 32, 64, 128),
-        strides=(2, 2, 2),
-        num_res_units=1,
-        norm="batch",
-    )
+def _monai_unet(norm: str) -> Callable[[int], nn.Module]:
+    def build(num_classes: int) -> nn.Module:
+        return UNet(
+            spatial_dims=2,
+            in_channels=3,
+            out_channels=num_classes,
+            channels=(16, 32, 64, 128),
+            strides=(2, 2, 2),
+            num_res_units=1,
+            norm=norm,
+        )
+
+    return build
 
 
 def _monai_basic_unet(num_classes: int) -> nn.Module:
@@ -53,7 +58,8 @@ def _smp_unet(encoder: str) -> Callable[[int], nn.Module]:
 
 
 MODELS: dict[str, Callable[[int], nn.Module]] = {
-    "unet": _monai_unet,
+    "unet": _monai_unet("batch"),
+    "unet-instance": _monai_unet("instance"),
     "basic-unet": _monai_basic_unet,
     "smp-resnet18": _smp_unet("resnet18"),
     "smp-resnet34": _smp_unet("resnet34"),
@@ -66,8 +72,8 @@ def build_model(name: str, num_classes: int) -> nn.Module:
     Parameters
     ----------
     name : str
-        One of :data:`MODELS` (``unet``, ``basic-unet``, ``smp-resnet18``,
-        ``smp-resnet34``).
+        One of :data:`MODELS` (``unet``, ``unet-instance``, ``basic-unet``,
+        ``smp-resnet18``, ``smp-resnet34``).
     num_classes : int
         Output channels (logits), one per class including background.
 

@@ -119,6 +119,24 @@ def test_every_model_maps_tiles_to_class_logits(name):
     assert out.shape == (2, NUM_CLASSES, 64, 64)
 
 
+def test_instance_normalised_unet_carries_no_statistics_of_the_tiles_it_saw():
+    # Its outputs on a tile do not depend on what it was trained on besides its weights:
+    # no running statistics in the state, and a tile's output is the same in a batch of
+    # its own, in any other batch, and in train or eval mode.
+    model = build_model("unet-instance", NUM_CLASSES)
+    assert not [k for k in model.state_dict() if "running" in k or "num_batches" in k]
+    train_local(model, dataset(), epochs=1, batch_size=4, lr=1e-3, seed=0)
+    tiles = torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        alone = model.eval()(tiles[:1])
+        with_others = model.train()(tiles)[:1]
+    torch.testing.assert_close(alone, with_others, rtol=1e-4, atol=1e-5)
+    batchnorm = build_model("unet", NUM_CLASSES)
+    with torch.no_grad():
+        gap = (batchnorm.eval()(tiles[:1]) - batchnorm.train()(tiles)[:1]).abs().max()
+    assert gap > 1e-3  # the same check tells a BatchNorm network apart
+
+
 def test_unknown_model_name_suggests_the_closest():
     with pytest.raises(FedclError, match="Did you mean 'unet'"):
         build_model("unte", NUM_CLASSES)
