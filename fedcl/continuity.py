@@ -40,10 +40,10 @@ __all__ = [
     "model_outputs",
     "peer_evidence",
     "persistent_outlier",
-    "typical_peer_score",
     "pixel_index",
     "reference_outputs",
     "shared_shift",
+    "typical_peer_score",
     "update_anchor",
 ]
 
