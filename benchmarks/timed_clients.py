@@ -8,7 +8,7 @@ from pathlib import Path
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedcl.federation import handle_train
+from fedcl.federation import handle_evaluate, handle_train
 
 app = ClientApp()
 
@@ -27,3 +27,9 @@ def train(msg: Message, context: Context) -> Message:
     with Path(os.environ["FEDCL_BENCH_TIMES"]).open("a") as handle:
         handle.write(json.dumps(record) + "\n")
     return reply
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Run fedcl's evaluate handler (the final model's score; not timed)."""
+    return handle_evaluate(msg, context)

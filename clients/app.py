@@ -1,4 +1,4 @@
-"""The hospital ClientApp: trains the global model on its own tiles.
+"""The hospital ClientApp: scores and trains the global model on its own tiles.
 
 Identity comes from ``context.node_config["partition-id"]`` (set by the simulation
 engine, or by ``flower-supernode --node-config "partition-id=..."`` in deployment);
@@ -8,12 +8,18 @@ everything else comes with the server's message (see :mod:`fedcl.federation`).
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedcl.federation import handle_train
+from fedcl.federation import handle_evaluate, handle_train
 
 app = ClientApp()
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Train locally and reply with the weights, ``num-examples`` and ``partition-id``."""
+    """Score the received model, train it; reply with weights, figures and ids."""
     return handle_train(msg, context)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Score the run's final model on this hospital's test tiles; reply with figures."""
+    return handle_evaluate(msg, context)

@@ -37,6 +37,10 @@ COLUMNS = (
     (("acc",), "acc"),
     (("bwt",), "bwt"),
     (("forgetting",), "forgetting"),
+    # with each hospital's own BatchNorm statistics (fedcl.evaluation)
+    (("acc_local_stats",), "acc_local_stats"),
+    (("bwt_local_stats",), "bwt_local_stats"),
+    (("forgetting_local_stats",), "forgetting_local_stats"),
     (("detection", "precision"), "precision"),
     (("detection", "recall"), "recall"),
     (("wall_seconds",), "wall_seconds"),
@@ -162,12 +166,13 @@ def comparison_dirs(out: Path) -> list[Path]:
 
 
 # The headline figure per scenario: final Dice where nothing is staged, ACC and
-# forgetting where it is (DESIGN.md 7).
+# forgetting where it is, as run and with the hospitals' own statistics.
+STAGED_HEADLINE = ("acc", "forgetting", "acc_local_stats", "forgetting_local_stats")
 HEADLINE = {
     "iid": ("final_dice",),
     "client-drift": ("final_dice", "precision", "recall"),
-    "catastrophic-forgetting": ("acc", "forgetting"),
-    "drift-and-forgetting": ("acc", "forgetting", "precision", "recall"),
+    "catastrophic-forgetting": STAGED_HEADLINE,
+    "drift-and-forgetting": (*STAGED_HEADLINE, "precision", "recall"),
 }
 
 

@@ -32,6 +32,7 @@ FILTER_RULES = ("evidence", "round", "oracle")
 MOVEMENT_FROM = ("start", "aggregate")
 CONSOLIDATION_OPTIMIZERS = ("adam", "normalized")  # fedcl.continuity.consolidate
 BN_STATS = ("running", "recomputed")  # fedcl.training.train_local
+EVALUATIONS = ("hospitals", "server")  # fedcl.federation
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,7 +171,7 @@ class RunConfig:
     data_split: str = _opt("", "real data: CSV 'image,hospital' (default: sites/sub-folders)")
     image_size: int = _opt(64, "tile side in pixels (64 is fast; 128/256 work)")
     train_tiles: int = _opt(200, "training tiles per hospital")
-    test_tiles: int = _opt(48, "held-out test tiles per hospital (server evaluation)")
+    test_tiles: int = _opt(48, "held-out test tiles per hospital and stage (evaluation)")
     model: str = _opt(
         "unet", "network: unet, unet-instance, basic-unet, smp-resnet18, smp-resnet34"
     )
@@ -186,6 +187,12 @@ class RunConfig:
     # jump 0.09 a round on average (up to 0.30) late in training, recomputed 0.03
     # (docs/RESULTS.md); it costs one forward pass over the tiles.
     bn_stats: str = _opt("recomputed", "BatchNorm statistics sent: running or recomputed")
+    # Federated learning never gives the server the hospitals' data, test tiles included:
+    # each hospital scores the model it receives and sends figures only. "server" is a
+    # shortcut for synthetic simulation (the server regenerates the tiles; same figures).
+    evaluation: str = _opt(
+        "hospitals", "who scores the global model: hospitals (their own test tiles) or server"
+    )
     # Two labs following the same protocol still differ a little (0.1); see stain.perturb.
     site_stain: float = _opt(0.1, "strength of each hospital's own stain, 0..1")
     client_cpus: float = _opt(1.0, "CPU cores per hospital (Ray; fedcl deploy local: its threads)")
@@ -319,6 +326,14 @@ class RunConfig:
             raise unknown_name("optimizer", self.optimizer, ("adam", "sgd"))
         if self.bn_stats not in BN_STATS:
             raise unknown_name("bn-stats", self.bn_stats, BN_STATS)
+        if self.evaluation not in EVALUATIONS:
+            raise unknown_name("evaluation", self.evaluation, EVALUATIONS)
+        if self.evaluation == "server" and self.data != "synthetic":
+            raise FedclError(
+                "config key 'evaluation' is 'server', but the server holds no hospital "
+                f"data ({self.data!r}): use 'hospitals' (server evaluation needs "
+                "synthetic data, which the server can regenerate)"
+            )
         if self.scenario not in SCENARIOS:
             raise unknown_name("scenario", self.scenario, SCENARIOS)
         if self.drift_kind not in DRIFT_KINDS:

@@ -6,6 +6,12 @@ message's ``config`` record, so a hospital needs nothing but its ``partition-id`
 tiles are generated when first needed and kept in ``Context.state`` (Flower persists it
 per node across rounds, in simulation and deployment); they are regenerated only when
 the scenario changes the hospital's stage or drift status.
+
+Evaluation happens at the hospitals (``evaluation = "hospitals"``): a hospital scores
+the model it receives on its own test tiles before it trains and sends the figures with
+its reply, so the record of round t is complete once round t + 1's replies are in; one
+evaluate message after the last round scores the final model. No tile, mask or
+per-tile output ever leaves a hospital.
 """
 
 from __future__ import annotations
@@ -13,9 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import statistics
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -25,6 +30,7 @@ from flwr.app import (
     ConfigRecord,
     Context,
     Message,
+    MessageType,
     MetricRecord,
     RecordDict,
 )
@@ -32,30 +38,35 @@ from flwr.serverapp import Grid
 from flwr.serverapp.grid.grid import NodeInfo
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore.run import Run
+from torch import nn
 
 from fedcl import seeds
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES, TileDataset
 from fedcl.errors import FedclError
+from fedcl.evaluation import HospitalFigures, evaluate_hospital, evaluated_stages, round_evaluation
 from fedcl.models import build_model
+from fedcl.normalization import local_norm_keys
 from fedcl.recorder import RoundCallback, RunRecorder, read_checkpoint, read_metrics
 from fedcl.scenarios import (
     DATA_KEYS,
     held_out_dataset,
     is_drifted,
-    num_stages,
-    stage_end_rounds,
     stage_of,
     train_dataset,
 )
 from fedcl.strategies import build_strategy
-from fedcl.strategies.replies import PARTITION_KEY
-from fedcl.training import evaluate, resolve_device, train_local
+from fedcl.strategies.replies import PARTITION_KEY, partition_of
+from fedcl.training import resolve_device, train_local
 
 FLOWER_ROUND_TIMEOUT = 3600.0  # Strategy.start's own default: an hour per round
 
-# Context.state entries: the hospital's tiles, and what they were generated from.
-_DATA_KEY, _META_KEY = "fedcl-train-data", "fedcl-train-data-meta"
+# Context.state entries: the hospital's tiles (with what they were generated from) and
+# the normalisation it keeps to itself (FedBN, SiloBN).
+_TRAIN_KEY, _TEST_KEY, _NORM_KEY = "fedcl-train-data", "fedcl-test-data", "fedcl-local-norm"
+# Message keys: a hospital's figures (a ConfigRecord: Flower's strategies aggregate the
+# one MetricRecord of a reply), and the normalisation a strategy has hospitals keep.
+EVALUATION_KEY, LOCAL_NORM_KEY = "evaluation", "local-norm"
 
 
 def round_seed(seed: int, hospital: int, server_round: int) -> int:
@@ -63,14 +74,24 @@ def round_seed(seed: int, hospital: int, server_round: int) -> int:
     return int(seeds.stream(seed, seeds.BATCH_ORDER, hospital, server_round).generate_state(1)[0])
 
 
-def _data_fingerprint(config: RunConfig, hospital: int, server_round: int) -> str:
-    # What determines the tiles a hospital trains on; a change invalidates the cache.
-    values = {k: config.to_mapping()[k] for k in DATA_KEYS} | {
-        "hospital": hospital,
-        "stage": stage_of(config, server_round),
-        "drifted": is_drifted(config, hospital, server_round),
-    }
+def _fingerprint(config: RunConfig, hospital: int, **what: Any) -> str:
+    # What determines a set of a hospital's tiles; a change invalidates the cache.
+    values = {k: config.to_mapping()[k] for k in DATA_KEYS} | {"hospital": hospital} | what
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+
+
+def _cached_tiles(
+    state: RecordDict, name: str, fingerprint: str, build: Callable[[], TileDataset]
+) -> TileDataset:
+    """Tiles kept in ``state[name]`` while ``fingerprint`` holds; built otherwise."""
+    cached = state.array_records.get(name)
+    meta = state.config_records.get(f"{name}-meta")
+    if cached is not None and meta is not None and meta.get("fingerprint") == fingerprint:
+        return TileDataset(cached["images"].numpy(), cached["masks"].numpy(), NUM_CLASSES)
+    data = build()
+    state[name] = ArrayRecord({"images": Array(data.images), "masks": Array(data.masks)})
+    state[f"{name}-meta"] = ConfigRecord({"fingerprint": fingerprint})
+    return data
 
 
 def local_train_data(
@@ -81,21 +102,38 @@ def local_train_data(
     Generated when first needed and again only when the stage or drift status
     changes; the previous stage's tiles are then gone, as in the scenario.
     """
-    fingerprint = _data_fingerprint(config, hospital, server_round)
-    cached = state.array_records.get(_DATA_KEY)
-    meta = state.config_records.get(_META_KEY)
-    if cached is not None and meta is not None and meta.get("fingerprint") == fingerprint:
-        return TileDataset(cached["images"].numpy(), cached["masks"].numpy(), NUM_CLASSES)
-    data = train_dataset(config, hospital, server_round)
-    state[_DATA_KEY] = ArrayRecord({"images": Array(data.images), "masks": Array(data.masks)})
-    state[_META_KEY] = ConfigRecord({"fingerprint": fingerprint})
-    return data
+    fingerprint = _fingerprint(
+        config,
+        hospital,
+        stage=stage_of(config, server_round),
+        drifted=is_drifted(config, hospital, server_round),
+    )
+    return _cached_tiles(
+        state, _TRAIN_KEY, fingerprint, lambda: train_dataset(config, hospital, server_round)
+    )
 
 
-def handle_train(msg: Message, context: Context) -> Message:
-    """Train the received global model on this hospital's data; reply with it."""
-    sent = msg.content.config_records["config"]
-    config = RunConfig.from_mapping(sent, source="train message", strict=False)
+def local_test_sets(
+    config: RunConfig, hospital: int, server_round: int, state: RecordDict
+) -> dict[int, TileDataset]:
+    """Return the hospital's test tiles of the stages the model after ``server_round`` needs.
+
+    Kept in ``state`` per stage: a hospital keeps its test tiles of past stages (and
+    is given those of the stages to come at each stage end), so that the stage x stage
+    matrix can be filled without any tile leaving it.
+    """
+    return {
+        stage: _cached_tiles(
+            state,
+            f"{_TEST_KEY}-{stage}",
+            _fingerprint(config, hospital, stage=stage, split="test"),
+            lambda stage=stage: held_out_dataset(config, hospital, stage),  # type: ignore[misc]
+        )
+        for stage in evaluated_stages(config, server_round)
+    }
+
+
+def _hospital(config: RunConfig, context: Context) -> int:
     hospital = int(context.node_config[PARTITION_KEY])
     if hospital >= config.clients:
         raise FedclError(
@@ -103,11 +141,57 @@ def handle_train(msg: Message, context: Context) -> Message:
             f"{config.clients}: start exactly one SuperNode per hospital "
             f"(num-supernodes = clients)"
         )
-    server_round = int(sent["server-round"])  # type: ignore[arg-type]
-    data = local_train_data(config, hospital, server_round, context.state)
+    return hospital
+
+
+def _received_model(
+    msg: Message, config: RunConfig, local_norm: str, state: RecordDict
+) -> nn.Module:
+    """Build the global model of ``msg`` with this hospital's own normalisation put back."""
     model = build_model(config.model, NUM_CLASSES)
-    model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
-    model.to(resolve_device(config.device))  # CUDA where this hospital has it (auto)
+    state_dict = msg.content.array_records["arrays"].to_torch_state_dict()
+    kept = state.array_records.get(_NORM_KEY)
+    if local_norm != "none" and kept is not None:
+        state_dict |= kept.to_torch_state_dict()
+    model.load_state_dict(state_dict)
+    return model.to(resolve_device(config.device))  # CUDA where this hospital has it (auto)
+
+
+def _keep_local_norm(model: nn.Module, local_norm: str, state: RecordDict) -> None:
+    keys = local_norm_keys(model, local_norm)
+    if keys:
+        values = model.state_dict()
+        state[_NORM_KEY] = ArrayRecord({k: values[k].detach().cpu() for k in keys})
+
+
+def _evaluation(
+    model: nn.Module, config: RunConfig, hospital: int, server_round: int, state: RecordDict
+) -> ConfigRecord:
+    """Score the model after ``server_round`` on the hospital's tiles; figures only."""
+    test_sets = local_test_sets(config, hospital, server_round, state)
+    figures = evaluate_hospital(model, test_sets, batch_size=config.batch_size)
+    return ConfigRecord({"server-round": server_round, **figures.to_record()})
+
+
+def handle_train(msg: Message, context: Context) -> Message:
+    """Evaluate, then train the received global model on this hospital's data; reply.
+
+    With ``evaluation = "hospitals"`` the reply carries, beside the weights, this
+    hospital's figures for the model it received (the model after the previous round),
+    so evaluation costs no message of its own; :func:`handle_evaluate` scores the last.
+    """
+    sent = msg.content.config_records["config"]
+    config = RunConfig.from_mapping(sent, source="train message", strict=False)
+    hospital = _hospital(config, context)
+    server_round = int(sent["server-round"])  # type: ignore[arg-type]
+    local_norm = str(sent.get(LOCAL_NORM_KEY, "none"))
+    model = _received_model(msg, config, local_norm, context.state)
+    content = RecordDict()
+    if config.evaluation == "hospitals":
+        content[EVALUATION_KEY] = _evaluation(
+            model, config, hospital, server_round - 1, context.state
+        )
+    data = local_train_data(config, hospital, server_round, context.state)
     result = train_local(
         model,
         data,
@@ -115,24 +199,67 @@ def handle_train(msg: Message, context: Context) -> Message:
         seed=round_seed(config.seed, hospital, server_round),
         proximal_mu=config.proximal_mu,  # what the strategy sent: > 0 only from FedProx
     )
-    metrics = MetricRecord(
+    _keep_local_norm(model, local_norm, context.state)
+    content["arrays"] = ArrayRecord(model.cpu().state_dict())
+    content["metrics"] = MetricRecord(
         {
             "train-loss": result.loss,
             "num-examples": result.num_examples,  # FedAvg weight: samples, not batches
             PARTITION_KEY: hospital,
         }
     )
-    content = RecordDict({"arrays": ArrayRecord(model.cpu().state_dict()), "metrics": metrics})
     return Message(content=content, reply_to=msg)
 
 
-class ServerEvaluation:
-    """Server-side evaluation of the global model on every hospital's clean test tiles.
+def handle_evaluate(msg: Message, context: Context) -> Message:
+    """Score the received model (the run's last) on this hospital's test tiles; figures only."""
+    sent = msg.content.config_records["config"]
+    config = RunConfig.from_mapping(sent, source="evaluate message", strict=False)
+    hospital = _hospital(config, context)
+    local_norm = str(sent.get(LOCAL_NORM_KEY, "none"))
+    model = _received_model(msg, config, local_norm, context.state)
+    evaluation = _evaluation(model, config, hospital, int(sent["server-round"]), context.state)  # type: ignore[arg-type]
+    content = RecordDict(
+        {EVALUATION_KEY: evaluation, "metrics": MetricRecord({PARTITION_KEY: hospital})}
+    )
+    return Message(content=content, reply_to=msg)
 
-    Called by ``Strategy.start`` before round 1 (round 0) and after every round. It
-    evaluates the test data of every stage seen so far, and of every stage at the end
-    of a stage (a row of the stage x stage matrix), then completes the round's record
-    in the run directory.
+
+def figures_in(replies: Iterable[Message], server_round: int) -> dict[int, HospitalFigures]:
+    """``{hospital: figures}`` the replies carry for the model after ``server_round``."""
+    figures = {}
+    for reply in replies:
+        hospital = partition_of(reply)
+        if hospital is None:
+            continue
+        record = reply.content.config_records.get(EVALUATION_KEY)
+        if record is not None and record.get("server-round") == server_round:
+            figures[hospital] = HospitalFigures.from_record(record)
+    return figures
+
+
+def final_evaluation(
+    grid: Grid, config: RunConfig, arrays: ArrayRecord, local_norm: str
+) -> dict[int, HospitalFigures]:
+    """Ask every hospital to score the run's final model (one evaluate message each)."""
+    sent = config.to_mapping() | {"server-round": config.rounds, LOCAL_NORM_KEY: local_norm}
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord(dict(sent))})
+    messages = [
+        Message(content=content, message_type=MessageType.EVALUATE, dst_node_id=node)
+        for node in grid.get_node_ids()
+    ]
+    replies = grid.send_and_receive(messages, timeout=config.round_timeout or FLOWER_ROUND_TIMEOUT)
+    return figures_in(replies, config.rounds)
+
+
+class RoundEnd:
+    """What the server does after every round (and before the first): checkpoint, evaluate.
+
+    Called by ``Strategy.start`` as its ``evaluate_fn``. With ``evaluation = "server"``
+    it scores the global model on every hospital's test tiles itself (synthetic data:
+    it regenerates them) and completes the round's record; with ``"hospitals"`` the
+    record is completed when the hospitals' figures arrive (:func:`serve`). Either way
+    it writes the checkpoint and remembers the latest global model.
     """
 
     def __init__(
@@ -142,59 +269,49 @@ class ServerEvaluation:
         self.recorder = recorder
         self.strategy = strategy
         self.done = done  # rounds a resumed run had completed: Flower counts from 1 again
-        self.model = build_model(config.model, NUM_CLASSES).to(resolve_device(config.device))
-        self.stage_ends = set(stage_end_rounds(config))
-        self._test_sets: dict[int, list[TileDataset]] = {}
+        self.arrays: ArrayRecord | None = None
+        self._model: nn.Module | None = None
+        self._test_sets: dict[tuple[int, int], TileDataset] = {}
 
-    def test_sets(self, stage: int) -> list[TileDataset]:
-        """Every hospital's clean test tiles of ``stage`` (built once)."""
-        if stage not in self._test_sets:
-            self._test_sets[stage] = [
-                held_out_dataset(self.config, h, stage) for h in range(self.config.clients)
-            ]
-        return self._test_sets[stage]
+    def server_figures(self, server_round: int, arrays: ArrayRecord) -> dict[int, HospitalFigures]:
+        """Every hospital's figures, computed here from regenerated test tiles."""
+        if self._model is None:
+            self._model = build_model(self.config.model, NUM_CLASSES)
+            self._model.to(resolve_device(self.config.device))
+        self._model.load_state_dict(arrays.to_torch_state_dict())
+        figures = {}
+        for h in range(self.config.clients):
+            tests = {}
+            for stage in evaluated_stages(self.config, server_round):
+                if (h, stage) not in self._test_sets:
+                    self._test_sets[h, stage] = held_out_dataset(self.config, h, stage)
+                tests[stage] = self._test_sets[h, stage]
+            figures[h] = evaluate_hospital(self._model, tests, batch_size=self.config.batch_size)
+        return figures
 
-    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        """Evaluate ``arrays`` (the global model after ``server_round``) and record it."""
-        if self.done and server_round == 0:  # resumed: already evaluated and recorded
-            return MetricRecord({"dice": float(self.recorder.records[-1]["dice"] or 0.0)})
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """Handle the global model after ``server_round``."""
+        self.arrays = arrays
+        if self.done and server_round == 0:  # resumed: this is the checkpoint's model
+            return None
         server_round += self.done
-        state_dict = arrays.to_torch_state_dict()
-        self.model.load_state_dict(state_dict)
-        current = stage_of(self.config, server_round)
-        stages = num_stages(self.config)
-        evaluated = range(stages) if server_round in self.stage_ends else range(current + 1)
-        results = {s: [evaluate(self.model, d) for d in self.test_sets(s)] for s in evaluated}
-        seen = [results[s] for s in range(current + 1)]
-        per_hospital = [
-            statistics.fmean(stage[h].dice for stage in seen) for h in range(self.config.clients)
-        ]
-        record = self.recorder.round_evaluated(
-            server_round,
+        if self.config.evaluation == "server":
+            figures = self.server_figures(server_round, arrays)
+            self.recorder.round_evaluated(
+                server_round, round_evaluation(self.config, server_round, figures)
+            )
+        self.recorder.checkpoint(
             {
-                "stage": current,
-                "dice": statistics.fmean(per_hospital),
-                "dice_per_hospital": per_hospital,
-                "dice_per_stage": [
-                    statistics.fmean(r.dice for r in results[s]) if s in results else None
-                    for s in range(stages)
-                ],
-                "test_loss": statistics.fmean(r.loss for stage in seen for r in stage),
-            },
-            checkpoint={
                 "round": server_round,
-                "model": state_dict,
+                "model": arrays.to_torch_state_dict(),
                 # cross-round strategy state (DBC: anchor, history); {} for stateless ones
                 "strategy": getattr(self.strategy, "state_dict", dict)(),
                 # fedcl's own randomness is seeded per use (fedcl.seeds); these cover
                 # anything else drawing from the global generators (Flower's sampling).
                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
-            },
+            }
         )
-        metrics = {"dice": record["dice"]} | {
-            f"dice-{h}": d for h, d in enumerate(record["dice_per_hospital"])
-        }
-        return MetricRecord({k: v for k, v in metrics.items() if v is not None})
+        return None
 
 
 class PromptGrid(Grid):
@@ -279,14 +396,29 @@ def serve(
 
     def on_train(
         server_round: int,
-        _replies: list[Message],
+        replies: list[Message],
         metrics: MetricRecord | None,
         report: dict[str, Any] | None,
     ) -> None:
         numbers = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, int | float)}
         recorder.train_aggregated(server_round, numbers, report)
+        if config.evaluation == "hospitals":
+            # the replies carry the hospitals' scores of the model they received
+            record_figures(server_round - 1, figures_in(replies, server_round - 1))
+
+    def record_figures(server_round: int, figures: dict[int, HospitalFigures]) -> None:
+        if not recorder.records or recorder.records[-1]["round"] < server_round:
+            recorder.round_evaluated(server_round, round_evaluation(config, server_round, figures))
 
     strategy = build_strategy(config, on_train, round_offset=done)
+    local_norm = getattr(strategy, "local_norm", "none")
+    if local_norm != "none" and config.evaluation == "server":
+        raise FedclError(
+            f"strategy {config.strategy!r} keeps normalisation at the hospitals "
+            f"(local-norm {local_norm!r}): only they can evaluate it; use evaluation = "
+            "'hospitals'"
+        )
+    round_end = RoundEnd(config, recorder, strategy, done)
     if checkpoint is not None:
         initial = checkpoint["model"]
         if hasattr(strategy, "load_state_dict"):
@@ -297,15 +429,19 @@ def serve(
         with torch.random.fork_rng():  # seed the initial model without leaking global state
             torch.manual_seed(config.seed)
             initial = build_model(config.model, NUM_CLASSES).state_dict()
+    round_end.arrays = ArrayRecord(initial)
     if done < config.rounds:
         strategy.start(
             grid=grid,
-            initial_arrays=ArrayRecord(initial),
+            initial_arrays=round_end.arrays,
             num_rounds=config.rounds - done,
             timeout=config.round_timeout or FLOWER_ROUND_TIMEOUT,
             # The client applies the proximal-mu it receives: 0 unless the strategy
             # (FedProx and its subclasses) injects its own into the train config.
             train_config=ConfigRecord(dict(config.to_mapping() | {"proximal-mu": 0.0})),
-            evaluate_fn=ServerEvaluation(config, recorder, strategy, done),
+            evaluate_fn=round_end,
         )
+    evaluated = recorder.records and recorder.records[-1]["round"] == config.rounds
+    if config.evaluation == "hospitals" and not evaluated:
+        record_figures(config.rounds, final_evaluation(grid, config, round_end.arrays, local_norm))
     return recorder.finish()

@@ -1,4 +1,4 @@
-"""Run-level metrics from per-round records (pure functions; DESIGN.md section 7).
+"""Run-level metrics from per-round records (pure functions).
 
 - Continual learning: ``R[i][j]`` = Dice on stage j's test data after stage i;
   ``ACC = mean_j R[T][j]``, ``BWT = mean_{j<T} (R[T][j] - R[j][j])``,
@@ -68,11 +68,19 @@ def detection(config: RunConfig, records: Sequence[dict[str, Any]]) -> dict[str,
     }
 
 
-def dice_matrix(config: RunConfig, records: Sequence[dict[str, Any]]) -> list[list[float | None]]:
-    """Return the rows of ``R``: per-stage Dice recorded at the end of each stage reached."""
+def dice_matrix(
+    config: RunConfig, records: Sequence[dict[str, Any]], key: str = "dice_per_stage"
+) -> list[list[float | None]]:
+    """Return the rows of ``R``: per-stage Dice recorded at the end of each stage reached.
+
+    ``key``: ``dice_per_stage`` (as run) or ``dice_per_stage_local_stats`` (each
+    hospital's own re-estimated BatchNorm statistics; runs before 0.2 lack it: no rows).
+    """
     by_round = {r["round"]: r for r in records}
     return [
-        list(by_round[end]["dice_per_stage"]) for end in stage_end_rounds(config) if end in by_round
+        list(by_round[end][key])
+        for end in stage_end_rounds(config)
+        if end in by_round and by_round[end].get(key) is not None
     ]
 
 
@@ -83,6 +91,9 @@ def summarize(config: RunConfig, records: Sequence[dict[str, Any]]) -> dict[str,
     """Build a run's ``summary.json`` from its config and its round records."""
     last = records[-1] if records else {}
     matrix = dice_matrix(config, records)
+    local = dice_matrix(config, records, "dice_per_stage_local_stats")
+    if not any(v is not None for row in local for v in row):
+        local = []  # a model without running statistics, or a run before 0.2
     return {
         "final_dice": last.get("dice"),
         # the last round's Dice moves by up to 0.1 from round to round (one local epoch
@@ -91,6 +102,11 @@ def summarize(config: RunConfig, records: Sequence[dict[str, Any]]) -> dict[str,
         "dice_per_hospital": last.get("dice_per_hospital"),
         "dice_matrix": matrix,
         **continual_metrics(matrix),
+        # the same figures with each hospital's own BatchNorm statistics (fedcl.evaluation):
+        # what the weights know, apart from what the statistics describe; None without
+        "final_dice_local_stats": last.get("dice_local_stats"),
+        "dice_matrix_local_stats": local or None,
+        **{f"{k}_local_stats": v for k, v in continual_metrics(local).items()},
         "detection": detection(config, records),
         "rounds": last.get("round", 0),
         "wall_seconds": round(sum(r.get("wall_seconds", 0.0) for r in records), 3),

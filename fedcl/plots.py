@@ -113,6 +113,9 @@ def plot_comparison(
 ) -> None:
     """Plot strategies side by side: Dice per round, and final Dice / ACC / forgetting.
 
+    ACC and forgetting appear as run and with each hospital's own BatchNorm statistics
+    (where the runs have them).
+
     Curves are means over seeds with a band of one std; bars have std error bars.
     """
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.0), dpi=110)
@@ -132,7 +135,15 @@ def plot_comparison(
     left.set_ylim(0, 1)
     left.grid(alpha=0.3)
     left.legend(fontsize=7)
-    metrics = ("final_dice", "acc", "forgetting")
+    bars = {
+        "final_dice": "final Dice",
+        "acc": "ACC",
+        "forgetting": "forgetting",
+        "acc_local_stats": "ACC\n(local stats)",
+        "forgetting_local_stats": "forgetting\n(local stats)",
+    }
+    # only the groups some strategy has a figure for (no empty "forgetting" in iid)
+    metrics = [m for m in bars if any(row[m][0] is not None for row in table.values())]
     width = 0.8 / max(len(table), 1)
     for k, (name, row) in enumerate(table.items()):
         xs = [i + k * width for i in range(len(metrics))]
@@ -140,7 +151,8 @@ def plot_comparison(
         stds = [_nan(row[m][1]) for m in metrics]
         right.bar(xs, means, width, yerr=stds, label=name, capsize=2)
     right.set_xticks([i + 0.4 - width / 2 for i in range(len(metrics))])
-    right.set_xticklabels(["final Dice", "ACC", "forgetting"])
+    right.set_xticklabels([bars[m] for m in metrics], fontsize=8)
+    right.set_ylabel("Dice (forgetting: Dice lost)")
     right.grid(alpha=0.3, axis="y")
     right.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)

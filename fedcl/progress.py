@@ -76,15 +76,24 @@ class RoundProgress:
             f"done: final Dice {_fmt(summary['final_dice'])} after {summary['rounds']} rounds "
             f"in {summary['wall_seconds']:.1f} s; run directory {self.config.out}"
         )
-        extra = [
-            f"{key} {_fmt(summary[key])}"
-            for key in ("acc", "bwt", "forgetting")
-            if summary[key] is not None and len(summary["dice_matrix"]) > 1
-        ] + [
-            f"detection {key} {_fmt(value)}"
-            for key, value in summary["detection"].items()
-            if value is not None
-        ]
+        extra = (
+            [
+                f"{key} {_fmt(summary[key])}"
+                for key in ("acc", "bwt", "forgetting")
+                if summary[key] is not None and len(summary["dice_matrix"]) > 1
+            ]
+            + [
+                # what the weights know, apart from the BatchNorm statistics (fedcl.evaluation)
+                f"{key.removesuffix('_local_stats')} {_fmt(summary[key])} with local statistics"
+                for key in ("acc_local_stats", "forgetting_local_stats")
+                if summary.get(key) is not None and len(summary["dice_matrix"]) > 1
+            ]
+            + [
+                f"detection {key} {_fmt(value)}"
+                for key, value in summary["detection"].items()
+                if value is not None
+            ]
+        )
         if extra:
             self.console.print("      " + ", ".join(extra))
 

@@ -101,17 +101,11 @@ class RunRecorder:
         if report is not None:
             self._reports[server_round] = dict(report)
 
-    def round_evaluated(
-        self,
-        server_round: int,
-        evaluation: Mapping[str, Any],
-        checkpoint: Mapping[str, Any],
-    ) -> dict[str, Any]:
-        """Complete the record of ``server_round``: append it, checkpoint, notify.
+    def round_evaluated(self, server_round: int, evaluation: Mapping[str, Any]) -> dict[str, Any]:
+        """Complete the record of ``server_round``: append it and notify the callbacks.
 
-        ``evaluation`` holds the server's evaluation (``dice``, ``dice_per_hospital``,
-        ``dice_per_stage``, ...); ``checkpoint`` (``round``, ``model`` state_dict,
-        ``strategy`` state) is written atomically to ``checkpoint.pt``.
+        ``evaluation`` holds the round's figures (``dice``, ``dice_per_hospital``,
+        ``dice_per_stage``, ...; :func:`fedcl.evaluation.round_evaluation`).
         """
         now = time.perf_counter()
         train_loss = self._train.pop(server_round, {}).get("train-loss")
@@ -130,10 +124,13 @@ class RunRecorder:
         self.records.append(record)
         with (self.dir / "metrics.jsonl").open("a") as handle:
             handle.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
-        _atomic_write(self.dir / "checkpoint.pt", lambda p: torch.save(dict(checkpoint), p))
         for callback in self.callbacks:
             callback(record)
         return record
+
+    def checkpoint(self, state: Mapping[str, Any]) -> None:
+        """Write ``state`` (``round``, ``model`` state_dict, ``strategy`` state) atomically."""
+        _atomic_write(self.dir / "checkpoint.pt", lambda p: torch.save(dict(state), p))
 
     def finish(self) -> dict[str, Any]:
         """Write ``summary.json`` and the plots; return the summary."""

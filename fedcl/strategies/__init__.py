@@ -1,7 +1,8 @@
 """Aggregation strategies by name, plug-ins, and reproducible reply order.
 
 Built in: ``fedavg``, ``fedprox``, ``fedmedian``, ``fedtrimmedavg``, ``krum``,
-``multikrum``, ``bulyan`` (Flower's own classes), ``fltrust`` and ``dbc`` (fedcl's).
+``multikrum``, ``bulyan`` (Flower's own classes), ``fltrust``, ``dbc``, ``fedbn`` and
+``silobn`` (fedcl's).
 A user's strategy plugs in as ``--strategy package.module:ClassName`` (any Flower
 ``Strategy`` subclass) or by name through the entry-point group ``fedcl.strategies``.
 
@@ -44,21 +45,24 @@ from fedcl.errors import FedclError, unknown_name
 from fedcl.models import build_model
 from fedcl.scenarios import is_drifted
 from fedcl.strategies.dbc import DynamicBarlowContinuity
+from fedcl.strategies.fedbn import FedBN, SiloBN
 from fedcl.strategies.fltrust import FLTrust
 from fedcl.strategies.replies import by_partition, partition_of, restore_dtypes, screen
 from fedcl.training import resolve_device, train_local
 
 ENTRY_POINT_GROUP = "fedcl.strategies"
 
-# round, sorted replies, aggregated metrics, the strategy's round_report (or None)
+# round, every reply sorted (dropped ones too), aggregated metrics, the strategy's
+# round_report (or None)
 TrainHook = Callable[[int, list[Message], MetricRecord | None, dict[str, Any] | None], None]
 
 
 def sampling(config: RunConfig) -> dict[str, Any]:
-    """FedAvg-family sampling: every hospital every round, no federated evaluation.
+    """FedAvg-family sampling: every hospital every round, no federated evaluation round.
 
-    The server evaluates the global model on every hospital's test tiles itself, so
-    ``fraction_evaluate=0`` skips the federated evaluation round trip.
+    ``fraction_evaluate=0``: Flower's evaluation round trip is not needed, as the
+    hospitals send their scores of the model they receive with their training replies
+    (:mod:`fedcl.federation`).
     """
     return {
         "fraction_train": 1.0,
@@ -132,6 +136,8 @@ STRATEGIES: dict[str, tuple[type[Strategy], Callable[[RunConfig], dict[str, Any]
     "bulyan": (Bulyan, lambda c: sampling(c) | {"num_malicious_nodes": byzantine(c, 4)}),
     "fltrust": (FLTrust, _fltrust),
     "dbc": (DynamicBarlowContinuity, _dbc),
+    "fedbn": (FedBN, sampling),
+    "silobn": (SiloBN, sampling),
 }
 
 
@@ -223,8 +229,10 @@ def ordered(
     (NaN/Inf, wrong keys, shapes or dtypes, no ``num-examples``, an update norm above
     ``guard.max_update_ratio``) are dropped before ``cls`` sees them and reported as
     ``dropped`` in the round's report; the aggregate is cast back to the template's
-    dtypes. ``on_train(round, usable_replies, aggregated_metrics, round_report)`` is
-    called after every aggregation (the run recorder's hook). ``round_offset`` is added
+    dtypes. ``on_train(round, replies, aggregated_metrics, round_report)`` (every reply,
+    sorted, the dropped ones too: what they carry besides the update, a hospital's
+    evaluation, is still good) is called after every aggregation (the run recorder's
+    hook). ``round_offset`` is added
     to Flower's round numbers (a resumed run: Flower counts from 1 again), so hospitals
     and the strategy see the run's own round.
     """
@@ -270,7 +278,7 @@ def ordered(
             log(logging.WARNING, "round %d: no reply from hospitals %s", server_round, missing)
             report = dict(report or {}) | {"missing": missing}
         if on_train is not None:
-            on_train(server_round, usable, metrics, report)
+            on_train(server_round, replies, metrics, report)
         return arrays, metrics
 
     body = {"aggregate_train": aggregate_train, "configure_train": configure_train}
@@ -296,6 +304,8 @@ __all__ = [
     "ReplyGuard",
     "DynamicBarlowContinuity",
     "FLTrust",
+    "FedBN",
+    "SiloBN",
     "build_strategy",
     "by_partition",
     "check_strategy",
