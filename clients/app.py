@@ -8,9 +8,11 @@ everything else comes with the server's message (see :mod:`fedcl.federation`).
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from fedcl.audit import audit_mod
 from fedcl.federation import handle_evaluate, handle_train
 
-app = ClientApp()
+# audit_mod: with FEDCL_AUDIT_DIR set, every message in and out is described there
+app = ClientApp(mods=[audit_mod])
 
 
 @app.train()

@@ -149,15 +149,23 @@ def _received_model(
 ) -> nn.Module:
     """Build the global model of ``msg`` with this hospital's own normalisation put back."""
     model = build_model(config.model, NUM_CLASSES)
-    state_dict = msg.content.array_records["arrays"].to_torch_state_dict()
-    kept = state.array_records.get(_NORM_KEY)
-    if local_norm != "none" and kept is not None:
-        state_dict |= kept.to_torch_state_dict()
-    model.load_state_dict(state_dict)
+    received = msg.content.array_records["arrays"].to_torch_state_dict()
+    model.load_state_dict(with_local_norm(received, local_norm, state))
     return model.to(resolve_device(config.device))  # CUDA where this hospital has it (auto)
 
 
-def _keep_local_norm(model: nn.Module, local_norm: str, state: RecordDict) -> None:
+def with_local_norm(
+    state_dict: dict[str, torch.Tensor], local_norm: str, state: RecordDict
+) -> dict[str, torch.Tensor]:
+    """Return ``state_dict`` with the normalisation this hospital kept (if any) in place."""
+    kept = state.array_records.get(_NORM_KEY)
+    if local_norm == "none" or kept is None:
+        return state_dict
+    return state_dict | kept.to_torch_state_dict()
+
+
+def keep_local_norm(model: nn.Module, local_norm: str, state: RecordDict) -> None:
+    """Keep the part of ``model``'s normalisation that ``local_norm`` names in ``state``."""
     keys = local_norm_keys(model, local_norm)
     if keys:
         values = model.state_dict()
@@ -199,7 +207,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         seed=round_seed(config.seed, hospital, server_round),
         proximal_mu=config.proximal_mu,  # what the strategy sent: > 0 only from FedProx
     )
-    _keep_local_norm(model, local_norm, context.state)
+    keep_local_norm(model, local_norm, context.state)
     content["arrays"] = ArrayRecord(model.cpu().state_dict())
     content["metrics"] = MetricRecord(
         {
@@ -393,6 +401,8 @@ def serve(
         # A kill between the metrics line and the checkpoint leaves one round more.
         records = [r for r in read_metrics(config.out, complete_only=True) if r["round"] <= done]
     recorder = RunRecorder(config, callbacks, records)
+    if checkpoint is not None:
+        recorder.restore(checkpoint)
 
     def on_train(
         server_round: int,

@@ -129,8 +129,22 @@ class RunRecorder:
         return record
 
     def checkpoint(self, state: Mapping[str, Any]) -> None:
-        """Write ``state`` (``round``, ``model`` state_dict, ``strategy`` state) atomically."""
-        _atomic_write(self.dir / "checkpoint.pt", lambda p: torch.save(dict(state), p))
+        """Write ``state`` (``round``, ``model`` state_dict, ``strategy`` state) atomically.
+
+        The checkpoint also holds what this recorder keeps for rounds whose record is not
+        complete yet (with evaluation at the hospitals, the last round's training figures
+        and report wait for the next round's replies), so a resumed run loses none.
+        """
+        pending = {"train": self._train, "reports": self._reports}
+        _atomic_write(
+            self.dir / "checkpoint.pt", lambda p: torch.save(dict(state) | {"recorder": pending}, p)
+        )
+
+    def restore(self, checkpoint: Mapping[str, Any]) -> None:
+        """Take back the pending figures a :meth:`checkpoint` saved (resume)."""
+        pending = checkpoint.get("recorder", {})
+        self._train |= pending.get("train", {})
+        self._reports |= pending.get("reports", {})
 
     def finish(self) -> dict[str, Any]:
         """Write ``summary.json`` and the plots; return the summary."""

@@ -1,41 +1,27 @@
-"""A hospital ClientApp for tests: fedcl's own, plus a failure and a message log.
+"""A hospital ClientApp for tests: fedcl's own, plus a failure, with the audit log.
 
 Environment (inherited by Ray's actor processes):
 ``FEDCL_TEST_FAIL`` = ``"hospital:round"``: that hospital raises in that round;
 ``FEDCL_TEST_SLOW`` = ``"hospital:round:seconds"``: that hospital sleeps first;
-``FEDCL_TEST_MESSAGES`` = a directory: every reply's content is described there as JSON.
+``FEDCL_AUDIT_DIR`` = a directory: every message in and out is described there
+(:mod:`fedcl.audit`, as in fedcl's own ClientApp).
 """
 
-import json
 import os
 import time
-import uuid
-from pathlib import Path
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedcl.federation import handle_train
+from fedcl.audit import audit_mod
+from fedcl.federation import handle_evaluate, handle_train
 
-app = ClientApp()
-
-
-def describe(msg: Message) -> dict:
-    """Everything a reply carries, by record type (arrays: name, shape, dtype)."""
-    content = msg.content
-    return {
-        "arrays": {
-            name: {k: [list(a.shape), a.dtype] for k, a in record.items()}
-            for name, record in content.array_records.items()
-        },
-        "metrics": {name: dict(record) for name, record in content.metric_records.items()},
-        "configs": {name: dict(record) for name, record in content.config_records.items()},
-    }
+app = ClientApp(mods=[audit_mod])
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Fail where told to; otherwise train as fedcl's ClientApp and log the reply."""
+    """Fail where told to; otherwise train as fedcl's ClientApp."""
     hospital = int(context.node_config["partition-id"])
     server_round = int(msg.content.config_records["config"]["server-round"])
     if os.environ.get("FEDCL_TEST_FAIL") == f"{hospital}:{server_round}":
@@ -43,9 +29,10 @@ def train(msg: Message, context: Context) -> Message:
     slow = os.environ.get("FEDCL_TEST_SLOW", "").split(":")
     if slow[:2] == [str(hospital), str(server_round)]:
         time.sleep(float(slow[2]))
-    reply = handle_train(msg, context)
-    log_dir = os.environ.get("FEDCL_TEST_MESSAGES")
-    if log_dir:
-        path = Path(log_dir) / f"{hospital}-{server_round}-{uuid.uuid4().hex}.json"
-        path.write_text(json.dumps(describe(reply)))
-    return reply
+    return handle_train(msg, context)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Score the final model as fedcl's ClientApp does."""
+    return handle_evaluate(msg, context)

@@ -13,12 +13,15 @@ from pathlib import Path
 import flwr
 import pytest
 import yaml
+from audit_checks import assert_messages_carry_no_data
 
+from fedcl.config import RunConfig
 from fedcl.deploy.local import LocalDeployment
 from fedcl.deploy.topology import compose_file, render_compose, services
 from fedcl.processes import processes_with_env
 
 ROOT = Path(__file__).resolve().parents[1]
+
 TINY = [
     "--rounds", "2", "--image-size", "32", "--train-tiles", "8", "--test-tiles", "4",
     "--batch-size", "4", "--reference-size", "8",
@@ -124,9 +127,17 @@ def _deploy(out: Path, *args: str, env: dict | None = None) -> subprocess.Comple
 
 @pytest.mark.parametrize("tls", [False, True], ids=["insecure", "tls"])
 def test_deploy_local_runs_dbc_to_completion(tmp_path, tls):
-    out = tmp_path / "run"
+    out, audit = tmp_path / "run", tmp_path / "audit"
+    audit.mkdir()
     result = _deploy(
-        out, "--hospitals", "2", "--strategy", "dbc", *TINY, *(["--tls"] if tls else [])
+        out,
+        "--hospitals",
+        "2",
+        "--strategy",
+        "dbc",
+        *TINY,
+        *(["--tls"] if tls else []),
+        env=os.environ | {"FEDCL_AUDIT_DIR": str(audit)},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -143,6 +154,9 @@ def test_deploy_local_runs_dbc_to_completion(tmp_path, tls):
     insecure = [p.name for p in logs.glob("*.log") if "--insecure" in p.read_text()]
     assert (insecure == []) == tls
     assert _processes_from(out) == []
+    # every message a hospital received or sent: the model and numbers, no data
+    config = RunConfig.from_toml(out / "config.toml")
+    assert_messages_carry_no_data(audit, config, trained=2 * 2)
 
 
 def test_deploy_local_reports_a_serverapp_failure_and_stops_everything(tmp_path):

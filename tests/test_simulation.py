@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 import torch
+from audit_checks import assert_messages_carry_no_data
 from PIL import Image
 
 from fedcl.cli import main
@@ -86,6 +87,28 @@ def test_same_seed_gives_bit_identical_runs(two_runs):
     weights_a = torch.load(run_a / "checkpoint.pt")["model"]
     weights_b = torch.load(run_b / "checkpoint.pt")["model"]
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+@pytest.mark.parametrize("scenario", ["iid", "client-drift"])
+def test_hospital_and_server_evaluation_give_the_same_figures(tmp_path, scenario, ray_address):
+    config = RunConfig(
+        scenario=scenario, clients=3, rounds=2, image_size=32, train_tiles=12, test_tiles=6,
+        batch_size=6, drift_ratio=0.34,
+    )  # fmt: skip
+    runs = {
+        mode: run_fedcl(config.replace(evaluation=mode), tmp_path, mode, ray_address)
+        for mode in ("hospitals", "server")
+    }
+    hospitals, server = (read_metrics(runs[m]) for m in ("hospitals", "server"))
+    assert [r["round"] for r in hospitals] == [r["round"] for r in server] == [0, 1, 2]
+    for a, b in zip(hospitals, server, strict=True):
+        assert a.keys() == b.keys()
+        for key in a.keys() - {"wall_seconds"}:
+            expected = b[key] if b[key] is None else pytest.approx(b[key], rel=1e-6)
+            assert a[key] == expected, (a["round"], key)
+    assert hospitals[0]["dice_local_stats"] is not None  # BatchNorm: a local figure too
+    summaries = [json.loads((runs[m] / "summary.json").read_text()) for m in runs]
+    assert summaries[0]["acc_local_stats"] == pytest.approx(summaries[1]["acc_local_stats"])
 
 
 TINY = RunConfig(
@@ -308,7 +331,7 @@ def test_a_failing_hospital_costs_only_its_update_and_messages_carry_no_data(tmp
     paths = [str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
     monkeypatch.setenv("FEDCL_TEST_FAIL", "1:2")
-    monkeypatch.setenv("FEDCL_TEST_MESSAGES", str(messages))
+    monkeypatch.setenv("FEDCL_AUDIT_DIR", str(messages))
     monkeypatch.syspath_prepend(str(ROOT / "tests"))
     import faulty_clients
 
@@ -321,21 +344,9 @@ def test_a_failing_hospital_costs_only_its_update_and_messages_carry_no_data(tmp
     assert len(dropped) == 1 and "hospital 1 failed in round 2" in dropped[0]["reason"]
     assert all("dropped" not in (r.get("aggregation") or {}) for r in (records[1], records[3]))
 
-    # Privacy: every message a hospital sent holds the model's arrays and three numbers.
-    expected = {
-        k: [list(v.shape), str(v.dtype).removeprefix("torch.")]
-        for k, v in build_model(config.model, NUM_CLASSES).state_dict().items()
-    }
-    sent = [json.loads(p.read_text()) for p in messages.glob("*.json")]
-    assert len(sent) == 3 * 3 - 1
-    for content in sent:
-        assert content["configs"] == {}
-        assert list(content["arrays"]) == ["arrays"]
-        assert content["arrays"]["arrays"] == expected
-        assert list(content["metrics"]) == ["metrics"]
-        metrics = content["metrics"]["metrics"]
-        assert set(metrics) == {"train-loss", "num-examples", "partition-id"}
-        assert all(isinstance(v, int | float) for v in metrics.values())
+    # Privacy: every message a hospital received or sent holds the model's arrays (or
+    # none), and numbers: no tile, mask or per-tile output.
+    assert_messages_carry_no_data(messages, config, trained=3 * 3 - 1)
 
 
 def test_a_hospital_that_times_out_costs_only_its_update(tmp_path, monkeypatch):
@@ -360,7 +371,7 @@ def test_a_hospital_that_times_out_costs_only_its_update(tmp_path, monkeypatch):
 
 def test_a_run_killed_mid_round_resumes_to_the_same_final_model(tmp_path):
     # DBC with a short warm-up: its anchor and history must survive the kill too.
-    config = TINY.replace(clients=3, rounds=4, strategy="dbc", dbc_warmup=1, reference_size=8)
+    config = TINY.replace(clients=3, rounds=5, strategy="dbc", dbc_warmup=1, reference_size=8)
     killed = tmp_path / "killed"
     config_file = tmp_path / "killed.toml"
     config_file.write_bytes(tomli_w.dumps(config.replace(out=str(killed)).to_mapping()).encode())
@@ -375,7 +386,8 @@ def test_a_run_killed_mid_round_resumes_to_the_same_final_model(tmp_path):
     )
     try:
         deadline = time.monotonic() + 300
-        while len(_lines(killed / "metrics.jsonl")) < 3:  # rounds 0, 1, 2 recorded
+        # rounds 0, 1, 2 recorded (a round's record is complete with the next one's replies)
+        while len(_lines(killed / "metrics.jsonl")) < 3:
             assert process.poll() is None and time.monotonic() < deadline
             time.sleep(0.1)
         time.sleep(0.5)  # into round 3
