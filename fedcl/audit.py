@@ -40,11 +40,11 @@ def audit_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> M
     reply = call_next(msg, context)
     directory = os.environ.get(AUDIT_ENV)
     if directory:
-        config = msg.content.config_records.get("config", {})
-        server_round = config.get("server-round", "-")
+        config = msg.content.config_records.get("config")
+        server_round = config.get("server-round", "-") if config is not None else "-"
         hospital = context.node_config.get("partition-id", "-")
         kind = msg.metadata.message_type.split(".")[0]
         for direction, described in (("in", msg), ("out", reply)):
-            name = f"{hospital}-{server_round}-{direction}-{kind}-{uuid.uuid4().hex}.json"
+            name = f"{hospital!s}-{server_round!s}-{direction}-{kind}-{uuid.uuid4().hex}.json"
             (Path(directory) / name).write_text(json.dumps(describe(described)))
     return reply
