@@ -23,6 +23,11 @@ FITTED = {"round_s_per_hospital", "gib_per_hospital"}
         ("dbc_cost.py", {"share_n3_r8", "share_n3_r32"}),
         ("scale.py", {"round_s_per_hospital", "gib_per_hospital", "max_peak_gib"}),
         ("devices.py", {"unet_cpu_tiles_per_s"}),
+        pytest.param(
+            "evaluation.py",
+            {"sim_wall_ratio", "deploy_wall_ratio", "sim_same_dice"},
+            marks=pytest.mark.slow,  # two simulations and two deployments: ~3 minutes
+        ),
     ],
 )
 def test_benchmark_smoke_mode_prints_its_result_line(script, keys):
