@@ -19,7 +19,7 @@ import torch
 
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES, TileDataset
-from fedcl.federation import round_seed
+from fedcl.hospital import round_seed
 from fedcl.models import build_model
 from fedcl.scenarios import held_out_dataset, train_dataset
 from fedcl.training import evaluate, train_local

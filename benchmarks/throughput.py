@@ -24,7 +24,7 @@ from common import machine, result
 
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES
-from fedcl.federation import round_seed
+from fedcl.hospital import round_seed
 from fedcl.models import build_model
 from fedcl.scenarios import train_dataset
 from fedcl.training import train_local

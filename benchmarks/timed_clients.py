@@ -8,7 +8,7 @@ from pathlib import Path
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedcl.federation import handle_evaluate, handle_train
+from fedcl.hospital import handle_evaluate, handle_train
 
 app = ClientApp()
 

@@ -2,14 +2,14 @@
 
 Identity comes from ``context.node_config["partition-id"]`` (set by the simulation
 engine, or by ``flower-supernode --node-config "partition-id=..."`` in deployment);
-everything else comes with the server's message (see :mod:`fedcl.federation`).
+everything else comes with the server's message (see :mod:`fedcl.hospital`).
 """
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from fedcl.audit import audit_mod
-from fedcl.federation import handle_evaluate, handle_train
+from fedcl.hospital import handle_evaluate, handle_train
 
 # audit_mod: with FEDCL_AUDIT_DIR set, every message in and out is described there
 app = ClientApp(mods=[audit_mod])

@@ -1,236 +1,39 @@
-"""Flower glue shared by the ServerApp (``server/app.py``) and the ClientApp (``clients/``).
+"""The server's side of a run: the round loop, the hospitals' figures, checkpoints.
 
-The server sends the whole resolved :class:`~fedcl.config.RunConfig` in every train
-message's ``config`` record, so a hospital needs nothing but its ``partition-id``
-(from ``context.node_config``) to rebuild its data, model and schedule. A hospital's
-tiles are generated when first needed and kept in ``Context.state`` (Flower persists it
-per node across rounds, in simulation and deployment); they are regenerated only when
-the scenario changes the hospital's stage or drift status.
-
-Evaluation happens at the hospitals (``evaluation = "hospitals"``): a hospital scores
-the model it receives on its own test tiles before it trains and sends the figures with
-its reply, so the record of round t is complete once round t + 1's replies are in; one
-evaluate message after the last round scores the final model. No tile, mask or
-per-tile output ever leaves a hospital.
+:func:`serve` runs a whole federated training on a Flower ``Grid`` (the ServerApp in
+``server/app.py`` calls it): the strategy's own ``start`` loop, with the hospitals'
+figures taken from their replies into the run's records (:mod:`fedcl.hospital` for the
+other side), one evaluate message after the last round, and a checkpoint every round.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
-from flwr.app import (
-    Array,
-    ArrayRecord,
-    ConfigRecord,
-    Context,
-    Message,
-    MessageType,
-    MetricRecord,
-    RecordDict,
-)
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.grid.grid import NodeInfo
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore.run import Run
 from torch import nn
 
-from fedcl import seeds
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES, TileDataset
 from fedcl.errors import FedclError
 from fedcl.evaluation import HospitalFigures, evaluate_hospital, evaluated_stages, round_evaluation
+from fedcl.hospital import EVALUATION_KEY, LOCAL_NORM_KEY
 from fedcl.models import build_model
-from fedcl.normalization import local_norm_keys
 from fedcl.recorder import RoundCallback, RunRecorder, read_checkpoint, read_metrics
-from fedcl.scenarios import (
-    DATA_KEYS,
-    held_out_dataset,
-    is_drifted,
-    stage_of,
-    train_dataset,
-)
+from fedcl.scenarios import held_out_dataset
 from fedcl.strategies import build_strategy
-from fedcl.strategies.replies import PARTITION_KEY, partition_of
-from fedcl.training import resolve_device, train_local
+from fedcl.strategies.replies import partition_of
+from fedcl.training import resolve_device
 
 FLOWER_ROUND_TIMEOUT = 3600.0  # Strategy.start's own default: an hour per round
-
-# Context.state entries: the hospital's tiles (with what they were generated from) and
-# the normalisation it keeps to itself (FedBN, SiloBN).
-_TRAIN_KEY, _TEST_KEY, _NORM_KEY = "fedcl-train-data", "fedcl-test-data", "fedcl-local-norm"
-# Message keys: a hospital's figures (a ConfigRecord: Flower's strategies aggregate the
-# one MetricRecord of a reply), and the normalisation a strategy has hospitals keep.
-EVALUATION_KEY, LOCAL_NORM_KEY = "evaluation", "local-norm"
-
-
-def round_seed(seed: int, hospital: int, server_round: int) -> int:
-    """Seed of one hospital's batch order in one round (independent streams)."""
-    return int(seeds.stream(seed, seeds.BATCH_ORDER, hospital, server_round).generate_state(1)[0])
-
-
-def _fingerprint(config: RunConfig, hospital: int, **what: Any) -> str:
-    # What determines a set of a hospital's tiles; a change invalidates the cache.
-    values = {k: config.to_mapping()[k] for k in DATA_KEYS} | {"hospital": hospital} | what
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
-
-
-def _cached_tiles(
-    state: RecordDict, name: str, fingerprint: str, build: Callable[[], TileDataset]
-) -> TileDataset:
-    """Tiles kept in ``state[name]`` while ``fingerprint`` holds; built otherwise."""
-    cached = state.array_records.get(name)
-    meta = state.config_records.get(f"{name}-meta")
-    if cached is not None and meta is not None and meta.get("fingerprint") == fingerprint:
-        return TileDataset(cached["images"].numpy(), cached["masks"].numpy(), NUM_CLASSES)
-    data = build()
-    state[name] = ArrayRecord({"images": Array(data.images), "masks": Array(data.masks)})
-    state[f"{name}-meta"] = ConfigRecord({"fingerprint": fingerprint})
-    return data
-
-
-def local_train_data(
-    config: RunConfig, hospital: int, server_round: int, state: RecordDict
-) -> TileDataset:
-    """Return the tiles the hospital trains on this round, kept in ``state``.
-
-    Generated when first needed and again only when the stage or drift status
-    changes; the previous stage's tiles are then gone, as in the scenario.
-    """
-    fingerprint = _fingerprint(
-        config,
-        hospital,
-        stage=stage_of(config, server_round),
-        drifted=is_drifted(config, hospital, server_round),
-    )
-    return _cached_tiles(
-        state, _TRAIN_KEY, fingerprint, lambda: train_dataset(config, hospital, server_round)
-    )
-
-
-def local_test_sets(
-    config: RunConfig, hospital: int, server_round: int, state: RecordDict
-) -> dict[int, TileDataset]:
-    """Return the hospital's test tiles of the stages the model after ``server_round`` needs.
-
-    Kept in ``state`` per stage: a hospital keeps its test tiles of past stages (and
-    is given those of the stages to come at each stage end), so that the stage x stage
-    matrix can be filled without any tile leaving it.
-    """
-    return {
-        stage: _cached_tiles(
-            state,
-            f"{_TEST_KEY}-{stage}",
-            _fingerprint(config, hospital, stage=stage, split="test"),
-            lambda stage=stage: held_out_dataset(config, hospital, stage),  # type: ignore[misc]
-        )
-        for stage in evaluated_stages(config, server_round)
-    }
-
-
-def _hospital(config: RunConfig, context: Context) -> int:
-    hospital = int(context.node_config[PARTITION_KEY])
-    if hospital >= config.clients:
-        raise FedclError(
-            f"this SuperNode has partition-id {hospital} but the run has clients="
-            f"{config.clients}: start exactly one SuperNode per hospital "
-            f"(num-supernodes = clients)"
-        )
-    return hospital
-
-
-def _received_model(
-    msg: Message, config: RunConfig, local_norm: str, state: RecordDict
-) -> nn.Module:
-    """Build the global model of ``msg`` with this hospital's own normalisation put back."""
-    model = build_model(config.model, NUM_CLASSES)
-    received = msg.content.array_records["arrays"].to_torch_state_dict()
-    model.load_state_dict(with_local_norm(received, local_norm, state))
-    return model.to(resolve_device(config.device))  # CUDA where this hospital has it (auto)
-
-
-def with_local_norm(
-    state_dict: dict[str, torch.Tensor], local_norm: str, state: RecordDict
-) -> dict[str, torch.Tensor]:
-    """Return ``state_dict`` with the normalisation this hospital kept (if any) in place."""
-    kept = state.array_records.get(_NORM_KEY)
-    if local_norm == "none" or kept is None:
-        return state_dict
-    return state_dict | kept.to_torch_state_dict()
-
-
-def keep_local_norm(model: nn.Module, local_norm: str, state: RecordDict) -> None:
-    """Keep the part of ``model``'s normalisation that ``local_norm`` names in ``state``."""
-    keys = local_norm_keys(model, local_norm)
-    if keys:
-        values = model.state_dict()
-        state[_NORM_KEY] = ArrayRecord({k: values[k].detach().cpu() for k in keys})
-
-
-def _evaluation(
-    model: nn.Module, config: RunConfig, hospital: int, server_round: int, state: RecordDict
-) -> ConfigRecord:
-    """Score the model after ``server_round`` on the hospital's tiles; figures only."""
-    test_sets = local_test_sets(config, hospital, server_round, state)
-    figures = evaluate_hospital(model, test_sets, batch_size=config.batch_size)
-    return ConfigRecord({"server-round": server_round, **figures.to_record()})
-
-
-def handle_train(msg: Message, context: Context) -> Message:
-    """Evaluate, then train the received global model on this hospital's data; reply.
-
-    With ``evaluation = "hospitals"`` the reply carries, beside the weights, this
-    hospital's figures for the model it received (the model after the previous round),
-    so evaluation costs no message of its own; :func:`handle_evaluate` scores the last.
-    """
-    sent = msg.content.config_records["config"]
-    config = RunConfig.from_mapping(sent, source="train message", strict=False)
-    hospital = _hospital(config, context)
-    server_round = int(sent["server-round"])  # type: ignore[arg-type]
-    local_norm = str(sent.get(LOCAL_NORM_KEY, "none"))
-    model = _received_model(msg, config, local_norm, context.state)
-    content = RecordDict()
-    if config.evaluation == "hospitals":
-        content[EVALUATION_KEY] = _evaluation(
-            model, config, hospital, server_round - 1, context.state
-        )
-    data = local_train_data(config, hospital, server_round, context.state)
-    result = train_local(
-        model,
-        data,
-        **config.local_schedule(),
-        seed=round_seed(config.seed, hospital, server_round),
-        proximal_mu=config.proximal_mu,  # what the strategy sent: > 0 only from FedProx
-    )
-    keep_local_norm(model, local_norm, context.state)
-    content["arrays"] = ArrayRecord(model.cpu().state_dict())
-    content["metrics"] = MetricRecord(
-        {
-            "train-loss": result.loss,
-            "num-examples": result.num_examples,  # FedAvg weight: samples, not batches
-            PARTITION_KEY: hospital,
-        }
-    )
-    return Message(content=content, reply_to=msg)
-
-
-def handle_evaluate(msg: Message, context: Context) -> Message:
-    """Score the received model (the run's last) on this hospital's test tiles; figures only."""
-    sent = msg.content.config_records["config"]
-    config = RunConfig.from_mapping(sent, source="evaluate message", strict=False)
-    hospital = _hospital(config, context)
-    local_norm = str(sent.get(LOCAL_NORM_KEY, "none"))
-    model = _received_model(msg, config, local_norm, context.state)
-    evaluation = _evaluation(model, config, hospital, int(sent["server-round"]), context.state)  # type: ignore[arg-type]
-    content = RecordDict(
-        {EVALUATION_KEY: evaluation, "metrics": MetricRecord({PARTITION_KEY: hospital})}
-    )
-    return Message(content=content, reply_to=msg)
 
 
 def figures_in(replies: Iterable[Message], server_round: int) -> dict[int, HospitalFigures]:

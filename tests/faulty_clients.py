@@ -14,7 +14,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from fedcl.audit import audit_mod
-from fedcl.federation import handle_evaluate, handle_train
+from fedcl.hospital import handle_evaluate, handle_train
 
 app = ClientApp(mods=[audit_mod])
 

@@ -18,7 +18,7 @@ from fedcl.evaluation import (
     evaluated_stages,
     round_evaluation,
 )
-from fedcl.federation import keep_local_norm, with_local_norm
+from fedcl.hospital import keep_local_norm, local_test_sets, with_local_norm
 from fedcl.metrics import summarize
 from fedcl.models import build_model
 from fedcl.normalization import has_running_stats, local_norm_keys
@@ -185,8 +185,6 @@ def test_server_evaluation_needs_data_the_server_can_regenerate():
 
 def test_a_hospitals_test_tiles_are_the_servers_regenerated_ones():
     config = RunConfig(clients=2, image_size=32, test_tiles=4)
-    from fedcl.federation import local_test_sets
-
     state = RecordDict()
     first = local_test_sets(config, 1, 0, state)
     again = local_test_sets(config, 1, 0, state)  # from the hospital's state

@@ -62,7 +62,7 @@ def sampling(config: RunConfig) -> dict[str, Any]:
 
     ``fraction_evaluate=0``: Flower's evaluation round trip is not needed, as the
     hospitals send their scores of the model they receive with their training replies
-    (:mod:`fedcl.federation`).
+    (:mod:`fedcl.hospital`).
     """
     return {
         "fraction_train": 1.0,

@@ -9,7 +9,7 @@
 
 The server side is FedAvg's: it tells the hospitals what to keep (``local-norm`` in the
 train config, as FedProx sends ``proximal-mu``), and each hospital puts its own part
-back into every global model it receives (:mod:`fedcl.federation`,
+back into every global model it receives (:mod:`fedcl.hospital`,
 :mod:`fedcl.normalization`). The averaged normalisation the server holds is therefore
 never used by a hospital after its first round; such a model is evaluated only where
 its normalisation lives, at the hospitals.
