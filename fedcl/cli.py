@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import MISSING, fields
 from typing import Any
 
-from fedcl.config import RunConfig, key_of, parse_bool
+from fedcl.config import RunConfig, key_of, parse_bool, read_toml
 from fedcl.errors import FedclError
 
 EXIT_USAGE = 2  # bad input: a message, no traceback
@@ -181,15 +181,14 @@ def _add_deploy_commands(commands: Any) -> None:
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     """Defaults < ``--config`` file < flags, validated, with a run directory."""
-    config = RunConfig.from_toml(args.config) if args.config else RunConfig()
-    overrides: dict[str, Any] = {
-        f.name: getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)
+    values = {}
+    if args.config:
+        values = read_toml(args.config)
+        RunConfig.from_mapping(values, source=str(args.config))  # its own errors name it
+    flags: dict[str, Any] = {
+        key_of(f.name): getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)
     }
-    try:
-        config = config.replace(**overrides)
-    except FedclError as err:
-        raise FedclError(f"command line: {err}") from None
-    return config.with_run_dir()
+    return RunConfig.from_mapping(values | flags, source="command line").with_run_dir()
 
 
 def _simulate_with_progress(
@@ -228,10 +227,10 @@ def _resumed_config(args: argparse.Namespace) -> RunConfig:
 def _run(args: argparse.Namespace) -> int:
 
     config = _resumed_config(args) if args.resume else resolve_config(args)
+    _preflight(config)  # bad input answers in seconds, before Ray starts
     from fedcl.simulation import local_ray
 
-    with local_ray(config):  # now: the hospitals' workers import while this process does
-        _preflight(config)
+    with local_ray(config):
         _simulate_with_progress(config, args.verbose, resume=bool(args.resume))
     return 0
 

@@ -423,7 +423,8 @@ class RunConfig:
         Parameters
         ----------
         values : Mapping[str, Any]
-            Key -> value; missing keys take their defaults.
+            Key -> value; missing keys take their defaults, except ``rounds`` in a staged
+            scenario: ``stages x rounds-per-stage`` (an explicit value must equal it).
         source : str
             Named in error messages (a file name, "run config").
         strict : bool
@@ -437,6 +438,12 @@ class RunConfig:
                 kwargs[known[key]] = value
             elif strict:
                 raise FedclError(f"{source}: {unknown_name('key', key, known)}")
+        if "rounds" not in kwargs and kwargs.get("scenario", cls.scenario) in STAGED:
+            # a staged run's length follows from its stages unless given (then checked)
+            stages = kwargs.get("stages", cls.stages)
+            per_stage = kwargs.get("rounds_per_stage", cls.rounds_per_stage)
+            if isinstance(stages, int) and isinstance(per_stage, int):
+                kwargs["rounds"] = stages * per_stage
         try:
             return cls(**kwargs)
         except FedclError as err:

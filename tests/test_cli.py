@@ -53,3 +53,34 @@ def test_bad_config_file_exits_2(tmp_path, capsys):
     path.write_text("clientz = 4\n")
     assert main(["run", "--config", str(path)]) == 2
     assert "unknown key 'clientz'" in capsys.readouterr().err
+
+
+def _parsed(*args):
+    return resolve_config(build_parser().parse_args(["run", *args]))
+
+
+def test_a_staged_run_derives_its_rounds_unless_they_are_given(tmp_path, capsys):
+    staged = ("--scenario", "catastrophic-forgetting", "--stages", "2")
+    assert _parsed(*staged, "--rounds-per-stage", "2").rounds == 4
+    assert _parsed(*staged, "--rounds-per-stage", "2", "--rounds", "4").rounds == 4
+    path = tmp_path / "staged.toml"
+    path.write_text('scenario = "drift-and-forgetting"\nstages = 4\nrounds-per-stage = 3\n')
+    assert _parsed("--config", str(path)).rounds == 12
+    assert _parsed("--config", str(path), "--stages", "2").rounds == 6
+    assert _parsed("--rounds-per-stage", "2").rounds == 15  # not staged: the default
+    # an explicit, inconsistent value stays an error
+    assert main(["run", *staged, "--rounds-per-stage", "2", "--rounds", "15"]) == 2
+    assert "must equal stages x rounds-per-stage = 2 x 2 = 4" in capsys.readouterr().err
+
+
+def test_bad_input_is_answered_before_ray_starts(monkeypatch, capsys):
+    import fedcl.simulation
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray started before the input was checked")
+
+    monkeypatch.setattr(fedcl.simulation, "local_ray", no_ray)
+    assert main(["run", "--strategy", "fedavgg"]) == 2
+    assert "unknown strategy 'fedavgg'" in capsys.readouterr().err
+    assert main(["run", "--data", "bcss:/no/such/folder"]) == 2
+    assert "does not exist" in capsys.readouterr().err
