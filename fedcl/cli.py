@@ -45,6 +45,27 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def _add_overwrite(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out if it holds one (default: refuse, never overwrite)",
+    )
+
+
+def _check_fresh(config: RunConfig, overwrite: bool) -> None:
+    """Refuse to write a run into a directory that holds one, unless asked to."""
+    from pathlib import Path
+
+    out = Path(config.out)
+    held = [n for n in ("config.toml", "metrics.jsonl", "checkpoint.pt") if (out / n).exists()]
+    if held and not overwrite:
+        raise FedclError(
+            f"{str(out)!r} already holds a run ({', '.join(held)}): continue it with "
+            f"--resume {out}, replace it with --overwrite, or choose another --out"
+        )
+
+
 def _parse_bool(text: str) -> bool:
     try:
         return parse_bool(text)
@@ -81,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
             "config.toml (no other options); ends as the uninterrupted run would"
         ),
     )
+    _add_overwrite(run)
     _add_run_options(run)
 
     compare = commands.add_parser(
@@ -159,6 +181,7 @@ def _add_deploy_commands(commands: Any) -> None:
     local.add_argument(
         "--tls", action="store_true", help="generate a throwaway CA and use TLS everywhere"
     )
+    _add_overwrite(local)
     _add_run_options(local)
     compose = targets.add_parser(
         "compose",
@@ -227,6 +250,8 @@ def _resumed_config(args: argparse.Namespace) -> RunConfig:
 def _run(args: argparse.Namespace) -> int:
 
     config = _resumed_config(args) if args.resume else resolve_config(args)
+    if not args.resume:
+        _check_fresh(config, args.overwrite)
     _preflight(config)  # bad input answers in seconds, before Ray starts
     from fedcl.simulation import local_ray
 
@@ -351,6 +376,7 @@ def _deploy_local(args: argparse.Namespace) -> int:
     from fedcl.progress import RoundProgress
 
     config = resolve_config(args)
+    _check_fresh(config, args.overwrite)
     _preflight(config)
     starting = "starting the SuperLink, SuperNodes and apps..."
     with RoundProgress(config, command="fedcl deploy local", starting=starting) as progress:

@@ -1,3 +1,4 @@
+import contextlib
 import subprocess
 import sys
 
@@ -84,3 +85,26 @@ def test_bad_input_is_answered_before_ray_starts(monkeypatch, capsys):
     assert "unknown strategy 'fedavgg'" in capsys.readouterr().err
     assert main(["run", "--data", "bcss:/no/such/folder"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_run_never_overwrites_a_run_directory_unless_asked(tmp_path, monkeypatch, capsys):
+    import fedcl.simulation
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.toml").write_text("")
+    assert main(["run", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run (config.toml)" in err and f"--resume {out}" in err
+    assert (out / "config.toml").read_text() == ""  # untouched
+
+    started = []
+
+    def local_ray(*args, **kwargs):
+        started.append(args)
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(fedcl.simulation, "local_ray", local_ray)
+    monkeypatch.setattr("fedcl.cli._simulate_with_progress", lambda *a, **k: None)
+    assert main(["run", "--out", str(out), "--overwrite"]) == 0
+    assert started  # asked to: it runs
