@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import sys
 
 import numpy as np
 import pytest
@@ -620,3 +621,21 @@ def test_dbc_on_cuda_agrees_with_cpu_and_resumes_on_either(federation, tmp_path)
         replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
         assert resumed.aggregate_train(2, replies)[0] is not None
         assert resumed.round_report["movement"] is not None  # from the resumed tensor
+
+
+def test_a_plugin_in_the_working_directory_is_found_and_a_legacy_one_gets_a_hint(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "my_cwd_strategies.py").write_text(
+        "from flwr.serverapp.strategy import FedAvg\n"
+        "from flwr.server.strategy import FedAvg as LegacyFedAvg\n\n"
+        "class CountingFedAvg(FedAvg):\n    pass\n\n"
+        "class Legacy(LegacyFedAvg):\n    pass\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    # as under the `fedcl` console script: the working directory is not on sys.path
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    cls, _ = resolve_strategy("my_cwd_strategies:CountingFedAvg")
+    assert cls.__name__ == "CountingFedAvg"
+    with pytest.raises(FedclError, match=r"legacy flwr.server.strategy API.*serverapp"):
+        resolve_strategy("my_cwd_strategies:Legacy")

@@ -18,6 +18,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -152,6 +154,10 @@ def _plugin_kwargs(cls: type[Strategy], config: RunConfig) -> dict[str, Any]:
 
 def _load_dotted(path: str) -> type[Strategy]:
     module_name, _, attr = path.partition(":")
+    # As `python -m` and `python script.py` do: a module in the working directory is
+    # found (the `fedcl` console script does not put it on sys.path itself).
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
@@ -166,7 +172,16 @@ def _load_dotted(path: str) -> type[Strategy]:
 
 def _checked(cls: Any, origin: str) -> type[Strategy]:
     if not (inspect.isclass(cls) and issubclass(cls, Strategy)):
-        raise FedclError(f"strategy {origin!r} is not a flwr Strategy subclass: {cls!r}")
+        from flwr.server.strategy import Strategy as LegacyStrategy
+
+        hint = ""
+        if inspect.isclass(cls) and issubclass(cls, LegacyStrategy):
+            hint = (
+                " (it subclasses the legacy flwr.server.strategy API; fedcl runs Flower's "
+                "Message API: subclass flwr.serverapp.strategy.FedAvg or Strategy and "
+                "override aggregate_train)"
+            )
+        raise FedclError(f"strategy {origin!r} is not a flwr Strategy subclass: {cls!r}{hint}")
     return cls
 
 
