@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: runs on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def plot_dice(records: Sequence[dict[str, Any]], path: Path, *, title: str = "") -> None:
@@ -21,6 +22,10 @@ def plot_dice(records: Sequence[dict[str, Any]], path: Path, *, title: str = "")
         values = [_nan(r["dice_per_hospital"][h]) for r in records]
         ax.plot(rounds, values, lw=1, alpha=0.6, label=f"hospital {h}")
     ax.plot(rounds, [_nan(r["dice"]) for r in records], "k-o", lw=2, ms=3, label="mean")
+    local = [_nan(r.get("dice_local_stats")) for r in records]
+    if any(v == v for v in local):  # not all NaN: the model has running statistics
+        ax.plot(rounds, local, "k--", lw=1.5, label="mean, local statistics")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel("mean foreground Dice (global model)")
     ax.set_ylim(0, 1)
@@ -63,6 +68,7 @@ def plot_dbc(records: Sequence[dict[str, Any]], path: Path, *, title: str = "") 
         xs, ys = zip(*rejected, strict=True)
         ax.plot(xs, ys, "rx", ms=9, mew=2, label="rejected")
     ax.set_yscale("symlog", linthresh=1e-3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel("peer score L_BC(consensus, reply)")
     ax.grid(alpha=0.3)
@@ -74,33 +80,38 @@ def plot_dbc(records: Sequence[dict[str, Any]], path: Path, *, title: str = "") 
 
 
 def plot_dice_matrix(
-    matrix: Sequence[Sequence[float | None]], path: Path, *, title: str = ""
+    matrix: Sequence[Sequence[float | None]],
+    path: Path,
+    *,
+    title: str = "",
+    local: Sequence[Sequence[float | None]] | None = None,
 ) -> None:
-    """Heat map of ``R[i][j]``: Dice on stage j's test data after stage i."""
+    """Heat map of ``R[i][j]``: Dice on stage j's test data after stage i.
+
+    With ``local`` (the same matrix with each hospital's own BatchNorm statistics), the
+    two side by side: what was forgotten as run, and what the weights still know.
+    """
+    panels = [("as run", matrix)] + ([("local statistics", local)] if local else [])
     size = max(len(matrix), 1)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * size, 1.2 + 1.0 * size), dpi=110)
-    values = [[_nan(v) for v in row] for row in matrix] or [[float("nan")]]
-    image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis")
-    for i, row in enumerate(values):
-        for j, value in enumerate(row):
-            if value == value:  # not NaN
-                ax.text(
-                    j,
-                    i,
-                    f"{value:.2f}",
-                    ha="center",
-                    va="center",
-                    color="white" if value < 0.6 else "black",
-                    fontsize=9,
-                )
-    ax.set_xticks(range(len(values[0])))
-    ax.set_yticks(range(len(values)))
-    ax.set_xlabel("test data of stage j")
-    ax.set_ylabel("after stage i")
-    ax.set_title(title, fontsize=8)
-    fig.colorbar(image, ax=ax, fraction=0.046, label="Dice")
-    fig.tight_layout()
-    fig.savefig(path)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=((1.6 + 1.1 * size) * len(panels), 1.2 + 1.0 * size), dpi=110
+    )
+    axes = axes if len(panels) > 1 else [axes]
+    for ax, (name, panel) in zip(axes, panels, strict=True):
+        values = [[_nan(v) for v in row] for row in panel] or [[float("nan")]]
+        image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis")
+        for i, row in enumerate(values):
+            for j, value in enumerate(row):
+                if value == value:  # not NaN
+                    color = "white" if value < 0.6 else "black"
+                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", color=color, fontsize=9)
+        ax.set_xticks(range(len(values[0])))
+        ax.set_yticks(range(len(values)))
+        ax.set_xlabel("test data of stage j")
+        ax.set_ylabel("after stage i")
+        ax.set_title(f"{title}\n{name}" if local else title, fontsize=8)
+    fig.colorbar(image, ax=list(axes), fraction=0.046, label="Dice")
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -130,6 +141,7 @@ def plot_comparison(
             [m + s for m, s in zip(mean, std, strict=True)],
             alpha=0.15,
         )
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_xlabel("round")
     left.set_ylabel("mean foreground Dice")
     left.set_ylim(0, 1)

@@ -164,7 +164,12 @@ def write_report(
     )
     title = _title(config)
     plot_dice(records, run_dir / "dice.png", title=title)
-    plot_dice_matrix(summary["dice_matrix"], run_dir / "dice_matrix.png", title=title)
+    plot_dice_matrix(
+        summary["dice_matrix"],
+        run_dir / "dice_matrix.png",
+        title=title,
+        local=summary["dice_matrix_local_stats"],
+    )
     if any("peer_scores" in (r.get("aggregation") or {}) for r in records):
         plot_dbc(records, run_dir / "dbc.png", title=title)
     return summary
