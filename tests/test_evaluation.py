@@ -192,3 +192,15 @@ def test_a_hospitals_test_tiles_are_the_servers_regenerated_ones():
     for got in (first[0], again[0]):
         assert got.images.tobytes() == expected.images.tobytes()
         assert got.masks.tobytes() == expected.masks.tobytes()
+
+
+def test_the_matrix_plot_shows_local_statistics_beside_the_figures_as_run(tmp_path):
+    from PIL import Image
+
+    from fedcl.plots import plot_dice_matrix
+
+    matrix = [[0.8, 0.1], [0.3, 0.7]]
+    plot_dice_matrix(matrix, tmp_path / "one.png")
+    plot_dice_matrix(matrix, tmp_path / "two.png", local=[[0.8, 0.5], [0.7, 0.7]])
+    one, two = (Image.open(tmp_path / name).size for name in ("one.png", "two.png"))
+    assert two[0] > 1.6 * one[0]  # a second panel
