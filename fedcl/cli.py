@@ -7,11 +7,10 @@ kebab-case name as its TOML key; precedence is defaults < ``--config FILE`` < fl
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
-from typing import Any
+from typing import Any, NoReturn
 
 from fedcl.config import RunConfig, key_of, parse_bool, read_toml
 from fedcl.errors import FedclError
@@ -73,9 +72,39 @@ def _parse_bool(text: str) -> bool:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose "unrecognized arguments" error suggests the flag meant."""
+
+    def error(self, message: str) -> NoReturn:
+        """Exit 2 with ``message``, and a did-you-mean for a misspelt flag."""
+        if message.startswith("unrecognized arguments:"):
+            import difflib
+
+            known = sorted(_option_strings(self))
+            for token in message.split(":", 1)[1].split():
+                flag = token.split("=", 1)[0]
+                if flag.startswith("--"):
+                    close = difflib.get_close_matches(flag, known, n=1)
+                    if close:
+                        message += f" (did you mean {close[0]}?)"
+                        break
+        super().error(message)
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    """Every ``--flag`` of ``parser`` and of its sub-commands."""
+    found: set[str] = set()
+    for action in parser._actions:
+        found |= {s for s in action.option_strings if s.startswith("--")}
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _option_strings(sub)
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``fedcl`` argument parser (sub-commands: run, compare, report)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fedcl",
         description=(
             "Federated-continual learning simulation for histopathology segmentation: "
@@ -328,8 +357,11 @@ def _report(args: argparse.Namespace) -> int:
     directory = Path(args.dir)
     if (directory / "metrics.jsonl").exists():
         config = RunConfig.from_toml(directory / "config.toml")
+        from fedcl.progress import summary_lines
+
         summary = write_report(config, read_metrics(directory), directory)
-        print(json.dumps(summary, indent=2))
+        print("\n".join(summary_lines(summary, str(directory), lead="run")))
+        print(f"rewrote {directory / 'summary.json'} and the plots")
     elif any(directory.glob("*/summary.json")):
         write_comparison(directory)
         print((directory / "results.md").read_text())

@@ -223,7 +223,9 @@ class RunConfig:
     round_timeout: float = _opt(0.0, "seconds the server waits for replies (0: Flower's 3600)")
     reference_size: int = _opt(32, "tiles in the server's unlabeled public reference set")
     root_tiles: int = _opt(32, "tiles in the server's labelled root set (fltrust)")
-    dbc_filter_rule: str = _opt(_DBC.filter_rule, "DBC filter: evidence (over rounds) or round")
+    dbc_filter_rule: str = _opt(
+        _DBC.filter_rule, "DBC filter: evidence (over rounds), round, or oracle (simulation bound)"
+    )
     dbc_tau: float = _opt(_DBC.tau, "DBC evidence: reject if mean log peer-score ratio > tau")
     dbc_kappa: float = _opt(_DBC.kappa, "DBC round rule: reject if > median + kappa * spread")
     dbc_floor: float = _opt(_DBC.floor, "DBC round rule: spread floor, fraction of median")

@@ -72,30 +72,39 @@ class RoundProgress:
     def print_summary(self) -> None:
         """Print the run's summary.json in one or two lines."""
         summary = json.loads((Path(self.config.out) / "summary.json").read_text())
-        self.console.print(
-            f"done: final Dice {_fmt(summary['final_dice'])} after {summary['rounds']} rounds "
-            f"in {summary['wall_seconds']:.1f} s; run directory {self.config.out}"
-        )
-        extra = (
-            [
-                f"{key} {_fmt(summary[key])}"
-                for key in ("acc", "bwt", "forgetting")
-                if summary[key] is not None and len(summary["dice_matrix"]) > 1
-            ]
-            + [
-                # what the weights know, apart from the BatchNorm statistics (fedcl.evaluation)
-                f"{key.removesuffix('_local_stats')} {_fmt(summary[key])} with local statistics"
-                for key in ("acc_local_stats", "forgetting_local_stats")
-                if summary.get(key) is not None and len(summary["dice_matrix"]) > 1
-            ]
-            + [
-                f"detection {key} {_fmt(value)}"
-                for key, value in summary["detection"].items()
-                if value is not None
-            ]
-        )
-        if extra:
-            self.console.print("      " + ", ".join(extra))
+        for line in summary_lines(summary, self.config.out):
+            self.console.print(line)
+
+
+def summary_lines(summary: dict[str, Any], run_dir: str, lead: str = "done") -> list[str]:
+    """Return a run's summary in one or two lines (``fedcl run``'s last, ``fedcl report``)."""
+    first = (
+        f"{lead}: final Dice {_fmt(summary['final_dice'])} after {summary['rounds']} rounds "
+        f"in {summary['wall_seconds']:.1f} s; run directory {run_dir}"
+    )
+    lines = [first]
+    staged = len(summary["dice_matrix"]) > 1
+    extra = (
+        [
+            f"{key} {_fmt(summary[key])}"
+            for key in ("acc", "bwt", "forgetting")
+            if summary[key] is not None and staged
+        ]
+        + [
+            # what the weights know, apart from the BatchNorm statistics (fedcl.evaluation)
+            f"{key.removesuffix('_local_stats')} {_fmt(summary[key])} with local statistics"
+            for key in ("acc_local_stats", "forgetting_local_stats")
+            if summary.get(key) is not None and staged
+        ]
+        + [
+            f"detection {key} {_fmt(value)}"
+            for key, value in summary["detection"].items()
+            if value is not None
+        ]
+    )
+    if extra:
+        lines.append("      " + ", ".join(extra))
+    return lines
 
 
 def _fmt(value: float | None) -> str:

@@ -108,3 +108,13 @@ def test_a_run_never_overwrites_a_run_directory_unless_asked(tmp_path, monkeypat
     monkeypatch.setattr("fedcl.cli._simulate_with_progress", lambda *a, **k: None)
     assert main(["run", "--out", str(out), "--overwrite"]) == 0
     assert started  # asked to: it runs
+
+
+def test_a_misspelt_flag_gets_a_suggestion(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--image-szie", "64"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --image-szie" in err and "did you mean --image-size?" in err

@@ -141,7 +141,7 @@ def test_compare_writes_a_table_matching_the_runs(tmp_path, ray_address):
         assert {row["strategy"]: row for row in csv.DictReader(handle)} == rows
 
 
-def test_report_rebuilds_a_runs_summary(tmp_path, ray_address):
+def test_report_rebuilds_a_runs_summary(tmp_path, ray_address, capsys):
     out = tmp_path / "run"
     assert (
         main(
@@ -163,8 +163,11 @@ def test_report_rebuilds_a_runs_summary(tmp_path, ray_address):
     before = json.loads((out / "summary.json").read_text())
     for name in ("summary.json", "dice.png", "dice_matrix.png"):
         (out / name).unlink()
+    capsys.readouterr()
     assert main(["report", str(out)]) == 0
     assert json.loads((out / "summary.json").read_text()) == before
+    shown = capsys.readouterr().out  # read as a person would, not raw JSON
+    assert f"run: final Dice {before['final_dice']:.3f} after 1 rounds" in shown
     assert (out / "dice.png").exists() and (out / "dice_matrix.png").exists()
 
 
