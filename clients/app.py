@@ -5,6 +5,8 @@ engine, or by ``flower-supernode --node-config "partition-id=..."`` in deploymen
 everything else comes with the server's message (see :mod:`fedcl.hospital`).
 """
 
+import os
+
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
@@ -12,6 +14,12 @@ from fedcl.audit import audit_mod
 from fedcl.hospital import handle_evaluate, handle_train
 
 # audit_mod: with FEDCL_AUDIT_DIR set, every message in and out is described there
+# `flwr run .`'s simulation runtime loads this module, then calls ray.init() without an
+# address, which joins any cluster a `ray start` left on the machine and can wait on it
+# for good; "local" makes it start its own. An address the user set wins; fedcl's own
+# runs pass theirs explicitly.
+os.environ.setdefault("RAY_ADDRESS", "local")
+
 app = ClientApp(mods=[audit_mod])
 
 

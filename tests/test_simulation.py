@@ -276,17 +276,18 @@ def test_device_auto_falls_back_to_cpu():
 
 
 @pytest.mark.skipif(shutil.which("flwr") is None, reason="flwr CLI not on PATH")
-def test_flwr_run_dot_runs_the_same_app(tmp_path):
+def test_flwr_run_dot_runs_the_same_app_beside_a_running_ray_cluster(tmp_path, ray_address):
+    # The session's cluster (`ray start --head`) is running: Flower's own simulation
+    # calls ray.init() without an address, which joined it and hung; the ClientApp
+    # module makes it start its own Ray, as the README's command expects.
+    assert ray_address
     flwr_home = tmp_path / "flwr-home"
     out = tmp_path / "flwr-run"
-    env = os.environ | {
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {
         "FLWR_HOME": str(flwr_home),
         "FLWR_TELEMETRY_ENABLED": "0",
         "FLWR_DISABLE_UPDATE_CHECK": "1",
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-        # Flower's own simulation calls ray.init() without an address, which would join
-        # the session's test cluster: make it start its own, as on a user's machine.
-        "RAY_ADDRESS": "local",
     }
     run_config = (
         f'clients=2 rounds=1 image-size=32 train-tiles=8 test-tiles=4 batch-size=4 out="{out}"'
@@ -430,3 +431,18 @@ def test_resume_needs_a_run_directory_and_no_other_options(tmp_path, capsys):
 
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"), [(None, "local"), ("10.0.0.1:6379", "10.0.0.1:6379")]
+)
+def test_the_clientapp_keeps_flowers_own_ray_local_unless_an_address_is_given(given, expected):
+    # `flwr run .`'s simulation runtime imports the ClientApp before its ray.init().
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    if given:
+        env["RAY_ADDRESS"] = given
+    script = "import os, clients.app; print(os.environ['RAY_ADDRESS'])"
+    shown = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert shown.stdout.strip() == expected, shown.stderr[-2000:]
