@@ -12,6 +12,7 @@ from PIL import Image
 from fedcl.cli import main
 from fedcl.config import RunConfig
 from fedcl.data.real import BCSS_GROUPS, IGNORE
+from fedcl.errors import FedclError
 from fedcl.scenarios import held_out_dataset, train_dataset
 
 SIZE = 32
@@ -174,3 +175,15 @@ def test_bad_config_files_are_clear_errors(tmp_path, capsys, text, expected):
     assert main(["run", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert expected in err and str(path) in err and "Traceback" not in err
+
+
+def test_bcss_as_released_reads_its_rgbs_colornormalized_folder(bcss):
+    # The BCSS release ships rgbs_colorNormalized/ beside masks/, with names such as
+    # TCGA-A1-A0SK-DX1_xmin45749_ymin25055_MPP-0.2500.png
+    (bcss / "images").rename(bcss / "rgbs_colorNormalized")
+    config = _config(f"bcss:{bcss}")
+    released = held_out_dataset(config, 1, 0)
+    assert len(released) == 4 and released.images.shape[1:] == (SIZE, SIZE, 3)
+    (bcss / "masks").rename(bcss / "gone")
+    with pytest.raises(FedclError, match=r"images/ or rgbs_colorNormalized/"):
+        held_out_dataset(config, 1, 0)

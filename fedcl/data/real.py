@@ -2,8 +2,9 @@
 
 ``data = "KIND:PATH"`` (config key / ``fedcl run --data``) selects it:
 
-- ``bcss:PATH`` - BCSS: ``PATH/images/*.png`` RGB and ``PATH/masks/*.png`` (same file
-  name) single-channel masks with BCSS codes 0-21. Code 0 (``outside_roi``) is ignored
+- ``bcss:PATH`` - BCSS: ``PATH/images/*.png`` (or the release's
+  ``PATH/rgbs_colorNormalized/*.png``) RGB and ``PATH/masks/*.png`` (same file name)
+  single-channel masks with BCSS codes 0-21. Code 0 (``outside_roi``) is ignored
   (not a class); the rest is grouped into fedcl's 5 classes (:data:`BCSS_GROUPS`). A
   tile's hospital is its TCGA tissue-source-site code (``TCGA-XX-...``).
 - ``semicol:PATH`` - SemiCOL (colorectal): the same layout, mask codes 1-10
@@ -36,6 +37,8 @@ from fedcl.errors import FedclError
 IGNORE = 255  # mask value of pixels that are not a class (loss and Dice skip them)
 DATA_KINDS = ("synthetic", "bcss", "semicol", "folder")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+# The folder of RGB images beside masks/: BCSS's release ships rgbs_colorNormalized/.
+IMAGE_FOLDERS = {"bcss": ("images", "rgbs_colorNormalized")}
 
 _TUMOR, _STROMA, _INFLAMMATORY, _NECROSIS, _OTHER = 1, 2, 3, 4, 0
 # BCSS gtruth codes -> fedcl class (DESIGN.md 3.2); 0 outside_roi -> ignore.
@@ -119,12 +122,15 @@ def index_slides(spec: DataSpec, split_file: str = "") -> list[Slide]:
     root = spec.path
     if not root.exists():
         raise FedclError(f"data folder {str(root)!r} does not exist")
-    images_dir, masks_dir = root / "images", root / "masks"
+    names = IMAGE_FOLDERS.get(spec.kind, ("images",))
+    images_dir = next((root / n for n in names if (root / n).is_dir()), root / names[0])
+    masks_dir = root / "masks"
     for folder in (images_dir, masks_dir):
         if not folder.is_dir():
+            expected = " or ".join(f"{n}/" for n in names)
             raise FedclError(
                 f"data folder {str(root)!r} has no {folder.name}/ sub-folder: expected "
-                "images/ (RGB tiles or slides) and masks/ (one mask per image, same name)"
+                f"{expected} (RGB tiles or slides) and masks/ (one mask per image, same name)"
             )
     images = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
