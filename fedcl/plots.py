@@ -13,14 +13,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
-def plot_dice(records: Sequence[dict[str, Any]], path: Path, *, title: str = "") -> None:
-    """Plot mean foreground Dice per round, one thin line per hospital, mean bold."""
+def plot_dice(
+    records: Sequence[dict[str, Any]],
+    path: Path,
+    *,
+    title: str = "",
+    names: Sequence[str] = (),
+) -> None:
+    """Plot mean foreground Dice per round, one thin line per hospital, mean bold.
+
+    ``names``: each hospital's legend entry (default ``hospital <id>``).
+    """
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
     rounds = [r["round"] for r in records]
     hospitals = len(records[0]["dice_per_hospital"]) if records else 0
     for h in range(hospitals):
         values = [_nan(r["dice_per_hospital"][h]) for r in records]
-        ax.plot(rounds, values, lw=1, alpha=0.6, label=f"hospital {h}")
+        label = names[h] if h < len(names) else f"hospital {h}"
+        ax.plot(rounds, values, lw=1, alpha=0.6, label=label)
     ax.plot(rounds, [_nan(r["dice"]) for r in records], "k-o", lw=2, ms=3, label="mean")
     local = [_nan(r.get("dice_local_stats")) for r in records]
     if any(v == v for v in local):  # not all NaN: the model has running statistics

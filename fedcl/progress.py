@@ -50,6 +50,8 @@ class RoundProgress:
             f"clients={self.config.clients} rounds={self.config.rounds} "
             f"seed={self.config.seed} -> {self.config.out}"
         )
+        for line in _provenance_lines(self.config):
+            self.console.print("  " + line)
         self.progress.start()
         return self
 
@@ -104,6 +106,22 @@ def summary_lines(summary: dict[str, Any], run_dir: str, lead: str = "done") -> 
     )
     if extra:
         lines.append("      " + ", ".join(extra))
+    return lines
+
+
+def _provenance_lines(config: RunConfig) -> list[str]:
+    """Return what the run uses that a researcher should not have to guess."""
+    from fedcl.scenarios import hospital_sources, provenance
+
+    if config.data == "synthetic":
+        return []
+    sources = hospital_sources(config)
+    lines = [
+        f"data {config.data}: " + "; ".join(f"hospital {h} = {s}" for h, s in enumerate(sources))
+    ]
+    server_set = {"dbc": "reference_set", "fltrust": "root_set"}.get(config.strategy)
+    if server_set:
+        lines.append(f"{server_set.replace('_', ' ')}: {provenance(config)[server_set]}")
     return lines
 
 

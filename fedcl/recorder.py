@@ -87,6 +87,7 @@ class RunRecorder:
         # starting or resuming here is not finished, whatever an earlier run left.
         (self.dir / "summary.json").unlink(missing_ok=True)
         _atomic_write(self.dir / "config.toml", lambda p: _write_bytes(p, _toml(config)))
+        self.provenance = write_provenance(config, self.dir)
         lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self.records)
         _atomic_write(self.dir / "metrics.jsonl", lambda p: _write_text(p, lines))
 
@@ -163,7 +164,10 @@ def write_report(
         lambda p: _write_text(p, json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n"),
     )
     title = _title(config)
-    plot_dice(records, run_dir / "dice.png", title=title)
+    sources = _sources(config, run_dir)
+    names = [f"hospital {h} ({sources[str(h)]})" if str(h) in sources else f"hospital {h}"
+             for h in range(config.clients)]  # fmt: skip
+    plot_dice(records, run_dir / "dice.png", title=title, names=names)
     plot_dice_matrix(
         summary["dice_matrix"],
         run_dir / "dice_matrix.png",
@@ -199,7 +203,40 @@ def read_checkpoint(run_dir: str | Path) -> dict[str, Any]:
 
 
 def _title(config: RunConfig) -> str:
-    return f"{config.strategy} on {config.scenario}, {config.clients} hospitals, seed {config.seed}"
+    data = "synthetic" if config.data == "synthetic" else config.data.split(":", 1)[0].upper()
+    return (
+        f"{config.strategy} on {config.scenario}, {config.clients} hospitals, {data} data, "
+        f"seed {config.seed}"
+    )
+
+
+def write_provenance(config: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """Write ``provenance.json``: the data, each hospital's source, the server's tiles.
+
+    A server that cannot see the hospitals' real data (a deployment) says so instead.
+    """
+    from fedcl.scenarios import provenance
+
+    try:
+        found = provenance(config)
+    except FedclError as err:
+        found = provenance(config.replace(data="synthetic")) | {
+            "data": config.data,
+            "hospitals": f"not visible where the server runs ({err})",
+        }
+    _atomic_write(
+        run_dir / "provenance.json", lambda p: _write_text(p, json.dumps(found, indent=2) + "\n")
+    )
+    return found
+
+
+def _sources(config: RunConfig, run_dir: Path) -> dict[str, str]:
+    """Each hospital's source from ``provenance.json`` ({} where unknown or not written)."""
+    try:
+        hospitals = json.loads((run_dir / "provenance.json").read_text())["hospitals"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return hospitals if isinstance(hospitals, dict) else {}
 
 
 def read_metrics(run_dir: str | Path, complete_only: bool = False) -> list[dict[str, Any]]:

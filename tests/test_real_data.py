@@ -83,13 +83,21 @@ def test_semicol_by_subfolder_and_folder_with_label_map_and_split_file(tmp_path)
     assert set(np.unique(data.masks)) <= {1, 2, 4, IGNORE}
 
 
-def test_a_run_on_bcss_data_end_to_end(bcss, tmp_path):
+def test_a_run_on_bcss_data_end_to_end(bcss, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["run", "--data", f"bcss:{bcss}", "--clients", "2", "--rounds", "1", "--out", str(out)]
     args += ["--image-size", str(SIZE), "--train-tiles", "8", "--test-tiles", "4"]
-    assert main([*args, "--batch-size", "4"]) == 0
+    assert main([*args, "--batch-size", "4", "--strategy", "dbc"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert 0 <= summary["final_dice"] <= 1
+    # what the run used is written down, and shown where a person looks
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["data"] == f"bcss:{bcss}"
+    assert provenance["hospitals"] == {"0": "A1", "1": "B6"}
+    assert "synthetic" in provenance["reference_set"]
+    assert "evaluation" in provenance
+    err = capsys.readouterr().err
+    assert "hospital 0 = A1; hospital 1 = B6" in err and "reference set: 32 tiles" in err
 
 
 # --- bad input: one paragraph, exit 2, no traceback --------------------------------

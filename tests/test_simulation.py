@@ -66,6 +66,8 @@ def test_run_directory_is_complete_and_valid(two_runs):
     assert summary["scenario"] == "iid" and summary["seed"] == 0
     assert summary["wall_seconds"] > 0
     assert Image.open(run / "dice.png").size[0] > 300
+    provenance = json.loads((run / "provenance.json").read_text())
+    assert provenance["data"] == "synthetic" and len(provenance["hospitals"]) == 3
     model = build_model("unet", NUM_CLASSES)
     checkpoint = torch.load(run / "checkpoint.pt")
     assert checkpoint["round"] == 2 and checkpoint["strategy"] == {}

@@ -168,6 +168,31 @@ def hospital_dataset(
     return TileDataset(images, masks, NUM_CLASSES)
 
 
+def hospital_sources(config: RunConfig) -> list[str]:
+    """Describe where each hospital's tiles come from (``A1, B6``: real data's sites)."""
+    if config.data == "synthetic":
+        return [
+            "synthetic, own site stain" + (", drifted" if h in drifted_hospitals(config) else "")
+            for h in range(config.clients)
+        ]
+    spec = parse_data(config.data)
+    slides = hospital_slides(index_slides(spec, config.data_split), config.clients)
+    return [", ".join(sorted({s.site for s in mine})) for mine in slides]
+
+
+def provenance(config: RunConfig) -> dict[str, object]:
+    """Describe what a run used: its data, each hospital's source, the server's own tiles."""
+    server_tiles = "synthetic, a broad mix of stains, disjoint from every hospital's tiles"
+    return {
+        "data": config.data,
+        "hospitals": {str(h): source for h, source in enumerate(hospital_sources(config))},
+        "reference_set": f"{config.reference_size} tiles, {server_tiles} (dbc)",
+        "root_set": f"{config.root_tiles} labelled tiles, {server_tiles} (fltrust)",
+        "evaluation": f"at the {config.evaluation}, on {config.test_tiles} held-out tiles per "
+        "hospital and stage",
+    }
+
+
 def check_data(config: RunConfig) -> None:
     """Read every hospital's real data once (nothing for synthetic data).
 
