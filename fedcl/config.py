@@ -221,6 +221,11 @@ class RunConfig:
     # statistics move most); scaled or exploding updates are orders of magnitude beyond.
     max_update_ratio: float = _opt(100.0, "drop a reply with ||w - global|| > this x ||global||")
     round_timeout: float = _opt(0.0, "seconds the server waits for replies (0: Flower's 3600)")
+    # The server's own tiles (DBC's reference set, FLTrust's root set): generated, or
+    # real public tiles that no hospital holds, in one of the real-data layouts.
+    server_data: str = _opt(
+        "synthetic", "the server's reference/root tiles: synthetic, or KIND:PATH (no hospital's)"
+    )
     reference_size: int = _opt(32, "tiles in the server's unlabeled public reference set")
     root_tiles: int = _opt(32, "tiles in the server's labelled root set (fltrust)")
     dbc_filter_rule: str = _opt(
@@ -265,6 +270,14 @@ class RunConfig:
 
     def _check_data(self) -> None:
         from fedcl.data.real import label_table, parse_data
+
+        server = parse_data(self.server_data)
+        if server.kind != "synthetic" and self.data != "synthetic":
+            if server.path == parse_data(self.data).path:
+                raise FedclError(
+                    "config key 'server-data' names the hospitals' own data folder: the "
+                    "server's tiles must be public tiles no hospital holds (another folder)"
+                )
 
         spec = parse_data(self.data)
         if spec.kind == "synthetic":

@@ -195,3 +195,22 @@ def test_bcss_as_released_reads_its_rgbs_colornormalized_folder(bcss):
     (bcss / "masks").rename(bcss / "gone")
     with pytest.raises(FedclError, match=r"images/ or rgbs_colorNormalized/"):
         held_out_dataset(config, 1, 0)
+
+
+def test_the_servers_tiles_can_be_real_public_tiles(bcss, tmp_path):
+    from fedcl.data import reference_images, root_dataset
+
+    public = tmp_path / "public"  # sites no hospital holds
+    for i, site in enumerate(["C8", "D8"]):
+        _write(public, f"TCGA-{site}-P{i}-DX1.png", _codes([1, 2, 3, 4], seed=10 + i), seed=i)
+    config = _config(f"bcss:{bcss}", server_data=f"bcss:{public}", reference_size=5, root_tiles=4)
+    reference, root = reference_images(config), root_dataset(config)
+    assert reference.shape == (5, SIZE, SIZE, 3) and len(root) == 4
+    every = {tile.tobytes() for tile in reference}
+    assert not every & {tile.tobytes() for tile in root.images}  # disjoint sets
+    assert set(np.unique(root.masks)) <= {1, 2, 3, 4, IGNORE}  # labelled, grouped
+    too_many = config.replace(reference_size=10)  # 12 tiles in all, 14 needed
+    with pytest.raises(FedclError, match="has 12 usable 32-px tiles; the server needs 14"):
+        root_dataset(too_many)
+    with pytest.raises(FedclError, match="no hospital holds"):
+        _config(f"bcss:{bcss}", server_data=f"bcss:{bcss}")

@@ -115,8 +115,12 @@ class Slide:
 _TCGA_SITE = re.compile(r"TCGA-([A-Z0-9]{2})-", re.IGNORECASE)
 
 
-def index_slides(spec: DataSpec, split_file: str = "") -> list[Slide]:
-    """Every image with its mask and site, sorted; errors name the file and the fix."""
+def index_slides(spec: DataSpec, split_file: str = "", *, by_site: bool = True) -> list[Slide]:
+    """Every image with its mask and site, sorted; errors name the file and the fix.
+
+    ``by_site=False``: the sites do not matter (the server's own tiles): every slide's
+    site is ``"server"``.
+    """
     if spec.path is None:
         raise ValueError("index_slides needs a real data spec (KIND:PATH), not synthetic")
     root = spec.path
@@ -144,7 +148,8 @@ def index_slides(spec: DataSpec, split_file: str = "") -> list[Slide]:
         mask = masks_dir / relative.with_suffix(".png")
         if not mask.exists():
             raise FedclError(f"image {str(image)!r} has no mask: expected {str(mask)!r}")
-        slides.append(Slide(image, mask, _site_of(spec.kind, relative, sites, split_file)))
+        site = _site_of(spec.kind, relative, sites, split_file) if by_site else "server"
+        slides.append(Slide(image, mask, site))
     return slides
 
 

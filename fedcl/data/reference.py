@@ -1,7 +1,10 @@
 """The server's own tiles: the public reference set (DBC) and the root set (FLTrust).
 
-Both come from "a broad mix of stains" (every tile its own protocol) on seed streams
-disjoint from every hospital's data.
+By default (``server-data = "synthetic"``) both are generated from "a broad mix of
+stains" (every tile its own protocol) on seed streams disjoint from every hospital's
+data. With ``server-data = "KIND:PATH"`` they are real tiles read from that folder (the
+real-data layouts of :mod:`fedcl.data.real`, every site in it), in a seeded order: the
+reference set from the start, the root set from after it.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ import numpy as np
 from fedcl import seeds
 from fedcl.config import RunConfig
 from fedcl.data.dataset import TileDataset
+from fedcl.data.real import hospital_tiles, index_slides, label_table, parse_data
 from fedcl.data.stain import Stain, perturb
 from fedcl.data.synthetic import NUM_CLASSES, generate_tiles
+from fedcl.errors import FedclError
 
 # Each server tile's stain is the reference stain shifted by this much: from mild to a
 # strong scanner/protocol change (see stain.perturb).
@@ -31,14 +36,39 @@ def _broad_mix_tiles(config: RunConfig, count: int, domain: int) -> TileDataset:
     return TileDataset(images, masks, NUM_CLASSES)
 
 
+def _real_tiles(config: RunConfig, start: int, count: int) -> TileDataset:
+    """Tiles ``start .. start + count`` of ``server-data``, in a seeded order."""
+    spec = parse_data(config.server_data)
+    table = label_table(spec.kind, config.label_map)
+    slides = index_slides(spec, by_site=False)
+    stream = seeds.stream(config.seed, seeds.REFERENCE)
+    images, masks = hospital_tiles(slides, table, config.image_size, stream)
+    if len(images) < start + count:
+        raise FedclError(
+            f"config key 'server-data': {config.server_data!r} has {len(images)} usable "
+            f"{config.image_size}-px tiles; the server needs {start + count} "
+            f"(reference-size {config.reference_size} + root-tiles {config.root_tiles})"
+        )
+    return TileDataset(images[start : start + count], masks[start : start + count], NUM_CLASSES)
+
+
 def reference_images(config: RunConfig) -> np.ndarray:
     """Return the server's public reference set: ``reference-size`` unlabeled tiles.
 
-    ``M x H x W x 3`` uint8, each tile its own stain.
+    ``M x H x W x 3`` uint8; generated, each tile its own stain, or read from
+    ``server-data``.
     """
+    if config.server_data != "synthetic":
+        return _real_tiles(config, 0, config.reference_size).images
     return _broad_mix_tiles(config, config.reference_size, seeds.REFERENCE).images
 
 
 def root_dataset(config: RunConfig) -> TileDataset:
-    """Return the labelled server-side root set of FLTrust (``root-tiles``, broad stain mix)."""
+    """Return FLTrust's labelled server-side root set (``root-tiles``).
+
+    Generated with a broad stain mix, or read from ``server-data`` (after the tiles
+    of the reference set).
+    """
+    if config.server_data != "synthetic":
+        return _real_tiles(config, config.reference_size, config.root_tiles)
     return _broad_mix_tiles(config, config.root_tiles, seeds.ROOT)

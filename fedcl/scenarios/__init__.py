@@ -182,7 +182,11 @@ def hospital_sources(config: RunConfig) -> list[str]:
 
 def provenance(config: RunConfig) -> dict[str, object]:
     """Describe what a run used: its data, each hospital's source, the server's own tiles."""
-    server_tiles = "synthetic, a broad mix of stains, disjoint from every hospital's tiles"
+    server_tiles = (
+        "synthetic, a broad mix of stains, disjoint from every hospital's tiles"
+        if config.server_data == "synthetic"
+        else f"from {config.server_data}"
+    )
     return {
         "data": config.data,
         "hospitals": {str(h): source for h, source in enumerate(hospital_sources(config))},
@@ -194,7 +198,7 @@ def provenance(config: RunConfig) -> dict[str, object]:
 
 
 def check_data(config: RunConfig) -> None:
-    """Read every hospital's real data once (nothing for synthetic data).
+    """Read every hospital's real data, and the server's, once (nothing for synthetic data).
 
     Called before a run starts, so that a bad file is a clear error (exit 2) rather
     than a failing hospital in the middle of a run.
@@ -202,6 +206,10 @@ def check_data(config: RunConfig) -> None:
     if config.data != "synthetic":
         for hospital in range(config.clients):
             real_split(config, hospital, "test")
+    if config.server_data != "synthetic":
+        from fedcl.data.reference import root_dataset
+
+        root_dataset(config)  # reads the reference set's tiles too, and counts both
 
 
 def real_split(config: RunConfig, hospital: int, split: str) -> tuple[np.ndarray, np.ndarray]:
