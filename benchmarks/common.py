@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -21,6 +22,28 @@ import torch
 from fedcl.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def workload(description: str) -> tuple[RunConfig, int]:
+    """Parse ``--smoke``, ``--repeats``, ``--rounds``; print the machine and workload.
+
+    The default workload is fedcl's default run (5 hospitals, default model, 64-px
+    tiles) for ``--rounds``; ``--smoke`` a tiny one, once.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--smoke", action="store_true", help="tiny workload, 1 repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    config, repeats = RunConfig(rounds=args.rounds), args.repeats
+    if args.smoke:
+        config = RunConfig(clients=2, rounds=2, image_size=32, train_tiles=16, test_tiles=8)
+        repeats = 1
+    print(machine())
+    print(f"workload: {config.clients} hospitals x {config.rounds} rounds x "
+          f"{config.train_tiles} + {config.test_tiles} tiles, model {config.model}, "
+          f"{config.image_size} px")  # fmt: skip
+    return config, repeats
 
 
 def result(**figures: Any) -> None:

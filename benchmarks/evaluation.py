@@ -14,7 +14,6 @@ hospitals / server, and whether both gave the same final Dice.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -23,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, fedcl_run, machine, result, steady_round_seconds
+from common import ROOT, fedcl_run, result, steady_round_seconds, workload
 
 from fedcl.config import RunConfig
 
@@ -51,19 +50,7 @@ def deploy_run(config: RunConfig, out: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny workload, 1 repeat")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    config = RunConfig(rounds=args.rounds)  # 5 hospitals, default model, 64-px tiles
-    repeats = args.repeats
-    if args.smoke:
-        config = RunConfig(clients=2, rounds=2, image_size=32, train_tiles=16, test_tiles=8)
-        repeats = 1
-    print(machine())
-    print(f"workload: {config.clients} hospitals x {config.rounds} rounds x "
-          f"{config.train_tiles} + {config.test_tiles} tiles, {config.image_size} px")  # fmt: skip
+    config, repeats = workload(__doc__.splitlines()[0])
     walls: dict[tuple[str, str], list[float]] = {}
     rounds: dict[tuple[str, str], list[float]] = {}
     finals: dict[tuple[str, str], float] = {}

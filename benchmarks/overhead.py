@@ -11,7 +11,6 @@ steady-state round time of each (rounds 2..), where start-up does not count.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 
 import tomli_w
-from common import ROOT, fedcl_run, machine, result, steady_round_seconds
+from common import ROOT, fedcl_run, result, steady_round_seconds, workload
 
 from fedcl.config import RunConfig
 
@@ -41,19 +40,7 @@ def bare_run(config: RunConfig, directory: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny workload, 1 repeat")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    config = RunConfig(rounds=args.rounds)  # 5 hospitals, default model, 64-px tiles
-    repeats = args.repeats
-    if args.smoke:
-        config = RunConfig(clients=2, rounds=2, image_size=32, train_tiles=16, test_tiles=8)
-        repeats = 1
-    print(machine())
-    print(f"workload: {config.clients} hospitals x {config.rounds} rounds x "
-          f"{config.train_tiles} tiles, model {config.model}, {config.image_size} px")  # fmt: skip
+    config, repeats = workload(__doc__.splitlines()[0])
     fedcl_walls, bare_walls, fedcl_rounds, bare_rounds = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(repeats):
