@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         metavar="A,B,...",
         help=(
-            "comma-separated strategy names; 'all' = the nine built-ins; a name may carry "
+            "comma-separated strategy names; 'all' = every built-in; a name may carry "
             "settings of its own, e.g. dbc+dbc-consolidation=off+dbc-steps=20 (a row each)"
         ),
     )
