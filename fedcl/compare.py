@@ -113,6 +113,11 @@ def run_all(
     A pair whose directory holds a ``summary.json`` of the same config is skipped; one
     with only a checkpoint of the same config is resumed (``resume=True``).
     """
+    out.mkdir(parents=True, exist_ok=True)
+    listed = [e.label for e in entries]
+    (out / ORDER_FILE).write_text(
+        json.dumps(list(dict.fromkeys(listed + _order(out))), indent=1) + "\n"
+    )
     dirs = []
     for entry in entries:
         for seed in seeds:
@@ -222,10 +227,42 @@ def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     return statistics.fmean(present), std
 
 
+ORDER_FILE = "entries.json"  # a comparison's entry labels in the order its command named them
+
+
+def _order(out: Path) -> list[str]:
+    try:
+        return [str(label) for label in json.loads((out / ORDER_FILE).read_text())]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
 def collect(out: Path) -> tuple[list[dict[str, Any]], list[Path]]:
-    """Read the summaries of every run directory under ``out`` (sorted by directory)."""
-    dirs = sorted(p.parent for p in out.glob("*/summary.json"))
+    """Read the summaries of every run directory under ``out``.
+
+    In the order the comparison's command named its entries (``entries.json``), then
+    any other run directory, each by name.
+    """
+    rank = {label: i for i, label in enumerate(_order(out))}
+    dirs = sorted(
+        (p.parent for p in out.glob("*/summary.json")),
+        key=lambda d: (rank.get(label_of(d), len(rank)), d.name),
+    )
     return [json.loads((d / "summary.json").read_text()) for d in dirs], dirs
+
+
+def workload(out: Path) -> str:
+    """One line saying what every run of a comparison did (from its first config.toml)."""
+    configs = sorted(out.glob("*/config.toml"))
+    if not configs:
+        return ""
+    config = RunConfig.from_toml(configs[0])
+    return (
+        f"Workload: {config.clients} hospitals, {config.rounds} rounds of "
+        f"{config.local_epochs} local epoch(s), {config.train_tiles} training and "
+        f"{config.test_tiles} test tiles of {config.image_size} px per hospital, model "
+        f"{config.model}, data {config.data}, evaluation at the {config.evaluation}."
+    )
 
 
 def aggregate(
@@ -270,6 +307,7 @@ def write_comparison(out: Path) -> dict[str, dict[str, Any]]:
         f"# fedcl compare: scenario {scenario}",
         "",
         "Mean ± std over seeds (n/a: not defined for this scenario or strategy).",
+        workload(out),
         "",
         header,
         "|" + "---|" * (len(columns) + 2),

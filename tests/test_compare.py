@@ -214,7 +214,11 @@ def test_entries_carry_their_own_settings_and_get_a_row_each(tmp_path):
     variant = calls[2][0]
     assert variant.strategy == "dbc" and variant.dbc_steps == 20 and variant.rounds == 2
     table = write_comparison(tmp_path)
-    assert set(table) == {"fedavg", "dbc+dbc-consolidation=off+dbc-steps=20"}
+    # rows in the command's order, not the alphabet's; the workload said once
+    assert list(table) == ["fedavg", "dbc+dbc-consolidation=off+dbc-steps=20"]
+    text = (tmp_path / "results.md").read_text()
+    assert text.index("| fedavg |") < text.index("| dbc+dbc-consolidation")
+    assert "Workload: 5 hospitals, 2 rounds of 1 local epoch(s)" in text
     assert table["dbc+dbc-consolidation=off+dbc-steps=20"]["final_dice"][0] == pytest.approx(0.75)
 
 
