@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ class RoundProgress:
         self.task = self.progress.add_task("rounds", total=config.rounds, status=starting)
 
     def __enter__(self) -> RoundProgress:
+        self.started = time.perf_counter()
         self.console.print(
             f"{self.command}: strategy={self.config.strategy} scenario={self.config.scenario} "
             f"clients={self.config.clients} rounds={self.config.rounds} "
@@ -72,10 +74,18 @@ class RoundProgress:
         self.progress.update(self.task, completed=record["round"], status=status)
 
     def print_summary(self) -> None:
-        """Print the run's summary.json in one or two lines."""
+        """Print the run's summary.json in one or two lines, and where the time went."""
         summary = json.loads((Path(self.config.out) / "summary.json").read_text())
         for line in summary_lines(summary, self.config.out):
             self.console.print(line)
+        total = time.perf_counter() - self.started
+        rest = total - summary["wall_seconds"]
+        if rest > 1:
+            self.console.print(
+                f"      {self.command} took {total:.0f} s in all: the rounds "
+                f"{summary['wall_seconds']:.0f} s (the first includes the hospitals' "
+                f"start-up), starting and stopping Ray or the Flower processes {rest:.0f} s"
+            )
 
 
 def summary_lines(summary: dict[str, Any], run_dir: str, lead: str = "done") -> list[str]:
