@@ -291,11 +291,16 @@ def _run(args: argparse.Namespace) -> int:
 
 def _preflight(config: RunConfig) -> None:
     """Fail on bad input now, with a clear message, not after Ray or a deployment starts."""
+    from fedcl.strategy_names import BUILTIN, check_name
+
+    check_name(config.strategy)  # a typo answered before torch loads
+    if config.strategy not in BUILTIN:
+        from fedcl.strategies import check_strategy
+
+        check_strategy(config.strategy)  # a plug-in: importable, a Flower Strategy
     from fedcl.scenarios import check_data
-    from fedcl.strategies import check_strategy
     from fedcl.training import resolve_device
 
-    check_strategy(config.strategy)
     resolve_device(config.device)  # cuda requested but absent
     check_data(config)  # unreadable images, bad masks, too few tiles
 

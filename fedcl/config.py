@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcl.errors import FedclError, unknown_name
+from fedcl.strategy_names import BUILTIN as STRATEGY_NAMES
 
 Scalar = bool | int | float | str
 
@@ -160,7 +161,9 @@ def _opt(default: Scalar, help: str) -> Any:  # noqa: A002 - mirrors argparse's 
 class RunConfig:
     """Everything that defines a run; two runs with equal configs give equal results."""
 
-    strategy: str = _opt("fedavg", "aggregation strategy by name")
+    strategy: str = _opt(
+        "fedavg", f"aggregation strategy: {', '.join(STRATEGY_NAMES)}, or package.module:Class"
+    )
     scenario: str = _opt("iid", f"data scenario: {', '.join(SCENARIOS)}")
     clients: int = _opt(5, "number of simulated hospitals")
     # 15 rounds of 1 local epoch take the default model to ~0.8 Dice in ~1.5 min.

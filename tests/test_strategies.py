@@ -468,7 +468,7 @@ def test_plugin_by_entry_point(monkeypatch):
 
             return HalfStep
 
-    monkeypatch.setattr("fedcl.strategies.entry_points", lambda group: [EntryPoint()])
+    monkeypatch.setattr("fedcl.strategy_names.entry_points", lambda group: [EntryPoint()])
     cls, _ = resolve_strategy("halfstep")
     assert cls.__name__ == "HalfStep"
 
@@ -639,3 +639,9 @@ def test_a_plugin_in_the_working_directory_is_found_and_a_legacy_one_gets_a_hint
     assert cls.__name__ == "CountingFedAvg"
     with pytest.raises(FedclError, match=r"legacy flwr.server.strategy API.*serverapp"):
         resolve_strategy("my_cwd_strategies:Legacy")
+
+
+def test_the_light_list_of_builtin_names_is_the_catalog():
+    from fedcl.strategy_names import BUILTIN
+
+    assert BUILTIN == tuple(STRATEGIES)

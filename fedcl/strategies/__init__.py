@@ -22,7 +22,6 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any
 
 import torch
@@ -43,16 +42,15 @@ from torch import nn
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES, reference_images, root_dataset
 from fedcl.data.dataset import images_to_tensor
-from fedcl.errors import FedclError, unknown_name
+from fedcl.errors import FedclError
 from fedcl.models import build_model
 from fedcl.scenarios import is_drifted
 from fedcl.strategies.dbc import DynamicBarlowContinuity
 from fedcl.strategies.fedbn import FedBN, SiloBN
 from fedcl.strategies.fltrust import FLTrust
 from fedcl.strategies.replies import by_partition, partition_of, restore_dtypes, screen
+from fedcl.strategy_names import check_name, plugin_names
 from fedcl.training import resolve_device, train_local
-
-ENTRY_POINT_GROUP = "fedcl.strategies"
 
 # round, every reply sorted (dropped ones too), aggregated metrics, the strategy's
 # round_report (or None)
@@ -185,11 +183,6 @@ def _checked(cls: Any, origin: str) -> type[Strategy]:
     return cls
 
 
-def plugin_names() -> dict[str, Any]:
-    """Strategies registered by installed packages under ``fedcl.strategies``."""
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
-
-
 def resolve_strategy(name: str) -> tuple[type[Strategy], Callable[[RunConfig], dict[str, Any]]]:
     """Class and constructor arguments for a built-in, entry-point or dotted name.
 
@@ -204,11 +197,9 @@ def resolve_strategy(name: str) -> tuple[type[Strategy], Callable[[RunConfig], d
     if ":" in name:
         cls = _load_dotted(name)
         return cls, lambda config: _plugin_kwargs(cls, config)
-    plugins = plugin_names()
-    if name in plugins:
-        cls = _checked(plugins[name].load(), name)
-        return cls, lambda config: _plugin_kwargs(cls, config)
-    raise unknown_name("strategy", name, [*STRATEGIES, *plugins, "package.module:ClassName"])
+    check_name(name)  # an unknown name: the error, with a did-you-mean
+    cls = _checked(plugin_names()[name].load(), name)
+    return cls, lambda config: _plugin_kwargs(cls, config)
 
 
 def check_strategy(name: str) -> None:
