@@ -4,35 +4,35 @@ from __future__ import annotations
 
 from flwr.app import RecordDict
 
-from fedcl import federation
+from fedcl import hospital
 from fedcl.config import RunConfig
 
 
 def test_hospital_data_is_generated_once_and_kept_in_context_state(monkeypatch):
     config = RunConfig(clients=2, image_size=32, train_tiles=4)
     calls = []
-    real = federation.train_dataset
+    real = hospital.train_dataset
 
     def counting(*args, **kwargs):
         calls.append(args[1:])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(federation, "train_dataset", counting)
+    monkeypatch.setattr(hospital, "train_dataset", counting)
     state = RecordDict()
-    first = federation.local_train_data(config, 1, 1, state)
-    second = federation.local_train_data(config, 1, 2, state)
+    first = hospital.local_train_data(config, 1, 1, state)
+    second = hospital.local_train_data(config, 1, 2, state)
     assert calls == [(1, 1)]
     assert first.images.tobytes() == second.images.tobytes()
     assert first.masks.tobytes() == second.masks.tobytes()
     # A config that changes the data (another seed) regenerates it.
-    third = federation.local_train_data(config.replace(seed=1), 1, 3, state)
+    third = hospital.local_train_data(config.replace(seed=1), 1, 3, state)
     assert len(calls) == 2 and third.images.tobytes() != first.images.tobytes()
 
 
 def test_round_seeds_differ_per_hospital_and_round_and_repeat_for_a_seed():
-    seeds = {federation.round_seed(0, h, r) for h in range(3) for r in range(1, 4)}
+    seeds = {hospital.round_seed(0, h, r) for h in range(3) for r in range(1, 4)}
     assert len(seeds) == 9
-    assert federation.round_seed(5, 1, 2) == federation.round_seed(5, 1, 2)
+    assert hospital.round_seed(5, 1, 2) == hospital.round_seed(5, 1, 2)
 
 
 def test_a_new_stage_replaces_the_cached_data(monkeypatch):
@@ -46,10 +46,10 @@ def test_a_new_stage_replaces_the_cached_data(monkeypatch):
         rounds=4,
     )
     state = RecordDict()
-    stage_0 = federation.local_train_data(config, 0, 2, state)
-    stage_1 = federation.local_train_data(config, 0, 3, state)
+    stage_0 = hospital.local_train_data(config, 0, 2, state)
+    stage_1 = hospital.local_train_data(config, 0, 3, state)
     assert stage_0.images.tobytes() != stage_1.images.tobytes()
-    assert federation.local_train_data(config, 0, 4, state).images.tobytes() == (
+    assert hospital.local_train_data(config, 0, 4, state).images.tobytes() == (
         stage_1.images.tobytes()
     )
 
