@@ -196,7 +196,13 @@ def test_reference_set_is_disjoint_from_hospital_data():
         ),
         ({"drift-kind": "blurr"}, "unknown drift-kind 'blurr'.*Did you mean 'blur'"),
         (
-            {"scenario": "catastrophic-forgetting", "stages": 2, "rounds-per-stage": 4},
+            # an explicit, inconsistent value (without one, rounds is derived: test_cli)
+            {
+                "scenario": "catastrophic-forgetting",
+                "stages": 2,
+                "rounds-per-stage": 4,
+                "rounds": 15,
+            },
             "'rounds' must equal stages x rounds-per-stage = 2 x 4 = 8",
         ),
         ({"stages": 0}, "'stages' must be >= 1"),
