@@ -370,6 +370,9 @@ def test_a_hospital_that_times_out_costs_only_its_update(tmp_path, monkeypatch):
     assert records[2]["train_loss"] is not None  # round 2 aggregated the two in time
     assert records[2]["aggregation"] == {"missing": [2]}
     assert "aggregation" not in records[1]
+    # its score of the model after round 1 came with its late reply: that record says so
+    assert records[1]["not_evaluated"] == [2] and records[1]["dice_per_hospital"][2] is None
+    assert "not_evaluated" not in records[0]
 
 
 def test_a_run_killed_mid_round_resumes_to_the_same_final_model(tmp_path):
