@@ -20,8 +20,11 @@ EXIT_FAILED = 1  # the run itself failed (e.g. the ServerApp raised in a deploym
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM (deploy local: after stopping its processes)
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config``, ``--verbose`` and one flag per RunConfig field."""
+def _add_run_options(parser: argparse.ArgumentParser, out_help: str = "") -> None:
+    """Add ``--config``, ``--verbose`` and one flag per RunConfig field.
+
+    ``out_help``: what ``--out`` means for this command, if not a run directory.
+    """
     parser.add_argument(
         "--config",
         metavar="FILE.toml",
@@ -40,8 +43,14 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
             type=kind if kind is not bool else _parse_bool,
             default=argparse.SUPPRESS,  # absent flags do not override the file
             metavar=kind.__name__.upper(),
-            help=f"{f.metadata['help']} (default: {default!r})",
+            help=_flag_help(f.name, f.metadata["help"], default, out_help),
         )
+
+
+def _flag_help(name: str, text: str, default: Any, out_help: str) -> str:
+    if name == "out" and out_help:
+        return out_help
+    return text if "(default" in text else f"{text} (default: {default!r})"
 
 
 def _add_overwrite(parser: argparse.ArgumentParser) -> None:
@@ -165,7 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
             "(default: the one --scenario / --config names)"
         ),
     )
-    _add_run_options(compare)
+    _add_run_options(
+        compare,
+        out_help=(
+            "comparison directory (default: runs/compare-<scenarios>-<digest of the "
+            "command's settings>: the same command again continues the same comparison)"
+        ),
+    )
 
     report = commands.add_parser(
         "report",
@@ -329,10 +344,17 @@ def _compare(args: argparse.Namespace) -> int:
     for entry in entries:
         check_strategy(entry.strategy)  # every name, before the first run starts
     if not hasattr(args, "out"):
-        import time
+        # named after what it runs, not when: the same command continues its comparison
+        import hashlib
+        import json
 
-        name = "+".join(scenarios) if scenarios else getattr(args, "scenario", None) or "config"
-        args.out = f"runs/compare-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        settings = resolve_config(args).replace(out="").to_mapping()
+        command = [settings, [e.label for e in entries], seeds, scenarios]
+        digest = hashlib.sha256(json.dumps(command, sort_keys=True).encode()).hexdigest()[:8]
+        name = "+".join(scenarios) if scenarios else str(settings["scenario"])
+        args.out = f"runs/compare-{name}-{digest}"
+        if Path(args.out).exists():
+            print(f"fedcl compare: continuing {args.out} (finished runs are kept)")
     base = resolve_config(args)
     _preflight(base)
     out = Path(base.out)

@@ -307,3 +307,27 @@ def test_bad_comparison_entries_are_clear_errors_before_any_run(tmp_path, capsys
     assert main(["compare", *args, "--out", str(tmp_path / "cmp")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "cmp").exists()
+
+
+def test_the_same_compare_command_continues_the_same_comparison(tmp_path, monkeypatch, capsys):
+    import contextlib
+
+    import fedcl.compare
+    import fedcl.processes
+
+    outs = []
+
+    def fake_run_scenarios(base, scenarios, entries, seeds, out, run):
+        outs.append(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.md").write_text("table\n")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(fedcl.compare, "run_scenarios", fake_run_scenarios)
+    monkeypatch.setattr(fedcl.processes, "local_cluster", lambda: contextlib.nullcontext(""))
+    command = ["compare", "--strategies", "fedavg,dbc", "--seeds", "0,1", "--clients", "3"]
+    assert main(command) == 0 and main(command) == 0
+    assert outs[0] == outs[1] and outs[0].name.startswith("compare-iid-")
+    assert "continuing" in capsys.readouterr().out
+    assert main([*command[:-1], "4"]) == 0  # other settings: another comparison
+    assert outs[2] != outs[0]
