@@ -88,6 +88,11 @@ class RunRecorder:
         (self.dir / "summary.json").unlink(missing_ok=True)
         _atomic_write(self.dir / "config.toml", lambda p: _write_bytes(p, _toml(config)))
         self.provenance = write_provenance(config, self.dir)
+        from fedcl.tensorboard import TensorBoardLog
+
+        self.tensorboard = TensorBoardLog(config, self.dir, hospital_names(config, self.dir))
+        for record in self.records:  # a resumed run: its earlier rounds again (same steps)
+            self.tensorboard(record)
         lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self.records)
         _atomic_write(self.dir / "metrics.jsonl", lambda p: _write_text(p, lines))
 
@@ -125,6 +130,7 @@ class RunRecorder:
         self.records.append(record)
         with (self.dir / "metrics.jsonl").open("a") as handle:
             handle.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
+        self.tensorboard(record)
         for callback in self.callbacks:
             callback(record)
         return record
@@ -148,8 +154,10 @@ class RunRecorder:
         self._reports |= pending.get("reports", {})
 
     def finish(self) -> dict[str, Any]:
-        """Write ``summary.json`` and the plots; return the summary."""
-        return write_report(self.config, self.records, self.dir)
+        """Write ``summary.json``, the plots and the TensorBoard hparams; return the summary."""
+        summary = write_report(self.config, self.records, self.dir)
+        self.tensorboard.finish(summary)
+        return summary
 
 
 def write_report(
@@ -164,10 +172,7 @@ def write_report(
         lambda p: _write_text(p, json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n"),
     )
     title = _title(config)
-    sources = _sources(config, run_dir)
-    names = [f"hospital {h} ({sources[str(h)]})" if str(h) in sources else f"hospital {h}"
-             for h in range(config.clients)]  # fmt: skip
-    plot_dice(records, run_dir / "dice.png", title=title, names=names)
+    plot_dice(records, run_dir / "dice.png", title=title, names=hospital_names(config, run_dir))
     plot_dice_matrix(
         summary["dice_matrix"],
         run_dir / "dice_matrix.png",
@@ -230,13 +235,21 @@ def write_provenance(config: RunConfig, run_dir: Path) -> dict[str, Any]:
     return found
 
 
-def _sources(config: RunConfig, run_dir: Path) -> dict[str, str]:
-    """Each hospital's source from ``provenance.json`` ({} where unknown or not written)."""
+def hospital_names(config: RunConfig, run_dir: Path) -> list[str]:
+    """Each hospital's label: ``hospital 0 (A1, B6)`` with its source from provenance.json."""
     try:
-        hospitals = json.loads((run_dir / "provenance.json").read_text())["hospitals"]
+        sources = json.loads((run_dir / "provenance.json").read_text())["hospitals"]
     except (OSError, ValueError, KeyError):
-        return {}
-    return hospitals if isinstance(hospitals, dict) else {}
+        sources = {}
+    if not isinstance(sources, dict):  # not visible where the server runs
+        sources = {}
+    names = []
+    for h in range(config.clients):
+        source = str(sources.get(str(h), ""))
+        if config.data == "synthetic":  # the sites are generated: only drift is news
+            source = "drifted" if source.endswith("drifted") else ""
+        names.append(f"hospital {h} ({source})" if source else f"hospital {h}")
+    return names
 
 
 def read_metrics(run_dir: str | Path, complete_only: bool = False) -> list[dict[str, Any]]:

@@ -68,6 +68,15 @@ def test_run_directory_is_complete_and_valid(two_runs):
     assert Image.open(run / "dice.png").size[0] > 300
     provenance = json.loads((run / "provenance.json").read_text())
     assert provenance["data"] == "synthetic" and len(provenance["hospitals"]) == 3
+    # TensorBoard: the same figures, round by round, for `tensorboard --logdir runs/`
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("dice/mean")]
+    assert logged == [(r["round"], pytest.approx(r["dice"])) for r in records]
+    assert "dice per hospital/hospital 2" in events.Tags()["scalars"]
+    assert (run / "hparams").is_dir()  # the configuration as hyper-parameters
     model = build_model("unet", NUM_CLASSES)
     checkpoint = torch.load(run / "checkpoint.pt")
     assert checkpoint["round"] == 2 and checkpoint["strategy"] == {}
