@@ -90,9 +90,8 @@ class RunRecorder:
         self.provenance = write_provenance(config, self.dir)
         from fedcl.tensorboard import TensorBoardLog
 
+        # a resumed run's earlier rounds are in the event files its first process wrote
         self.tensorboard = TensorBoardLog(config, self.dir, hospital_names(config, self.dir))
-        for record in self.records:  # a resumed run: its earlier rounds again (same steps)
-            self.tensorboard(record)
         lines = "".join(json.dumps(r, allow_nan=False) + "\n" for r in self.records)
         _atomic_write(self.dir / "metrics.jsonl", lambda p: _write_text(p, lines))
 
