@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -119,14 +120,33 @@ def _hospital(config: RunConfig, context: Context) -> int:
     return hospital
 
 
-def _received_model(
-    msg: Message, config: RunConfig, local_norm: str, state: RecordDict
-) -> nn.Module:
-    """Build the global model of ``msg`` with this hospital's own normalisation put back."""
+@dataclass(frozen=True)
+class _Received:
+    """What a message from the server tells a hospital."""
+
+    config: RunConfig
+    hospital: int
+    server_round: int
+    local_norm: str  # what the strategy has hospitals keep local (fedcl.normalization)
+    model: nn.Module  # the global model, with this hospital's own normalisation put back
+
+
+def _receive(msg: Message, context: Context) -> _Received:
+    sent = msg.content.config_records["config"]
+    config = RunConfig.from_mapping(
+        sent, source=f"{msg.metadata.message_type} message", strict=False
+    )
+    local_norm = str(sent.get(LOCAL_NORM_KEY, "none"))
     model = build_model(config.model, NUM_CLASSES)
     received = msg.content.array_records["arrays"].to_torch_state_dict()
-    model.load_state_dict(with_local_norm(received, local_norm, state))
-    return model.to(resolve_device(config.device))  # CUDA where this hospital has it (auto)
+    model.load_state_dict(with_local_norm(received, local_norm, context.state))
+    return _Received(
+        config=config,
+        hospital=_hospital(config, context),
+        server_round=int(sent["server-round"]),  # type: ignore[arg-type]
+        local_norm=local_norm,
+        model=model.to(resolve_device(config.device)),  # CUDA where it has it (auto)
+    )
 
 
 def with_local_norm(
@@ -163,32 +183,26 @@ def handle_train(msg: Message, context: Context) -> Message:
     hospital's figures for the model it received (the model after the previous round),
     so evaluation costs no message of its own; :func:`handle_evaluate` scores the last.
     """
-    sent = msg.content.config_records["config"]
-    config = RunConfig.from_mapping(sent, source="train message", strict=False)
-    hospital = _hospital(config, context)
-    server_round = int(sent["server-round"])  # type: ignore[arg-type]
-    local_norm = str(sent.get(LOCAL_NORM_KEY, "none"))
-    model = _received_model(msg, config, local_norm, context.state)
+    got, state = _receive(msg, context), context.state
     content = RecordDict()
-    if config.evaluation == "hospitals":
+    if got.config.evaluation == "hospitals":
         content[EVALUATION_KEY] = _evaluation(
-            model, config, hospital, server_round - 1, context.state
+            got.model, got.config, got.hospital, got.server_round - 1, state
         )
-    data = local_train_data(config, hospital, server_round, context.state)
     result = train_local(
-        model,
-        data,
-        **config.local_schedule(),
-        seed=round_seed(config.seed, hospital, server_round),
-        proximal_mu=config.proximal_mu,  # what the strategy sent: > 0 only from FedProx
+        got.model,
+        local_train_data(got.config, got.hospital, got.server_round, state),
+        **got.config.local_schedule(),
+        seed=round_seed(got.config.seed, got.hospital, got.server_round),
+        proximal_mu=got.config.proximal_mu,  # what the strategy sent: > 0 only from FedProx
     )
-    keep_local_norm(model, local_norm, context.state)
-    content["arrays"] = ArrayRecord(model.cpu().state_dict())
+    keep_local_norm(got.model, got.local_norm, state)
+    content["arrays"] = ArrayRecord(got.model.cpu().state_dict())
     content["metrics"] = MetricRecord(
         {
             "train-loss": result.loss,
             "num-examples": result.num_examples,  # FedAvg weight: samples, not batches
-            PARTITION_KEY: hospital,
+            PARTITION_KEY: got.hospital,
         }
     )
     return Message(content=content, reply_to=msg)
@@ -196,13 +210,9 @@ def handle_train(msg: Message, context: Context) -> Message:
 
 def handle_evaluate(msg: Message, context: Context) -> Message:
     """Score the received model (the run's last) on this hospital's test tiles; figures only."""
-    sent = msg.content.config_records["config"]
-    config = RunConfig.from_mapping(sent, source="evaluate message", strict=False)
-    hospital = _hospital(config, context)
-    local_norm = str(sent.get(LOCAL_NORM_KEY, "none"))
-    model = _received_model(msg, config, local_norm, context.state)
-    evaluation = _evaluation(model, config, hospital, int(sent["server-round"]), context.state)  # type: ignore[arg-type]
-    content = RecordDict(
-        {EVALUATION_KEY: evaluation, "metrics": MetricRecord({PARTITION_KEY: hospital})}
+    got = _receive(msg, context)
+    evaluation = _evaluation(got.model, got.config, got.hospital, got.server_round, context.state)
+    metrics = MetricRecord({PARTITION_KEY: got.hospital})
+    return Message(
+        content=RecordDict({EVALUATION_KEY: evaluation, "metrics": metrics}), reply_to=msg
     )
-    return Message(content=content, reply_to=msg)
