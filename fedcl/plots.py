@@ -47,10 +47,21 @@ def plot_dice(
     plt.close(fig)
 
 
-def plot_dbc(records: Sequence[dict[str, Any]], path: Path, *, title: str = "") -> None:
-    """Plot DBC's peer score per hospital per round; rejections and threshold marked."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-    series: dict[int, list[tuple[int, float]]] = {}
+def plot_dbc(
+    records: Sequence[dict[str, Any]],
+    path: Path,
+    *,
+    title: str = "",
+    tau: float | None = None,
+    names: Sequence[str] = (),
+) -> None:
+    """Plot DBC's peer score per hospital per round; rejections and threshold marked.
+
+    With the evidence rule (rounds report ``evidence``), a second panel shows each
+    hospital's evidence against ``tau``, the line above which it is rejected.
+    """
+    series: dict[Any, list[tuple[int, float]]] = {}
+    evidence: dict[Any, list[tuple[int, float]]] = {}
     rejected: list[tuple[int, float]] = []
     thresholds: list[tuple[int, float]] = []
     for record in records:
@@ -58,9 +69,12 @@ def plot_dbc(records: Sequence[dict[str, Any]], path: Path, *, title: str = "") 
         if "peer_scores" not in report:
             continue
         rnd = record["round"]
-        for hospital, score, decision in zip(
-            report["hospitals"], report["peer_scores"], report["decisions"], strict=True
+        scores = report.get("evidence") or [None] * len(report["hospitals"])
+        for hospital, score, decision, proof in zip(
+            report["hospitals"], report["peer_scores"], report["decisions"], scores, strict=True
         ):
+            if proof is not None:
+                evidence.setdefault(hospital, []).append((rnd, proof))
             if score is None:
                 continue
             series.setdefault(hospital, []).append((rnd, score))
@@ -68,9 +82,13 @@ def plot_dbc(records: Sequence[dict[str, Any]], path: Path, *, title: str = "") 
                 rejected.append((rnd, score))
         if report.get("threshold") is not None:
             thresholds.append((rnd, report["threshold"]))
-    for hospital in sorted(series, key=lambda h: (h is None, h)):
+    panels = 2 if evidence and tau is not None else 1
+    fig, axes = plt.subplots(panels, 1, figsize=(6.4, 4.0 * panels), dpi=110, squeeze=False)
+    ax = axes[0][0]
+    order = sorted(series, key=lambda h: (h is None, h))
+    for hospital in order:
         xs, ys = zip(*series[hospital], strict=True)
-        ax.plot(xs, ys, "-o", ms=3, lw=1, label=f"hospital {hospital}")
+        ax.plot(xs, ys, "-o", ms=3, lw=1, label=_name(hospital, names))
     if thresholds:
         xs, ys = zip(*thresholds, strict=True)
         ax.plot(xs, ys, "k--", lw=1, label="threshold")
@@ -78,15 +96,32 @@ def plot_dbc(records: Sequence[dict[str, Any]], path: Path, *, title: str = "") 
         xs, ys = zip(*rejected, strict=True)
         ax.plot(xs, ys, "rx", ms=9, mew=2, label="rejected")
     ax.set_yscale("symlog", linthresh=1e-3)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("round")
     ax.set_ylabel("peer score L_BC(consensus, reply)")
-    ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=9)
+    if panels == 2:
+        low = axes[1][0]
+        for hospital in sorted(evidence, key=lambda h: (h is None, h)):
+            xs, ys = zip(*evidence[hospital], strict=True)
+            low.plot(xs, ys, "-o", ms=3, lw=1, label=_name(hospital, names))
+        low.axhline(tau, color="k", ls="--", lw=1, label=f"tau = {tau:g}: rejected above")
+        bottom, top = low.get_ylim()
+        low.set_ylim(bottom, max(top, tau + 0.1 * (top - bottom)))  # the line in view
+        low.set_ylabel("evidence: mean log(peer / typical peer)")
+        low.legend(fontsize=7, ncol=2, loc="lower left")
+    for row in axes:
+        row[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+        row[0].set_xlabel("round")
+        row[0].grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _name(hospital: Any, names: Sequence[str]) -> str:
+    if isinstance(hospital, int) and hospital < len(names):
+        return names[hospital]
+    return f"hospital {hospital}"
 
 
 def plot_dice_matrix(

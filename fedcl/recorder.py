@@ -171,7 +171,8 @@ def write_report(
         lambda p: _write_text(p, json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n"),
     )
     title = _title(config)
-    plot_dice(records, run_dir / "dice.png", title=title, names=hospital_names(config, run_dir))
+    names = hospital_names(config, run_dir)
+    plot_dice(records, run_dir / "dice.png", title=title, names=names)
     plot_dice_matrix(
         summary["dice_matrix"],
         run_dir / "dice_matrix.png",
@@ -179,7 +180,8 @@ def write_report(
         local=summary["dice_matrix_local_stats"],
     )
     if any("peer_scores" in (r.get("aggregation") or {}) for r in records):
-        plot_dbc(records, run_dir / "dbc.png", title=title)
+        tau = config.dbc_tau if config.dbc_filter_rule == "evidence" else None
+        plot_dbc(records, run_dir / "dbc.png", title=title, tau=tau, names=names)
     return summary
 
 
