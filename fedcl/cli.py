@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="rebuild a run's summary and plots (or a comparison's table) from its files",
         description=(
-            "For a run directory: rewrite summary.json, dice.png, dice_matrix.png and "
+            "For a run directory: rewrite summary.json, dice.png, dice_matrix.png (staged) and "
             "dbc.png from config.toml and metrics.jsonl. For a fedcl compare directory: "
             "rewrite results.md, results.csv and comparison.png from its runs."
         ),

@@ -7,7 +7,7 @@ Layout of ``RUN_DIR``::
     summary.json       final figures (see :func:`fedcl.metrics.summarize`)
     checkpoint.pt      round, global model state_dict, strategy state; atomic writes
     dice.png           Dice per round, per hospital and mean
-    dice_matrix.png    the stage x stage Dice matrix R as a heat map
+    dice_matrix.png    (staged scenarios) the stage x stage Dice matrix R as a heat map
     dbc.png            (dbc) peer scores per hospital per round, rejections marked
 """
 
@@ -173,12 +173,13 @@ def write_report(
     title = _title(config)
     names = hospital_names(config, run_dir)
     plot_dice(records, run_dir / "dice.png", title=title, names=names)
-    plot_dice_matrix(
-        summary["dice_matrix"],
-        run_dir / "dice_matrix.png",
-        title=title,
-        local=summary["dice_matrix_local_stats"],
-    )
+    if len(summary["dice_matrix"]) > 1:  # one stage: a 1 x 1 "matrix" says nothing
+        plot_dice_matrix(
+            summary["dice_matrix"],
+            run_dir / "dice_matrix.png",
+            title=title,
+            local=summary["dice_matrix_local_stats"],
+        )
     if any("peer_scores" in (r.get("aggregation") or {}) for r in records):
         tau = config.dbc_tau if config.dbc_filter_rule == "evidence" else None
         plot_dbc(records, run_dir / "dbc.png", title=title, tau=tau, names=names)
