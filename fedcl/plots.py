@@ -175,23 +175,27 @@ def plot_comparison(
     Curves are means over seeds with a band of one std; bars have std error bars.
     """
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.0), dpi=110)
+    names = list(dict.fromkeys([*table, *curves]))
+    # one colour per entry, the same in both panels (tab10 repeats after ten entries)
+    palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    color = {name: palette(i % palette.N) for i, name in enumerate(names)}
     for name, points in curves.items():
         rounds = [p[0] for p in points]
         mean = [p[1] for p in points]
         std = [p[2] for p in points]
-        left.plot(rounds, mean, "-o", ms=3, label=name)
+        left.plot(rounds, mean, "-o", ms=3, label=name, color=color[name])
         left.fill_between(
             rounds,
             [m - s for m, s in zip(mean, std, strict=True)],
             [m + s for m, s in zip(mean, std, strict=True)],
             alpha=0.15,
+            color=color[name],
         )
     left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_xlabel("round")
     left.set_ylabel("mean foreground Dice")
     left.set_ylim(0, 1)
     left.grid(alpha=0.3)
-    left.legend(fontsize=7)
     bars = {
         "final_dice": "final Dice",
         "acc": "ACC",
@@ -206,15 +210,20 @@ def plot_comparison(
         xs = [i + k * width for i in range(len(metrics))]
         means = [_nan(row[m][0]) for m in metrics]
         stds = [_nan(row[m][1]) for m in metrics]
-        right.bar(xs, means, width, yerr=stds, label=name, capsize=2)
+        right.bar(xs, means, width, yerr=stds, label=name, capsize=2, color=color[name])
     right.set_xticks([i + 0.4 - width / 2 for i in range(len(metrics))])
     right.set_xticklabels([bars[m] for m in metrics], fontsize=8)
     right.set_ylabel("Dice (forgetting: Dice lost)")
     right.grid(alpha=0.3, axis="y")
-    right.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    # one legend for both panels, below them, covering no curve or bar
+    handles, labels = left.get_legend_handles_labels()
+    if not handles:
+        handles, labels = right.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(len(labels), 6), fontsize=8, frameon=False)  # fmt: skip
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 
