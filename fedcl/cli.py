@@ -306,9 +306,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _preflight(config: RunConfig) -> None:
     """Fail on bad input now, with a clear message, not after Ray or a deployment starts."""
+    from fedcl.data.real import check_layout
     from fedcl.strategy_names import BUILTIN, check_name
 
     check_name(config.strategy)  # a typo answered before torch loads
+    check_layout(config)  # so are a wrong data path, a missing mask, too few sites
     if config.strategy not in BUILTIN:
         from fedcl.strategies import check_strategy
 

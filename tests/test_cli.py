@@ -85,6 +85,15 @@ def test_bad_input_is_answered_before_ray_starts(monkeypatch, capsys):
     assert "unknown strategy 'fedavgg'" in capsys.readouterr().err
     assert main(["run", "--data", "bcss:/no/such/folder"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # a layout problem is found without loading torch (fedcl.data.real.check_layout)
+    script = (
+        "import sys\nfrom fedcl.cli import main\n"
+        "codes = [main(['run', '--data', 'bcss:/no/such/folder']),\n"
+        "         main(['run', '--strategy', 'fedavgg'])]\n"
+        "assert codes == [2, 2] and 'torch' not in sys.modules, (codes, 'torch' in sys.modules)\n"
+    )
+    checked = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr[-2000:]
 
 
 def test_a_run_never_overwrites_a_run_directory_unless_asked(tmp_path, monkeypatch, capsys):

@@ -27,12 +27,16 @@ import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from fedcl.data.synthetic import CLASS_NAMES
 from fedcl.errors import FedclError
+
+if TYPE_CHECKING:
+    from fedcl.config import RunConfig
 
 IGNORE = 255  # mask value of pixels that are not a class (loss and Dice skip them)
 DATA_KINDS = ("synthetic", "bcss", "semicol", "folder")
@@ -237,6 +241,23 @@ def tile(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np
     if not images:
         return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, size, size), np.uint8)
     return np.stack(images), np.stack(masks)
+
+
+def check_layout(config: RunConfig) -> None:
+    """Check the real data's folders, files and sites without reading an image.
+
+    Answers a wrong path, a missing mask or too few sites in a fraction of a second,
+    before anything heavy loads; reading the images is :func:`fedcl.scenarios.check_data`.
+    """
+    for text, split, by_site in (
+        (config.data, config.data_split, True),
+        (config.server_data, "", False),
+    ):
+        spec = parse_data(text)
+        if spec.kind != "synthetic":
+            slides = index_slides(spec, split, by_site=by_site)
+            if by_site:
+                hospital_slides(slides, config.clients)
 
 
 def hospital_slides(slides: list[Slide], clients: int) -> list[list[Slide]]:
