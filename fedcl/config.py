@@ -274,7 +274,7 @@ class RunConfig:
     def _check_data(self) -> None:
         from fedcl.data.real import label_table, parse_data
 
-        server = parse_data(self.server_data)
+        server = parse_data(self.server_data, key="server-data")
         if server.kind != "synthetic" and self.data != "synthetic":
             if server.path == parse_data(self.data).path:
                 raise FedclError(

@@ -214,3 +214,5 @@ def test_the_servers_tiles_can_be_real_public_tiles(bcss, tmp_path):
         root_dataset(too_many)
     with pytest.raises(FedclError, match="no hospital holds"):
         _config(f"bcss:{bcss}", server_data=f"bcss:{bcss}")
+    with pytest.raises(FedclError, match="config key 'server-data' must be 'synthetic' or"):
+        _config(f"bcss:{bcss}", server_data="bcs:/x")

@@ -64,14 +64,17 @@ class DataSpec:
     path: Path | None = None
 
 
-def parse_data(text: str) -> DataSpec:
-    """Parse the ``data`` key: ``synthetic`` or ``bcss:PATH`` / ``semicol:`` / ``folder:``."""
+def parse_data(text: str, key: str = "data") -> DataSpec:
+    """Parse the ``data`` key: ``synthetic`` or ``bcss:PATH`` / ``semicol:`` / ``folder:``.
+
+    ``key``: the config key named in the error (``server-data`` takes the same values).
+    """
     if text == "synthetic":
         return DataSpec("synthetic")
     kind, sep, path = text.partition(":")
     if not sep or kind not in DATA_KINDS[1:] or not path:
         raise FedclError(
-            f"config key 'data' must be 'synthetic' or KIND:PATH with KIND one of "
+            f"config key {key!r} must be 'synthetic' or KIND:PATH with KIND one of "
             f"{', '.join(DATA_KINDS[1:])}, got {text!r}"
         )
     return DataSpec(kind, Path(path).expanduser())
