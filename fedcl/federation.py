@@ -220,7 +220,7 @@ def serve(
             record_figures(server_round - 1, figures_in(replies, server_round - 1))
 
     def record_figures(server_round: int, figures: dict[int, HospitalFigures]) -> None:
-        if not recorder.records or recorder.records[-1]["round"] < server_round:
+        if not recorder.has_record(server_round):  # a resumed run may have it already
             recorder.round_evaluated(server_round, round_evaluation(config, server_round, figures))
 
     strategy = build_strategy(config, on_train, round_offset=done)
@@ -254,7 +254,6 @@ def serve(
             train_config=ConfigRecord(dict(config.to_mapping() | {"proximal-mu": 0.0})),
             evaluate_fn=round_end,
         )
-    evaluated = recorder.records and recorder.records[-1]["round"] == config.rounds
-    if config.evaluation == "hospitals" and not evaluated:
+    if config.evaluation == "hospitals" and not recorder.has_record(config.rounds):
         record_figures(config.rounds, final_evaluation(grid, config, round_end.arrays, local_norm))
     return recorder.finish()

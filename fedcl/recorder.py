@@ -106,6 +106,10 @@ class RunRecorder:
         if report is not None:
             self._reports[server_round] = dict(report)
 
+    def has_record(self, server_round: int) -> bool:
+        """Whether the record of ``server_round`` (or a later one) is already written."""
+        return bool(self.records) and self.records[-1]["round"] >= server_round
+
     def round_evaluated(self, server_round: int, evaluation: Mapping[str, Any]) -> dict[str, Any]:
         """Complete the record of ``server_round``: append it and notify the callbacks.
 
