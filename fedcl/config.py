@@ -25,6 +25,12 @@ Scalar = bool | int | float | str
 SCENARIOS = ("iid", "client-drift", "catastrophic-forgetting", "drift-and-forgetting")
 DRIFTING = ("client-drift", "drift-and-forgetting")  # scenarios where hospitals drift
 STAGED = ("catastrophic-forgetting", "drift-and-forgetting")  # scenarios with stages
+# What changes at a stage boundary (fedcl.scenarios): the stain and class mix, the
+# tissue architecture (fedcl.data.tissue), or which classes the masks annotate.
+STAGE_SHIFTS = ("stain", "tissue", "classes")
+# The most stages a shift can make distinct: 4 tissue architectures; 4 foreground
+# classes (each stage annotates at least one).
+MAX_STAGES = {"tissue": 4, "classes": 4}
 DRIFT_KINDS = ("stain", "blur", "noise", "jpeg", "label-noise", "invert")
 REPRESENTATIONS = ("probs", "features")
 DEVICES = ("auto", "cpu", "cuda")
@@ -151,6 +157,8 @@ class DBCSettings:
 
 
 _DBC = DBCSettings()
+# Keys only one built-in strategy reads: field-name prefix -> strategy (RunConfig.as_read).
+_OWN_KEYS = {"dbc_": "dbc", "lwf_": "lwf"}
 
 
 def _opt(default: Scalar, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
@@ -211,10 +219,20 @@ class RunConfig:
     drift_start_round: int = _opt(1, "client-drift: first round trained on drifted data")
     stages: int = _opt(3, "forgetting: number of stages (all hospitals shift together)")
     rounds_per_stage: int = _opt(5, "forgetting: rounds per stage (rounds = stages x this)")
-    forgetting_strength: float = _opt(0.8, "forgetting: stain and class-mix change per stage, 0..1")
+    stage_shift: str = _opt(
+        "stain",
+        "forgetting: what changes at a stage boundary: stain (and class mix), tissue "
+        "(architecture) or classes (which classes are annotated)",
+    )
+    forgetting_strength: float = _opt(
+        0.8, "forgetting, stage-shift stain: stain and class-mix change per stage, 0..1"
+    )
     # --- strategies -------------------------------------------------------------------
     # FedProx's usual range is 0.001..1; 0.01 keeps local models close without stalling.
     proximal_mu: float = _opt(0.01, "FedProx proximal weight mu (fedprox only)")
+    # LwF's usual values (Li and Hoiem 2018): the two losses weighted equally, T = 2.
+    lwf_weight: float = _opt(1.0, "LwF: weight of the distillation toward the last stage's model")
+    lwf_temperature: float = _opt(2.0, "LwF: softmax temperature of the distillation")
     byzantine: int = _opt(
         -1, "hospitals krum/multikrum/bulyan assume malicious (-1: the most they tolerate)"
     )
@@ -366,6 +384,14 @@ class RunConfig:
                 raise FedclError(
                     f"config key {key_of(name)!r} must be >= 1, got {getattr(self, name)}"
                 )
+        if self.stage_shift not in STAGE_SHIFTS:
+            raise unknown_name("stage-shift", self.stage_shift, STAGE_SHIFTS)
+        limit = MAX_STAGES.get(self.stage_shift)
+        if self.scenario in STAGED and limit is not None and self.stages > limit:
+            raise FedclError(
+                f"config key 'stages' must be <= {limit} with stage-shift "
+                f"{self.stage_shift!r} (it has {limit} distinct stages), got {self.stages}"
+            )
         if self.scenario in STAGED and self.rounds != self.stages * self.rounds_per_stage:
             raise FedclError(
                 f"config key 'rounds' must equal stages x rounds-per-stage = {self.stages} "
@@ -386,6 +412,11 @@ class RunConfig:
         self._check_data()
         if self.proximal_mu < 0:
             raise FedclError(f"config key 'proximal-mu' must be >= 0, got {self.proximal_mu}")
+        if self.lwf_weight < 0 or not self.lwf_temperature > 0:
+            raise FedclError(
+                "config keys 'lwf-weight' >= 0 and 'lwf-temperature' > 0 expected, got "
+                f"{self.lwf_weight} and {self.lwf_temperature}"
+            )
         if self.byzantine < -1:
             raise FedclError(f"config key 'byzantine' must be >= -1, got {self.byzantine}")
         self.dbc  # noqa: B018 - validates the dbc-* keys
@@ -393,15 +424,19 @@ class RunConfig:
     def as_read(self) -> RunConfig:
         """Return this config with the keys its strategy does not read at their defaults.
 
-        Only the built-in ``dbc`` reads the ``dbc-*`` keys (a plug-in gets the sampling
-        settings only), so two configs with equal ``as_read()`` give the same run:
-        ``fedcl compare`` keeps a finished FedAvg run when only a DBC default changed.
+        Only the built-in ``dbc`` reads the ``dbc-*`` keys, only ``lwf`` the ``lwf-*``
+        keys (a plug-in gets the sampling settings only), so two configs with equal
+        ``as_read()`` give the same run: ``fedcl compare`` keeps a finished FedAvg run
+        when only a DBC default changed.
         """
-        if self.strategy == "dbc":
-            return self
+        unread = [prefix for prefix, name in _OWN_KEYS.items() if name != self.strategy]
         defaults = RunConfig()
         return self.replace(
-            **{f.name: getattr(defaults, f.name) for f in fields(self) if f.name.startswith("dbc_")}
+            **{
+                f.name: getattr(defaults, f.name)
+                for f in fields(self)
+                if f.name.startswith(tuple(unread))
+            }
         )
 
     @property

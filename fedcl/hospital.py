@@ -29,17 +29,20 @@ from torch import nn
 from fedcl import seeds
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES, TileDataset
+from fedcl.distillation import Distillation
 from fedcl.errors import FedclError
 from fedcl.evaluation import evaluate_hospital, evaluated_stages
 from fedcl.models import build_model
 from fedcl.normalization import local_norm_keys
 from fedcl.scenarios import DATA_KEYS, held_out_dataset, is_drifted, stage_of, train_dataset
+from fedcl.strategies.lwf import TEMPERATURE_KEY, WEIGHT_KEY
 from fedcl.strategies.replies import PARTITION_KEY
-from fedcl.training import resolve_device, train_local
+from fedcl.training import Penalty, resolve_device, train_local
 
-# Context.state entries: the hospital's tiles (with what they were generated from) and
-# the normalisation it keeps to itself (FedBN, SiloBN).
+# Context.state entries: the hospital's tiles (with what they were generated from), the
+# normalisation it keeps to itself (FedBN, SiloBN) and LwF's teacher.
 _TRAIN_KEY, _TEST_KEY, _NORM_KEY = "fedcl-train-data", "fedcl-test-data", "fedcl-local-norm"
+_TEACHER_KEY = "fedcl-teacher"
 # Message keys: a hospital's figures (a ConfigRecord: Flower's strategies aggregate the
 # one MetricRecord of a reply), and the normalisation a strategy has hospitals keep.
 EVALUATION_KEY, LOCAL_NORM_KEY = "evaluation", "local-norm"
@@ -129,6 +132,7 @@ class _Received:
     server_round: int
     local_norm: str  # what the strategy has hospitals keep local (fedcl.normalization)
     model: nn.Module  # the global model, with this hospital's own normalisation put back
+    distill: tuple[float, float]  # LwF's weight and temperature (weight 0: no LwF)
 
 
 def _receive(msg: Message, context: Context) -> _Received:
@@ -146,6 +150,7 @@ def _receive(msg: Message, context: Context) -> _Received:
         server_round=int(sent["server-round"]),  # type: ignore[arg-type]
         local_norm=local_norm,
         model=model.to(resolve_device(config.device)),  # CUDA where it has it (auto)
+        distill=(float(sent.get(WEIGHT_KEY, 0.0)), float(sent.get(TEMPERATURE_KEY, 1.0))),  # type: ignore[arg-type]
     )
 
 
@@ -165,6 +170,28 @@ def keep_local_norm(model: nn.Module, local_norm: str, state: RecordDict) -> Non
     if keys:
         values = model.state_dict()
         state[_NORM_KEY] = ArrayRecord({k: values[k].detach().cpu() for k in keys})
+
+
+def penalties(got: _Received, state: RecordDict) -> list[Penalty]:
+    """Extra terms of this hospital's loss: LwF's distillation when the strategy asks for it.
+
+    The teacher of a stage is the first global model the hospital receives in it, kept
+    in ``state``; in the first stage there is none.
+    """
+    weight, temperature = got.distill
+    stage = stage_of(got.config, got.server_round)
+    if weight == 0 or stage == 0:
+        return []
+    meta = state.config_records.get(f"{_TEACHER_KEY}-meta")
+    if meta is None or meta.get("stage") != stage:
+        state[_TEACHER_KEY] = ArrayRecord(
+            {k: v.detach().cpu() for k, v in got.model.state_dict().items()}
+        )
+        state[f"{_TEACHER_KEY}-meta"] = ConfigRecord({"stage": stage})
+    teacher = build_model(got.config.model, NUM_CLASSES)
+    teacher.load_state_dict(state.array_records[_TEACHER_KEY].to_torch_state_dict())
+    teacher.to(next(got.model.parameters()).device)
+    return [Distillation(teacher, weight=weight, temperature=temperature)]
 
 
 def _evaluation(
@@ -195,6 +222,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         **got.config.local_schedule(),
         seed=round_seed(got.config.seed, got.hospital, got.server_round),
         proximal_mu=got.config.proximal_mu,  # what the strategy sent: > 0 only from FedProx
+        penalties=penalties(got, state),
     )
     keep_local_norm(got.model, got.local_norm, state)
     content["arrays"] = ArrayRecord(got.model.cpu().state_dict())

@@ -14,7 +14,7 @@ from fedcl.errors import unknown_name
 
 BUILTIN = (
     "fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan",
-    "fltrust", "dbc", "fedbn", "silobn",
+    "fltrust", "dbc", "fedbn", "silobn", "lwf",
 )  # fmt: skip
 ENTRY_POINT_GROUP = "fedcl.strategies"
 

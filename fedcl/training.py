@@ -8,6 +8,7 @@ ground truth does not count for that tile), then averaged over classes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,10 @@ from fedcl.config import BN_STATS
 from fedcl.data.dataset import TileDataset
 from fedcl.data.real import IGNORE
 from fedcl.errors import FedclError
+
+# An extra term of the local loss, from a batch's images (B x 3 x H x W) and the model's
+# logits (B x C x H x W): e.g. fedcl.distillation.Distillation.
+Penalty = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,7 @@ def train_local(
     seed: int = 0,
     proximal_mu: float = 0.0,
     bn_stats: str = "running",
+    penalties: Sequence[Penalty] = (),
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` for ``epochs`` passes.
 
@@ -131,6 +137,9 @@ def train_local(
         every batch's weights with the statistics the model came with. ``recomputed``:
         after training, :func:`recompute_batchnorm` on ``data``, so the statistics
         describe the weights they are sent with.
+    penalties : sequence of Penalty
+        Extra loss terms, each called with a batch's images and the model's logits
+        (for example LwF's :class:`~fedcl.distillation.Distillation`).
     """
     if bn_stats not in BN_STATS:
         raise ValueError(f"unknown bn_stats {bn_stats!r}; known: {', '.join(BN_STATS)}")
@@ -146,7 +155,10 @@ def train_local(
         for images, masks in data.batches(batch_size, generator):
             images, masks = images.to(device), masks.to(device)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(images), masks)
+            logits = model(images)
+            loss = loss_fn(logits, masks)
+            for penalty in penalties:
+                loss = loss + penalty(images, logits)
             if anchor:
                 drift = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
                 loss = loss + 0.5 * proximal_mu * drift

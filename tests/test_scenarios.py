@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from fedcl.config import DRIFT_KINDS, SCENARIOS, RunConfig
-from fedcl.data import reference_images
+from fedcl.data import NUM_CLASSES, reference_images
+from fedcl.data.real import IGNORE
 from fedcl.data.shifts import typical_change, typical_shift
 from fedcl.data.stain import Stain, visible_change
-from fedcl.data.synthetic import typical_tissue
+from fedcl.data.synthetic import SOLID, typical_tissue
+from fedcl.data.tissue import TISSUES
 from fedcl.errors import FedclError
 from fedcl.scenarios import (
     drifted_hospitals,
@@ -20,8 +22,10 @@ from fedcl.scenarios import (
     is_drifted,
     site_stain,
     stage_class_mix,
+    stage_classes,
     stage_end_rounds,
     stage_of,
+    stage_tissue,
     train_dataset,
 )
 
@@ -177,6 +181,67 @@ def test_each_stage_changes_stain_and_class_mix_for_all_hospitals():
     assert site_stain(config.replace(site_stain=0.0), 2, 0) == Stain()
 
 
+def test_tissue_shift_changes_architecture_not_stain_or_mix():
+    config = staged(stage_shift="tissue")
+    assert [stage_tissue(config, s) for s in range(3)] == list(TISSUES[:3])
+    assert stage_tissue(staged(), 2) == SOLID and stage_tissue(drift(), 0) == SOLID
+    for stage in (1, 2):
+        assert stage_class_mix(config, stage) == stage_class_mix(config, 0)
+        assert site_stain(config, 3, stage) == site_stain(config, 3, 0)
+    # the same stream of tissue layouts, rendered as another architecture
+    first, second = (held_out_dataset(config, 0, s) for s in (0, 1))
+    assert first.images.tobytes() != second.images.tobytes()
+
+
+def test_every_tissue_architecture_renders_every_class():
+    from fedcl.data.stain import Stain
+    from fedcl.data.synthetic import generate_tiles
+
+    for tissue in TISSUES:
+        images, masks = generate_tiles(
+            12, size=48, stain=Stain(), seed=np.random.SeedSequence(5), tissue=tissue
+        )
+        assert set(np.unique(masks)) == set(range(NUM_CLASSES)), tissue.name
+        assert images.std() > 10, tissue.name  # not a flat colour
+
+
+@pytest.mark.parametrize(
+    ("stages", "groups"),
+    [
+        (1, [(1, 2, 3, 4)]),
+        (2, [(1, 2), (3, 4)]),
+        (3, [(1, 2), (3,), (4,)]),
+        (4, [(1,), (2,), (3,), (4,)]),
+    ],
+)
+def test_class_shift_gives_each_stage_its_own_classes(stages, groups):
+    config = staged(stage_shift="classes", stages=stages, rounds=stages * 4)
+    assert [stage_classes(config, s) for s in range(stages)] == groups
+    assert stage_classes(staged(), 1) == (1, 2, 3, 4)
+
+
+def test_class_shift_masks_call_other_classes_background_in_training_and_skip_them_in_tests():
+    config = staged(stage_shift="classes")
+    # the same tiles, every class labelled (a scenario without stage shifts)
+    full = hospital_dataset(RunConfig(**SMALL), 0, "test", stage=1)
+    train, test = hospital_dataset(config, 0, "train", stage=1), held_out_dataset(config, 0, 1)
+    assert set(np.unique(train.masks)) <= {0, 3} and 3 in train.masks
+    assert set(np.unique(test.masks)) <= {0, 3, IGNORE}
+    assert np.array_equal(test.masks == IGNORE, np.isin(full.masks, (1, 2, 4)))
+    assert np.array_equal(test.images, full.images)  # the images are unchanged
+
+
+def test_reference_set_covers_every_tissue_architecture_of_the_run():
+    from fedcl import seeds
+    from fedcl.data.reference import _broad_mix_tiles
+
+    config = staged(stage_shift="tissue", reference_size=6)
+    plain = _broad_mix_tiles(staged(reference_size=6), 6, seeds.REFERENCE)
+    mixed = _broad_mix_tiles(config, 6, seeds.REFERENCE)
+    same = [a.tobytes() == b.tobytes() for a, b in zip(plain.images, mixed.images, strict=True)]
+    assert same == [True, False, False] * 2  # solid, glandular, infiltrative in turn
+
+
 def test_reference_set_is_disjoint_from_hospital_data():
     config = RunConfig(clients=3, reference_size=6, **SMALL)
     reference = {tile.tobytes() for tile in reference_images(config)}
@@ -207,6 +272,11 @@ def test_reference_set_is_disjoint_from_hospital_data():
         ),
         ({"stages": 0}, "'stages' must be >= 1"),
         ({"forgetting-strength": -0.1}, "'forgetting-strength' must be in 0..1"),
+        ({"stage-shift": "tisue"}, "unknown stage-shift 'tisue'.*Did you mean 'tissue'"),
+        (
+            {"scenario": "catastrophic-forgetting", "stage-shift": "classes", "stages": 5},
+            "'stages' must be <= 4 with stage-shift 'classes'",
+        ),
     ],
 )
 def test_invalid_scenario_values_name_file_key_value_and_range(tmp_path, values, message):

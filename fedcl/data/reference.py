@@ -2,8 +2,10 @@
 
 By default (``server-data = "synthetic"``) both are generated from "a broad mix of
 stains" (every tile its own protocol) on seed streams disjoint from every hospital's
-data. With ``server-data = "KIND:PATH"`` they are real tiles read from that folder (the
-real-data layouts of :mod:`fedcl.data.real`, every site in it), in a seeded order: the
+data; when the stages of a run change the tissue architecture, the server's tiles take
+every architecture of the run in turn (a public atlas favours no stage). With
+``server-data = "KIND:PATH"`` they are real tiles read from that folder (the real-data
+layouts of :mod:`fedcl.data.real`, every site in it), in a seeded order: the
 reference set from the start, the root set from after it.
 """
 
@@ -18,6 +20,7 @@ from fedcl.data.real import hospital_tiles, index_slides, label_table, parse_dat
 from fedcl.data.stain import Stain, perturb
 from fedcl.data.synthetic import NUM_CLASSES, generate_tiles
 from fedcl.errors import FedclError
+from fedcl.scenarios import num_stages, stage_tissue
 
 # Each server tile's stain is the reference stain shifted by this much: from mild to a
 # strong scanner/protocol change (see stain.perturb).
@@ -25,12 +28,17 @@ BROAD_STAIN_MIX = 0.5
 
 
 def _broad_mix_tiles(config: RunConfig, count: int, domain: int) -> TileDataset:
+    tissues = [stage_tissue(config, stage) for stage in range(num_stages(config))]
     images = np.empty((count, config.image_size, config.image_size, 3), np.uint8)
     masks = np.empty((count, config.image_size, config.image_size), np.uint8)
     for i in range(count):
         stain = perturb(Stain(), seeds.rng(config.seed, domain, i), BROAD_STAIN_MIX)
         tile, mask = generate_tiles(
-            1, size=config.image_size, stain=stain, seed=seeds.stream(config.seed, domain, i, 1)
+            1,
+            size=config.image_size,
+            stain=stain,
+            seed=seeds.stream(config.seed, domain, i, 1),
+            tissue=tissues[i % len(tissues)],
         )
         images[i], masks[i] = tile[0], mask[0]
     return TileDataset(images, masks, NUM_CLASSES)

@@ -22,7 +22,8 @@ stream's seed and ``i`` (not on how many tiles are drawn).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -55,16 +56,20 @@ def smooth_noise(rng: np.random.Generator, size: int, cell: float) -> np.ndarray
     return cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)
 
 
-def tissue_layout(rng: np.random.Generator, size: int, class_mix: Sequence[float]) -> np.ndarray:
+def tissue_layout(
+    rng: np.random.Generator, size: int, class_mix: Sequence[float], regions_per_64: float = 3.0
+) -> np.ndarray:
     """Partition a tile into classed regions.
+
+    ``regions_per_64``: mean number of regions per 64 x 64 px (more for bigger tiles:
+    the same magnification).
 
     Returns
     -------
     np.ndarray
         ``size x size`` uint8 class map.
     """
-    # About 3 regions per 64 x 64 px; more for bigger tiles (same magnification).
-    mean_regions = 3.0 * (size / 64) ** 2
+    mean_regions = regions_per_64 * (size / 64) ** 2
     n_regions = int(np.clip(rng.poisson(mean_regions), 1, None)) + 1
     seeds = rng.uniform(0, size, (n_regions, 2)).astype(np.float32)
     classes = rng.choice(NUM_CLASSES, size=n_regions, p=np.asarray(class_mix))
@@ -76,7 +81,29 @@ def tissue_layout(rng: np.random.Generator, size: int, class_mix: Sequence[float
     return classes[np.argmin(distance, axis=0)].astype(np.uint8)
 
 
-def _draw_nuclei(
+def draw_ellipse(
+    canvas: np.ndarray,
+    centre: tuple[float, float],
+    axes: tuple[float, float],
+    angle: float,
+    value: float,
+) -> None:
+    """Draw one filled ellipse (semi-axes and centre in pixels, angle in degrees)."""
+    cv2.ellipse(
+        canvas,
+        (int(centre[0] * _SCALE), int(centre[1] * _SCALE)),
+        (max(1, int(axes[0] * _SCALE)), max(1, int(axes[1] * _SCALE))),
+        float(angle),
+        0,
+        360,
+        float(value),
+        thickness=-1,
+        lineType=cv2.LINE_8,
+        shift=_SHIFT,
+    )
+
+
+def draw_nuclei(
     canvas: np.ndarray,
     rng: np.random.Generator,
     count: int,
@@ -101,38 +128,33 @@ def _draw_nuclei(
     rings = (1.0, 0.55) if vesicular > 0 else (1.0,)
     for (cx, cy), a, b, theta, value in zip(centres, majors, minors, angles, values, strict=True):
         for ring in rings:
-            cv2.ellipse(
-                canvas,
-                (int(cx * _SCALE), int(cy * _SCALE)),
-                (max(1, int(ring * a * _SCALE)), max(1, int(ring * b * _SCALE))),
-                float(theta),
-                0,
-                360,
-                float(value * (1 - vesicular) if ring < 1 else value),
-                thickness=-1,
-                lineType=cv2.LINE_8,
-                shift=_SHIFT,
-            )
+            shade = value * (1 - vesicular) if ring < 1 else value
+            draw_ellipse(canvas, (cx, cy), (ring * a, ring * b), theta, shade)
 
 
-def _count(size: int, per_64: float, rng: np.random.Generator) -> int:
+def nuclei_count(size: int, per_64: float, rng: np.random.Generator) -> int:
+    """Poisson number of objects at ``per_64`` per 64 x 64 px on a ``size`` px tile."""
     return int(rng.poisson(per_64 * (size / 64) ** 2))
 
 
-def _render_class(label: int, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hematoxylin and eosin concentration maps of a whole tile of one class."""
+def render_solid(label: int, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hematoxylin and eosin concentration maps of a whole tile of one class.
+
+    The default tissue architecture: solid tumour sheets, wavy fibrous stroma,
+    lymphocytic infiltrates, necrosis with fragmented and ghost nuclei.
+    """
     nuclei = np.zeros((size, size), np.float32)
     chromatin = 1.0 + 0.25 * smooth_noise(rng, size, 1.5)  # coarse chromatin texture
     if label == 0:  # glass with faint debris
         e = 0.03 + 0.02 * np.abs(smooth_noise(rng, size, 6))
-        _draw_nuclei(nuclei, rng, _count(size, 3, rng), ((0.5, 1.2), (0.4, 1.0)), (0.1, 0.3))
+        draw_nuclei(nuclei, rng, nuclei_count(size, 3, rng), ((0.5, 1.2), (0.4, 1.0)), (0.1, 0.3))
         return 0.01 + nuclei, e
     if label == 1:  # tumor: crowded large pleomorphic nuclei, little cytoplasm
         e = 0.34 * (1 + 0.2 * smooth_noise(rng, size, 5))
-        _draw_nuclei(
+        draw_nuclei(
             nuclei,
             rng,
-            _count(size, 70, rng),
+            nuclei_count(size, 70, rng),
             ((3.0, 4.8), (2.2, 4.0)),
             (0.75, 1.0),
             vesicular=0.5,
@@ -146,10 +168,10 @@ def _render_class(label: int, rng: np.random.Generator, size: int) -> tuple[np.n
         phase = (xx * np.cos(theta) + yy * np.sin(theta)) * (2 * np.pi / 4.5)
         phase += 2.5 * smooth_noise(rng, size, 16)
         e = 0.52 + 0.24 * np.sin(phase)
-        _draw_nuclei(
+        draw_nuclei(
             nuclei,
             rng,
-            _count(size, 12, rng),
+            nuclei_count(size, 12, rng),
             ((3.0, 5.0), (0.8, 1.3)),
             (0.7, 1.0),
             angle=float(np.degrees(theta)) + 90,
@@ -157,13 +179,32 @@ def _render_class(label: int, rng: np.random.Generator, size: int) -> tuple[np.n
         return 0.04 + nuclei * chromatin, e
     if label == 3:  # inflammatory: dense small round dark nuclei
         e = 0.30 * (1 + 0.2 * smooth_noise(rng, size, 5))
-        _draw_nuclei(nuclei, rng, _count(size, 330, rng), ((1.2, 1.9), (1.1, 1.8)), (0.8, 1.05))
+        draw_nuclei(
+            nuclei, rng, nuclei_count(size, 330, rng), ((1.2, 1.9), (1.1, 1.8)), (0.8, 1.05)
+        )
         return 0.06 + nuclei * chromatin, e
     # necrosis: blotchy eosinophilic debris, karyorrhectic fragments, ghost nuclei
     e = 0.42 * (1 + 0.45 * smooth_noise(rng, size, 3))
-    _draw_nuclei(nuclei, rng, _count(size, 14, rng), ((2.5, 4.0), (2.0, 3.5)), (0.15, 0.3))
-    _draw_nuclei(nuclei, rng, _count(size, 170, rng), ((0.6, 1.4), (0.4, 1.0)), (0.5, 0.95))
+    draw_nuclei(nuclei, rng, nuclei_count(size, 14, rng), ((2.5, 4.0), (2.0, 3.5)), (0.15, 0.3))
+    draw_nuclei(nuclei, rng, nuclei_count(size, 170, rng), ((0.6, 1.4), (0.4, 1.0)), (0.5, 0.95))
     return 0.08 + nuclei, np.clip(e, 0.05, None)
+
+
+@dataclass(frozen=True)
+class Tissue:
+    """A tissue architecture: how regions are laid out and how each class looks.
+
+    ``render(label, rng, size)`` gives the ``size x size`` hematoxylin and eosin
+    concentration maps of a whole tile of class ``label``; ``regions_per_64`` is the
+    mean number of regions per 64 x 64 px (the scale of the architecture).
+    """
+
+    name: str
+    render: Callable[[int, np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
+    regions_per_64: float = 3.0
+
+
+SOLID = Tissue("solid", render_solid)
 
 
 def render_tile(
@@ -171,6 +212,7 @@ def render_tile(
     size: int,
     stain: Stain,
     class_mix: Sequence[float] = DEFAULT_CLASS_MIX,
+    tissue: Tissue = SOLID,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Generate one tile.
 
@@ -185,6 +227,8 @@ def render_tile(
         The staining/scanning protocol that renders the concentrations.
     class_mix : sequence of 5 floats
         Probability of each class per tissue region.
+    tissue : Tissue
+        The tissue architecture (default: solid tumour, :data:`SOLID`).
 
     Returns
     -------
@@ -193,24 +237,27 @@ def render_tile(
     mask : np.ndarray
         ``size x size`` uint8 class indices, exact per pixel.
     """
-    concentrations, mask = tile_concentrations(rng, size, class_mix)
+    concentrations, mask = tile_concentrations(rng, size, class_mix, tissue)
     rgb = stain.render(concentrations)
     rgb += rng.normal(0, 2.5, rgb.shape).astype(np.float32)  # sensor noise
     return np.clip(rgb, 0, 255).astype(np.uint8), mask
 
 
 def tile_concentrations(
-    rng: np.random.Generator, size: int, class_mix: Sequence[float] = DEFAULT_CLASS_MIX
+    rng: np.random.Generator,
+    size: int,
+    class_mix: Sequence[float] = DEFAULT_CLASS_MIX,
+    tissue: Tissue = SOLID,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return the tissue of one tile before staining.
 
     ``size x size x 2`` H and E concentrations (as the optics blur them) and the
     ``size x size`` class mask.
     """
-    mask = tissue_layout(rng, size, class_mix)
+    mask = tissue_layout(rng, size, class_mix, tissue.regions_per_64)
     concentrations = np.zeros((size, size, 2), np.float32)
     for label in np.unique(mask):
-        h, e = _render_class(int(label), rng, size)
+        h, e = tissue.render(int(label), rng, size)
         region = mask == label
         concentrations[region, 0] = h[region]
         concentrations[region, 1] = e[region]
@@ -237,6 +284,7 @@ def generate_tiles(
     stain: Stain,
     seed: np.random.SeedSequence,
     class_mix: Sequence[float] = DEFAULT_CLASS_MIX,
+    tissue: Tissue = SOLID,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Generate ``count`` tiles from one deterministic stream.
 
@@ -253,6 +301,8 @@ def generate_tiles(
         stream equals a shorter stream.
     class_mix : sequence of 5 floats
         Probability of each class per region.
+    tissue : Tissue
+        The tissue architecture of every tile (default :data:`SOLID`).
 
     Returns
     -------
@@ -273,5 +323,5 @@ def generate_tiles(
     for i in range(count):
         # Not seed.spawn(): that advances the SeedSequence, so a second call differs.
         child = np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, i))
-        images[i], masks[i] = render_tile(np.random.default_rng(child), size, stain, mix)
+        images[i], masks[i] = render_tile(np.random.default_rng(child), size, stain, mix, tissue)
     return images, masks

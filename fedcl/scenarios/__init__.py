@@ -10,8 +10,11 @@ derive the same facts independently (DESIGN.md 3.3):
   train on strongly shifted data from round ``drift-start-round`` on (``drift-kind``,
   ``drift-strength``): the spatial shift. Test data stays clean.
 - ``catastrophic-forgetting``: ``stages`` stages of ``rounds-per-stage`` rounds; at each
-  stage boundary all hospitals change stain/scanner and class mix together
-  (``forgetting-strength``), and the previous stage's training data is gone.
+  stage boundary all hospitals change together, and the previous stage's training data
+  is gone. What changes is ``stage-shift``: ``stain`` (stain/scanner and class mix,
+  ``forgetting-strength``), ``tissue`` (the tissue architecture, :mod:`fedcl.data.tissue`)
+  or ``classes`` (class-incremental annotation: a stage's masks label only its own
+  classes, the rest of the tissue is background).
 - ``drift-and-forgetting``: both.
 """
 
@@ -22,7 +25,14 @@ import numpy as np
 from fedcl import seeds
 from fedcl.config import DRIFTING, STAGED, RunConfig
 from fedcl.data.dataset import TileDataset
-from fedcl.data.real import hospital_slides, hospital_tiles, index_slides, label_table, parse_data
+from fedcl.data.real import (
+    IGNORE,
+    hospital_slides,
+    hospital_tiles,
+    index_slides,
+    label_table,
+    parse_data,
+)
 from fedcl.data.shifts import (
     IMAGE_KINDS,
     drifted_stain,
@@ -31,7 +41,8 @@ from fedcl.data.shifts import (
     typical_shift,
 )
 from fedcl.data.stain import Stain, perturb
-from fedcl.data.synthetic import DEFAULT_CLASS_MIX, NUM_CLASSES, generate_tiles
+from fedcl.data.synthetic import DEFAULT_CLASS_MIX, NUM_CLASSES, SOLID, Tissue, generate_tiles
+from fedcl.data.tissue import TISSUES
 from fedcl.errors import FedclError
 
 SPLITS = ("train", "test")
@@ -47,6 +58,8 @@ DATA_KEYS = (
     "train-tiles",
     "test-tiles",
     "site-stain",
+    "stages",
+    "stage-shift",
     "drift-ratio",
     "drift-kind",
     "drift-strength",
@@ -92,9 +105,14 @@ def is_drifted(config: RunConfig, hospital: int, server_round: int) -> bool:
     return hospital in drifted_hospitals(config) and server_round >= config.drift_start_round
 
 
+def shifts(config: RunConfig, what: str) -> bool:
+    """Whether ``what`` (a stage shift) changes between the stages of this run."""
+    return config.scenario in STAGED and config.stage_shift == what
+
+
 def stage_stain(config: RunConfig, stage: int) -> Stain:
     """Return the protocol every hospital shares in ``stage`` (stage 0: the reference stain)."""
-    if stage == 0:
+    if stage == 0 or not shifts(config, "stain"):
         return Stain()
     # every seed's stages differ as visibly (only the direction is random)
     return typical_shift(
@@ -111,13 +129,41 @@ MIX_SHIFT = 1.0
 
 def stage_class_mix(config: RunConfig, stage: int) -> tuple[float, ...]:
     """Return the class mix of ``stage``: the default mix re-weighted per stage (patient mix)."""
-    if stage == 0:
+    if stage == 0 or not shifts(config, "stain"):
         return DEFAULT_CLASS_MIX
     rng = seeds.rng(config.seed, seeds.STAGE, stage, 1)
     weights = np.asarray(DEFAULT_CLASS_MIX) * np.exp(
         MIX_SHIFT * config.forgetting_strength * rng.standard_normal(NUM_CLASSES)
     )
     return tuple(float(w) for w in weights / weights.sum())
+
+
+def stage_tissue(config: RunConfig, stage: int) -> Tissue:
+    """Return the tissue architecture of ``stage`` (solid tumour unless it shifts)."""
+    return TISSUES[stage] if shifts(config, "tissue") else SOLID
+
+
+def stage_classes(config: RunConfig, stage: int) -> tuple[int, ...]:
+    """Return the foreground classes the masks of ``stage`` annotate (all unless they shift).
+
+    The classes 1..C-1 split into ``stages`` consecutive groups, the first ones larger
+    (3 stages: tumour and stroma, then inflammatory, then necrosis).
+    """
+    foreground = np.arange(1, NUM_CLASSES)
+    if not shifts(config, "classes"):
+        return tuple(int(c) for c in foreground)
+    return tuple(int(c) for c in np.array_split(foreground, config.stages)[stage])
+
+
+def annotate(masks: np.ndarray, classes: tuple[int, ...], split: str) -> np.ndarray:
+    """Masks as a stage annotates them: only ``classes`` labelled.
+
+    Training masks call every other class background (what a new cohort's annotators
+    hand over: the background shift of continual segmentation). Test masks leave the
+    other classes out of the score (``IGNORE``), so a stage's Dice measures its classes.
+    """
+    others = ~np.isin(masks, (0, *classes))
+    return np.where(others, 0 if split == "train" else IGNORE, masks).astype(masks.dtype)
 
 
 def site_stain(config: RunConfig, hospital: int, stage: int = 0) -> Stain:
@@ -160,7 +206,10 @@ def hospital_dataset(
         stain=stain,
         seed=stream,
         class_mix=stage_class_mix(config, stage),
+        tissue=stage_tissue(config, stage),
     )
+    if shifts(config, "classes"):
+        masks = annotate(masks, stage_classes(config, stage), split)
     if drifted and kind in IMAGE_KINDS:
         images = shift_images(images, kind, strength, shift_seed)
     if drifted and kind == "label-noise":

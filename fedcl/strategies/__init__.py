@@ -1,8 +1,8 @@
 """Aggregation strategies by name, plug-ins, and reproducible reply order.
 
 Built in: ``fedavg``, ``fedprox``, ``fedmedian``, ``fedtrimmedavg``, ``krum``,
-``multikrum``, ``bulyan`` (Flower's own classes), ``fltrust``, ``dbc``, ``fedbn`` and
-``silobn`` (fedcl's).
+``multikrum``, ``bulyan`` (Flower's own classes), ``fltrust``, ``dbc``, ``fedbn``,
+``silobn`` and ``lwf`` (fedcl's).
 A user's strategy plugs in as ``--strategy package.module:ClassName`` (any Flower
 ``Strategy`` subclass) or by name through the entry-point group ``fedcl.strategies``.
 
@@ -48,6 +48,7 @@ from fedcl.scenarios import is_drifted
 from fedcl.strategies.dbc import DynamicBarlowContinuity
 from fedcl.strategies.fedbn import FedBN, SiloBN
 from fedcl.strategies.fltrust import FLTrust
+from fedcl.strategies.lwf import LwF
 from fedcl.strategies.replies import by_partition, partition_of, restore_dtypes, screen
 from fedcl.strategy_names import check_name, plugin_names
 from fedcl.training import resolve_device, train_local
@@ -138,6 +139,10 @@ STRATEGIES: dict[str, tuple[type[Strategy], Callable[[RunConfig], dict[str, Any]
     "dbc": (DynamicBarlowContinuity, _dbc),
     "fedbn": (FedBN, sampling),
     "silobn": (SiloBN, sampling),
+    "lwf": (
+        LwF,
+        lambda c: sampling(c) | {"distill_weight": c.lwf_weight, "temperature": c.lwf_temperature},
+    ),
 }
 
 
@@ -311,6 +316,7 @@ __all__ = [
     "DynamicBarlowContinuity",
     "FLTrust",
     "FedBN",
+    "LwF",
     "SiloBN",
     "build_strategy",
     "by_partition",

@@ -1,0 +1,112 @@
+"""LwF: the distillation loss, the training penalty, the hospital's teacher, the strategy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+
+from fedcl.config import RunConfig
+from fedcl.data import NUM_CLASSES, TileDataset
+from fedcl.distillation import Distillation, distillation_loss
+from fedcl.hospital import _Received, penalties
+from fedcl.models import build_model
+from fedcl.strategies import STRATEGIES, LwF
+from fedcl.strategies.lwf import TEMPERATURE_KEY, WEIGHT_KEY
+from fedcl.training import recompute_batchnorm, train_local
+from tests.test_strategies import FakeGrid, flower_task  # noqa: F401 F811 - a fixture
+
+
+def tiles(count=8, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 255, (count, size, size, 3), dtype=np.uint8)
+    masks = rng.integers(0, NUM_CLASSES, (count, size, size), dtype=np.uint8)
+    return TileDataset(images, masks, NUM_CLASSES)
+
+
+def test_distillation_loss_is_zero_for_equal_outputs_and_the_kl_divergence_otherwise():
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 5, 4, 4), torch.randn(2, 5, 4, 4)
+    assert float(distillation_loss(a, a.clone(), 2.0)) == pytest.approx(0.0, abs=1e-6)
+    # one pixel, two classes, T = 1: KL(p || q) by hand
+    student, teacher = torch.tensor([0.0, 0.0]), torch.tensor([math.log(3), 0.0])
+    p = [0.75, 0.25]
+    expected = sum(pi * math.log(pi / 0.5) for pi in p)
+    value = distillation_loss(student.view(1, 2, 1, 1), teacher.view(1, 2, 1, 1), 1.0)
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+    assert float(distillation_loss(a, b, 2.0)) > 0
+
+
+def test_only_the_student_gets_gradients():
+    student = torch.randn(1, 5, 3, 3, requires_grad=True)
+    teacher = torch.randn(1, 5, 3, 3, requires_grad=True)
+    distillation_loss(student, teacher, 2.0).backward()
+    assert student.grad is not None and teacher.grad is None
+
+
+def test_distilling_keeps_the_model_closer_to_its_teacher():
+    data = tiles(seed=1)
+    images = torch.stack([data[i][0] for i in range(len(data))])
+    torch.manual_seed(0)
+    teacher = build_model("unet", NUM_CLASSES)
+    recompute_batchnorm(teacher, data, 4)  # as a global model's statistics describe tiles
+    teacher.eval()
+    distances = []
+    for weight in (0.0, 10.0):
+        model = build_model("unet", NUM_CLASSES)
+        model.load_state_dict(teacher.state_dict())
+        penalty = Distillation(build_model("unet", NUM_CLASSES), weight=weight, temperature=2.0)
+        penalty.teacher.load_state_dict(teacher.state_dict())
+        train_local(model, data, epochs=2, batch_size=4, lr=5e-3, penalties=[penalty])
+        with torch.no_grad():
+            distances.append(float(distillation_loss(model.eval()(images), teacher(images), 1.0)))
+    assert distances[1] < 0.5 * distances[0]
+
+
+def test_invalid_distillation_settings_are_refused():
+    with pytest.raises(ValueError, match="temperature > 0"):
+        Distillation(build_model("unet", NUM_CLASSES), weight=1.0, temperature=0.0)
+
+
+def _received(config, server_round, model, weight=1.0):
+    return _Received(
+        config=config,
+        hospital=0,
+        server_round=server_round,
+        local_norm="none",
+        model=model,
+        distill=(weight, 2.0),
+    )
+
+
+def test_the_teacher_is_the_first_model_a_hospital_receives_in_a_stage():
+    config = RunConfig.from_mapping(
+        {"scenario": "catastrophic-forgetting", "stages": 3, "rounds-per-stage": 2}
+    )
+    state = RecordDict()
+    models = [build_model("unet", NUM_CLASSES) for _ in range(4)]
+    for i, model in enumerate(models):
+        torch.nn.init.constant_(next(model.parameters()), float(i))
+    assert penalties(_received(config, 2, models[0]), state) == []  # stage 0: no past
+    assert penalties(_received(config, 3, models[1], weight=0.0), state) == []  # not LwF
+    first = penalties(_received(config, 3, models[1]), state)  # stage 1 starts
+    later = penalties(_received(config, 4, models[2]), state)  # same stage: same teacher
+    last = penalties(_received(config, 5, models[3]), state)  # stage 2: a new teacher
+    for got, source in ((first, 1), (later, 1), (last, 3)):
+        (penalty,) = got
+        assert isinstance(penalty, Distillation) and penalty.weight == 1.0
+        weight = next(penalty.teacher.parameters())
+        assert torch.equal(weight, next(models[source].parameters())), source
+
+
+def test_lwf_tells_the_hospitals_how_to_distil(flower_task):
+    cls, kwargs = STRATEGIES["lwf"]
+    strategy = cls(**kwargs(RunConfig(lwf_weight=0.5, lwf_temperature=3.0)))
+    assert isinstance(strategy, LwF)
+    arrays = ArrayRecord(build_model("unet", NUM_CLASSES).state_dict())
+    messages = list(strategy.configure_train(1, arrays, ConfigRecord(), FakeGrid(5)))
+    sent = messages[0].content.config_records["config"]
+    assert (sent[WEIGHT_KEY], sent[TEMPERATURE_KEY]) == (0.5, 3.0)
