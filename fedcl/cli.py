@@ -286,7 +286,7 @@ def _resumed_config(args: argparse.Namespace) -> RunConfig:
     run_dir = Path(args.resume)
     if not (run_dir / "config.toml").is_file():
         raise FedclError(f"{str(run_dir)!r} is not a run directory: it has no config.toml")
-    config = RunConfig.from_toml(run_dir / "config.toml").replace(out=str(run_dir))
+    config = RunConfig.from_run_dir(run_dir).replace(out=str(run_dir))
     read_checkpoint(run_dir)  # missing or damaged: an error now, before Ray starts
     return config
 
@@ -385,7 +385,7 @@ def _report(args: argparse.Namespace) -> int:
 
     directory = Path(args.dir)
     if (directory / "metrics.jsonl").exists():
-        config = RunConfig.from_toml(directory / "config.toml")
+        config = RunConfig.from_run_dir(directory)
         from fedcl.progress import summary_lines
 
         summary = write_report(config, read_metrics(directory), directory)

@@ -88,7 +88,7 @@ def label_of(run_dir: Path) -> str:
 
 def _same_config(run_dir: Path, config: RunConfig) -> bool:
     try:
-        return RunConfig.from_toml(run_dir / "config.toml").as_read() == config.as_read()
+        return RunConfig.from_run_dir(run_dir).as_read() == config.as_read()
     except FedclError:
         return False
 
@@ -256,7 +256,7 @@ def workload(out: Path) -> str:
     configs = sorted(out.glob("*/config.toml"))
     if not configs:
         return ""
-    config = RunConfig.from_toml(configs[0])
+    config = RunConfig.from_run_dir(configs[0].parent)
     return (
         f"Workload: {config.clients} hospitals, {config.rounds} rounds of "
         f"{config.local_epochs} local epoch(s), {config.train_tiles} training and "

@@ -89,9 +89,11 @@ class DBCSettings:
     # (re-learning what it undid is movement too) and cost 0.3 Dice.
     rho: float = 3.0
     window: int = 10  # rounds of history that make "recent" (evidence, adaptive)
-    # adaptive: the calm history starts after warm-up; False: with round 1, when the
-    # model leaves its random start (10-30x a calm round's movement, docs/RESULTS.md).
-    calm_after_warmup: bool = True
+    # adaptive: True, the calm history starts after warm-up; False, with round 2 (round
+    # 1 leaves the random start, 10-30x a calm round's movement). After warm-up, a stage
+    # shorter than warm-up + 2 rounds had no calm level to jump from: its first
+    # boundary was never consolidated (docs/RESULTS.md).
+    calm_after_warmup: bool = False
     # adaptive: movement of a reply from the model it started from ("start") or from the
     # last aggregate before consolidation ("aggregate": re-learning what consolidation
     # undid is then no movement, so consolidation cannot keep its own trigger going).
@@ -157,6 +159,10 @@ class DBCSettings:
 
 
 _DBC = DBCSettings()
+# Keys whose default changed after run directories were first written: the value a run
+# recorded without the key ran with (RunConfig.from_run_dir). Stages shifted stain and
+# class mix until version 0.3 (docs/RESULTS.md: why tissue became the default).
+RECORDED_BEFORE: dict[str, Scalar] = {"stage-shift": "stain"}
 # Keys only one built-in strategy reads: field-name prefix -> strategy (RunConfig.as_read).
 _OWN_KEYS = {"dbc_": "dbc", "lwf_": "lwf"}
 
@@ -219,8 +225,10 @@ class RunConfig:
     drift_start_round: int = _opt(1, "client-drift: first round trained on drifted data")
     stages: int = _opt(3, "forgetting: number of stages (all hospitals shift together)")
     rounds_per_stage: int = _opt(5, "forgetting: rounds per stage (rounds = stages x this)")
+    # tissue: what the weights learned must change (a stain change is undone by the
+    # hospitals' own BatchNorm statistics); docs/RESULTS.md has the evidence.
     stage_shift: str = _opt(
-        "stain",
+        "tissue",
         "forgetting: what changes at a stage boundary: stain (and class mix), tissue "
         "(architecture) or classes (which classes are annotated)",
     )
@@ -272,7 +280,7 @@ class RunConfig:
     dbc_rho: float = _opt(_DBC.rho, "DBC adaptive: consolidate above (1 + rho) x recent")
     dbc_window: int = _opt(_DBC.window, "DBC: rounds of history (evidence, adaptive)")
     dbc_calm_after_warmup: bool = _opt(
-        _DBC.calm_after_warmup, "DBC adaptive: calm history starts after warm-up (else round 1)"
+        _DBC.calm_after_warmup, "DBC adaptive: calm history starts after warm-up (else round 2)"
     )
     dbc_confident: float = _opt(
         _DBC.confident, "DBC: consolidate only where the anchor's top class prob >= this"
@@ -506,6 +514,16 @@ class RunConfig:
     def from_toml(cls, path: str | Path) -> RunConfig:
         """Read a TOML file of kebab-case keys (the same as the CLI flags)."""
         return cls.from_mapping(read_toml(path), source=str(path))
+
+    @classmethod
+    def from_run_dir(cls, directory: str | Path) -> RunConfig:
+        """Read the ``config.toml`` of a run directory, as the run was run.
+
+        A run recorded before a key existed ran with that key's value of the time
+        (:data:`RECORDED_BEFORE`), not with today's default.
+        """
+        path = Path(directory) / "config.toml"
+        return cls.from_mapping(RECORDED_BEFORE | read_toml(path), source=str(path))
 
     def to_mapping(self) -> dict[str, Scalar]:
         """Return kebab-case key -> value (a valid Flower ``ConfigRecord``)."""

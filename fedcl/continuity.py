@@ -22,6 +22,7 @@ import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from monai.losses import BarlowTwinsLoss
@@ -32,6 +33,7 @@ from fedcl.training import device_of
 
 __all__ = [
     "DBCSettings",
+    "ShiftDetector",
     "barlow_continuity",
     "barlow_continuity_loss",
     "consensus_filter",
@@ -327,6 +329,53 @@ def shared_shift(history: Sequence[float], score: float, rho: float, window: int
     return len(recent) >= MIN_CALM and score > (1 + rho) * statistics.median(recent)
 
 
+class ShiftDetector:
+    """Tells the rounds of a shift all hospitals share, from the round's movement alone.
+
+    Each round's movement (how far the accepted replies moved the global model's
+    behaviour on R) is compared with the calm rounds' (:func:`shared_shift`). A round
+    above the calm level belongs to a shift; the shift lasts until a round is calm
+    again, and is consolidated for at most ``bound`` of its rounds (0: all of them), so
+    that consolidation cannot keep its own trigger going (re-learning what it undid is
+    movement too). A round that jumps above the shift's own lowest movement by the same
+    factor starts a new shift: with short stages the movement may not get back to calm
+    before the next stage begins.
+
+    Parameters
+    ----------
+    rho : float
+        A round is a shift when its movement is above ``(1 + rho)`` x the calm median.
+    window : int
+        Calm rounds that make the level (the last ``window``).
+    bound : int
+        Rounds of one shift to consolidate, at most (0: no bound).
+    """
+
+    def __init__(self, *, rho: float, window: int, bound: int) -> None:
+        self.rho, self.window, self.bound = rho, window, bound
+        self.calm: list[float] = []  # movements of the calm rounds
+        self.shift: list[float] = []  # movements of the current shift's rounds
+
+    def update(self, movement: float) -> bool:
+        """Record a round's movement; return whether to consolidate this round."""
+        if not shared_shift(self.calm, movement, self.rho, self.window):
+            self.calm.append(movement)
+            self.shift = []
+            return False
+        if self.shift and movement > (1 + self.rho) * min(self.shift):
+            self.shift = []  # a new shift on top of the last one
+        self.shift.append(movement)
+        return not self.bound or len(self.shift) <= self.bound
+
+    def state_dict(self) -> dict[str, list[float]]:
+        """Return the detector's history (for checkpoints)."""
+        return {"calm": list(self.calm), "shift": list(self.shift)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s history."""
+        self.calm, self.shift = list(state["calm"]), list(state["shift"])
+
+
 @dataclass(frozen=True)
 class ConsolidationResult:
     """What one consolidation did."""
@@ -334,7 +383,8 @@ class ConsolidationResult:
     loss_before: float  # L_BC(anchor, Z(theta_agg))
     loss_after: float  # L_BC(anchor, Z(theta_{t+1}))
     steps: int  # steps kept
-    undone: int = 0  # steps undone because they raised the loss (monotone)
+    undone: int = 0  # steps undone because no fraction of them lowered the loss (monotone)
+    shortened: int = 0  # steps kept at a fraction of their length (monotone)
 
 
 def consolidate(
@@ -380,9 +430,11 @@ def consolidate(
     rows : torch.Tensor, optional
         Boolean mask over the ``N`` rows: the loss counts only these pixels (default all).
     monotone : bool
-        Undo a step that raised the loss and stop there, so the result never scores
-        worse against the anchor than ``model`` did (a fresh Adam's first step moves every
-        parameter by ~``lr`` and can overshoot when the model is already near the anchor).
+        Never let a step raise the loss: shorten a step that did by halves (at most
+        :data:`BACKTRACK` times) until the loss is lower, or undo it and stop, so the
+        result never scores worse against the anchor than ``model`` did (a fresh Adam's
+        first step moves every parameter by ~``lr`` and can overshoot when the model is
+        already near the anchor).
     """
     held = set() if consolidate_input else {id(p) for p in input_parameters(model, images)}
     params = [p for p in model.parameters() if p.requires_grad and id(p) not in held]
@@ -399,7 +451,7 @@ def consolidate(
         return barlow_continuity_loss(anchor, z if rows is None else z[rows], lambda_offdiag)
 
     loss = loss_now()
-    before, taken, undone = float(loss.detach()), 0, 0
+    before, taken, undone, shortened = float(loss.detach()), 0, 0, 0
     while taken < steps:
         for p in params:
             p.grad = None
@@ -408,16 +460,51 @@ def consolidate(
         step()
         new_loss = loss_now()
         if monotone and float(new_loss.detach()) > float(loss.detach()):
-            with torch.no_grad():
-                for p, old in zip(params, kept, strict=True):
-                    p.copy_(old)
-            undone = 1
-            break
+            shorter = _backtrack(params, kept, loss_now, float(loss.detach()))
+            if shorter is None:  # no fraction of the step lowers the loss: stop
+                undone = 1
+                break
+            new_loss, shortened = shorter, shortened + 1
         taken += 1
         loss = new_loss
     return ConsolidationResult(
-        loss_before=before, loss_after=float(loss.detach()), steps=taken, undone=undone
+        loss_before=before,
+        loss_after=float(loss.detach()),
+        steps=taken,
+        undone=undone,
+        shortened=shortened,
     )
+
+
+# Halvings a monotone consolidation tries before it gives a step up (1/2 .. 1/32 of it).
+BACKTRACK = 5
+
+
+def _backtrack(
+    params: list[nn.Parameter],
+    kept: list[torch.Tensor],
+    loss_now: Callable[[], torch.Tensor],
+    limit: float,
+) -> torch.Tensor | None:
+    """Shorten the step just taken (from ``kept``) by halves until the loss is below ``limit``.
+
+    Returns the loss at the shortened step, or None with the parameters back at ``kept``.
+    A step along a descent direction lowers the loss once it is short enough; Adam's
+    first step (every parameter by ~lr) often overshoots near the anchor.
+    """
+    with torch.no_grad():
+        moved = [p.detach() - k for p, k in zip(params, kept, strict=True)]
+    for halving in range(1, BACKTRACK + 1):
+        with torch.no_grad():
+            for p, k, d in zip(params, kept, moved, strict=True):
+                p.copy_(k + d * 0.5**halving)
+        loss = loss_now()
+        if float(loss.detach()) < limit:
+            return loss
+    with torch.no_grad():
+        for p, k in zip(params, kept, strict=True):
+            p.copy_(k)
+    return None
 
 
 def input_parameters(model: nn.Module, images: torch.Tensor) -> list[nn.Parameter]:

@@ -19,6 +19,7 @@ SESSION_MARK = f"FEDCL_TEST_SESSION={os.environ['FEDCL_TEST_SESSION']}"
 
 
 import pytest  # noqa: E402
+from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
 from fedcl.processes import TAG, local_cluster, processes_with_env, stop_tagged  # noqa: E402
 
@@ -71,3 +72,22 @@ def pytest_sessionfinish(session, exitstatus):
         for line in commands:
             reporter.write_line(f"  {line}", red=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def flower_task():
+    """Messages can only be built inside a Flower task: pretend to be one."""
+    names = ("_task_id", "_run_id", "_node_id")
+    saved = [getattr(TaskIdentity, n) for n in names]
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+    yield
+    for name, value in zip(names, saved, strict=True):
+        setattr(TaskIdentity, name, value)
+
+
+class FakeGrid:
+    def __init__(self, n):
+        self.n = n
+
+    def get_node_ids(self):
+        return list(range(1, self.n + 1))

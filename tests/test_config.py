@@ -2,6 +2,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from fedcl.config import RunConfig
 from fedcl.errors import FedclError
@@ -66,3 +67,13 @@ def test_default_run_directory_names_the_run():
     config = RunConfig(seed=4).with_run_dir()
     assert config.out.startswith("runs/fedavg-iid-s4-")
     assert RunConfig(out="x").with_run_dir().out == "x"
+
+
+def test_a_run_recorded_before_a_key_existed_is_read_as_it_ran(tmp_path):
+    from fedcl.config import RECORDED_BEFORE
+
+    old = RunConfig(scenario="catastrophic-forgetting").to_mapping()
+    del old["stage-shift"]
+    (tmp_path / "config.toml").write_text(tomli_w.dumps(old))
+    assert RunConfig.from_run_dir(tmp_path).stage_shift == "stain" == RECORDED_BEFORE["stage-shift"]
+    assert RunConfig.from_toml(tmp_path / "config.toml").stage_shift == "tissue"  # a user's file

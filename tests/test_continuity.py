@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 from monai.losses import BarlowTwinsLoss
 
 from fedcl.continuity import (
+    ShiftDetector,
     barlow_continuity,
     barlow_continuity_loss,
     consensus_filter,
@@ -213,6 +215,22 @@ def test_monotone_consolidation_undoes_a_step_that_raises_the_loss(model_pair):
     assert all(torch.equal(p, w) for p, w in zip(model.parameters(), weights, strict=True))
 
 
+def test_monotone_consolidation_shortens_a_step_that_overshoots(model_pair):
+    # Near the anchor a full Adam step at this lr overshoots; a fraction of it helps.
+    model, other, images = model_pair
+    index = pixel_index(4, 32, 32, 64, seed=0)
+    near = copy.deepcopy(model)  # a fifth of the way to the other model
+    with torch.no_grad():
+        for p, q in zip(near.parameters(), other.parameters(), strict=True):
+            p.mul_(0.8).add_(0.2 * q)
+    anchor = reference_outputs(near, images, 64, 0)
+    plain = consolidate(copy.deepcopy(model), images, index, anchor, steps=1, lr=1e-2)
+    assert plain.loss_after > plain.loss_before
+    held = consolidate(model, images, index, anchor, steps=1, lr=1e-2, monotone=True)
+    assert (held.steps, held.undone, held.shortened) == (1, 0, 1)
+    assert held.loss_after < held.loss_before
+
+
 def test_monotone_consolidation_keeps_the_steps_that_lower_the_loss(model_pair):
     model, other, images = model_pair
     index = pixel_index(4, 32, 32, 64, seed=0)
@@ -320,3 +338,28 @@ def test_scores_and_consolidation_on_cuda_agree_with_cpu(model_pair, representat
     assert result.loss_after < result.loss_before
     for name, value in gpu.named_buffers():
         assert torch.equal(value, buffers[name]), name
+
+
+@pytest.mark.parametrize("stage_length", [3, 4, 5, 8])
+def test_every_stage_boundary_is_a_shift_whatever_the_stage_length(stage_length):
+    # Movement of a staged run (from round 2): learning settles within a stage, and every
+    # boundary jumps; the last rounds of a short stage have not settled back to calm.
+    detector = ShiftDetector(rho=3.0, window=10, bound=3)
+    fired, rng = [], np.random.default_rng(0)
+    for stage in range(3):
+        for step in range(stage_length - (stage == 0)):  # round 1 is not measured
+            level = 1.0 if stage and step == 0 else 0.3 / (step + 1) if stage else 0.02
+            fired.append(detector.update(level * rng.uniform(0.8, 1.2)))
+    boundaries = [stage * stage_length - 1 for stage in (1, 2)]  # round -> index (from 2)
+    assert all(fired[b] for b in boundaries), fired
+    assert not any(fired[: boundaries[0]])  # stage 0: calm
+
+
+def test_a_shift_is_consolidated_for_at_most_its_bound_and_survives_a_checkpoint():
+    detector = ShiftDetector(rho=1.0, window=5, bound=2)
+    assert [detector.update(m) for m in (1.0, 1.0, 5.0, 4.0, 4.5, 1.0)] == [
+        False, False, True, True, False, False,
+    ]  # fmt: skip
+    restored = ShiftDetector(rho=1.0, window=5, bound=2)
+    restored.load_state_dict(detector.state_dict())
+    assert restored.update(5.0) and detector.update(5.0)

@@ -17,7 +17,7 @@ from fedcl.models import build_model
 from fedcl.strategies import STRATEGIES, LwF
 from fedcl.strategies.lwf import TEMPERATURE_KEY, WEIGHT_KEY
 from fedcl.training import recompute_batchnorm, train_local
-from tests.test_strategies import FakeGrid, flower_task  # noqa: F401 F811 - a fixture
+from tests.conftest import FakeGrid
 
 
 def tiles(count=8, size=32, seed=0):
@@ -102,7 +102,8 @@ def test_the_teacher_is_the_first_model_a_hospital_receives_in_a_stage():
         assert torch.equal(weight, next(models[source].parameters())), source
 
 
-def test_lwf_tells_the_hospitals_how_to_distil(flower_task):
+@pytest.mark.usefixtures("flower_task")
+def test_lwf_tells_the_hospitals_how_to_distil():
     cls, kwargs = STRATEGIES["lwf"]
     strategy = cls(**kwargs(RunConfig(lwf_weight=0.5, lwf_temperature=3.0)))
     assert isinstance(strategy, LwF)

@@ -169,8 +169,8 @@ def test_stage_boundaries_at_the_configured_rounds():
     assert stage_of(drift(), 12) == 0 and stage_end_rounds(drift(rounds=7)) == [7]
 
 
-def test_each_stage_changes_stain_and_class_mix_for_all_hospitals():
-    config = staged()
+def test_the_stain_shift_changes_stain_and_class_mix_for_all_hospitals():
+    config = staged(stage_shift="stain")
     assert stage_class_mix(config, 0) != stage_class_mix(config, 1)
     assert stage_class_mix(config, 1) != stage_class_mix(config, 2)
     for h in range(config.clients):
@@ -182,9 +182,10 @@ def test_each_stage_changes_stain_and_class_mix_for_all_hospitals():
 
 
 def test_tissue_shift_changes_architecture_not_stain_or_mix():
-    config = staged(stage_shift="tissue")
+    config = staged()  # the default shift
     assert [stage_tissue(config, s) for s in range(3)] == list(TISSUES[:3])
-    assert stage_tissue(staged(), 2) == SOLID and stage_tissue(drift(), 0) == SOLID
+    assert stage_tissue(staged(stage_shift="stain"), 2) == SOLID
+    assert stage_tissue(drift(), 0) == SOLID
     for stage in (1, 2):
         assert stage_class_mix(config, stage) == stage_class_mix(config, 0)
         assert site_stain(config, 3, stage) == site_stain(config, 3, 0)
@@ -217,7 +218,7 @@ def test_every_tissue_architecture_renders_every_class():
 def test_class_shift_gives_each_stage_its_own_classes(stages, groups):
     config = staged(stage_shift="classes", stages=stages, rounds=stages * 4)
     assert [stage_classes(config, s) for s in range(stages)] == groups
-    assert stage_classes(staged(), 1) == (1, 2, 3, 4)
+    assert stage_classes(staged(stage_shift="tissue"), 1) == (1, 2, 3, 4)
 
 
 def test_class_shift_masks_call_other_classes_background_in_training_and_skip_them_in_tests():
@@ -236,7 +237,7 @@ def test_reference_set_covers_every_tissue_architecture_of_the_run():
     from fedcl.data.reference import _broad_mix_tiles
 
     config = staged(stage_shift="tissue", reference_size=6)
-    plain = _broad_mix_tiles(staged(reference_size=6), 6, seeds.REFERENCE)
+    plain = _broad_mix_tiles(staged(stage_shift="stain", reference_size=6), 6, seeds.REFERENCE)
     mixed = _broad_mix_tiles(config, 6, seeds.REFERENCE)
     same = [a.tobytes() == b.tobytes() for a, b in zip(plain.images, mixed.images, strict=True)]
     assert same == [True, False, False] * 2  # solid, glandular, infiltrative in turn

@@ -10,7 +10,6 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg, Strategy
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedcl.config import DBCSettings, RunConfig
 from fedcl.continuity import barlow_continuity
@@ -24,27 +23,12 @@ from fedcl.strategies.dbc import DynamicBarlowContinuity
 from fedcl.strategies.fltrust import fltrust_aggregate
 from fedcl.strategies.replies import malformed_reason
 from fedcl.training import train_local
+from tests.conftest import FakeGrid
 
 SIZE = 32
 
 
-@pytest.fixture(autouse=True)
-def flower_task():
-    """Messages can only be built inside a Flower task: pretend to be one."""
-    names = ("_task_id", "_run_id", "_node_id")
-    saved = [getattr(TaskIdentity, n) for n in names]
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
-    yield
-    for name, value in zip(names, saved, strict=True):
-        setattr(TaskIdentity, name, value)
-
-
-class FakeGrid:
-    def __init__(self, n):
-        self.n = n
-
-    def get_node_ids(self):
-        return list(range(1, self.n + 1))
+pytestmark = pytest.mark.usefixtures("flower_task")
 
 
 def tiles(seed, count=24, stain_shift=0.1):
@@ -226,7 +210,14 @@ def test_dbc_with_everything_accepted_equals_fedavg(federation):
 
 def test_dbc_consolidates_after_warmup_and_keeps_its_state(federation):
     global_state, clean, _, images = federation
-    settings = {"warmup": 0, "steps": 3, "lr": 1e-2, "filter": False, "consolidation": "always"}
+    settings = {
+        "warmup": 0,
+        "steps": 3,
+        "lr": 1e-2,
+        "filter": False,
+        "consolidation": "always",
+        "calm_after_warmup": True,  # movement measured from round 1 on (warm-up 0)
+    }
     monotone = dbc(images, **settings)  # the default: a step that raises the loss is undone
     strategy = dbc(images, **settings, monotone=False)
     _, messages = configure(strategy, global_state, 4)
@@ -245,11 +236,20 @@ def test_dbc_consolidates_after_warmup_and_keeps_its_state(federation):
     state = strategy.state_dict()
     assert state["anchor"] is not None
     assert state["evidence"] == {p: [e] for p, e in enumerate(strategy.round_report["evidence"])}
-    assert state["movement"] == [statistics.median(strategy.round_report["anchor_scores"])]
+    movement = statistics.median(strategy.round_report["anchor_scores"])
+    assert state["shifts"] == {"calm": [movement], "shift": []}
     restored = dbc(images)
     restored.load_state_dict(state)
     assert torch.equal(restored.anchor, strategy.anchor)
     assert restored.state_dict()["evidence"] == state["evidence"]
+    assert restored.state_dict()["shifts"] == state["shifts"]
+    # a checkpoint written before the shift detector: its calm history and shift length
+    older = {k: v for k, v in state.items() if k != "shifts"} | {
+        "movement": [movement],
+        "shift_length": 2,
+    }
+    restored.load_state_dict(older)
+    assert restored.shifts.calm == [movement] and len(restored.shifts.shift) == 2
 
 
 @pytest.mark.parametrize("confident", [0.0, 0.3, 0.99999])
@@ -284,14 +284,14 @@ def test_adaptive_consolidation_steps_only_in_a_shared_shift(federation, calm, s
     strategy = dbc(
         images, warmup=0, steps=3, lr=1e-2, consolidation="adaptive", filter=False, monotone=False
     )
-    strategy.movement = [calm] * 4
+    strategy.shifts.calm = [calm] * 4
     _, messages = configure(strategy, global_state, 4)
     replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
-    strategy.aggregate_train(1, replies)
+    strategy.aggregate_train(2, replies)  # round 1's movement is never measured
     consolidation = strategy.round_report["consolidation"]
     assert consolidation["steps"] == steps and consolidation["shift"] == (steps > 0)
     # a shifted round stays out of the calm history: the shift lasts until movement is back
-    assert len(strategy.movement) == (4 if steps else 5)
+    assert len(strategy.shifts.calm) == (4 if steps else 5)
 
 
 def test_a_shift_is_consolidated_for_at_most_shift_rounds(federation):
@@ -309,22 +309,22 @@ def test_a_shift_is_consolidated_for_at_most_shift_rounds(federation):
         report = strategy.round_report
         return report["shift_length"], report["consolidation"]["shift"]
 
-    strategy.movement = [1e-9] * 4
-    assert [one_round(r) for r in (1, 2, 3)] == [(1, True), (2, True), (3, False)]
-    assert len(strategy.movement) == 4  # no shifted round entered the calm history
+    strategy.shifts.calm = [1e-9] * 4
+    assert [one_round(r) for r in (2, 3, 4)] == [(1, True), (2, True), (3, False)]
+    assert len(strategy.shifts.calm) == 4  # no shifted round entered the calm history
     resumed = dbc(images, **settings)
     resumed.load_state_dict(strategy.state_dict())
-    assert resumed.shift_length == 3
-    strategy.movement = [1e9] * 4  # the movement is back to calm: the shift ends
-    assert one_round(4) == (0, False) and len(strategy.movement) == 5
-    strategy.movement = [1e-9] * 4
-    assert one_round(5) == (1, True)
+    assert len(resumed.shifts.shift) == 3
+    strategy.shifts.calm = [1e9] * 4  # the movement is back to calm: the shift ends
+    assert one_round(5) == (0, False) and len(strategy.shifts.calm) == 5
+    strategy.shifts.calm = [1e-9] * 4
+    assert one_round(6) == (1, True)
 
 
 @pytest.mark.parametrize("after_warmup", [True, False])
 def test_the_calm_history_starts_where_it_says(federation, after_warmup):
     # with calm_after_warmup, rounds 1..warmup (the model leaving its random start)
-    # never enter the history; without, every round does
+    # never enter the history; without, every round from round 2 does
     global_state, clean, _, images = federation
     strategy = dbc(images, warmup=2, rho=1e9, filter=False, calm_after_warmup=after_warmup)
     for server_round in (1, 2, 3):
@@ -332,9 +332,9 @@ def test_the_calm_history_starts_where_it_says(federation, after_warmup):
         replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
         strategy.aggregate_train(server_round, replies)
         report = strategy.round_report
-        assert (report["movement"] is None) == (after_warmup and server_round <= 2)
+        assert (report["movement"] is None) == (server_round <= (2 if after_warmup else 1))
         assert report["movement"] in (None, statistics.median(report["anchor_scores"]))
-    assert len(strategy.movement) == (1 if after_warmup else 3)
+    assert len(strategy.shifts.calm) == (1 if after_warmup else 2)
 
 
 @pytest.mark.parametrize("movement_from", ["start", "aggregate"])
@@ -351,10 +351,10 @@ def test_movement_after_consolidation_is_measured_from_where_it_says(federation,
         movement_from=movement_from,
         monotone=False,
     )
-    strategy.movement = [1e-9] * 4  # round 1 is a shift: consolidate
+    strategy.shifts.calm = [1e-9] * 4  # round 2 is a shift: consolidate
     _, messages = configure(strategy, global_state, 4)
     replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
-    arrays, _ = strategy.aggregate_train(1, replies)
+    arrays, _ = strategy.aggregate_train(2, replies)
     assert strategy.round_report["consolidation"]["steps"] == 3
     assert (strategy.unconsolidated is not None) == (movement_from == "aggregate")
     unconsolidated = strategy.unconsolidated
@@ -362,7 +362,7 @@ def test_movement_after_consolidation_is_measured_from_where_it_says(federation,
     restored.load_state_dict(strategy.state_dict())  # the reference survives a checkpoint
     _, messages = configure(restored, arrays.to_torch_state_dict(), 4)
     replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
-    restored.aggregate_train(2, replies)
+    restored.aggregate_train(3, replies)
     report = restored.round_report
     if movement_from == "start":
         expected = statistics.median(report["anchor_scores"])

@@ -10,6 +10,7 @@ lives across rounds (the anchor, each hospital's evidence, the movement history)
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -22,6 +23,7 @@ from torch import nn
 
 from fedcl.config import DBCSettings
 from fedcl.continuity import (
+    ShiftDetector,
     barlow_continuity,
     consensus_threshold,
     consolidate,
@@ -29,7 +31,6 @@ from fedcl.continuity import (
     peer_evidence,
     persistent_outlier,
     pixel_index,
-    shared_shift,
     update_anchor,
 )
 from fedcl.strategies.replies import RemembersGlobal, partition_of
@@ -102,8 +103,9 @@ class DynamicBarlowContinuity(RemembersGlobal):
         self.model.to(device).to(memory_format=torch.channels_last)
         self.anchor: torch.Tensor | None = None
         self.evidence: dict[int | str, list[float]] = {}  # per hospital, rounds it replied
-        self.movement: list[float] = []  # median movement of the accepted, calm rounds
-        self.shift_length = 0  # rounds in a row the movement has been above the calm level
+        self.shifts = ShiftDetector(
+            rho=self.settings.rho, window=self.settings.window, bound=self.settings.shift_rounds
+        )
         # Z of the last aggregate before consolidation (only when consolidation changed it)
         self.unconsolidated: torch.Tensor | None = None
         self.round_report: dict[str, Any] | None = None
@@ -176,19 +178,12 @@ class DynamicBarlowContinuity(RemembersGlobal):
         #    rule's movement history starts after warm-up or with round 1.
         if server_round > settings.warmup:
             self.anchor = update_anchor(self.anchor, z_global, settings.beta)
+        # Round 1 leaves the random start: its movement is never a calm level.
         movement, shift = None, False
-        if server_round > settings.warmup or not settings.calm_after_warmup:
+        if server_round > (settings.warmup if settings.calm_after_warmup else 1):
             movement = self._movement(z_replies, candidates, anchor_scores, decisions)
         if movement is not None:
-            if shared_shift(self.movement, movement, settings.rho, settings.window):
-                # a shift lasts until movement is back to calm; consolidated for at most
-                # shift_rounds of its rounds
-                self.shift_length += 1
-                bound = settings.shift_rounds
-                shift = not bound or self.shift_length <= bound
-            else:  # the calm history
-                self.shift_length = 0
-                self.movement.append(movement)
+            shift = self.shifts.update(movement)
         self.unconsolidated = None
         consolidation: dict[str, Any] | None = None
         if arrays is not None and self.anchor is not None:
@@ -203,7 +198,7 @@ class DynamicBarlowContinuity(RemembersGlobal):
             "threshold": threshold,
             "all_rejected": arrays is None,
             "movement": movement,
-            "shift_length": self.shift_length,
+            "shift_length": len(self.shifts.shift),
             "consolidation": consolidation,
             "seconds_scoring": round(scored - started, 4),
             "seconds_consolidation": round(time.perf_counter() - scored, 4),
@@ -300,18 +295,18 @@ class DynamicBarlowContinuity(RemembersGlobal):
             "loss_after": result.loss_after,
             "steps": result.steps,
             "undone": result.undone,
+            "shortened": result.shortened,
         }
         if result.steps == 0:
             return arrays, report
         return _to_arrays(self.model), report
 
     def state_dict(self) -> dict[str, Any]:
-        """DBC's cross-round state (for checkpoints): anchor, evidence, movement history."""
+        """DBC's cross-round state (for checkpoints): anchor, evidence, shift detector."""
         return {
             "anchor": self.anchor,
             "evidence": {h: list(e) for h, e in self.evidence.items()},
-            "movement": list(self.movement),
-            "shift_length": self.shift_length,
+            "shifts": self.shifts.state_dict(),
             "unconsolidated": self.unconsolidated,
         }
 
@@ -320,8 +315,11 @@ class DynamicBarlowContinuity(RemembersGlobal):
         anchor = state["anchor"]
         self.anchor = None if anchor is None else anchor.to(self.reference_images.device)
         self.evidence = {h: list(e) for h, e in state["evidence"].items()}
-        self.movement = list(state["movement"])
-        self.shift_length = state.get("shift_length", 0)  # absent in older checkpoints
+        if "shifts" in state:
+            self.shifts.load_state_dict(state["shifts"])
+        else:  # a checkpoint before the detector: its calm history and shift length
+            length = state.get("shift_length", 0)
+            self.shifts.load_state_dict({"calm": state["movement"], "shift": [math.inf] * length})
         unconsolidated = state.get("unconsolidated")  # absent in checkpoints before 2026-11-26
         self.unconsolidated = (
             None if unconsolidated is None else unconsolidated.to(self.reference_images.device)
