@@ -1,4 +1,4 @@
-"""Is the synthetic histology learnable, and does morphology matter? (DESIGN 3.1)
+"""Is the synthetic histology learnable, and does morphology matter? (docs/design.md, section 1)
 
 Trains the default U-Net and a per-pixel colour-only classifier (an MLP of 1x1
 convolutions on RGB) centrally, the same way, on clean synthetic tiles, and reports the

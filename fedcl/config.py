@@ -44,14 +44,14 @@ EVALUATIONS = ("hospitals", "server")  # fedcl.federation
 
 @dataclass(frozen=True, kw_only=True)
 class DBCSettings:
-    """Every Dynamic Barlow Continuity constant (DESIGN.md section 5) and its default.
+    """Every Dynamic Barlow Continuity constant (docs/design.md, section 4) and its default.
 
     ``RunConfig`` exposes each as a ``dbc-<name>`` key; see :mod:`fedcl.continuity`.
     """
 
     # "evidence": reject a hospital whose peer scores sit persistently above the honest
-    # majority's (mean log ratio over its last `window` rounds > tau); "round": DESIGN
-    # 5's one-round rule (median + kappa * MAD); "oracle": reject exactly the hospitals
+    # majority's (mean log ratio over its last `window` rounds > tau); "round": the first
+    # version's one-round rule (median + kappa * MAD); "oracle": reject exactly the hospitals
     # the scenario drifted (simulation only: an upper bound for any filter, not a rule).
     # docs/RESULTS.md has the comparison.
     filter_rule: str = "evidence"
@@ -69,7 +69,7 @@ class DBCSettings:
     # FedAvg 0.383, forgetting 0.268 vs 0.346; 2 steps: 0.358 / 0.204 (docs/RESULTS.md).
     steps: int = 1  # consolidation optimizer steps per round
     lr: float = 1e-3  # consolidation learning rate
-    # "adam" (DESIGN 5): a fresh Adam each round, so one step moves every parameter by
+    # "adam" (the first version's): a fresh Adam each round, so one step moves every parameter by
     # ~lr whatever its gradient (a sign step); "normalized": gradient descent with the
     # step scaled to the same root-mean-square size, lr * g / rms(g), so parameters move
     # in proportion to how much they change the continuity loss.
@@ -216,7 +216,7 @@ class RunConfig:
     client_gpus: float = _opt(0.0, "GPUs per hospital (Ray); 0.25 lets four share one GPU")
     ray_address: str = _opt("", "attach to this existing Ray cluster (default: start one)")
     device: str = _opt("auto", "auto (CUDA when available), cpu or cuda")
-    # --- scenario knobs (DESIGN.md 3.3) -------------------------------------------------
+    # --- scenario knobs (docs/design.md, section 2) ----------------------------------
     # 2 of 5 hospitals: a large minority, as in the paper's drift setting; the peer
     # consensus of DBC assumes fewer than half drift.
     drift_ratio: float = _opt(0.4, "client-drift: fraction of hospitals that drift, 0..1")

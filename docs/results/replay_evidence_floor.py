@@ -51,7 +51,7 @@ def main(root: Path) -> None:
     print("| run | " + " | ".join(f"floor {f}: rejected (P / R)" for f in FLOORS) + " |")
     print("|---" * (len(FLOORS) + 1) + "|")
     for metrics in sorted(root.glob("*/dbc-s*/metrics.jsonl")):
-        config = RunConfig.from_toml(metrics.parent / "config.toml")
+        config = RunConfig.from_run_dir(metrics.parent)
         records = [json.loads(line) for line in metrics.open()]
         cells = []
         for floor in FLOORS:

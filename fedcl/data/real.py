@@ -45,7 +45,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 IMAGE_FOLDERS = {"bcss": ("images", "rgbs_colorNormalized")}
 
 _TUMOR, _STROMA, _INFLAMMATORY, _NECROSIS, _OTHER = 1, 2, 3, 4, 0
-# BCSS gtruth codes -> fedcl class (DESIGN.md 3.2); 0 outside_roi -> ignore.
+# BCSS gtruth codes -> fedcl class (docs/design.md, section 1); 0 outside_roi -> ignore.
 BCSS_GROUPS = {0: IGNORE, 1: _TUMOR, 19: _TUMOR, 20: _TUMOR, 2: _STROMA} | {
     3: _INFLAMMATORY, 10: _INFLAMMATORY, 11: _INFLAMMATORY, 4: _NECROSIS,
 } | {code: _OTHER for code in (5, 6, 7, 8, 9, 12, 13, 14, 15, 16, 17, 18, 21)}  # fmt: skip

@@ -1,4 +1,4 @@
-"""Client-drift shifts applied to a hospital's tiles (DESIGN.md 3.3).
+"""Client-drift shifts applied to a hospital's tiles (docs/design.md, section 2).
 
 ``stain`` acts in the stain model itself (re-rendering the same tissue with another
 protocol, see :func:`drifted_stain`): the tiles are rendered from known H and E

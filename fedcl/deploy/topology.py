@@ -9,7 +9,7 @@ the addresses (service names vs loopback ports) and file paths differ.
 
 Flower 1.42 serves everything on one HTTP port per daemon: the SuperLink's Fleet,
 Control and runtime APIs on ``--port``, each SuperNode's runtime API on its own
-``--port`` (see ``../shared/FLOWER_NOTES.md``).
+``--port``.
 """
 
 from __future__ import annotations

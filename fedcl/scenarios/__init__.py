@@ -3,7 +3,7 @@
 A scenario is data, not code: the ``scenario`` key and its knobs in a
 :class:`~fedcl.config.RunConfig` (CLI flags or a TOML file). Everything here is a pure
 function of the config, the hospital and the round, so the server and every hospital
-derive the same facts independently (DESIGN.md 3.3):
+derive the same facts independently (docs/design.md, section 2):
 
 - ``iid``: every hospital its own mild site stain (``site-stain``), no drift.
 - ``client-drift``: the fraction ``drift-ratio`` of hospitals (drawn from the seed)
