@@ -156,6 +156,18 @@ def test_every_builtin_strategy_runs_two_rounds(tmp_path, name, ray_address):
         assert len(records[1]["aggregation"]["trust"]) == 3
 
 
+def test_lwf_is_fedavg_in_the_first_stage_and_distils_in_the_next(tmp_path, ray_address):
+    staged = TINY.replace(scenario="catastrophic-forgetting", stages=2, rounds_per_stage=1)
+    runs = {
+        name: read_metrics(run_fedcl(staged.replace(strategy=name), tmp_path, name, ray_address))
+        for name in ("fedavg", "lwf")
+    }
+    fedavg, lwf = runs["fedavg"], runs["lwf"]
+    # the model after round 1 (scored in round 2's replies) is FedAvg's bit for bit
+    assert lwf[1]["dice_per_hospital"] == fedavg[1]["dice_per_hospital"]
+    assert lwf[2]["dice_per_hospital"] != fedavg[2]["dice_per_hospital"]  # stage 2 distils
+
+
 def test_a_users_strategy_runs_through_a_dotted_path(tmp_path, ray_address):
     run = run_fedcl(
         TINY.replace(strategy="plugin_strategy:HalfStep"), tmp_path, "plugin", ray_address
