@@ -55,7 +55,14 @@ class DBCSettings:
     # the scenario drifted (simulation only: an upper bound for any filter, not a rule).
     # docs/RESULTS.md has the comparison.
     filter_rule: str = "evidence"
-    tau: float = 1.5  # evidence: mean log(p / typical p) above which a hospital is rejected
+    # evidence: mean log(p / typical p) above which a hospital is rejected, and a floor
+    # under the typical peer score. A calm federation's typical score is tiny (iid:
+    # 0.001-0.017), so an honest hospital a little different from the rest stood 10x
+    # above it round after round: 23 of 225 iid replies rejected at tau 1.5 without a
+    # floor, none at 0.02 and 1.25 with the drifted ones still found (replayed on
+    # 15 runs, docs/RESULTS.md: "DBC without false alarms").
+    tau: float = 1.25
+    evidence_floor: float = 0.02
     kappa: float = 3.0  # round rule: reject above median + kappa * robust spread
     floor: float = 0.05  # round rule: spread floor, fraction of the median peer score
     beta: float = 0.9  # EMA weight of the anchor's past
@@ -118,6 +125,7 @@ class DBCSettings:
     def __post_init__(self) -> None:
         checks = [
             (self.tau > 0, "tau", "> 0"),
+            (self.evidence_floor >= 0, "evidence_floor", ">= 0"),
             (self.kappa > 0, "kappa", "> 0"),
             (self.floor >= 0, "floor", ">= 0"),
             (0 <= self.beta < 1, "beta", "in [0, 1)"),
@@ -160,9 +168,9 @@ class DBCSettings:
 
 _DBC = DBCSettings()
 # Keys whose default changed after run directories were first written: the value a run
-# recorded without the key ran with (RunConfig.from_run_dir). Stages shifted stain and
-# class mix until version 0.3 (docs/RESULTS.md: why tissue became the default).
-RECORDED_BEFORE: dict[str, Scalar] = {"stage-shift": "stain"}
+# recorded without the key ran with (RunConfig.from_run_dir): until version 0.3 stages
+# shifted stain and class mix, and DBC's evidence had no floor (docs/RESULTS.md).
+RECORDED_BEFORE: dict[str, Scalar] = {"stage-shift": "stain", "dbc-evidence-floor": 0.0}
 # Keys only one built-in strategy reads: field-name prefix -> strategy (RunConfig.as_read).
 _OWN_KEYS = {"dbc_": "dbc", "lwf_": "lwf"}
 
@@ -261,6 +269,9 @@ class RunConfig:
         _DBC.filter_rule, "DBC filter: evidence (over rounds), round, or oracle (simulation bound)"
     )
     dbc_tau: float = _opt(_DBC.tau, "DBC evidence: reject if mean log peer-score ratio > tau")
+    dbc_evidence_floor: float = _opt(
+        _DBC.evidence_floor, "DBC evidence: the typical peer score is at least this"
+    )
     dbc_kappa: float = _opt(_DBC.kappa, "DBC round rule: reject if > median + kappa * spread")
     dbc_floor: float = _opt(_DBC.floor, "DBC round rule: spread floor, fraction of median")
     dbc_beta: float = _opt(_DBC.beta, "DBC: EMA weight of the anchor's past")
@@ -453,6 +464,7 @@ class RunConfig:
         return DBCSettings(
             filter_rule=self.dbc_filter_rule,
             tau=self.dbc_tau,
+            evidence_floor=self.dbc_evidence_floor,
             kappa=self.dbc_kappa,
             floor=self.dbc_floor,
             beta=self.dbc_beta,

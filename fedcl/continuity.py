@@ -278,20 +278,24 @@ def update_anchor(anchor: torch.Tensor | None, z: torch.Tensor, beta: float) -> 
     return z.clone() if anchor is None else beta * anchor + (1 - beta) * z
 
 
-def peer_evidence(peer_scores: Sequence[float]) -> list[float] | None:
+def peer_evidence(peer_scores: Sequence[float], floor: float = 0.0) -> list[float] | None:
     """Each reply's log peer score relative to the honest majority's typical score.
 
-    ``e_k = log((p_k + eps) / (c + eps))`` with ``c`` the median of the lowest
-    ``floor(n / 2) + 1`` scores: with fewer than half the replies shifted, those are
-    honest, so ``c`` is an honest hospital's score whatever the shifted ones do (a
+    ``e_k = log((p_k + eps) / (max(c, floor) + eps))`` with ``c`` the median of the
+    lowest ``floor(n / 2) + 1`` scores: with fewer than half the replies shifted, those
+    are honest, so ``c`` is an honest hospital's score whatever the shifted ones do (a
     median and MAD over all replies are pulled up by 2 shifted out of 5). In log units
     because honest scores are skewed: a typical honest reply is within a factor of 2-3
     of ``c`` (``|e| < 1``), yet a single round may put one 5-8 times above it early in
-    training. None with fewer than 3 replies: too few peers to say what is typical.
+    training. ``floor``: in a calm federation ``c`` is tiny, and a hospital that is only
+    a little different stands many times above it; below ``floor`` the typical score is
+    no yardstick (``L_BC`` is a mean squared correlation deficit per class: 0.02 is a
+    correlation of about 0.86 with the consensus). None with fewer than 3 replies: too
+    few peers to say what is typical.
     """
     if len(peer_scores) < 3:
         return None
-    typical = typical_peer_score(peer_scores)
+    typical = max(typical_peer_score(peer_scores), floor)
     return [math.log((p + EVIDENCE_EPS) / (typical + EVIDENCE_EPS)) for p in peer_scores]
 
 

@@ -139,6 +139,16 @@ def test_peer_evidence_is_relative_to_the_honest_majority():
     assert peer_evidence([0.1, 5.0]) is None  # too few peers
 
 
+def test_peer_evidence_has_a_floor_under_a_calm_federations_typical_score():
+    calm = [0.002, 0.003, 0.004, 0.05, 0.003]  # one hospital a little different
+    assert peer_evidence(calm)[3] > 2.5  # 12x the typical 0.004
+    floored = peer_evidence(calm, floor=0.02)
+    assert floored == pytest.approx([math.log((p + 1e-4) / (0.02 + 1e-4)) for p in calm])
+    assert floored[3] < 1.0
+    shifted = [0.02, 0.03, 0.05, 0.40, 0.60]  # above the floor: unchanged
+    assert peer_evidence(shifted, floor=0.02) == peer_evidence(shifted)
+
+
 def test_persistent_outlier_averages_the_recent_rounds():
     assert not persistent_outlier([], tau=1.0, window=3)
     assert persistent_outlier([2.5], tau=1.0, window=3)  # one round is enough when large

@@ -1,74 +1,70 @@
-"""Replay DBC's evidence rule on finished runs with a floor under the typical peer score.
+"""Replay DBC's evidence rule on finished runs with other floors and thresholds.
 
-An offline approximation: it re-decides every round from the peer scores the runs logged
-(``metrics.jsonl``), as if the decisions had not changed the later models. Usage::
+An offline approximation: it re-decides every round from the peer scores the runs
+logged (``metrics.jsonl``), as if the decisions had not changed the later models (exact
+where the decisions agree with the run's own). One row per scenario (and stage shift),
+one column per (floor, tau): honest replies rejected, and the recall on drifted ones.
+Usage::
 
-    python docs/results/replay_evidence_floor.py RUNS_ROOT   # e.g. a fedcl compare --out
+    python docs/results/replay_evidence_floor.py RUN_DIR [RUN_DIR ...]   # DBC runs
 """
 
 import json
-import math
 import sys
 from pathlib import Path
 
-from fedcl.config import DBCSettings, RunConfig
-from fedcl.continuity import (
-    EVIDENCE_EPS,
-    peer_evidence,
-    persistent_outlier,
-    typical_peer_score,
-)
-from fedcl.metrics import detection
-from fedcl.strategies.dbc import ACCEPTED, OUTLIER
+from fedcl.config import RunConfig
+from fedcl.continuity import peer_evidence, persistent_outlier
+from fedcl.scenarios import is_drifted
 
-FLOORS = (0.0, 0.01, 0.03, 0.05)
+# (evidence floor, tau): the runs' own rule first, then the neighbourhood of the default
+VARIANTS = [(0.0, 1.5), (0.01, 1.5), (0.015, 1.25), (0.02, 1.5), (0.02, 1.25), (0.02, 1.0),
+            (0.03, 1.0)]  # fmt: skip
 
 
-def replay(records: list[dict], floor: float, settings: DBCSettings) -> list[dict]:
-    """Return the records with DBC's decisions re-made with ``typical = max(typical, floor)``."""
+def counts(run: Path, floor: float, tau: float) -> tuple[int, int, int, int]:
+    """Return (honest replies rejected, honest replies, drifted rejected, drifted) of a run."""
+    config = RunConfig.from_run_dir(run)
     evidence: dict[int, list[float]] = {}
-    out = []
-    for record in records:
+    false_alarms = honest = caught = drifted = 0
+    for line in (run / "metrics.jsonl").open():
+        record = json.loads(line)
         report = record.get("aggregation") or {}
         peer = report.get("peer_scores")
-        if not peer or None in peer:
-            out.append(record)
+        scores = peer_evidence(peer, floor) if peer and None not in peer else None
+        if scores is None:
             continue
-        typical = typical_peer_score(peer)
-        lift = math.log((max(typical, floor) + EVIDENCE_EPS) / (typical + EVIDENCE_EPS))
-        shifted = [e - lift for e in peer_evidence(peer) or []]
-        decisions = []
-        for hospital, e in zip(report["hospitals"], shifted, strict=True):
+        for hospital, e in zip(report["hospitals"], scores, strict=True):
             evidence.setdefault(hospital, []).append(e)
-            out_ = persistent_outlier(evidence[hospital], settings.tau, settings.window)
-            decisions.append(OUTLIER if out_ else ACCEPTED)
-        out.append({**record, "aggregation": {**report, "decisions": decisions}})
-    return out
+            rejected = persistent_outlier(evidence[hospital], tau, config.dbc.window)
+            if is_drifted(config, hospital, record["round"]):
+                drifted, caught = drifted + 1, caught + rejected
+            else:
+                honest, false_alarms = honest + 1, false_alarms + rejected
+    return false_alarms, honest, caught, drifted
 
 
-def main(root: Path) -> None:
-    """Print a Markdown table: one row per DBC run under ``root``, one column per floor."""
-    print("| run | " + " | ".join(f"floor {f}: rejected (P / R)" for f in FLOORS) + " |")
-    print("|---" * (len(FLOORS) + 1) + "|")
-    for metrics in sorted(root.glob("*/dbc-s*/metrics.jsonl")):
-        config = RunConfig.from_run_dir(metrics.parent)
-        records = [json.loads(line) for line in metrics.open()]
-        cells = []
-        for floor in FLOORS:
-            replayed = replay(records, floor, config.dbc)
-            rejected = sum(
-                d != ACCEPTED
-                for r in replayed
-                for d in (r.get("aggregation") or {}).get("decisions", [])
-            )
-            found = detection(config, replayed)
-            cells.append(f"{rejected} ({_fmt(found['precision'])} / {_fmt(found['recall'])})")
-        print(f"| {metrics.parent.parent.name} {metrics.parent.name} | " + " | ".join(cells) + " |")
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+def main(runs: list[Path]) -> None:
+    """Print the Markdown table."""
+    rows: dict[str, list[list[int]]] = {}
+    for run in runs:
+        config = RunConfig.from_run_dir(run)
+        staged = "forgetting" in config.scenario
+        name = config.scenario + (f" ({config.stage_shift})" if staged else "")
+        totals = rows.setdefault(name, [[0, 0, 0, 0] for _ in VARIANTS])
+        for total, (floor, tau) in zip(totals, VARIANTS, strict=True):
+            for i, n in enumerate(counts(run, floor, tau)):
+                total[i] += n
+    print("| scenario | " + " | ".join(f"floor {f}, tau {t}" for f, t in VARIANTS) + " |")
+    print("|---" * (len(VARIANTS) + 1) + "|")
+    for name, totals in sorted(rows.items()):
+        cells = [
+            f"{fa}/{honest} honest rejected"
+            + (f", recall {caught / drifted:.2f}" if drifted else "")
+            for fa, honest, caught, drifted in totals
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main([Path(p) for p in sys.argv[1:]])

@@ -219,7 +219,7 @@ class DynamicBarlowContinuity(RemembersGlobal):
             if not settings.filter or threshold is None:
                 return [False] * len(peer), None
             return [p > threshold for p in peer], threshold
-        evidence = peer_evidence(peer)
+        evidence = peer_evidence(peer, settings.evidence_floor)
         for hospital, e in zip(hospitals, evidence or [], strict=False):
             self.evidence.setdefault(hospital, []).append(e)
         if settings.filter_rule == "oracle":  # the truth, with any number of replies
