@@ -175,8 +175,9 @@ RECORDED_BEFORE: dict[str, Scalar] = {"stage-shift": "stain", "dbc-evidence-floo
 _OWN_KEYS = {"dbc_": "dbc", "lwf_": "lwf"}
 
 
-def _opt(default: Scalar, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
-    return field(default=default, metadata={"help": help})
+def _opt(default: Scalar, help: str, *, data: bool = False) -> Any:  # noqa: A002 - argparse's name
+    """Declare a key: its default, its help, and whether it shapes a hospital's tiles."""
+    return field(default=default, metadata={"help": help, "data": data})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,17 +187,23 @@ class RunConfig:
     strategy: str = _opt(
         "fedavg", f"aggregation strategy: {', '.join(STRATEGY_NAMES)}, or package.module:Class"
     )
-    scenario: str = _opt("iid", f"data scenario: {', '.join(SCENARIOS)}")
-    clients: int = _opt(5, "number of simulated hospitals")
+    scenario: str = _opt("iid", f"data scenario: {', '.join(SCENARIOS)}", data=True)
+    clients: int = _opt(5, "number of simulated hospitals", data=True)
     # 15 rounds of 1 local epoch take the default model to ~0.8 Dice in ~1.5 min.
     rounds: int = _opt(15, "federated rounds")
-    seed: int = _opt(0, "seed of everything: data, model initialisation, batch order")
-    data: str = _opt("synthetic", "synthetic, or bcss:PATH, semicol:PATH, folder:PATH (real data)")
-    label_map: str = _opt("", "folder data: mask value to class, e.g. '0:ignore 1:tumor 2:stroma'")
-    data_split: str = _opt("", "real data: CSV 'image,hospital' (default: sites/sub-folders)")
-    image_size: int = _opt(64, "tile side in pixels (64 is fast; 128/256 work)")
-    train_tiles: int = _opt(200, "training tiles per hospital")
-    test_tiles: int = _opt(48, "held-out test tiles per hospital and stage (evaluation)")
+    seed: int = _opt(0, "seed of everything: data, model initialisation, batch order", data=True)
+    data: str = _opt(
+        "synthetic", "synthetic, or bcss:PATH, semicol:PATH, folder:PATH (real data)", data=True
+    )
+    label_map: str = _opt(
+        "", "folder data: mask value to class, e.g. '0:ignore 1:tumor 2:stroma'", data=True
+    )
+    data_split: str = _opt(
+        "", "real data: CSV 'image,hospital' (default: sites/sub-folders)", data=True
+    )
+    image_size: int = _opt(64, "tile side in pixels (64 is fast; 128/256 work)", data=True)
+    train_tiles: int = _opt(200, "training tiles per hospital", data=True)
+    test_tiles: int = _opt(48, "held-out test tiles per hospital and stage (evaluation)", data=True)
     model: str = _opt(
         "unet", "network: unet, unet-instance, basic-unet, smp-resnet18, smp-resnet34"
     )
@@ -219,7 +226,7 @@ class RunConfig:
         "hospitals", "who scores the global model: hospitals (their own test tiles) or server"
     )
     # Two labs following the same protocol still differ a little (0.1); see stain.perturb.
-    site_stain: float = _opt(0.1, "strength of each hospital's own stain, 0..1")
+    site_stain: float = _opt(0.1, "strength of each hospital's own stain, 0..1", data=True)
     client_cpus: float = _opt(1.0, "CPU cores per hospital (Ray; fedcl deploy local: its threads)")
     client_gpus: float = _opt(0.0, "GPUs per hospital (Ray); 0.25 lets four share one GPU")
     ray_address: str = _opt("", "attach to this existing Ray cluster (default: start one)")
@@ -227,11 +234,15 @@ class RunConfig:
     # --- scenario knobs (docs/design.md, section 2) ----------------------------------
     # 2 of 5 hospitals: a large minority, as in the paper's drift setting; the peer
     # consensus of DBC assumes fewer than half drift.
-    drift_ratio: float = _opt(0.4, "client-drift: fraction of hospitals that drift, 0..1")
-    drift_kind: str = _opt("stain", f"client-drift: {', '.join(DRIFT_KINDS)}")
-    drift_strength: float = _opt(0.8, "client-drift: shift strength, 0 (none)..1 (extreme)")
+    drift_ratio: float = _opt(
+        0.4, "client-drift: fraction of hospitals that drift, 0..1", data=True
+    )
+    drift_kind: str = _opt("stain", f"client-drift: {', '.join(DRIFT_KINDS)}", data=True)
+    drift_strength: float = _opt(
+        0.8, "client-drift: shift strength, 0 (none)..1 (extreme)", data=True
+    )
     drift_start_round: int = _opt(1, "client-drift: first round trained on drifted data")
-    stages: int = _opt(3, "forgetting: number of stages (all hospitals shift together)")
+    stages: int = _opt(3, "forgetting: number of stages (all hospitals shift together)", data=True)
     rounds_per_stage: int = _opt(5, "forgetting: rounds per stage (rounds = stages x this)")
     # tissue: what the weights learned must change (a stain change is undone by the
     # hospitals' own BatchNorm statistics); docs/RESULTS.md has the evidence.
@@ -239,9 +250,10 @@ class RunConfig:
         "tissue",
         "forgetting: what changes at a stage boundary: stain (and class mix), tissue "
         "(architecture) or classes (which classes are annotated)",
+        data=True,
     )
     forgetting_strength: float = _opt(
-        0.8, "forgetting, stage-shift stain: stain and class-mix change per stage, 0..1"
+        0.8, "forgetting, stage-shift stain: stain and class-mix change per stage, 0..1", data=True
     )
     # --- strategies -------------------------------------------------------------------
     # FedProx's usual range is 0.001..1; 0.01 keeps local models close without stalling.
@@ -564,6 +576,15 @@ class RunConfig:
     def replace(self, **changes: Any) -> RunConfig:
         """Return a copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)
+
+
+def data_keys() -> tuple[str, ...]:
+    """Return the keys that shape a hospital's tiles (declared with ``data=True``).
+
+    With the hospital, its stage and whether it drifts, they fingerprint the tiles a
+    hospital keeps between rounds: a change of any of them regenerates the tiles.
+    """
+    return tuple(key_of(f.name) for f in fields(RunConfig) if f.metadata.get("data"))
 
 
 def key_of(name: str) -> str:

@@ -27,14 +27,14 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from torch import nn
 
 from fedcl import seeds
-from fedcl.config import RunConfig
+from fedcl.config import RunConfig, data_keys
 from fedcl.data import NUM_CLASSES, TileDataset
 from fedcl.distillation import Distillation
 from fedcl.errors import FedclError
 from fedcl.evaluation import evaluate_hospital, evaluated_stages
 from fedcl.models import build_model
 from fedcl.normalization import local_norm_keys
-from fedcl.scenarios import DATA_KEYS, held_out_dataset, is_drifted, stage_of, train_dataset
+from fedcl.scenarios import held_out_dataset, is_drifted, stage_of, train_dataset
 from fedcl.strategies.lwf import TEMPERATURE_KEY, WEIGHT_KEY
 from fedcl.strategies.replies import PARTITION_KEY
 from fedcl.training import Penalty, resolve_device, train_local
@@ -55,7 +55,7 @@ def round_seed(seed: int, hospital: int, server_round: int) -> int:
 
 def _fingerprint(config: RunConfig, hospital: int, **what: Any) -> str:
     # What determines a set of a hospital's tiles; a change invalidates the cache.
-    values = {k: config.to_mapping()[k] for k in DATA_KEYS} | {"hospital": hospital} | what
+    values = {k: config.to_mapping()[k] for k in data_keys()} | {"hospital": hospital} | what
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 

@@ -296,3 +296,58 @@ def test_all_drift_kinds_are_implemented():
             clean.images.tobytes() != shifted.images.tobytes()
             or clean.masks.tobytes() != shifted.masks.tobytes()
         ), kind
+
+
+# One changed value per key; the base is a drifting, staged run so every knob acts.
+CHANGED = {
+    "scenario": "catastrophic-forgetting",
+    "clients": 4,
+    "seed": 1,
+    "image-size": 48,
+    "train-tiles": 5,
+    "test-tiles": 3,
+    "site-stain": 0.3,
+    "drift-ratio": 1.0,
+    "drift-kind": "blur",
+    "drift-strength": 0.3,
+    "stages": 2,
+    "stage-shift": "classes",
+    "forgetting-strength": 0.3,
+    # keys that must not touch the tiles (rounds-per-stage and drift-start-round decide
+    # a round's stage and drift status, which the cache keys by themselves)
+    "drift-start-round": 2,
+    "model": "basic-unet",
+    "lr": 0.01,
+    "strategy": "dbc",
+    "bn-stats": "running",
+}
+
+
+@pytest.mark.parametrize("key", sorted(CHANGED))
+def test_the_keys_declared_as_shaping_data_are_the_ones_that_do(key):
+    from fedcl.config import data_keys
+
+    base = RunConfig.from_mapping(
+        {
+            "scenario": "drift-and-forgetting",
+            # the number of stages shapes the class groups, not the stain stages
+            "stage-shift": "classes" if key == "stages" else "stain",
+            "image-size": 32,
+            "train-tiles": 4,
+            "test-tiles": 2,
+            "rounds-per-stage": 1,
+        }
+    )
+    values = base.to_mapping() | {key: CHANGED[key]}
+    values["rounds"] = values["stages"] * values["rounds-per-stage"]
+    changed = RunConfig.from_mapping(values)
+
+    def tiles(config):  # every hospital's tiles in round 2 (stage 1), as the scenario says
+        parts = []
+        for hospital in range(4):
+            train = train_dataset(config, hospital, 2)
+            test = held_out_dataset(config, hospital, 1)
+            parts += [train.images.tobytes(), train.masks.tobytes(), test.masks.tobytes()]
+        return b"".join(parts)
+
+    assert (tiles(changed) != tiles(base)) == (key in data_keys())

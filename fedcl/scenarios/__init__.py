@@ -46,25 +46,6 @@ from fedcl.data.tissue import TISSUES
 from fedcl.errors import FedclError
 
 SPLITS = ("train", "test")
-# Config keys that determine a hospital's tiles (with the hospital, stage and drift).
-DATA_KEYS = (
-    "data",
-    "label-map",
-    "data-split",
-    "seed",
-    "scenario",
-    "clients",
-    "image-size",
-    "train-tiles",
-    "test-tiles",
-    "site-stain",
-    "stages",
-    "stage-shift",
-    "drift-ratio",
-    "drift-kind",
-    "drift-strength",
-    "forgetting-strength",
-)
 
 
 def has_drift(config: RunConfig) -> bool:
