@@ -24,7 +24,7 @@ from typing import Any
 import tomli_w
 import torch
 
-from fedcl.config import RunConfig
+from fedcl.config import STAGED, RunConfig
 from fedcl.errors import FedclError
 from fedcl.metrics import summarize
 
@@ -215,8 +215,9 @@ def read_checkpoint(run_dir: str | Path) -> dict[str, Any]:
 
 def _title(config: RunConfig) -> str:
     data = "synthetic" if config.data == "synthetic" else config.data.split(":", 1)[0].upper()
+    scenario = config.scenario + (f" ({config.stage_shift})" if config.scenario in STAGED else "")
     return (
-        f"{config.strategy} on {config.scenario}, {config.clients} hospitals, {data} data, "
+        f"{config.strategy} on {scenario}, {config.clients} hospitals, {data} data, "
         f"seed {config.seed}"
     )
 
