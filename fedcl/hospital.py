@@ -35,7 +35,7 @@ from fedcl.evaluation import evaluate_hospital, evaluated_stages
 from fedcl.models import build_model
 from fedcl.normalization import local_norm_keys
 from fedcl.scenarios import held_out_dataset, is_drifted, stage_of, train_dataset
-from fedcl.strategies.lwf import TEMPERATURE_KEY, WEIGHT_KEY
+from fedcl.strategies.lwf import TEACHER_KEY, TEMPERATURE_KEY, WEIGHT_KEY
 from fedcl.strategies.replies import PARTITION_KEY
 from fedcl.training import Penalty, resolve_device, train_local
 
@@ -133,6 +133,7 @@ class _Received:
     local_norm: str  # what the strategy has hospitals keep local (fedcl.normalization)
     model: nn.Module  # the global model, with this hospital's own normalisation put back
     distill: tuple[float, float]  # LwF's weight and temperature (weight 0: no LwF)
+    teacher: ArrayRecord | None = None  # LwF's teacher, sent by the server after a resume
 
 
 def _receive(msg: Message, context: Context) -> _Received:
@@ -151,6 +152,7 @@ def _receive(msg: Message, context: Context) -> _Received:
         local_norm=local_norm,
         model=model.to(resolve_device(config.device)),  # CUDA where it has it (auto)
         distill=(float(sent.get(WEIGHT_KEY, 0.0)), float(sent.get(TEMPERATURE_KEY, 1.0))),  # type: ignore[arg-type]
+        teacher=msg.content.array_records.get(TEACHER_KEY),
     )
 
 
@@ -183,7 +185,10 @@ def penalties(got: _Received, state: RecordDict) -> list[Penalty]:
     if weight == 0 or stage == 0:
         return []
     meta = state.config_records.get(f"{_TEACHER_KEY}-meta")
-    if meta is None or meta.get("stage") != stage:
+    if got.teacher is not None:  # the server's copy, after a resume
+        state[_TEACHER_KEY] = got.teacher
+        state[f"{_TEACHER_KEY}-meta"] = ConfigRecord({"stage": stage})
+    elif meta is None or meta.get("stage") != stage:
         state[_TEACHER_KEY] = ArrayRecord(
             {k: v.detach().cpu() for k, v in got.model.state_dict().items()}
         )

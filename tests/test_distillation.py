@@ -15,7 +15,7 @@ from fedcl.distillation import Distillation, distillation_loss
 from fedcl.hospital import _Received, penalties
 from fedcl.models import build_model
 from fedcl.strategies import STRATEGIES, LwF
-from fedcl.strategies.lwf import TEMPERATURE_KEY, WEIGHT_KEY
+from fedcl.strategies.lwf import TEACHER_KEY, TEMPERATURE_KEY, WEIGHT_KEY
 from fedcl.training import recompute_batchnorm, train_local
 from tests.conftest import FakeGrid
 
@@ -82,6 +82,19 @@ def _received(config, server_round, model, weight=1.0):
     )
 
 
+def test_a_teacher_the_server_sends_replaces_the_hospitals_own():
+    # after a resume the hospital's state is gone; the server's copy is the teacher
+    config = RunConfig.from_mapping(
+        {"scenario": "catastrophic-forgetting", "stages": 2, "rounds-per-stage": 3}
+    )
+    sent, received = build_model("unet", NUM_CLASSES), build_model("unet", NUM_CLASSES)
+    torch.nn.init.constant_(next(sent.parameters()), 7.0)
+    got = _received(config, 5, received)
+    got = _Received(**{**got.__dict__, "teacher": ArrayRecord(sent.state_dict())})
+    (penalty,) = penalties(got, RecordDict())
+    assert torch.equal(next(penalty.teacher.parameters()), next(sent.parameters()))
+
+
 def test_the_teacher_is_the_first_model_a_hospital_receives_in_a_stage():
     config = RunConfig.from_mapping(
         {"scenario": "catastrophic-forgetting", "stages": 3, "rounds-per-stage": 2}
@@ -105,9 +118,29 @@ def test_the_teacher_is_the_first_model_a_hospital_receives_in_a_stage():
 @pytest.mark.usefixtures("flower_task")
 def test_lwf_tells_the_hospitals_how_to_distil():
     cls, kwargs = STRATEGIES["lwf"]
-    strategy = cls(**kwargs(RunConfig(lwf_weight=0.5, lwf_temperature=3.0)))
+    config = RunConfig.from_mapping(
+        {"scenario": "catastrophic-forgetting", "stages": 2, "rounds-per-stage": 2}
+    ).replace(lwf_weight=0.5, lwf_temperature=3.0)
+    strategy = cls(**kwargs(config))
     assert isinstance(strategy, LwF)
-    arrays = ArrayRecord(build_model("unet", NUM_CLASSES).state_dict())
-    messages = list(strategy.configure_train(1, arrays, ConfigRecord(), FakeGrid(5)))
+    models = [ArrayRecord(build_model("unet", NUM_CLASSES).state_dict()) for _ in range(3)]
+
+    def configure(server_round, arrays):
+        return list(strategy.configure_train(server_round, arrays, ConfigRecord(), FakeGrid(5)))
+
+    messages = configure(1, models[0])
     sent = messages[0].content.config_records["config"]
     assert (sent[WEIGHT_KEY], sent[TEMPERATURE_KEY]) == (0.5, 3.0)
+    assert strategy.teacher is None  # stage 1: nothing to remember
+    configure(3, models[1])  # stage 2 starts: its first global model is the teacher
+    assert strategy.teacher is models[1] and TEACHER_KEY not in messages[0].content
+    # a checkpoint keeps it; the first round after a resume sends it, once
+    resumed = cls(**kwargs(config))
+    resumed.load_state_dict(strategy.state_dict())
+    strategy = resumed
+    first, later = configure(4, models[2]), configure(4, models[2])
+    for message in first:
+        teacher = message.content.array_records[TEACHER_KEY].to_torch_state_dict()
+        expected = models[1].to_torch_state_dict()
+        assert all(torch.equal(teacher[k], expected[k]) for k in expected)
+    assert all(TEACHER_KEY not in m.content.array_records for m in later)

@@ -396,9 +396,23 @@ def test_a_hospital_that_times_out_costs_only_its_update(tmp_path, monkeypatch):
     assert "not_evaluated" not in records[0]
 
 
-def test_a_run_killed_mid_round_resumes_to_the_same_final_model(tmp_path):
+RESUMED = {
     # DBC with a short warm-up: its anchor and history must survive the kill too.
-    config = TINY.replace(clients=3, rounds=5, strategy="dbc", dbc_warmup=1, reference_size=8)
+    "dbc": (TINY.replace(clients=3, rounds=5, strategy="dbc", dbc_warmup=1, reference_size=8), 3),
+    # LwF killed in the middle of its second stage (rounds 5-8): the hospitals' teacher
+    # is gone with the processes and must come back from the checkpoint.
+    "lwf": (
+        TINY.replace(
+            scenario="catastrophic-forgetting", stages=2, rounds_per_stage=4, rounds=8
+        ).replace(strategy="lwf"),
+        6,
+    ),
+}
+
+
+@pytest.mark.parametrize("strategy", ["dbc", pytest.param("lwf", marks=pytest.mark.slow)])
+def test_a_run_killed_mid_round_resumes_to_the_same_final_model(tmp_path, strategy):
+    config, recorded = RESUMED[strategy]
     killed = tmp_path / "killed"
     config_file = tmp_path / "killed.toml"
     config_file.write_bytes(tomli_w.dumps(config.replace(out=str(killed)).to_mapping()).encode())
@@ -413,8 +427,9 @@ def test_a_run_killed_mid_round_resumes_to_the_same_final_model(tmp_path):
     )
     try:
         deadline = time.monotonic() + 300
-        # rounds 0, 1, 2 recorded (a round's record is complete with the next one's replies)
-        while len(_lines(killed / "metrics.jsonl")) < 3:
+        # rounds 0 .. recorded - 1 recorded (a round's record is complete with the next
+        # one's replies)
+        while len(_lines(killed / "metrics.jsonl")) < recorded:
             assert process.poll() is None and time.monotonic() < deadline
             time.sleep(0.1)
         time.sleep(0.5)  # into round 3
@@ -423,7 +438,7 @@ def test_a_run_killed_mid_round_resumes_to_the_same_final_model(tmp_path):
         process.wait()
         stop_tagged(tag, grace=0.0)  # what it started outside its group: Ray daemons
     done = torch.load(killed / "checkpoint.pt", weights_only=False)["round"]
-    assert 2 <= done < config.rounds
+    assert recorded - 1 <= done < config.rounds
 
     assert main(["run", "--resume", str(killed)]) == 0
     whole = run_fedcl(config, tmp_path, "whole")

@@ -44,7 +44,7 @@ from fedcl.data import NUM_CLASSES, reference_images, root_dataset
 from fedcl.data.dataset import images_to_tensor
 from fedcl.errors import FedclError
 from fedcl.models import build_model
-from fedcl.scenarios import is_drifted
+from fedcl.scenarios import is_drifted, stage_of
 from fedcl.strategies.dbc import DynamicBarlowContinuity
 from fedcl.strategies.fedbn import FedBN, SiloBN
 from fedcl.strategies.fltrust import FLTrust
@@ -117,6 +117,14 @@ def _dbc(config: RunConfig) -> dict[str, Any]:
     }
 
 
+def _lwf(config: RunConfig) -> dict[str, Any]:
+    return {
+        "distill_weight": config.lwf_weight,
+        "temperature": config.lwf_temperature,
+        "stage_of": lambda server_round: stage_of(config, server_round),
+    }
+
+
 # name -> (strategy class, constructor keyword arguments for a config)
 STRATEGIES: dict[str, tuple[type[Strategy], Callable[[RunConfig], dict[str, Any]]]] = {
     "fedavg": (FedAvg, sampling),
@@ -139,10 +147,7 @@ STRATEGIES: dict[str, tuple[type[Strategy], Callable[[RunConfig], dict[str, Any]
     "dbc": (DynamicBarlowContinuity, _dbc),
     "fedbn": (FedBN, sampling),
     "silobn": (SiloBN, sampling),
-    "lwf": (
-        LwF,
-        lambda c: sampling(c) | {"distill_weight": c.lwf_weight, "temperature": c.lwf_temperature},
-    ),
+    "lwf": (LwF, lambda c: sampling(c) | _lwf(c)),
 }
 
 
