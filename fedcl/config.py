@@ -421,7 +421,8 @@ class RunConfig:
         if self.scenario in STAGED and limit is not None and self.stages > limit:
             raise FedclError(
                 f"config key 'stages' must be <= {limit} with stage-shift "
-                f"{self.stage_shift!r} (it has {limit} distinct stages), got {self.stages}"
+                f"{self.stage_shift!r} (it makes at most {limit} distinct stages), "
+                f"got {self.stages}"
             )
         if self.scenario in STAGED and self.rounds != self.stages * self.rounds_per_stage:
             raise FedclError(
