@@ -156,6 +156,7 @@ def test_every_builtin_strategy_runs_two_rounds(tmp_path, name, ray_address):
         assert len(records[1]["aggregation"]["trust"]) == 3
 
 
+@pytest.mark.slow  # two runs (~55 s); the hospital's and strategy's parts are unit-tested
 def test_lwf_is_fedavg_in_the_first_stage_and_distils_in_the_next(tmp_path, ray_address):
     staged = TINY.replace(scenario="catastrophic-forgetting", stages=2, rounds_per_stage=1)
     runs = {
