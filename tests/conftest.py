@@ -91,3 +91,15 @@ class FakeGrid:
 
     def get_node_ids(self):
         return list(range(1, self.n + 1))
+
+
+def random_tiles(count: int = 8, size: int = 32, seed: int = 0):
+    """Noise tiles with random masks: a TileDataset for tests that need any images."""
+    import numpy as np
+
+    from fedcl.data import NUM_CLASSES, TileDataset
+
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 255, (count, size, size, 3), dtype=np.uint8)
+    masks = rng.integers(0, NUM_CLASSES, (count, size, size), dtype=np.uint8)
+    return TileDataset(images, masks, NUM_CLASSES)

@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
 from fedcl.config import RunConfig
-from fedcl.data import NUM_CLASSES, TileDataset
+from fedcl.data import NUM_CLASSES
 from fedcl.distillation import Distillation, distillation_loss
 from fedcl.hospital import _Received, penalties
 from fedcl.models import build_model
 from fedcl.strategies import STRATEGIES, LwF
 from fedcl.strategies.lwf import TEACHER_KEY, TEMPERATURE_KEY, WEIGHT_KEY
 from fedcl.training import recompute_batchnorm, train_local
-from tests.conftest import FakeGrid
-
-
-def tiles(count=8, size=32, seed=0):
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 255, (count, size, size, 3), dtype=np.uint8)
-    masks = rng.integers(0, NUM_CLASSES, (count, size, size), dtype=np.uint8)
-    return TileDataset(images, masks, NUM_CLASSES)
+from tests.conftest import FakeGrid, random_tiles
 
 
 def test_distillation_loss_is_zero_for_equal_outputs_and_the_kl_divergence_otherwise():
@@ -48,7 +40,7 @@ def test_only_the_student_gets_gradients():
 
 
 def test_distilling_keeps_the_model_closer_to_its_teacher():
-    data = tiles(seed=1)
+    data = random_tiles(seed=1)
     images = torch.stack([data[i][0] for i in range(len(data))])
     torch.manual_seed(0)
     teacher = build_model("unet", NUM_CLASSES)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from flwr.app import RecordDict
 
 from fedcl.config import RunConfig
-from fedcl.data import NUM_CLASSES, TileDataset
+from fedcl.data import NUM_CLASSES
 from fedcl.errors import FedclError
 from fedcl.evaluation import (
     HospitalFigures,
@@ -24,6 +23,7 @@ from fedcl.models import build_model
 from fedcl.normalization import has_running_stats, local_norm_keys
 from fedcl.scenarios import held_out_dataset
 from fedcl.training import evaluate, recompute_batchnorm
+from tests.conftest import random_tiles
 
 STAGED = RunConfig(scenario="catastrophic-forgetting", stages=3, rounds_per_stage=2, rounds=6)
 
@@ -96,19 +96,12 @@ def test_a_hospital_that_sent_no_figures_is_named_and_left_out():
     assert got["dice_local_stats"] is None  # NaN everywhere: no running statistics
 
 
-def tiles(count=8, size=32, seed=0):
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 255, (count, size, size, 3), dtype=np.uint8)
-    masks = rng.integers(0, NUM_CLASSES, (count, size, size), dtype=np.uint8)
-    return TileDataset(images, masks, NUM_CLASSES)
-
-
 def test_local_statistics_are_the_statistics_of_the_hospitals_own_images():
     torch.manual_seed(0)
     model = build_model("unet", NUM_CLASSES)
-    recompute_batchnorm(model, tiles(seed=1), 4)  # statistics of other images
+    recompute_batchnorm(model, random_tiles(seed=1), 4)  # statistics of other images
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    data = tiles(seed=2)
+    data = random_tiles(seed=2)
     got = evaluate_hospital(model, {0: data}, batch_size=4)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # untouched
     assert got.dice == (evaluate(model, data).dice,)
@@ -122,7 +115,7 @@ def test_local_statistics_are_the_statistics_of_the_hospitals_own_images():
 def test_a_model_without_running_statistics_has_no_local_statistics_figure():
     model = build_model("unet-instance", NUM_CLASSES)
     assert not has_running_stats(model) and local_norm_keys(model, "layers") == []
-    got = evaluate_hospital(model, {0: tiles()}, batch_size=4)
+    got = evaluate_hospital(model, {0: random_tiles()}, batch_size=4)
     assert math.isnan(got.dice_local_stats[0]) and not math.isnan(got.dice[0])
 
 
@@ -157,7 +150,7 @@ def test_summary_reports_continual_figures_with_local_statistics():
 def test_a_hospital_keeps_its_normalisation_and_puts_it_back(mode, local_parts):
     torch.manual_seed(0)
     hospital, global_model = build_model("unet", NUM_CLASSES), build_model("unet", NUM_CLASSES)
-    recompute_batchnorm(hospital, tiles(), 4)
+    recompute_batchnorm(hospital, random_tiles(), 4)
     state = RecordDict()
     keep_local_norm(hospital, mode, state)
     received = with_local_norm(global_model.state_dict(), mode, state)
