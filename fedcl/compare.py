@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedcl.config import SCENARIOS, RunConfig, Scalar, parse_setting
+from fedcl.config import SCENARIOS, STAGED, RunConfig, Scalar, parse_setting
 from fedcl.errors import FedclError
 from fedcl.plots import plot_comparison
 from fedcl.recorder import read_metrics
@@ -257,8 +257,13 @@ def workload(out: Path) -> str:
     if not configs:
         return ""
     config = RunConfig.from_run_dir(configs[0].parent)
+    stages = (
+        f" ({config.stages} stages of {config.rounds_per_stage}, stage shift {config.stage_shift})"
+        if config.scenario in STAGED
+        else ""
+    )
     return (
-        f"Workload: {config.clients} hospitals, {config.rounds} rounds of "
+        f"Workload: {config.clients} hospitals, {config.rounds} rounds{stages} of "
         f"{config.local_epochs} local epoch(s), {config.train_tiles} training and "
         f"{config.test_tiles} test tiles of {config.image_size} px per hospital, model "
         f"{config.model}, data {config.data}, evaluation at the {config.evaluation}."

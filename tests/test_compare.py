@@ -332,3 +332,17 @@ def test_the_same_compare_command_continues_the_same_comparison(tmp_path, monkey
     assert "continuing" in capsys.readouterr().out
     assert main([*command[:-1], "4"]) == 0  # other settings: another comparison
     assert outs[2] != outs[0]
+
+
+def test_the_workload_line_names_the_stages_of_a_staged_comparison(tmp_path):
+    import tomli_w
+
+    from fedcl.compare import workload
+
+    config = RunConfig.from_mapping(
+        {"scenario": "catastrophic-forgetting", "stages": 2, "rounds-per-stage": 3}
+    )
+    (tmp_path / "fedavg-s0").mkdir()
+    (tmp_path / "fedavg-s0" / "config.toml").write_text(tomli_w.dumps(config.to_mapping()))
+    line = workload(tmp_path)
+    assert "6 rounds (2 stages of 3, stage shift tissue) of 1 local epoch(s)" in line
