@@ -37,7 +37,7 @@ from fedcl.normalization import local_norm_keys
 from fedcl.scenarios import held_out_dataset, is_drifted, stage_of, train_dataset
 from fedcl.strategies.lwf import TEACHER_KEY, TEMPERATURE_KEY, WEIGHT_KEY
 from fedcl.strategies.replies import PARTITION_KEY
-from fedcl.training import Penalty, resolve_device, train_local
+from fedcl.training import Penalty, device_of, resolve_device, train_local
 
 # Context.state entries: the hospital's tiles (with what they were generated from), the
 # normalisation it keeps to itself (FedBN, SiloBN) and LwF's teacher.
@@ -185,17 +185,17 @@ def penalties(got: _Received, state: RecordDict) -> list[Penalty]:
     if weight == 0 or stage == 0:
         return []
     meta = state.config_records.get(f"{_TEACHER_KEY}-meta")
-    if got.teacher is not None:  # the server's copy, after a resume
-        state[_TEACHER_KEY] = got.teacher
-        state[f"{_TEACHER_KEY}-meta"] = ConfigRecord({"stage": stage})
-    elif meta is None or meta.get("stage") != stage:
-        state[_TEACHER_KEY] = ArrayRecord(
+    teacher_arrays = got.teacher  # the server's copy, after a resume
+    if teacher_arrays is None and (meta is None or meta.get("stage") != stage):
+        teacher_arrays = ArrayRecord(
             {k: v.detach().cpu() for k, v in got.model.state_dict().items()}
         )
+    if teacher_arrays is not None:
+        state[_TEACHER_KEY] = teacher_arrays
         state[f"{_TEACHER_KEY}-meta"] = ConfigRecord({"stage": stage})
     teacher = build_model(got.config.model, NUM_CLASSES)
     teacher.load_state_dict(state.array_records[_TEACHER_KEY].to_torch_state_dict())
-    teacher.to(next(got.model.parameters()).device)
+    teacher.to(device_of(got.model))
     return [Distillation(teacher, weight=weight, temperature=temperature)]
 
 
