@@ -351,3 +351,10 @@ def test_the_keys_declared_as_shaping_data_are_the_ones_that_do(key):
         return b"".join(parts)
 
     assert (tiles(changed) != tiles(base)) == (key in data_keys())
+
+
+def test_the_stage_limits_the_config_checks_are_the_generators():
+    # config checks them without importing the generators; these are the numbers
+    from fedcl.config import MAX_STAGES
+
+    assert MAX_STAGES == {"tissue": len(TISSUES), "classes": NUM_CLASSES - 1}
