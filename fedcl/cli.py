@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import MISSING, fields
 from typing import Any, NoReturn
 
-from fedcl.config import RunConfig, key_of, parse_bool, read_toml
+from fedcl.config import SECTIONS, RunConfig, key_of, parse_bool, read_toml
 from fedcl.errors import FedclError
 
 EXIT_USAGE = 2  # bad input: a message, no traceback
@@ -33,11 +33,15 @@ def _add_run_options(parser: argparse.ArgumentParser, out_help: str = "") -> Non
     parser.add_argument(
         "--verbose", action="store_true", help="show Flower's own per-round log lines"
     )
+    groups = {
+        name: parser.add_argument_group(f"{name} options", description)
+        for name, description in SECTIONS.items()
+    }
     for f in fields(RunConfig):
         default = f.default
         assert default is not MISSING  # every field has a default (see RunConfig)
         kind = type(default)
-        parser.add_argument(
+        groups[f.metadata["section"]].add_argument(
             f"--{key_of(f.name)}",
             dest=f.name,
             type=kind if kind is not bool else _parse_bool,
@@ -307,11 +311,12 @@ def _run(args: argparse.Namespace) -> int:
 def _preflight(config: RunConfig) -> None:
     """Fail on bad input now, with a clear message, not after Ray or a deployment starts."""
     from fedcl.data.real import check_layout
-    from fedcl.strategy_names import BUILTIN, check_name
+    from fedcl.plugins import MODELS, STRATEGIES
 
-    check_name(config.strategy)  # a typo answered before torch loads
+    STRATEGIES.check(config.strategy)  # a typo answered before torch loads
+    MODELS.check(config.model)
     check_layout(config)  # so are a wrong data path, a missing mask, too few sites
-    if config.strategy not in BUILTIN:
+    if config.strategy not in STRATEGIES.builtin:
         from fedcl.strategies import check_strategy
 
         check_strategy(config.strategy)  # a plug-in: importable, a Flower Strategy

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcl.errors import FedclError, unknown_name
-from fedcl.strategy_names import BUILTIN as STRATEGY_NAMES
+from fedcl.plugins import MODELS, STRATEGIES
 
 Scalar = bool | int | float | str
 
@@ -175,9 +175,26 @@ RECORDED_BEFORE: dict[str, Scalar] = {"stage-shift": "stain", "dbc-evidence-floo
 _OWN_KEYS = {"dbc_": "dbc", "lwf_": "lwf"}
 
 
-def _opt(default: Scalar, help: str, *, data: bool = False) -> Any:  # noqa: A002 - argparse's name
-    """Declare a key: its default, its help, and whether it shapes a hospital's tiles."""
-    return field(default=default, metadata={"help": help, "data": data})
+# The sections a key belongs to, in the order the documentation and `--help` show them.
+SECTIONS = {
+    "run": "What runs: the strategy, the scenario, how many hospitals and rounds, the seed",
+    "data": "The hospitals' tiles: synthetic or real, their size and number",
+    "training": "Each hospital's local training and who scores the global model",
+    "resources": "Where the hospitals run: Ray resources and the device",
+    "scenario": "The knobs of the client-drift and staged (forgetting) scenarios",
+    "strategy": "Settings of one baseline strategy each",
+    "server": "What the server accepts from a hospital, and the server's own tiles",
+    "dbc": "Dynamic Barlow Continuity (strategy dbc); see the DBC page",
+}
+
+
+def _opt(default: Scalar, help: str, *, section: str, data: bool = False) -> Any:  # noqa: A002
+    """Declare a key: default, help, section, and whether it shapes the tiles.
+
+    A key with ``data=True`` changes a hospital's tiles: a change rebuilds them.
+    """
+    assert section in SECTIONS, section
+    return field(default=default, metadata={"help": help, "section": section, "data": data})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,65 +202,107 @@ class RunConfig:
     """Everything that defines a run; two runs with equal configs give equal results."""
 
     strategy: str = _opt(
-        "fedavg", f"aggregation strategy: {', '.join(STRATEGY_NAMES)}, or package.module:Class"
+        "fedavg",
+        f"aggregation strategy: {', '.join(STRATEGIES.builtin)}, or {STRATEGIES.dotted_hint}",
+        section="run",
     )
-    scenario: str = _opt("iid", f"data scenario: {', '.join(SCENARIOS)}", data=True)
-    clients: int = _opt(5, "number of simulated hospitals", data=True)
+    scenario: str = _opt("iid", f"data scenario: {', '.join(SCENARIOS)}", data=True, section="run")
+    clients: int = _opt(5, "number of simulated hospitals", data=True, section="run")
     # 15 rounds of 1 local epoch take the default model to ~0.8 Dice in ~1.5 min.
-    rounds: int = _opt(15, "federated rounds")
-    seed: int = _opt(0, "seed of everything: data, model initialisation, batch order", data=True)
+    rounds: int = _opt(15, "federated rounds", section="run")
+    seed: int = _opt(
+        0, "seed of everything: data, model initialisation, batch order", data=True, section="run"
+    )
     data: str = _opt(
-        "synthetic", "synthetic, or bcss:PATH, semicol:PATH, folder:PATH (real data)", data=True
+        "synthetic",
+        "synthetic, or bcss:PATH, semicol:PATH, folder:PATH (real data)",
+        data=True,
+        section="data",
     )
     label_map: str = _opt(
-        "", "folder data: mask value to class, e.g. '0:ignore 1:tumor 2:stroma'", data=True
+        "",
+        "folder data: mask value to class, e.g. '0:ignore 1:tumor 2:stroma'",
+        data=True,
+        section="data",
     )
     data_split: str = _opt(
-        "", "real data: CSV 'image,hospital' (default: sites/sub-folders)", data=True
+        "",
+        "real data: CSV 'image,hospital' (default: sites/sub-folders)",
+        data=True,
+        section="data",
     )
-    image_size: int = _opt(64, "tile side in pixels (64 is fast; 128/256 work)", data=True)
-    train_tiles: int = _opt(200, "training tiles per hospital", data=True)
-    test_tiles: int = _opt(48, "held-out test tiles per hospital and stage (evaluation)", data=True)
+    image_size: int = _opt(
+        64, "tile side in pixels (64 is fast; 128/256 work)", data=True, section="data"
+    )
+    train_tiles: int = _opt(200, "training tiles per hospital", data=True, section="data")
+    test_tiles: int = _opt(
+        48, "held-out test tiles per hospital and stage (evaluation)", data=True, section="data"
+    )
     model: str = _opt(
-        "unet", "network: unet, unet-instance, basic-unet, smp-resnet18, smp-resnet34"
+        "unet",
+        f"network: {', '.join(MODELS.builtin)}, or {MODELS.dotted_hint}",
+        section="training",
     )
-    local_epochs: int = _opt(1, "local epochs per round")
-    batch_size: int = _opt(16, "local batch size")
+    local_epochs: int = _opt(1, "local epochs per round", section="training")
+    batch_size: int = _opt(16, "local batch size", section="training")
     # Adam at 2e-3 converges in a few rounds on the synthetic tiles; SGD needs ~10x lr.
-    lr: float = _opt(2e-3, "local learning rate")
-    optimizer: str = _opt("adam", "local optimizer: adam or sgd (momentum 0.9)")
+    lr: float = _opt(2e-3, "local learning rate", section="training")
+    optimizer: str = _opt("adam", "local optimizer: adam or sgd (momentum 0.9)", section="training")
     # What a hospital's BatchNorm statistics describe when it replies: "running", the
     # averages PyTorch keeps while the weights change (momentum 0.1: a quarter still from
     # the global model after 13 batches); "recomputed", its final weights on its tiles.
     # Measured (client drift, FedAvg, 3 seeds): running made the global model's Dice
     # jump 0.09 a round on average (up to 0.30) late in training, recomputed 0.03
     # (docs/RESULTS.md); it costs one forward pass over the tiles.
-    bn_stats: str = _opt("recomputed", "BatchNorm statistics sent: running or recomputed")
+    bn_stats: str = _opt(
+        "recomputed", "BatchNorm statistics sent: running or recomputed", section="training"
+    )
     # Federated learning never gives the server the hospitals' data, test tiles included:
     # each hospital scores the model it receives and sends figures only. "server" is a
     # shortcut for synthetic simulation (the server regenerates the tiles; same figures).
     evaluation: str = _opt(
-        "hospitals", "who scores the global model: hospitals (their own test tiles) or server"
+        "hospitals",
+        "who scores the global model: hospitals (their own test tiles) or server",
+        section="training",
     )
     # Two labs following the same protocol still differ a little (0.1); see stain.perturb.
-    site_stain: float = _opt(0.1, "strength of each hospital's own stain, 0..1", data=True)
-    client_cpus: float = _opt(1.0, "CPU cores per hospital (Ray; fedcl deploy local: its threads)")
-    client_gpus: float = _opt(0.0, "GPUs per hospital (Ray); 0.25 lets four share one GPU")
-    ray_address: str = _opt("", "attach to this existing Ray cluster (default: start one)")
-    device: str = _opt("auto", "auto (CUDA when available), cpu or cuda")
+    site_stain: float = _opt(
+        0.1, "strength of each hospital's own stain, 0..1", data=True, section="data"
+    )
+    client_cpus: float = _opt(
+        1.0, "CPU cores per hospital (Ray; fedcl deploy local: its threads)", section="resources"
+    )
+    client_gpus: float = _opt(
+        0.0, "GPUs per hospital (Ray); 0.25 lets four share one GPU", section="resources"
+    )
+    ray_address: str = _opt(
+        "", "attach to this existing Ray cluster (default: start one)", section="resources"
+    )
+    device: str = _opt("auto", "auto (CUDA when available), cpu or cuda", section="resources")
     # --- scenario knobs (docs/design.md, section 2) ----------------------------------
     # 2 of 5 hospitals: a large minority, as in the paper's drift setting; the peer
     # consensus of DBC assumes fewer than half drift.
     drift_ratio: float = _opt(
-        0.4, "client-drift: fraction of hospitals that drift, 0..1", data=True
+        0.4, "client-drift: fraction of hospitals that drift, 0..1", data=True, section="scenario"
     )
-    drift_kind: str = _opt("stain", f"client-drift: {', '.join(DRIFT_KINDS)}", data=True)
+    drift_kind: str = _opt(
+        "stain", f"client-drift: {', '.join(DRIFT_KINDS)}", data=True, section="scenario"
+    )
     drift_strength: float = _opt(
-        0.8, "client-drift: shift strength, 0 (none)..1 (extreme)", data=True
+        0.8, "client-drift: shift strength, 0 (none)..1 (extreme)", data=True, section="scenario"
     )
-    drift_start_round: int = _opt(1, "client-drift: first round trained on drifted data")
-    stages: int = _opt(3, "forgetting: number of stages (all hospitals shift together)", data=True)
-    rounds_per_stage: int = _opt(5, "forgetting: rounds per stage (rounds = stages x this)")
+    drift_start_round: int = _opt(
+        1, "client-drift: first round trained on drifted data", section="scenario"
+    )
+    stages: int = _opt(
+        3,
+        "forgetting: number of stages (all hospitals shift together)",
+        data=True,
+        section="scenario",
+    )
+    rounds_per_stage: int = _opt(
+        5, "forgetting: rounds per stage (rounds = stages x this)", section="scenario"
+    )
     # tissue: what the weights learned must change (a stain change is undone by the
     # hospitals' own BatchNorm statistics); docs/RESULTS.md has the evidence.
     stage_shift: str = _opt(
@@ -251,74 +310,130 @@ class RunConfig:
         "forgetting: what changes at a stage boundary: stain (and class mix), tissue "
         "(architecture) or classes (which classes are annotated)",
         data=True,
+        section="scenario",
     )
     forgetting_strength: float = _opt(
-        0.8, "forgetting, stage-shift stain: stain and class-mix change per stage, 0..1", data=True
+        0.8,
+        "forgetting, stage-shift stain: stain and class-mix change per stage, 0..1",
+        data=True,
+        section="scenario",
     )
     # --- strategies -------------------------------------------------------------------
     # FedProx's usual range is 0.001..1; 0.01 keeps local models close without stalling.
-    proximal_mu: float = _opt(0.01, "FedProx proximal weight mu (fedprox only)")
+    proximal_mu: float = _opt(0.01, "FedProx proximal weight mu (fedprox only)", section="strategy")
     # LwF's usual values (Li and Hoiem 2018): the two losses weighted equally, T = 2.
-    lwf_weight: float = _opt(1.0, "LwF: weight of the distillation toward the last stage's model")
-    lwf_temperature: float = _opt(2.0, "LwF: softmax temperature of the distillation")
+    lwf_weight: float = _opt(
+        1.0, "LwF: weight of the distillation toward the last stage's model", section="strategy"
+    )
+    lwf_temperature: float = _opt(
+        2.0, "LwF: softmax temperature of the distillation", section="strategy"
+    )
     byzantine: int = _opt(
-        -1, "hospitals krum/multikrum/bulyan assume malicious (-1: the most they tolerate)"
+        -1,
+        "hospitals krum/multikrum/bulyan assume malicious (-1: the most they tolerate)",
+        section="strategy",
     )
     # --- every strategy: what the server accepts from a hospital ------------------------
-    min_replies: int = _opt(1, "fewest usable replies a round aggregates (else: model kept)")
+    min_replies: int = _opt(
+        1, "fewest usable replies a round aggregates (else: model kept)", section="server"
+    )
     # Honest early rounds moved the default model by 0.5-2.9 x its norm (measured; BatchNorm
     # statistics move most); scaled or exploding updates are orders of magnitude beyond.
-    max_update_ratio: float = _opt(100.0, "drop a reply with ||w - global|| > this x ||global||")
-    round_timeout: float = _opt(0.0, "seconds the server waits for replies (0: Flower's 3600)")
+    max_update_ratio: float = _opt(
+        100.0, "drop a reply with ||w - global|| > this x ||global||", section="server"
+    )
+    round_timeout: float = _opt(
+        0.0, "seconds the server waits for replies (0: Flower's 3600)", section="server"
+    )
     # The server's own tiles (DBC's reference set, FLTrust's root set): generated, or
     # real public tiles that no hospital holds, in one of the real-data layouts.
     server_data: str = _opt(
-        "synthetic", "the server's reference/root tiles: synthetic, or KIND:PATH (no hospital's)"
+        "synthetic",
+        "the server's reference/root tiles: synthetic, or KIND:PATH (no hospital's)",
+        section="server",
     )
-    reference_size: int = _opt(32, "tiles in the server's unlabeled public reference set")
-    root_tiles: int = _opt(32, "tiles in the server's labelled root set (fltrust)")
+    reference_size: int = _opt(
+        32, "tiles in the server's unlabeled public reference set", section="server"
+    )
+    root_tiles: int = _opt(
+        32, "tiles in the server's labelled root set (fltrust)", section="server"
+    )
     dbc_filter_rule: str = _opt(
-        _DBC.filter_rule, "DBC filter: evidence (over rounds), round, or oracle (simulation bound)"
+        _DBC.filter_rule,
+        "DBC filter: evidence (over rounds), round, or oracle (simulation bound)",
+        section="dbc",
     )
-    dbc_tau: float = _opt(_DBC.tau, "DBC evidence: reject if mean log peer-score ratio > tau")
+    dbc_tau: float = _opt(
+        _DBC.tau, "DBC evidence: reject if mean log peer-score ratio > tau", section="dbc"
+    )
     dbc_evidence_floor: float = _opt(
-        _DBC.evidence_floor, "DBC evidence: the typical peer score is at least this"
+        _DBC.evidence_floor, "DBC evidence: the typical peer score is at least this", section="dbc"
     )
-    dbc_kappa: float = _opt(_DBC.kappa, "DBC round rule: reject if > median + kappa * spread")
-    dbc_floor: float = _opt(_DBC.floor, "DBC round rule: spread floor, fraction of median")
-    dbc_beta: float = _opt(_DBC.beta, "DBC: EMA weight of the anchor's past")
-    dbc_warmup: int = _opt(_DBC.warmup, "DBC: rounds before the anchor starts")
-    dbc_consolidation: str = _opt(_DBC.consolidation, "DBC: always, adaptive or off")
-    dbc_steps: int = _opt(_DBC.steps, "DBC: consolidation steps per round, at most")
-    dbc_lr: float = _opt(_DBC.lr, "DBC: consolidation learning rate")
+    dbc_kappa: float = _opt(
+        _DBC.kappa, "DBC round rule: reject if > median + kappa * spread", section="dbc"
+    )
+    dbc_floor: float = _opt(
+        _DBC.floor, "DBC round rule: spread floor, fraction of median", section="dbc"
+    )
+    dbc_beta: float = _opt(_DBC.beta, "DBC: EMA weight of the anchor's past", section="dbc")
+    dbc_warmup: int = _opt(_DBC.warmup, "DBC: rounds before the anchor starts", section="dbc")
+    dbc_consolidation: str = _opt(_DBC.consolidation, "DBC: always, adaptive or off", section="dbc")
+    dbc_steps: int = _opt(_DBC.steps, "DBC: consolidation steps per round, at most", section="dbc")
+    dbc_lr: float = _opt(_DBC.lr, "DBC: consolidation learning rate", section="dbc")
     dbc_optimizer: str = _opt(
-        _DBC.optimizer, "DBC: consolidation steps: adam, or normalized (lr * g / rms(g))"
+        _DBC.optimizer,
+        "DBC: consolidation steps: adam, or normalized (lr * g / rms(g))",
+        section="dbc",
     )
     dbc_consolidate_input: bool = _opt(
-        _DBC.consolidate_input, "DBC: consolidation also moves the layers that read the tiles"
+        _DBC.consolidate_input,
+        "DBC: consolidation also moves the layers that read the tiles",
+        section="dbc",
     )
     dbc_monotone: bool = _opt(
-        _DBC.monotone, "DBC: undo a consolidation step that raised the continuity loss"
+        _DBC.monotone,
+        "DBC: undo a consolidation step that raised the continuity loss",
+        section="dbc",
     )
-    dbc_rho: float = _opt(_DBC.rho, "DBC adaptive: consolidate above (1 + rho) x recent")
-    dbc_window: int = _opt(_DBC.window, "DBC: rounds of history (evidence, adaptive)")
+    dbc_rho: float = _opt(
+        _DBC.rho, "DBC adaptive: consolidate above (1 + rho) x recent", section="dbc"
+    )
+    dbc_window: int = _opt(
+        _DBC.window, "DBC: rounds of history (evidence, adaptive)", section="dbc"
+    )
     dbc_calm_after_warmup: bool = _opt(
-        _DBC.calm_after_warmup, "DBC adaptive: calm history starts after warm-up (else round 2)"
+        _DBC.calm_after_warmup,
+        "DBC adaptive: calm history starts after warm-up (else round 2)",
+        section="dbc",
     )
     dbc_confident: float = _opt(
-        _DBC.confident, "DBC: consolidate only where the anchor's top class prob >= this"
+        _DBC.confident,
+        "DBC: consolidate only where the anchor's top class prob >= this",
+        section="dbc",
     )
     dbc_movement_from: str = _opt(
-        _DBC.movement_from, "DBC adaptive: movement from start or (unconsolidated) aggregate"
+        _DBC.movement_from,
+        "DBC adaptive: movement from start or (unconsolidated) aggregate",
+        section="dbc",
     )
     dbc_shift_rounds: int = _opt(
-        _DBC.shift_rounds, "DBC adaptive: consolidate at most this many rounds a shift (0: all)"
+        _DBC.shift_rounds,
+        "DBC adaptive: consolidate at most this many rounds a shift (0: all)",
+        section="dbc",
     )
-    dbc_lambda: float = _opt(_DBC.lambda_offdiag, "DBC: off-diagonal weight (<0: 1/(D-1))")
-    dbc_pixels_per_image: int = _opt(_DBC.pixels_per_image, "DBC: pixels per reference tile")
-    dbc_representation: str = _opt(_DBC.representation, "DBC: probs or features")
-    dbc_filter: bool = _opt(_DBC.filter, "DBC: reject outliers against the peer consensus")
-    out: str = _opt("", "run directory (default: runs/<strategy>-<scenario>-s<seed>-<time>)")
+    dbc_lambda: float = _opt(
+        _DBC.lambda_offdiag, "DBC: off-diagonal weight (<0: 1/(D-1))", section="dbc"
+    )
+    dbc_pixels_per_image: int = _opt(
+        _DBC.pixels_per_image, "DBC: pixels per reference tile", section="dbc"
+    )
+    dbc_representation: str = _opt(_DBC.representation, "DBC: probs or features", section="dbc")
+    dbc_filter: bool = _opt(
+        _DBC.filter, "DBC: reject outliers against the peer consensus", section="dbc"
+    )
+    out: str = _opt(
+        "", "run directory (default: runs/<strategy>-<scenario>-s<seed>-<time>)", section="run"
+    )
 
     def _check_data(self) -> None:
         from fedcl.data.real import label_table, parse_data

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from monai.networks.nets import BasicUNet, UNet
 from torch import nn
 
-from fedcl.errors import unknown_name
+from fedcl.errors import FedclError
+from fedcl.plugins import MODELS as NAMES
 
 
 def _monai_unet(norm: str) -> Callable[[int], nn.Module]:
@@ -73,7 +74,9 @@ def build_model(name: str, num_classes: int) -> nn.Module:
     ----------
     name : str
         One of :data:`MODELS` (``unet``, ``unet-instance``, ``basic-unet``,
-        ``smp-resnet18``, ``smp-resnet34``).
+        ``smp-resnet18``, ``smp-resnet34``), a name an installed package registers
+        under the entry-point group ``fedcl.models``, or ``package.module:function``;
+        a plug-in is a function ``num_classes -> torch.nn.Module``.
     num_classes : int
         Output channels (logits), one per class including background.
 
@@ -83,6 +86,13 @@ def build_model(name: str, num_classes: int) -> nn.Module:
         Maps ``B x 3 x H x W`` float images in 0..1 to ``B x num_classes x H x W``
         logits. H and W must be divisible by 8 (``unet``) or 16/32 (the others).
     """
-    if name not in MODELS:
-        raise unknown_name("model", name, MODELS)
-    return MODELS[name](num_classes)
+    if name in MODELS:
+        return MODELS[name](num_classes)
+    build = NAMES.load(name)  # a plug-in; an unknown name: the error, did-you-mean
+    model = build(num_classes) if callable(build) else None
+    if not isinstance(model, nn.Module):
+        raise FedclError(
+            f"model {name!r} must be a function num_classes -> torch.nn.Module; "
+            f"it gave {type(model).__name__}"
+        )
+    return model

@@ -169,15 +169,18 @@ def test_lwf_is_fedavg_in_the_first_stage_and_distils_in_the_next(tmp_path, ray_
     assert lwf[2]["dice_per_hospital"] != fedavg[2]["dice_per_hospital"]  # stage 2 distils
 
 
-def test_a_users_strategy_runs_through_a_dotted_path(tmp_path, ray_address):
-    run = run_fedcl(
-        TINY.replace(strategy="plugin_strategy:HalfStep"), tmp_path, "plugin", ray_address
-    )
+def test_a_users_strategy_and_model_run_through_dotted_paths(tmp_path, ray_address):
+    # the hospitals (Ray workers) build the plug-in model too, not only the server
+    config = TINY.replace(strategy="plugin_strategy:HalfStep", model="plugin_model:tiny")
+    run = run_fedcl(config, tmp_path, "plugin", ray_address)
     records = read_metrics(run)
     assert records[1]["aggregation"] == {"half": True}
     assert json.loads((run / "summary.json").read_text())["strategy"] == (
         "plugin_strategy:HalfStep"
     )
+    final = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+    assert final.keys() == build_model("plugin_model:tiny", NUM_CLASSES).state_dict().keys()
+    assert records[-1]["dice"] > 0  # the hospitals trained and scored the plug-in network
 
 
 def test_a_run_attaches_to_an_existing_ray_cluster_and_leaves_it_running(tmp_path, ray_address):

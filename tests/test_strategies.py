@@ -468,7 +468,7 @@ def test_plugin_by_entry_point(monkeypatch):
 
             return HalfStep
 
-    monkeypatch.setattr("fedcl.strategy_names.entry_points", lambda group: [EntryPoint()])
+    monkeypatch.setattr("fedcl.plugins.entry_points", lambda group: [EntryPoint()])
     cls, _ = resolve_strategy("halfstep")
     assert cls.__name__ == "HalfStep"
 
@@ -642,6 +642,6 @@ def test_a_plugin_in_the_working_directory_is_found_and_a_legacy_one_gets_a_hint
 
 
 def test_the_light_list_of_builtin_names_is_the_catalog():
-    from fedcl.strategy_names import BUILTIN
+    from fedcl.plugins import STRATEGIES as NAMES
 
-    assert BUILTIN == tuple(STRATEGIES)
+    assert NAMES.builtin == tuple(STRATEGIES)

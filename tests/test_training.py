@@ -142,6 +142,26 @@ def test_unknown_model_name_suggests_the_closest():
         build_model("unte", NUM_CLASSES)
 
 
+def test_a_users_model_plugs_in_by_dotted_path_or_entry_point(monkeypatch):
+    model = build_model("plugin_model:tiny", NUM_CLASSES)
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, NUM_CLASSES, 32, 32)
+
+    class EntryPoint:
+        name = "tiny"
+
+        def load(self):
+            from plugin_model import tiny
+
+            return tiny
+
+    monkeypatch.setattr("fedcl.plugins.entry_points", lambda group: [EntryPoint()])
+    assert isinstance(build_model("tiny", NUM_CLASSES)[0], torch.nn.Conv2d)
+    with pytest.raises(FedclError, match="must be a function num_classes -> torch.nn.Module"):
+        build_model("plugin_model:not_a_network", NUM_CLASSES)
+    with pytest.raises(FedclError, match="has no 'nope'"):
+        build_model("plugin_model:nope", NUM_CLASSES)
+
+
 def test_dataset_rejects_mismatched_masks():
     with pytest.raises(ValueError, match="masks must be"):
         TileDataset(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 9), np.uint8), 5)

@@ -15,11 +15,8 @@ round's aggregated metrics and the strategy's ``round_report`` (if it has one).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
-import os
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -44,13 +41,13 @@ from fedcl.data import NUM_CLASSES, reference_images, root_dataset
 from fedcl.data.dataset import images_to_tensor
 from fedcl.errors import FedclError
 from fedcl.models import build_model
+from fedcl.plugins import STRATEGIES as NAMES
 from fedcl.scenarios import is_drifted, stage_of
 from fedcl.strategies.dbc import DynamicBarlowContinuity
 from fedcl.strategies.fedbn import FedBN, SiloBN
 from fedcl.strategies.fltrust import FLTrust
 from fedcl.strategies.lwf import LwF
 from fedcl.strategies.replies import by_partition, partition_of, restore_dtypes, screen
-from fedcl.strategy_names import check_name, plugin_names
 from fedcl.training import resolve_device, train_local
 
 # round, every reply sorted (dropped ones too), aggregated metrics, the strategy's
@@ -160,24 +157,6 @@ def _plugin_kwargs(cls: type[Strategy], config: RunConfig) -> dict[str, Any]:
     return {k: v for k, v in sampling(config).items() if k in params}
 
 
-def _load_dotted(path: str) -> type[Strategy]:
-    module_name, _, attr = path.partition(":")
-    # As `python -m` and `python script.py` do: a module in the working directory is
-    # found (the `fedcl` console script does not put it on sys.path itself).
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise FedclError(
-            f"strategy {path!r}: cannot import module {module_name!r} ({err})"
-        ) from None
-    cls = getattr(module, attr, None)
-    if cls is None:
-        raise FedclError(f"strategy {path!r}: module {module_name!r} has no {attr!r}")
-    return _checked(cls, path)
-
-
 def _checked(cls: Any, origin: str) -> type[Strategy]:
     if not (inspect.isclass(cls) and issubclass(cls, Strategy)):
         from flwr.server.strategy import Strategy as LegacyStrategy
@@ -204,11 +183,7 @@ def resolve_strategy(name: str) -> tuple[type[Strategy], Callable[[RunConfig], d
     """
     if name in STRATEGIES:
         return STRATEGIES[name]
-    if ":" in name:
-        cls = _load_dotted(name)
-        return cls, lambda config: _plugin_kwargs(cls, config)
-    check_name(name)  # an unknown name: the error, with a did-you-mean
-    cls = _checked(plugin_names()[name].load(), name)
+    cls = _checked(NAMES.load(name), name)  # an unknown name: the error, did-you-mean
     return cls, lambda config: _plugin_kwargs(cls, config)
 
 
