@@ -44,7 +44,7 @@ EVALUATIONS = ("hospitals", "server")  # fedcl.federation
 
 @dataclass(frozen=True, kw_only=True)
 class DBCSettings:
-    """Every Dynamic Barlow Continuity constant (docs/design.md, section 4) and its default.
+    """Every Dynamic Barlow Continuity constant (docs/dbc.md) and its default.
 
     ``RunConfig`` exposes each as a ``dbc-<name>`` key; see :mod:`fedcl.continuity`.
     """

@@ -4,7 +4,7 @@ DBC (Babendererde et al., "Federated-Continual Dynamic Segmentation of Histopath
 guided by Barlow Continuity", 2025) judges a model by how its outputs on a small public
 reference set R vary from tile to tile and pixel to pixel, compared with another
 model's: the Barlow Twins cross-correlation (Zbontar et al., ICML 2021) between the two
-output matrices. The server uses it twice per round (docs/design.md, section 4):
+output matrices. The server uses it twice per round (docs/dbc.md):
 
 1. spatially, to reject client updates whose behaviour on R departs from the peer
    consensus (:func:`consensus_filter`);

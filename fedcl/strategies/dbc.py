@@ -2,7 +2,7 @@
 
 A Flower ``FedAvg`` whose ``aggregate_train`` first scores every reply on the server's
 public reference set and rejects the outliers, then consolidates the aggregate toward
-the EMA anchor of the global model's past behaviour (docs/design.md, section 4). The math is
+the EMA anchor of the global model's past behaviour (docs/dbc.md). The math is
 in :mod:`fedcl.continuity`; this class wires it into Flower and keeps the state that
 lives across rounds (the anchor, each hospital's evidence, the movement history).
 """
@@ -53,7 +53,7 @@ class DynamicBarlowContinuity(RemembersGlobal):
         Builds a fresh network of the federation's architecture (to load replies into).
     settings : DBCSettings, optional
         The DBC constants (kappa, beta, warmup, consolidation, ...); defaults per
-        docs/design.md, section 4.
+        docs/dbc.md.
     seed : int
         Seeds the fixed reference pixel positions.
     device : str or torch.device
@@ -125,7 +125,7 @@ class DynamicBarlowContinuity(RemembersGlobal):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Filter, aggregate, consolidate (docs/design.md, section 4, steps 1-5)."""
+        """Filter, aggregate, consolidate (docs/dbc.md, steps 1-5)."""
         started = time.perf_counter()
         global_arrays = self.global_arrays()  # theta_t, the model the replies started from
         settings, lam = self.settings, self.settings.offdiag
