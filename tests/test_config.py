@@ -78,4 +78,3 @@ def test_a_run_recorded_before_a_key_existed_is_read_as_it_ran(tmp_path):
     assert RunConfig.from_run_dir(tmp_path).stage_shift == "stain" == RECORDED_BEFORE["stage-shift"]
     assert RunConfig.from_run_dir(tmp_path).dbc_evidence_floor == 0.0
     assert RunConfig.from_toml(tmp_path / "config.toml").stage_shift == "tissue"  # a user's file
-
