@@ -21,9 +21,12 @@ _HEADER = """\
 Every key below is a `fedcl run` / `fedcl compare` flag (`--image-size 128`), a key of a
 TOML file given with `--config` (`image-size = 128`), and a key of the Flower app's run
 config (`flwr run . --run-config "image-size=128"`). Precedence: defaults <
-`--config` file < flags. A key marked *tiles* shapes a hospital's tiles: changing it
-regenerates them. How to use them: [Configuration](configuration.md).
+`--config` file < flags. A key with *tiles* = yes shapes a hospital's tiles: changing
+it regenerates them. How to use them: [Configuration](configuration.md).
 """
+
+
+_TABLE_HEAD = "| key | default | meaning | tiles |\n|---|---|---|---|"
 
 
 def _cell(value: object) -> str:
@@ -39,16 +42,13 @@ def options_markdown() -> str:
     by_section: dict[str, list[str]] = {name: [] for name in SECTIONS}
     for f in fields(RunConfig):
         meta = f.metadata
-        meaning = meta["help"].replace("|", "\\|").replace("<", "&lt;") + (
-            " *tiles*" if meta["data"] else ""
-        )
-        row = f"| `{key_of(f.name)}` | {_cell(f.default)} | {meaning} |"
+        meaning = meta["help"].replace("|", "\\|").replace("<", "&lt;")
+        tiles = "yes" if meta["data"] else ""
+        row = f"| `{key_of(f.name)}` | {_cell(f.default)} | {meaning} | {tiles} |"
         by_section[meta["section"]].append(row)
     parts = [_HEADER]
     for name, rows in by_section.items():
-        parts.append(
-            f"## {name}\n\n{SECTIONS[name]}.\n\n| key | default | meaning |\n|---|---|---|"
-        )
+        parts.append(f"## {name}\n\n{SECTIONS[name]}.\n\n{_TABLE_HEAD}")
         parts.append("\n".join(rows) + "\n")
     return "\n".join(parts)
 
