@@ -349,7 +349,7 @@ class RunConfig:
     # real public tiles that no hospital holds, in one of the real-data layouts.
     server_data: str = _opt(
         "synthetic",
-        "the server's reference/root tiles: synthetic, or KIND:PATH (no hospital's)",
+        "the server's tiles: synthetic, KIND:PATH, or unlabeled:PATH (reference set only)",
         section="server",
     )
     reference_size: int = _opt(
@@ -446,7 +446,17 @@ class RunConfig:
                     "server's tiles must be public tiles no hospital holds (another folder)"
                 )
 
+        if server.kind == "unlabeled" and self.strategy == "fltrust":
+            raise FedclError(
+                "fltrust trains on the server's root set, which needs masks: server-data "
+                f"{self.server_data!r} is unlabeled (use bcss:, semicol: or folder: tiles)"
+            )
         spec = parse_data(self.data)
+        if spec.kind == "unlabeled":
+            raise FedclError(
+                "config key 'data': unlabeled tiles have no masks to train on; 'unlabeled:"
+                "PATH' is for server-data (DBC's reference set)"
+            )
         if spec.kind == "synthetic":
             return
         if spec.kind == "folder":
@@ -585,6 +595,32 @@ class RunConfig:
                 if f.name.startswith(tuple(unread))
             }
         )
+
+    def unread_keys(self) -> list[str]:
+        """Return the keys this run does not read (written, commented, in config.toml).
+
+        A key stays in the configuration whatever the run (a run directory's
+        ``config.toml`` reloads as it was written); this says which ones had no effect:
+        another strategy's settings, the other scenarios' knobs, ``site-stain`` with real
+        data (its tiles have their own stains), the label map with synthetic data.
+        """
+        strategy = {
+            "proximal_mu": ("fedprox",),
+            "byzantine": ("krum", "multikrum", "bulyan"),
+            "root_tiles": ("fltrust",),
+            "reference_size": ("dbc", "fltrust"),  # fltrust: its root set follows it
+        }
+        unread = {n for n, readers in strategy.items() if self.strategy not in readers}
+        unread |= {f.name for f in fields(self) if f.name.startswith(("dbc_", "lwf_"))}
+        unread -= {f.name for f in fields(self) if f.name.startswith(f"{self.strategy}_")}
+        if self.scenario not in DRIFTING:
+            unread |= {"drift_ratio", "drift_kind", "drift_strength", "drift_start_round"}
+        if self.scenario not in STAGED:
+            unread |= {"stages", "rounds_per_stage", "stage_shift", "forgetting_strength"}
+        if self.stage_shift != "stain":
+            unread.add("forgetting_strength")
+        unread |= {"label_map", "data_split"} if self.data == "synthetic" else {"site_stain"}
+        return [key_of(f.name) for f in fields(self) if f.name in unread]
 
     @property
     def dbc(self) -> DBCSettings:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -191,7 +192,11 @@ def write_report(
 
 
 def _toml(config: RunConfig) -> bytes:
-    return tomli_w.dumps(config.to_mapping()).encode()
+    unread = textwrap.fill(
+        ", ".join(config.unread_keys()), width=86, initial_indent="# ", subsequent_indent="# "
+    )
+    header = f"# Keys this run did not read (kept so the file reloads as written):\n{unread}\n\n"
+    return (header + tomli_w.dumps(config.to_mapping())).encode()
 
 
 def read_checkpoint(run_dir: str | Path) -> dict[str, Any]:

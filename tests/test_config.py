@@ -78,3 +78,30 @@ def test_a_run_recorded_before_a_key_existed_is_read_as_it_ran(tmp_path):
     assert RunConfig.from_run_dir(tmp_path).stage_shift == "stain" == RECORDED_BEFORE["stage-shift"]
     assert RunConfig.from_run_dir(tmp_path).dbc_evidence_floor == 0.0
     assert RunConfig.from_toml(tmp_path / "config.toml").stage_shift == "tissue"  # a user's file
+
+
+def test_a_run_says_which_keys_it_did_not_read():
+    fedavg = RunConfig()
+    assert {"dbc-tau", "lwf-weight", "proximal-mu", "drift-ratio", "stages", "label-map"} <= set(
+        fedavg.unread_keys()
+    )
+    assert (
+        "site-stain" not in fedavg.unread_keys()
+        and "lwf-weight" not in RunConfig(strategy="lwf").unread_keys()
+    )
+    dbc = RunConfig(strategy="dbc", scenario="catastrophic-forgetting")
+    assert "dbc-tau" not in dbc.unread_keys() and "stage-shift" not in dbc.unread_keys()
+    assert "forgetting-strength" in dbc.unread_keys()  # the tissue shift has no strength
+    real = RunConfig(data="bcss:/x")  # the folder is checked when a run starts
+    assert "site-stain" in real.unread_keys() and "label-map" not in real.unread_keys()
+
+
+def test_config_toml_names_the_unread_keys_and_reloads_as_written(tmp_path):
+    from fedcl.recorder import _toml
+
+    config = RunConfig(strategy="fedprox", proximal_mu=0.1)
+    path = tmp_path / "config.toml"
+    path.write_bytes(_toml(config))
+    text = path.read_text()
+    assert text.startswith("# Keys this run did not read") and "dbc-tau" in text.split("\n\n")[0]
+    assert RunConfig.from_toml(path) == config

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from PIL import Image
 
 from fedcl.cli import main
 from fedcl.config import RunConfig
-from fedcl.data.real import BCSS_GROUPS, IGNORE
+from fedcl.data.real import BCSS_GROUPS, IGNORE, index_slides, parse_data
 from fedcl.errors import FedclError
 from fedcl.scenarios import held_out_dataset, train_dataset
 
@@ -216,3 +217,43 @@ def test_the_servers_tiles_can_be_real_public_tiles(bcss, tmp_path):
         _config(f"bcss:{bcss}", server_data=f"bcss:{bcss}")
     with pytest.raises(FedclError, match="config key 'server-data' must be 'synthetic' or"):
         _config(f"bcss:{bcss}", server_data="bcs:/x")
+
+
+def test_semicol_as_released_reads_its_case_folders(tmp_path):
+    # The challenge's release: DATASET_TRAIN/01_MANUAL/DS_M_<n>/<centre>_case_<k>/
+    # image/<case> [d=..,x=..,y=..,w=..,h=..].png beside mask/<same>-labelled.png
+    root = tmp_path / "semicol"
+    for i, case in enumerate(["ukk_case_01", "ukk_case_02", "lmu_case_01", "lmu_case_02"]):
+        folder = root / "DATASET_TRAIN" / "01_MANUAL" / f"DS_M_{1 + i // 2}" / case
+        name = f"{case} [d=2.16945,x={i},y=0,w=96,h=64].png"
+        _write(folder, name, _codes([0, 1, 3, 6, 7, 10], seed=i), seed=i)
+        (folder / "images").rename(folder / "image")
+        (folder / "masks" / name).rename(folder / "masks" / name.replace(".png", "-labelled.png"))
+        (folder / "masks").rename(folder / "mask")
+    slides = index_slides(parse_data(f"semicol:{root}"))
+    assert sorted({s.site for s in slides}) == ["lmu", "ukk"]  # the centres are the sites
+    data = train_dataset(_config(f"semicol:{root}"), 0, 1)
+    assert len(data) == 8 and set(np.unique(data.masks)) <= {0, 1, 2, 3, 4, IGNORE}
+    (slides[0].mask).unlink()
+    with pytest.raises(FedclError, match="has no mask: expected .*-labelled.png"):
+        index_slides(parse_data(f"semicol:{root}"))
+
+
+def test_the_reference_set_can_be_a_folder_of_unlabeled_tiles(bcss, tmp_path):
+    from fedcl.data import reference_images, root_dataset
+
+    unlabeled = tmp_path / "atlas"  # any folders, images only
+    for i in range(3):
+        _write(unlabeled, f"scan{i % 2}/tile{i}.png", _codes([1, 2, 3], seed=20 + i), seed=i)
+    shutil.rmtree(unlabeled / "masks")
+    config = _config(f"bcss:{bcss}", server_data=f"unlabeled:{unlabeled}", reference_size=7)
+    reference = reference_images(config)
+    assert reference.shape == (7, SIZE, SIZE, 3)  # 3 images x 6 tiles, every tile usable
+    with pytest.raises(FedclError, match="needs masks: server-data 'unlabeled:"):
+        config.replace(strategy="fltrust")
+    with pytest.raises(FedclError, match="unlabeled tiles have no masks to train on"):
+        _config(f"unlabeled:{unlabeled}")
+    assert np.all(root_dataset(config.replace(root_tiles=2)).masks == IGNORE)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FedclError, match="has no images"):
+        reference_images(config.replace(server_data=f"unlabeled:{tmp_path / 'empty'}"))

@@ -7,10 +7,15 @@
   single-channel masks with BCSS codes 0-21. Code 0 (``outside_roi``) is ignored
   (not a class); the rest is grouped into fedcl's 5 classes (:data:`BCSS_GROUPS`). A
   tile's hospital is its TCGA tissue-source-site code (``TCGA-XX-...``).
-- ``semicol:PATH`` - SemiCOL (colorectal): the same layout, mask codes 1-10
-  (:data:`SEMICOL_GROUPS`), 0 = unlabelled (ignored).
+- ``semicol:PATH`` - SemiCOL (colorectal), mask codes 1-10 (:data:`SEMICOL_GROUPS`),
+  0 = unlabelled (ignored): the layout above, or the challenge's release as it is
+  (``.../<case>/image/<name>.png`` beside ``.../<case>/mask/<name>-labelled.png``, e.g.
+  ``DATASET_TRAIN/01_MANUAL/DS_M_1/ukk_case_04/``), a case's hospital being its centre
+  (``ukk``, ``lmu``: the case name before ``_case``).
 - ``folder:PATH`` - any image/mask folder in that layout, with ``label-map`` saying
   what each mask value is (``"0:ignore 1:tumor 2:stroma ..."``).
+- ``unlabeled:PATH`` - every image under ``PATH`` (any folders), no masks: for the
+  server's unlabeled reference set only (``server-data``), never a hospital's data.
 
 Hospitals: from ``data-split`` (a CSV file ``image,hospital``, e.g. ``x.png,site-3``)
 when given; else BCSS's site codes, or a sub-folder per hospital (``images/<site>/``).
@@ -39,7 +44,7 @@ if TYPE_CHECKING:
     from fedcl.config import RunConfig
 
 IGNORE = 255  # mask value of pixels that are not a class (loss and Dice skip them)
-DATA_KINDS = ("synthetic", "bcss", "semicol", "folder")
+DATA_KINDS = ("synthetic", "bcss", "semicol", "folder", "unlabeled")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 # The folder of RGB images beside masks/: BCSS's release ships rgbs_colorNormalized/.
 IMAGE_FOLDERS = {"bcss": ("images", "rgbs_colorNormalized")}
@@ -107,6 +112,8 @@ def label_table(kind: str, label_map: str) -> dict[int, int]:
         return BCSS_GROUPS
     if kind == "semicol":
         return SEMICOL_GROUPS
+    if kind == "unlabeled":
+        return {}
     return parse_label_map(label_map)
 
 
@@ -115,7 +122,7 @@ class Slide:
     """One image and its mask on disk, and the site (hospital) it comes from."""
 
     image: Path
-    mask: Path
+    mask: Path | None  # None: unlabeled (every pixel ignored)
     site: str
 
 
@@ -133,6 +140,12 @@ def index_slides(spec: DataSpec, split_file: str = "", *, by_site: bool = True) 
     root = spec.path
     if not root.exists():
         raise FedclError(f"data folder {str(root)!r} does not exist")
+    if spec.kind == "unlabeled":
+        return _unlabeled(root)
+    if spec.kind == "semicol" and not (root / "images").is_dir():
+        released = _semicol_release(root, split_file, by_site)
+        if released:
+            return released
     names = IMAGE_FOLDERS.get(spec.kind, ("images",))
     images_dir = next((root / n for n in names if (root / n).is_dir()), root / names[0])
     masks_dir = root / "masks"
@@ -157,6 +170,33 @@ def index_slides(spec: DataSpec, split_file: str = "", *, by_site: bool = True) 
             raise FedclError(f"image {str(image)!r} has no mask: expected {str(mask)!r}")
         site = _site_of(spec.kind, relative, sites, split_file) if by_site else "server"
         slides.append(Slide(image, mask, site))
+    return slides
+
+
+def _unlabeled(root: Path) -> list[Slide]:
+    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise FedclError(f"data folder {str(root)!r} has no images ({', '.join(IMAGE_SUFFIXES)})")
+    return [Slide(image, None, "server") for image in images]
+
+
+_SEMICOL_CENTRE = re.compile(r"^(.+?)_case", re.IGNORECASE)
+
+
+def _semicol_release(root: Path, split_file: str, by_site: bool) -> list[Slide]:
+    """SemiCOL as released: ``<case>/image/X.png`` and ``<case>/mask/X-labelled.png``."""
+    sites = _read_split(Path(split_file)) if split_file else {}
+    slides = []
+    for image in sorted(root.rglob("image/*.png")):
+        case = image.parent.parent
+        mask = case / "mask" / f"{image.stem}-labelled.png"
+        if not mask.exists():
+            raise FedclError(f"image {str(image)!r} has no mask: expected {str(mask)!r}")
+        centre = _SEMICOL_CENTRE.match(case.name)
+        site = centre.group(1).lower() if centre else case.name
+        if split_file:
+            site = _site_of("semicol", image.relative_to(root), sites, split_file)
+        slides.append(Slide(image, mask, site if by_site else "server"))
     return slides
 
 
@@ -203,6 +243,8 @@ def read_pair(slide: Slide, table: dict[int, int]) -> tuple[np.ndarray, np.ndarr
     try:
         with Image.open(slide.image) as handle:
             image = np.asarray(handle.convert("RGB"))
+        if slide.mask is None:  # unlabeled: every tile kept (tile() drops ignored ones)
+            return image, np.zeros(image.shape[:2], np.uint8)
         with Image.open(slide.mask) as handle:
             if handle.mode not in ("L", "P", "I", "I;16"):
                 raise FedclError(

@@ -6,7 +6,8 @@ data; when the stages of a run change the tissue architecture, the server's tile
 every architecture of the run in turn (a public atlas favours no stage). With
 ``server-data = "KIND:PATH"`` they are real tiles read from that folder (the real-data
 layouts of :mod:`fedcl.data.real`, every site in it), in a seeded order: the
-reference set from the start, the root set from after it.
+reference set from the start, the root set from after it. ``unlabeled:PATH`` (any
+images, no masks) serves the reference set only: FLTrust's root set needs labels.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from fedcl import seeds
 from fedcl.config import RunConfig
 from fedcl.data.dataset import TileDataset
-from fedcl.data.real import hospital_tiles, index_slides, label_table, parse_data
+from fedcl.data.real import IGNORE, hospital_tiles, index_slides, label_table, parse_data
 from fedcl.data.stain import Stain, perturb
 from fedcl.data.synthetic import NUM_CLASSES, generate_tiles
 from fedcl.errors import FedclError
@@ -57,7 +58,10 @@ def _real_tiles(config: RunConfig, start: int, count: int) -> TileDataset:
             f"{config.image_size}-px tiles; the server needs {start + count} "
             f"(reference-size {config.reference_size} + root-tiles {config.root_tiles})"
         )
-    return TileDataset(images[start : start + count], masks[start : start + count], NUM_CLASSES)
+    masks = masks[start : start + count]
+    if spec.kind == "unlabeled":
+        masks = np.full_like(masks, IGNORE)  # no pixel of an unlabeled tile is a class
+    return TileDataset(images[start : start + count], masks, NUM_CLASSES)
 
 
 def reference_images(config: RunConfig) -> np.ndarray:
