@@ -12,6 +12,7 @@ from flwr.clientapp import ClientApp
 
 from fedcl.audit import audit_mod
 from fedcl.hospital import handle_evaluate, handle_train
+from fedcl.simulation import drop_intended_flower_logs
 
 # audit_mod: with FEDCL_AUDIT_DIR set, every message in and out is described there
 # `flwr run .`'s simulation runtime loads this module, then calls ray.init() without an
@@ -19,6 +20,7 @@ from fedcl.hospital import handle_evaluate, handle_train
 # for good; "local" makes it start its own. An address the user set wins; fedcl's own
 # runs pass theirs explicitly.
 os.environ.setdefault("RAY_ADDRESS", "local")
+drop_intended_flower_logs()  # a simulated hospital's actor: its shutdown warning
 
 app = ClientApp(mods=[audit_mod])
 

@@ -36,15 +36,24 @@ FLOWER_ENV = {
 }
 
 # Flower log lines about choices fedcl makes on purpose, which would only confuse:
-# run_simulation is chosen on purpose (module docstring), and federated evaluation is
-# replaced by the server's own evaluation of every hospital's test tiles.
-_INTENDED = ("run_simulation", "fraction_evaluate is set to 0.0")
+# run_simulation is chosen on purpose (module docstring), federated evaluation is
+# replaced by the hospitals' own scoring inside the training round, and every hospital
+# actor logs a WARNING when the simulation stops it at the end of a run (Ray forwards it,
+# with colour codes, to the run's output).
+_INTENDED = ("run_simulation", "fraction_evaluate is set to 0.0", "Manually terminating")
 
 
 class _DropIntended(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         return not any(text in message for text in _INTENDED)
+
+
+def drop_intended_flower_logs() -> None:
+    """Drop Flower's log lines about what fedcl does on purpose (in this process)."""
+    flwr_logger = logging.getLogger("flwr")
+    if not any(isinstance(f, _DropIntended) for f in flwr_logger.filters):
+        flwr_logger.addFilter(_DropIntended())
 
 
 def backend_config(config: RunConfig, cluster: str = "") -> dict[str, Any]:
@@ -157,7 +166,7 @@ def simulate(
 
     flwr_logger = logging.getLogger("flwr")
     flwr_logger.setLevel(logging.INFO if verbose else logging.WARNING)
-    flwr_logger.addFilter(_DropIntended())
+    drop_intended_flower_logs()
     with local_ray(config, cluster):
         run_simulation(
             server_app=make_app(config, callbacks, resume),
