@@ -74,7 +74,7 @@ def test_a_staged_run_derives_its_rounds_unless_they_are_given(tmp_path, capsys)
     assert "must equal stages x rounds-per-stage = 2 x 2 = 4" in capsys.readouterr().err
 
 
-def test_bad_input_is_answered_before_ray_starts(monkeypatch, capsys):
+def test_bad_input_is_answered_before_ray_starts(tmp_path, monkeypatch, capsys):
     import fedcl.simulation
 
     def no_ray(*args, **kwargs):
@@ -86,14 +86,25 @@ def test_bad_input_is_answered_before_ray_starts(monkeypatch, capsys):
     assert main(["run", "--data", "bcss:/no/such/folder"]) == 2
     assert "does not exist" in capsys.readouterr().err
     # a layout problem is found without loading torch (fedcl.data.real.check_layout)
+    # a mask of another size than its image: read from the files' headers
+    from PIL import Image
+
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    for i, site in enumerate(("A1", "B6")):
+        name = f"TCGA-{site}-X{i}-DX1.png"
+        Image.new("RGB", (64, 64)).save(tmp_path / "images" / name)
+        Image.new("L", (32, 32) if i else (64, 64)).save(tmp_path / "masks" / name)
     script = (
         "import sys\nfrom fedcl.cli import main\n"
         "codes = [main(['run', '--data', 'bcss:/no/such/folder']),\n"
-        "         main(['run', '--strategy', 'fedavgg'])]\n"
-        "assert codes == [2, 2] and 'torch' not in sys.modules, (codes, 'torch' in sys.modules)\n"
+        "         main(['run', '--strategy', 'fedavgg']),\n"
+        f"         main(['run', '--data', 'bcss:{tmp_path}', '--clients', '2'])]\n"
+        "assert codes == [2, 2, 2] and 'torch' not in sys.modules, codes\n"
     )
     checked = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr[-2000:]
+    assert "is 32x32 pixels but its image is 64x64" in checked.stderr
 
 
 def test_a_run_never_overwrites_a_run_directory_unless_asked(tmp_path, monkeypatch, capsys):

@@ -256,10 +256,7 @@ def read_pair(slide: Slide, table: dict[int, int]) -> tuple[np.ndarray, np.ndarr
         broken = slide.mask if "mask" in str(err) else slide.image
         raise FedclError(f"cannot read {str(broken)!r} (unreadable or truncated): {err}") from None
     if codes.shape != image.shape[:2]:
-        raise FedclError(
-            f"mask {str(slide.mask)!r} is {codes.shape[1]}x{codes.shape[0]} pixels but its "
-            f"image is {image.shape[1]}x{image.shape[0]}: they must be the same size"
-        )
+        raise _size_mismatch(slide, codes.shape[::-1], image.shape[1::-1])
     unknown = sorted(set(np.unique(codes).tolist()) - set(table))
     if unknown:
         raise FedclError(
@@ -303,6 +300,28 @@ def check_layout(config: RunConfig) -> None:
             slides = index_slides(spec, split, by_site=by_site)
             if by_site:
                 hospital_slides(slides, config.clients)
+            for slide in slides:
+                _check_size(slide)
+
+
+def _check_size(slide: Slide) -> None:
+    """Check that a mask is the size of its image, from the files' headers alone."""
+    if slide.mask is None:
+        return
+    try:
+        with Image.open(slide.image) as image, Image.open(slide.mask) as mask:
+            image_size, mask_size = image.size, mask.size
+    except (OSError, UnidentifiedImageError, SyntaxError):
+        return  # unreadable: read_pair names the file and the reason
+    if mask_size != image_size:
+        raise _size_mismatch(slide, mask_size, image_size)
+
+
+def _size_mismatch(slide: Slide, mask: tuple[int, int], image: tuple[int, int]) -> FedclError:
+    return FedclError(
+        f"mask {str(slide.mask)!r} is {mask[0]}x{mask[1]} pixels but its image is "
+        f"{image[0]}x{image[1]}: they must be the same size"
+    )
 
 
 def hospital_slides(slides: list[Slide], clients: int) -> list[list[Slide]]:
