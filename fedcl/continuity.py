@@ -154,10 +154,36 @@ def pixel_index(
     return torch.cat(rows)
 
 
+def named_layers(model: nn.Module, attribute: str) -> list[nn.Module] | None:
+    """Return the layers a model names for DBC, or None when it names none.
+
+    A network can say which of its layers DBC should use, as the dotted names of its
+    submodules in a class attribute (names, not modules: a module attribute would join
+    the ``state_dict``): ``fedcl_feature_layer`` (one name: the layer whose input is the
+    feature map of ``representation = features``) and ``fedcl_input_layers`` (the
+    layers that read the tiles, for ``consolidate-input = false``). Without them DBC
+    takes the last convolution, and every convolution with the tiles' channel count.
+    """
+    names = getattr(model, attribute, None)
+    if names is None:
+        return None
+    names = (names,) if isinstance(names, str) else tuple(names)
+    try:
+        return [model.get_submodule(name) for name in names]
+    except AttributeError as err:
+        raise ValueError(f"{type(model).__name__}.{attribute}: {err}") from None
+
+
 def _last_conv(model: nn.Module) -> nn.Module:
+    named = named_layers(model, "fedcl_feature_layer")
+    if named:
+        return named[0]
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
     if not convs:
-        raise ValueError("representation='features' needs a model with a final convolution")
+        raise ValueError(
+            "representation='features' needs a model with a final convolution, or a "
+            "fedcl_feature_layer naming the layer whose input is the feature map"
+        )
     return convs[-1]
 
 
@@ -512,7 +538,14 @@ def _backtrack(
 
 
 def input_parameters(model: nn.Module, images: torch.Tensor) -> list[nn.Parameter]:
-    """Return the parameters of the convolutions that read the tiles (by channels in)."""
+    """Return the parameters of the layers that read the tiles.
+
+    The model's ``fedcl_input_layers`` (:func:`named_layers`), else every convolution
+    with the tiles' channel count as its input channels.
+    """
+    named = named_layers(model, "fedcl_input_layers")
+    if named is not None:
+        return [p for m in named for p in m.parameters()]
     channels = images.shape[1]
     return [
         p

@@ -373,3 +373,33 @@ def test_a_shift_is_consolidated_for_at_most_its_bound_and_survives_a_checkpoint
     restored = ShiftDetector(rho=1.0, window=5, bound=2)
     restored.load_state_dict(detector.state_dict())
     assert restored.update(5.0) and detector.update(5.0)
+
+
+class _Named(torch.nn.Module):
+    """A network that names its layers for DBC instead of leaving them to be guessed."""
+
+    fedcl_feature_layer = "head"
+    fedcl_input_layers = ("stem",)
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 6, 3, padding=1)
+        self.body = torch.nn.Conv2d(6, 7, 1)  # 7 channels: the feature map DBC should read
+        self.head = torch.nn.Conv2d(7, NUM_CLASSES, 1)
+        self.late = torch.nn.Conv2d(NUM_CLASSES, NUM_CLASSES, 1)  # the last conv: not it
+
+    def forward(self, x):
+        return self.late(self.head(self.body(self.stem(x))))
+
+
+def test_a_network_can_name_the_layers_dbc_uses():
+    model, images = _Named(), torch.rand(2, 3, 16, 16)
+    index = pixel_index(2, 16, 16, 8, seed=0)
+    assert model_outputs(model, images, index, "features").shape == (16, 7)
+    assert {id(p) for p in input_parameters(model, images)} == {
+        id(p) for p in model.stem.parameters()
+    }
+    assert "fedcl_feature_layer" not in str(model.state_dict().keys())  # names, not modules
+    model.fedcl_input_layers = ("nope",)
+    with pytest.raises(ValueError, match="_Named.fedcl_input_layers"):
+        input_parameters(model, images)
