@@ -185,6 +185,9 @@ SECTIONS = {
     "strategy": "Settings of one baseline strategy each",
     "server": "What the server accepts from a hospital, and the server's own tiles",
     "dbc": "Dynamic Barlow Continuity (strategy dbc); see the DBC page",
+    "dbc-variants": "DBC variants that were measured and not adopted (the one-round "
+    "filter rule, other consolidation steps and representations), kept so that the "
+    "results that compare them can be reproduced; the decision log says why each lost",
 }
 
 
@@ -370,10 +373,10 @@ class RunConfig:
         _DBC.evidence_floor, "DBC evidence: the typical peer score is at least this", section="dbc"
     )
     dbc_kappa: float = _opt(
-        _DBC.kappa, "DBC round rule: reject if > median + kappa * spread", section="dbc"
+        _DBC.kappa, "DBC round rule: reject if > median + kappa * spread", section="dbc-variants"
     )
     dbc_floor: float = _opt(
-        _DBC.floor, "DBC round rule: spread floor, fraction of median", section="dbc"
+        _DBC.floor, "DBC round rule: spread floor, fraction of median", section="dbc-variants"
     )
     dbc_beta: float = _opt(_DBC.beta, "DBC: EMA weight of the anchor's past", section="dbc")
     dbc_warmup: int = _opt(_DBC.warmup, "DBC: rounds before the anchor starts", section="dbc")
@@ -383,12 +386,12 @@ class RunConfig:
     dbc_optimizer: str = _opt(
         _DBC.optimizer,
         "DBC: consolidation steps: adam, or normalized (lr * g / rms(g))",
-        section="dbc",
+        section="dbc-variants",
     )
     dbc_consolidate_input: bool = _opt(
         _DBC.consolidate_input,
         "DBC: consolidation also moves the layers that read the tiles",
-        section="dbc",
+        section="dbc-variants",
     )
     dbc_monotone: bool = _opt(
         _DBC.monotone,
@@ -404,17 +407,17 @@ class RunConfig:
     dbc_calm_after_warmup: bool = _opt(
         _DBC.calm_after_warmup,
         "DBC adaptive: calm history starts after warm-up (else round 2)",
-        section="dbc",
+        section="dbc-variants",
     )
     dbc_confident: float = _opt(
         _DBC.confident,
         "DBC: consolidate only where the anchor's top class prob >= this",
-        section="dbc",
+        section="dbc-variants",
     )
     dbc_movement_from: str = _opt(
         _DBC.movement_from,
         "DBC adaptive: movement from start or (unconsolidated) aggregate",
-        section="dbc",
+        section="dbc-variants",
     )
     dbc_shift_rounds: int = _opt(
         _DBC.shift_rounds,
@@ -427,7 +430,9 @@ class RunConfig:
     dbc_pixels_per_image: int = _opt(
         _DBC.pixels_per_image, "DBC: pixels per reference tile", section="dbc"
     )
-    dbc_representation: str = _opt(_DBC.representation, "DBC: probs or features", section="dbc")
+    dbc_representation: str = _opt(
+        _DBC.representation, "DBC: probs or features", section="dbc-variants"
+    )
     dbc_filter: bool = _opt(
         _DBC.filter, "DBC: reject outliers against the peer consensus", section="dbc"
     )
