@@ -49,70 +49,53 @@ class DBCSettings:
     ``RunConfig`` exposes each as a ``dbc-<name>`` key; see :mod:`fedcl.continuity`.
     """
 
+    # Why each default is what it is, with the measurements: docs/dbc.md ("When to
+    # change them") and the decision log; the comments here say what a value means.
     # "evidence": reject a hospital whose peer scores sit persistently above the honest
     # majority's (mean log ratio over its last `window` rounds > tau); "round": the first
-    # version's one-round rule (median + kappa * MAD); "oracle": reject exactly the hospitals
-    # the scenario drifted (simulation only: an upper bound for any filter, not a rule).
-    # docs/RESULTS.md has the comparison.
+    # version's one-round rule (median + kappa * MAD); "oracle": reject exactly the
+    # hospitals the scenario drifted (simulation only: the bound of any filter).
     filter_rule: str = "evidence"
-    # evidence: mean log(p / typical p) above which a hospital is rejected, and a floor
-    # under the typical peer score. A calm federation's typical score is tiny (iid:
-    # 0.001-0.017), so an honest hospital a little different from the rest stood 10x
-    # above it round after round: 23 of 225 iid replies rejected at tau 1.5 without a
-    # floor, none at 0.02 and 1.25 with the drifted ones still found (replayed on
-    # 15 runs, docs/RESULTS.md: "DBC without false alarms").
     tau: float = 1.25
+    # A floor under the typical peer score: a calm federation's typical score is tiny,
+    # and an honest hospital a little different from the rest would stand far above it.
     evidence_floor: float = 0.02
     kappa: float = 3.0  # round rule: reject above median + kappa * robust spread
     floor: float = 0.05  # round rule: spread floor, fraction of the median peer score
     beta: float = 0.9  # EMA weight of the anchor's past
     warmup: int = 3  # rounds before the anchor starts (the model is still near random)
-    # "adaptive": only while the hospitals share a shift (docs/RESULTS.md: "always" cost
-    # 0.08 Dice in iid and 0.13 ACC under forgetting; adaptive costs nothing in iid).
+    # "adaptive": only while the hospitals share a shift ("always" costs new learning in
+    # rounds where nothing shifted).
     consolidation: str = "adaptive"
-    # Every consolidated round trades new-stage learning for old-stage memory: 10 steps
-    # undid a round's learning on R entirely (seed 0: forgetting 0.36 -> 0.13, ACC 0.37
-    # -> 0.24). With the calm history after warm-up, 1 step (3 seeds): ACC 0.389 vs
-    # FedAvg 0.383, forgetting 0.268 vs 0.346; 2 steps: 0.358 / 0.204 (docs/RESULTS.md).
+    # Every consolidated step trades new-stage learning for old-stage memory.
     steps: int = 1  # consolidation optimizer steps per round
     lr: float = 1e-3  # consolidation learning rate
-    # "adam" (the first version's): a fresh Adam each round, so one step moves every parameter by
-    # ~lr whatever its gradient (a sign step); "normalized": gradient descent with the
-    # step scaled to the same root-mean-square size, lr * g / rms(g), so parameters move
-    # in proportion to how much they change the continuity loss.
+    # "adam": a fresh Adam each round, so one step moves every parameter by ~lr whatever
+    # its gradient (a sign step); "normalized": gradient descent with the step scaled to
+    # the same root-mean-square size, lr * g / rms(g).
     optimizer: str = "adam"
     # False: consolidation leaves the convolutions that read the RGB tiles as the
-    # hospitals left them (a new stage's stain is re-learned there; the continuity
-    # loss's gradient sits almost all in them, docs/RESULTS.md).
+    # hospitals left them (where the continuity loss's gradient mostly sits).
     consolidate_input: bool = True
-    # Undo a consolidation step that raised the continuity loss it minimises, and stop.
-    # A fresh Adam's first step moves every parameter by ~lr whatever its gradient; near
-    # the anchor that overshoots (measured: client drift with the drifted hospitals left
-    # out, loss 0.156 -> 0.179 and Dice 0.58 -> 0.34 in one step; docs/RESULTS.md).
+    # Shorten (by halves), or undo, a consolidation step that raised the continuity loss
+    # it minimises: near the anchor a fresh Adam's first step overshoots.
     monotone: bool = True
-    # adaptive: consolidate when the movement exceeds (1 + rho) x its recent calm median.
-    # Measured (seed 0): a stage shift moves it 11x, ordinary rounds up to 2.2x; at
-    # rho = 1 a 2.2x round in client-drift started consolidation that kept itself going
-    # (re-learning what it undid is movement too) and cost 0.3 Dice.
+    # adaptive: consolidate when the movement exceeds (1 + rho) x its recent calm median
+    # (a stage shift moves it several times further than an ordinary round).
     rho: float = 3.0
     window: int = 10  # rounds of history that make "recent" (evidence, adaptive)
     # adaptive: True, the calm history starts after warm-up; False, with round 2 (round
-    # 1 leaves the random start, 10-30x a calm round's movement). After warm-up, a stage
-    # shorter than warm-up + 2 rounds had no calm level to jump from: its first
-    # boundary was never consolidated (docs/RESULTS.md).
+    # 1 leaves the random start). After warm-up, a short stage had no calm level to
+    # jump from.
     calm_after_warmup: bool = False
     # adaptive: movement of a reply from the model it started from ("start") or from the
     # last aggregate before consolidation ("aggregate": re-learning what consolidation
     # undid is then no movement, so consolidation cannot keep its own trigger going).
     movement_from: str = "start"
     # adaptive: consolidate at most this many rounds of one shift (0: no bound). Past it
-    # the shift stays out of the calm history but is not consolidated until movement is
-    # back to calm once: consolidation pulls the model back, the hospitals re-learn, and
-    # re-learning is movement, so an unbounded shift could keep itself going to the end
-    # of a run. Measured (3 seeds, docs/RESULTS.md), 3 against unbounded: forgetting
-    # ACC 0.481 vs 0.436 (FedAvg 0.471), drift and forgetting 0.468 vs 0.452; the new
-    # stage is then learned as FedAvg learns it (0.71 vs 0.48). iid and client drift
-    # never consolidated: the same runs.
+    # the shift is left alone until movement is back to calm once: the hospitals
+    # re-learning what consolidation undid is movement too, so an unbounded shift could
+    # keep itself going to the end of a run.
     shift_rounds: int = 3
     # consolidate only on the reference pixels where the anchor's top class probability
     # is at least this (what the old model knew); 0: every pixel. probs only.
@@ -169,7 +152,7 @@ class DBCSettings:
 _DBC = DBCSettings()
 # Keys whose default changed after run directories were first written: the value a run
 # recorded without the key ran with (RunConfig.from_run_dir): until version 0.3 stages
-# shifted stain and class mix, and DBC's evidence had no floor (docs/RESULTS.md).
+# shifted stain and class mix, and DBC's evidence had no floor (docs/decision-log.md).
 RECORDED_BEFORE: dict[str, Scalar] = {"stage-shift": "stain", "dbc-evidence-floor": 0.0}
 # Keys only one built-in strategy reads: field-name prefix -> strategy (RunConfig.as_read).
 _OWN_KEYS = {"dbc_": "dbc", "lwf_": "lwf"}
@@ -253,10 +236,9 @@ class RunConfig:
     optimizer: str = _opt("adam", "local optimizer: adam or sgd (momentum 0.9)", section="training")
     # What a hospital's BatchNorm statistics describe when it replies: "running", the
     # averages PyTorch keeps while the weights change (momentum 0.1: a quarter still from
-    # the global model after 13 batches); "recomputed", its final weights on its tiles.
-    # Measured (client drift, FedAvg, 3 seeds): running made the global model's Dice
-    # jump 0.09 a round on average (up to 0.30) late in training, recomputed 0.03
-    # (docs/RESULTS.md); it costs one forward pass over the tiles.
+    # the global model after 13 batches); "recomputed", its final weights on its tiles,
+    # for one more forward pass (running statistics made the global model's Dice jump
+    # between rounds: docs/decision-log.md).
     bn_stats: str = _opt(
         "recomputed", "BatchNorm statistics sent: running or recomputed", section="training"
     )
@@ -340,7 +322,7 @@ class RunConfig:
     min_replies: int = _opt(
         1, "fewest usable replies a round aggregates (else: model kept)", section="server"
     )
-    # Honest early rounds moved the default model by 0.5-2.9 x its norm (measured; BatchNorm
+    # Honest early rounds move the default model by about its own norm (BatchNorm
     # statistics move most); scaled or exploding updates are orders of magnitude beyond.
     max_update_ratio: float = _opt(
         100.0, "drop a reply with ||w - global|| > this x ||global||", section="server"
