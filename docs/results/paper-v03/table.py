@@ -30,6 +30,8 @@ def cell(row: dict[str, str] | None, key: str) -> str:
     if row is None or not row.get(f"{key}_mean"):
         return "-"
     mean, std = float(row[f"{key}_mean"]), row.get(f"{key}_std") or "0"
+    if len(row.get("seeds", "").split()) == 1:
+        return f"{mean:.3f} (seed {row['seeds']})"
     return f"{mean:.3f} ± {float(std):.3f}"
 
 
