@@ -125,7 +125,13 @@ def _deploy(out: Path, *args: str, env: dict | None = None) -> subprocess.Comple
     )
 
 
-@pytest.mark.parametrize("tls", [False, True], ids=["insecure", "tls"])
+# The insecure variant runs the same processes without certificates (its flags are
+# checked quickly by test_local_deployment_runs_the_compose_commands): slow-marked to keep
+# the default suite under 15 minutes on 2 cores.
+@pytest.mark.parametrize(
+    "tls",
+    [pytest.param(False, id="insecure", marks=pytest.mark.slow), pytest.param(True, id="tls")],
+)
 def test_deploy_local_runs_dbc_to_completion(tmp_path, tls):
     out, audit = tmp_path / "run", tmp_path / "audit"
     audit.mkdir()
