@@ -573,15 +573,18 @@ class RunConfig:
         ``as_read()`` give the same run: ``fedcl compare`` keeps a finished FedAvg run
         when only a DBC default changed.
         """
-        unread = [prefix for prefix, name in _OWN_KEYS.items() if name != self.strategy]
         defaults = RunConfig()
         return self.replace(
             **{
                 f.name: getattr(defaults, f.name)
                 for f in fields(self)
-                if f.name.startswith(tuple(unread))
+                if self._owned_by_another_strategy(f.name)
             }
         )
+
+    def _owned_by_another_strategy(self, name: str) -> bool:
+        """Whether field ``name`` belongs to a built-in strategy other than this run's."""
+        return any(name.startswith(p) for p, owner in _OWN_KEYS.items() if owner != self.strategy)
 
     def unread_keys(self) -> list[str]:
         """Return the keys this run does not read (written, commented, in config.toml).
@@ -598,8 +601,7 @@ class RunConfig:
             "reference_size": ("dbc", "fltrust"),  # fltrust: its root set follows it
         }
         unread = {n for n, readers in strategy.items() if self.strategy not in readers}
-        unread |= {f.name for f in fields(self) if f.name.startswith(("dbc_", "lwf_"))}
-        unread -= {f.name for f in fields(self) if f.name.startswith(f"{self.strategy}_")}
+        unread |= {f.name for f in fields(self) if self._owned_by_another_strategy(f.name)}
         if self.scenario not in DRIFTING:
             unread |= {"drift_ratio", "drift_kind", "drift_strength", "drift_start_round"}
         if self.scenario not in STAGED:

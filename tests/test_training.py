@@ -204,3 +204,9 @@ def test_training_and_evaluation_on_cuda_agree_with_cpu():
     after = [evaluate(m, data) for m in (cpu, gpu)]
     assert after[1].loss == pytest.approx(after[0].loss, rel=0.05)
     assert after[1].loss < before[1].loss
+
+
+def test_the_light_list_of_builtin_model_names_is_the_catalog():
+    from fedcl.plugins import MODELS as NAMES
+
+    assert NAMES.builtin == tuple(MODELS)
