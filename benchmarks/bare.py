@@ -21,7 +21,7 @@ from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES, TileDataset
 from fedcl.hospital import round_seed
 from fedcl.models import build_model
-from fedcl.scenarios import held_out_dataset, train_dataset
+from fedcl.scenarios import scenario_of
 from fedcl.training import evaluate, train_local
 
 
@@ -30,7 +30,7 @@ def run_bare(config: RunConfig) -> dict:
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     global_model = build_model(config.model, NUM_CLASSES)
-    tests = [held_out_dataset(config, h, 0) for h in range(config.clients)]
+    tests = [scenario_of(config).test_dataset(h, 0) for h in range(config.clients)]
     data: dict[int, TileDataset] = {}
     local = build_model(config.model, NUM_CLASSES)
     train_seconds: list[float] = []
@@ -45,7 +45,7 @@ def run_bare(config: RunConfig) -> dict:
         states, weights = [], []
         for h in range(config.clients):
             if h not in data:  # generated once, as fedcl caches it per hospital
-                data[h] = train_dataset(config, h, server_round)
+                data[h] = scenario_of(config).train_dataset(h, server_round)
             local.load_state_dict(global_model.state_dict())
             began = time.perf_counter()
             result = train_local(

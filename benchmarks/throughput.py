@@ -26,7 +26,7 @@ from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES
 from fedcl.hospital import round_seed
 from fedcl.models import build_model
-from fedcl.scenarios import train_dataset
+from fedcl.scenarios import scenario_of
 from fedcl.training import train_local
 
 
@@ -35,7 +35,7 @@ def bare_seconds(config: RunConfig, repeats: int) -> list[float]:
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(config.client_cpus)))
     try:
-        data = train_dataset(config, 0, 1)
+        data = scenario_of(config).train_dataset(0, 1)
         model = build_model(config.model, NUM_CLASSES)
         schedule = config.local_schedule()
         train_local(model, data, **schedule, seed=0)  # warm-up, as the actors are by round 2

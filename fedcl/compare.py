@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedcl.config import SCENARIOS, STAGED, RunConfig, Scalar, parse_setting
+from fedcl.config import RunConfig, Scalar, parse_setting
 from fedcl.errors import FedclError
 from fedcl.plots import plot_comparison
 from fedcl.recorder import read_metrics
+from fedcl.scenarios import SCENARIOS, scenario_class
 
 VARIANT = "+"  # separates an entry's strategy from its own settings
 
@@ -78,7 +79,7 @@ def parse_list(text: str, every: Sequence[str]) -> list[str]:
 
 def run_name(label: str, seed: int) -> str:
     """Directory name of one run: the entry's label (made path-safe) and the seed."""
-    return f"{re.sub(r'[^A-Za-z0-9_.+=-]+', '_', label)}-s{seed}"
+    return f"{_path_safe(label)}-s{seed}"
 
 
 def label_of(run_dir: Path) -> str:
@@ -148,10 +149,9 @@ def run_scenarios(
     naming one scenario each can fill one comparison).
     """
     for name in scenarios:
-        if name not in SCENARIOS:
-            raise FedclError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+        SCENARIOS.check(name)
     if scenarios:
-        configs = [(base.replace(scenario=name), out / name) for name in scenarios]
+        configs = [(base.replace(scenario=name), out / _path_safe(name)) for name in scenarios]
     else:
         configs = [(base, out)]
     for config, _ in configs:
@@ -167,18 +167,20 @@ def run_scenarios(
 
 def comparison_dirs(out: Path) -> list[Path]:
     """Return the scenario sub-directories of a several-scenario comparison."""
-    return [out / s for s in SCENARIOS if any((out / s).glob("*/summary.json"))]
+    held = sorted(d for d in out.iterdir() if any(d.glob("*/summary.json"))) if out.is_dir() else []
+    builtin = [out / name for name in SCENARIOS.builtin]
+    return [d for d in builtin if d in held] + [d for d in held if d not in builtin]
 
 
-# The headline figure per scenario: final Dice where nothing is staged, ACC and
-# forgetting where it is, as run and with the hospitals' own statistics.
-STAGED_HEADLINE = ("acc", "forgetting", "acc_local_stats", "forgetting_local_stats")
-HEADLINE = {
-    "iid": ("final_dice",),
-    "client-drift": ("final_dice", "precision", "recall"),
-    "catastrophic-forgetting": STAGED_HEADLINE,
-    "drift-and-forgetting": (*STAGED_HEADLINE, "precision", "recall"),
-}
+def headline(directory: Path) -> tuple[str, ...]:
+    """Return the headline figures of a scenario's comparison: its scenario's own choice."""
+    summaries = sorted(directory.glob("*/summary.json"))
+    name = json.loads(summaries[0].read_text())["scenario"] if summaries else "iid"
+    return scenario_class(name).headline
+
+
+def _path_safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+=-]+", "_", name)
 
 
 def write_overview(out: Path) -> None:
@@ -194,7 +196,7 @@ def write_overview(out: Path) -> None:
             write_comparison(d)
     tables = {d.name: comparison_table(d) for d in dirs}
     labels = list(dict.fromkeys(label for table in tables.values() for label in table))
-    columns = [(name, c) for name in tables for c in HEADLINE.get(name, ("final_dice",))]
+    columns = [(d.name, c) for d in dirs for c in headline(d)]
     lines = [
         "# fedcl compare",
         "",
@@ -259,7 +261,7 @@ def workload(out: Path) -> str:
     config = RunConfig.from_run_dir(configs[0].parent)
     stages = (
         f" ({config.stages} stages of {config.rounds_per_stage}, stage shift {config.stage_shift})"
-        if config.scenario in STAGED
+        if config.staged
         else ""
     )
     return (

@@ -30,7 +30,7 @@ from torch import nn
 from fedcl.config import RunConfig
 from fedcl.data.dataset import TileDataset
 from fedcl.normalization import has_running_stats
-from fedcl.scenarios import num_stages, stage_end_rounds, stage_of
+from fedcl.scenarios import scenario_of
 from fedcl.training import evaluate, recompute_batchnorm
 
 
@@ -72,9 +72,10 @@ def evaluated_stages(config: RunConfig, server_round: int) -> range:
     Every stage seen so far; every stage at the end of a stage (a row of the stage x
     stage matrix, whose later columns show what an old model knows of the future).
     """
-    if server_round in stage_end_rounds(config):
-        return range(num_stages(config))
-    return range(stage_of(config, server_round) + 1)
+    scenario = scenario_of(config)
+    if server_round in scenario.stage_end_rounds():
+        return range(scenario.num_stages())
+    return range(scenario.stage_of(server_round) + 1)
 
 
 def evaluate_hospital(
@@ -111,9 +112,10 @@ def round_evaluation(
     hospital that sent nothing); ``dice``: their mean; ``dice_per_stage``: the mean
     over hospitals per stage (None where not evaluated), and the same ``*_local_stats``.
     """
-    current = stage_of(config, server_round)
+    scenario = scenario_of(config)
+    current = scenario.stage_of(server_round)
     seen = range(current + 1)
-    stages = num_stages(config)
+    stages = scenario.num_stages()
 
     def per_stage(pick: str) -> list[float | None]:
         return [

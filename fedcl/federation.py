@@ -28,7 +28,7 @@ from fedcl.evaluation import HospitalFigures, evaluate_hospital, evaluated_stage
 from fedcl.hospital import EVALUATION_KEY, LOCAL_NORM_KEY
 from fedcl.models import build_model
 from fedcl.recorder import RoundCallback, RunRecorder, read_checkpoint, read_metrics
-from fedcl.scenarios import held_out_dataset
+from fedcl.scenarios import scenario_of
 from fedcl.strategies import build_strategy
 from fedcl.strategies.replies import partition_of
 from fedcl.training import resolve_device
@@ -90,12 +90,12 @@ class RoundEnd:
             self._model = build_model(self.config.model, NUM_CLASSES)
             self._model.to(resolve_device(self.config.device))
         self._model.load_state_dict(arrays.to_torch_state_dict())
-        figures = {}
+        figures, scenario = {}, scenario_of(self.config)
         for h in range(self.config.clients):
             tests = {}
             for stage in evaluated_stages(self.config, server_round):
                 if (h, stage) not in self._test_sets:
-                    self._test_sets[h, stage] = held_out_dataset(self.config, h, stage)
+                    self._test_sets[h, stage] = scenario.test_dataset(h, stage)
                 tests[stage] = self._test_sets[h, stage]
             figures[h] = evaluate_hospital(self._model, tests, batch_size=self.config.batch_size)
         return figures

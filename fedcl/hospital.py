@@ -34,7 +34,7 @@ from fedcl.errors import FedclError
 from fedcl.evaluation import evaluate_hospital, evaluated_stages
 from fedcl.models import build_model
 from fedcl.normalization import local_norm_keys
-from fedcl.scenarios import held_out_dataset, is_drifted, stage_of, train_dataset
+from fedcl.scenarios import scenario_of
 from fedcl.strategies.lwf import TEACHER_KEY, TEMPERATURE_KEY, WEIGHT_KEY
 from fedcl.strategies.replies import PARTITION_KEY
 from fedcl.training import Penalty, device_of, resolve_device, train_local
@@ -81,14 +81,15 @@ def local_train_data(
     Generated when first needed and again only when the stage or drift status
     changes; the previous stage's tiles are then gone, as in the scenario.
     """
+    scenario = scenario_of(config)
     fingerprint = _fingerprint(
         config,
         hospital,
-        stage=stage_of(config, server_round),
-        drifted=is_drifted(config, hospital, server_round),
+        stage=scenario.stage_of(server_round),
+        drifted=scenario.is_drifted(hospital, server_round),
     )
     return _cached_tiles(
-        state, _TRAIN_KEY, fingerprint, lambda: train_dataset(config, hospital, server_round)
+        state, _TRAIN_KEY, fingerprint, lambda: scenario.train_dataset(hospital, server_round)
     )
 
 
@@ -101,12 +102,13 @@ def local_test_sets(
     is given those of the stages to come at each stage end), so that the stage x stage
     matrix can be filled without any tile leaving it.
     """
+    scenario = scenario_of(config)
     return {
         stage: _cached_tiles(
             state,
             f"{_TEST_KEY}-{stage}",
             _fingerprint(config, hospital, stage=stage, split="test"),
-            lambda stage=stage: held_out_dataset(config, hospital, stage),  # type: ignore[misc]
+            lambda stage=stage: scenario.test_dataset(hospital, stage),  # type: ignore[misc]
         )
         for stage in evaluated_stages(config, server_round)
     }
@@ -181,7 +183,7 @@ def penalties(got: _Received, state: RecordDict) -> list[Penalty]:
     in ``state``; in the first stage there is none.
     """
     weight, temperature = got.distill
-    stage = stage_of(got.config, got.server_round)
+    stage = scenario_of(got.config).stage_of(got.server_round)
     if weight == 0 or stage == 0:
         return []
     meta = state.config_records.get(f"{_TEACHER_KEY}-meta")

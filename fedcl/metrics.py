@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fedcl.config import RunConfig
-from fedcl.scenarios import is_drifted, stage_end_rounds
+from fedcl.scenarios import scenario_of
 
 Matrix = Sequence[Sequence[float | None]]
 
@@ -46,7 +46,7 @@ def detection(config: RunConfig, records: Sequence[dict[str, Any]]) -> dict[str,
     reports no decisions at all.
     """
     tp = fp = fn = 0
-    reported = False
+    reported, scenario = False, scenario_of(config)
     for record in records:
         report = record.get("aggregation") or {}
         if "decisions" not in report or "hospitals" not in report:
@@ -56,7 +56,7 @@ def detection(config: RunConfig, records: Sequence[dict[str, Any]]) -> dict[str,
             if hospital is None:
                 continue
             rejected = decision != "accepted"
-            drifted = is_drifted(config, hospital, record["round"])
+            drifted = scenario.is_drifted(hospital, record["round"])
             tp += rejected and drifted
             fp += rejected and not drifted
             fn += drifted and not rejected
@@ -79,7 +79,7 @@ def dice_matrix(
     by_round = {r["round"]: r for r in records}
     return [
         list(by_round[end][key])
-        for end in stage_end_rounds(config)
+        for end in scenario_of(config).stage_end_rounds()
         if end in by_round and by_round[end].get(key) is not None
     ]
 

@@ -1,17 +1,22 @@
-"""Every configuration key as a Markdown reference, from the configuration itself.
+"""What is generated from the keys' declarations: the options page and Flower's defaults.
 
-The page is built from :class:`~fedcl.config.RunConfig`'s own declarations (default,
-help text, section, whether a key shapes the tiles).
+Both are built from :func:`fedcl.config.keys` (default, help text, section, whether a
+key shapes the tiles), and tests keep the committed copies current. After changing a
+key, regenerate them::
 
-``docs/options.md`` is this module's output and a test keeps it current; regenerate it
-after changing a key with ``python -m fedcl.options > docs/options.md``.
+    python -m fedcl.options > docs/options.md
+    python -m fedcl.options --pyproject     # rewrites [tool.flwr.app.config] in place
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
+import re
+import sys
+from pathlib import Path
 
-from fedcl.config import SECTIONS, RunConfig, key_of
+import tomli_w
+
+from fedcl.config import SECTIONS, RunConfig, keys
 
 _HEADER = """\
 # All options
@@ -40,12 +45,11 @@ def _cell(value: object) -> str:
 def options_markdown() -> str:
     """Return the reference page: one table per section, keys in declaration order."""
     by_section: dict[str, list[str]] = {name: [] for name in SECTIONS}
-    for f in fields(RunConfig):
-        meta = f.metadata
-        meaning = meta["help"].replace("|", "\\|").replace("<", "&lt;")
-        tiles = "yes" if meta["data"] else ""
-        row = f"| `{key_of(f.name)}` | {_cell(f.default)} | {meaning} | {tiles} |"
-        by_section[meta["section"]].append(row)
+    for key in keys():
+        meaning = key.help.replace("|", "\\|").replace("<", "&lt;")
+        tiles = "yes" if key.shapes_data else ""
+        row = f"| `{key.name}` | {_cell(key.default)} | {meaning} | {tiles} |"
+        by_section[key.section].append(row)
     parts = [_HEADER]
     for name, rows in by_section.items():
         parts.append(f"## {name}\n\n{SECTIONS[name]}.\n\n{_TABLE_HEAD}")
@@ -53,5 +57,27 @@ def options_markdown() -> str:
     return "\n".join(parts)
 
 
+_FLOWER_TABLE = "[tool.flwr.app.config]"
+# The block runs from its table header to the next comment line that starts a section.
+_FLOWER_BLOCK = re.compile(r"^\[tool\.flwr\.app\.config\]\n.*?(?=^# ---)", re.M | re.S)
+
+
+def flower_config() -> str:
+    """Return ``[tool.flwr.app.config]``: every key at its default, for ``flwr run``."""
+    return f"{_FLOWER_TABLE}\n{tomli_w.dumps(RunConfig().to_mapping())}\n"
+
+
+def with_flower_config(pyproject: str) -> str:
+    """Return ``pyproject`` (the text) with its ``[tool.flwr.app.config]`` block regenerated."""
+    if not _FLOWER_BLOCK.search(pyproject):
+        raise ValueError(f"no {_FLOWER_TABLE} block followed by a '# ---' comment line")
+    return _FLOWER_BLOCK.sub(lambda _: flower_config(), pyproject, count=1)
+
+
 if __name__ == "__main__":
-    print(options_markdown(), end="")
+    if sys.argv[1:] == ["--pyproject"]:
+        path = Path("pyproject.toml")
+        path.write_text(with_flower_config(path.read_text()))
+        print(f"rewrote {_FLOWER_TABLE} in {path}")
+    else:
+        print(options_markdown(), end="")

@@ -17,7 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from fedcl.config import STAGED, RunConfig
+from fedcl.config import RunConfig
 
 
 class RoundProgress:
@@ -64,7 +64,7 @@ class RoundProgress:
         """Show a completed round record (round 0 is the initial model)."""
         dice = record["dice"]
         status = f"Dice {dice:.3f}" if dice is not None else "Dice n/a"
-        if self.config.scenario in STAGED:
+        if self.config.staged:
             status = f"stage {record['stage'] + 1}/{self.config.stages} | {status}"
         decisions = (record.get("aggregation") or {}).get("decisions")
         if decisions:
@@ -121,7 +121,7 @@ def summary_lines(summary: dict[str, Any], run_dir: str, lead: str = "done") -> 
 
 def _provenance_lines(config: RunConfig) -> list[str]:
     """Return what the run uses that a researcher should not have to guess."""
-    from fedcl.scenarios import hospital_sources, provenance
+    from fedcl.scenarios.tiles import hospital_sources, provenance
 
     if config.data == "synthetic":
         return []

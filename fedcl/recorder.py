@@ -25,7 +25,7 @@ from typing import Any
 import tomli_w
 import torch
 
-from fedcl.config import STAGED, RunConfig
+from fedcl.config import RunConfig
 from fedcl.errors import FedclError
 from fedcl.metrics import summarize
 
@@ -186,7 +186,7 @@ def write_report(
             local=summary["dice_matrix_local_stats"],
         )
     if any("peer_scores" in (r.get("aggregation") or {}) for r in records):
-        tau = config.dbc_tau if config.dbc_filter_rule == "evidence" else None
+        tau = config.dbc.tau if config.dbc.filter_rule == "evidence" else None
         plot_dbc(records, run_dir / "dbc.png", title=title, tau=tau, names=names)
     return summary
 
@@ -220,7 +220,7 @@ def read_checkpoint(run_dir: str | Path) -> dict[str, Any]:
 
 def _title(config: RunConfig) -> str:
     data = "synthetic" if config.data == "synthetic" else config.data.split(":", 1)[0].upper()
-    scenario = config.scenario + (f" ({config.stage_shift})" if config.scenario in STAGED else "")
+    scenario = config.scenario + (f" ({config.stage_shift})" if config.staged else "")
     return (
         f"{config.strategy} on {scenario}, {config.clients} hospitals, {data} data, "
         f"seed {config.seed}"
@@ -232,7 +232,7 @@ def write_provenance(config: RunConfig, run_dir: Path) -> dict[str, Any]:
 
     A server that cannot see the hospitals' real data (a deployment) says so instead.
     """
-    from fedcl.scenarios import provenance
+    from fedcl.scenarios.tiles import provenance
 
     try:
         found = provenance(config)

@@ -17,7 +17,7 @@ import tomli_w
 
 from fedcl.cli import main
 from fedcl.compare import parse_entry, run_all, run_scenarios, write_comparison
-from fedcl.config import RunConfig
+from fedcl.config import DBCSettings, RunConfig
 from fedcl.processes import processes_with_env, stop_tagged
 from fedcl.recorder import read_metrics
 
@@ -188,7 +188,7 @@ def _fake_run(calls):
         summary = {
             "final_dice": 0.5
             + 0.1 * config.seed
-            + (0.2 if config.dbc_consolidation == "off" else 0),
+            + (0.2 if config.dbc.consolidation == "off" else 0),
             "strategy": config.strategy,
             "scenario": config.scenario,
             "seed": config.seed,
@@ -213,7 +213,7 @@ def test_entries_carry_their_own_settings_and_get_a_row_each(tmp_path):
         "dbc+dbc-consolidation=off+dbc-steps=20-s1",
     ]
     variant = calls[2][0]
-    assert variant.strategy == "dbc" and variant.dbc_steps == 20 and variant.rounds == 2
+    assert variant.strategy == "dbc" and variant.dbc.steps == 20 and variant.rounds == 2
     table = write_comparison(tmp_path)
     # rows in the command's order, not the alphabet's; the workload said once
     assert list(table) == ["fedavg", "dbc+dbc-consolidation=off+dbc-steps=20"]
@@ -247,8 +247,8 @@ def test_a_changed_dbc_setting_reruns_dbc_runs_only(tmp_path):
     calls = []
     run_all(RunConfig(rounds=2), entries, [0], tmp_path, _fake_run(calls))
     calls.clear()  # FedAvg does not read dbc-tau: its finished run is still this one
-    run_all(RunConfig(rounds=2, dbc_tau=9.0), entries, [0], tmp_path, _fake_run(calls))
-    assert [(c.strategy, c.dbc_tau) for c, _ in calls] == [("dbc", 9.0)]
+    run_all(RunConfig(rounds=2, dbc=DBCSettings(tau=9.0)), entries, [0], tmp_path, _fake_run(calls))
+    assert [(c.strategy, c.dbc.tau) for c, _ in calls] == [("dbc", 9.0)]
 
 
 def test_several_scenarios_get_a_table_each_and_an_overview(tmp_path, capsys):

@@ -10,10 +10,15 @@ from fedcl.errors import FedclError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_pyproject_flower_config_mirrors_the_defaults():
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    flower_defaults = pyproject["tool"]["flwr"]["app"]["config"]
+def test_pyproject_flower_config_is_generated_and_current():
+    from fedcl.options import flower_config, with_flower_config
+
+    text = (ROOT / "pyproject.toml").read_text()
+    assert with_flower_config(text) == text, "run: python -m fedcl.options --pyproject"
+    assert flower_config() in text
+    flower_defaults = tomllib.loads(text)["tool"]["flwr"]["app"]["config"]
     assert flower_defaults == RunConfig().to_mapping()
+    assert RunConfig.from_mapping(flower_defaults) == RunConfig()
 
 
 def test_round_trip_through_kebab_case_mapping():
@@ -76,7 +81,7 @@ def test_a_run_recorded_before_a_key_existed_is_read_as_it_ran(tmp_path):
     del old["stage-shift"], old["dbc-evidence-floor"]
     (tmp_path / "config.toml").write_text(tomli_w.dumps(old))
     assert RunConfig.from_run_dir(tmp_path).stage_shift == "stain" == RECORDED_BEFORE["stage-shift"]
-    assert RunConfig.from_run_dir(tmp_path).dbc_evidence_floor == 0.0
+    assert RunConfig.from_run_dir(tmp_path).dbc.evidence_floor == 0.0
     assert RunConfig.from_toml(tmp_path / "config.toml").stage_shift == "tissue"  # a user's file
 
 

@@ -112,7 +112,7 @@ def test_lwf_tells_the_hospitals_how_to_distil():
     cls, kwargs = STRATEGIES["lwf"]
     config = RunConfig.from_mapping(
         {"scenario": "catastrophic-forgetting", "stages": 2, "rounds-per-stage": 2}
-    ).replace(lwf_weight=0.5, lwf_temperature=3.0)
+    ).with_keys({"lwf-weight": 0.5, "lwf-temperature": 3.0})
     strategy = cls(**kwargs(config))
     assert isinstance(strategy, LwF)
     models = [ArrayRecord(build_model("unet", NUM_CLASSES).state_dict()) for _ in range(3)]

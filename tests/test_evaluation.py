@@ -21,7 +21,7 @@ from fedcl.hospital import keep_local_norm, local_test_sets, with_local_norm
 from fedcl.metrics import summarize
 from fedcl.models import build_model
 from fedcl.normalization import has_running_stats, local_norm_keys
-from fedcl.scenarios import held_out_dataset
+from fedcl.scenarios import scenario_of
 from fedcl.training import evaluate, recompute_batchnorm
 from tests.conftest import random_tiles
 
@@ -181,7 +181,7 @@ def test_a_hospitals_test_tiles_are_the_servers_regenerated_ones():
     state = RecordDict()
     first = local_test_sets(config, 1, 0, state)
     again = local_test_sets(config, 1, 0, state)  # from the hospital's state
-    expected = held_out_dataset(config, 1, 0)
+    expected = scenario_of(config).test_dataset(1, 0)
     for got in (first[0], again[0]):
         assert got.images.tobytes() == expected.images.tobytes()
         assert got.masks.tobytes() == expected.masks.tobytes()

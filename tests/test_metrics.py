@@ -34,9 +34,9 @@ def record(round_, hospitals, decisions):
 
 def test_detection_precision_and_recall_against_the_truly_drifted():
     config = RunConfig(scenario="client-drift", clients=5, drift_ratio=0.4, drift_start_round=2)
-    from fedcl.scenarios import drifted_hospitals
+    from fedcl.scenarios import scenario_of
 
-    bad = drifted_hospitals(config)
+    bad = scenario_of(config).drifted_hospitals()
     good = [h for h in range(5) if h not in bad]
     hospitals = list(range(5))
 

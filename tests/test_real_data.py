@@ -14,7 +14,7 @@ from fedcl.cli import main
 from fedcl.config import RunConfig
 from fedcl.data.real import BCSS_GROUPS, IGNORE, index_slides, parse_data
 from fedcl.errors import FedclError
-from fedcl.scenarios import held_out_dataset, train_dataset
+from fedcl.scenarios import scenario_of
 
 SIZE = 32
 
@@ -55,7 +55,10 @@ def _config(data: str, **kw) -> RunConfig:
 def test_bcss_hospitals_are_tcga_sites_and_codes_are_grouped(bcss):
     config = _config(f"bcss:{bcss}")
     for hospital in (0, 1):
-        train, test = train_dataset(config, hospital, 1), held_out_dataset(config, hospital, 0)
+        train, test = (
+            scenario_of(config).train_dataset(hospital, 1),
+            scenario_of(config).test_dataset(hospital, 0),
+        )
         assert len(test) == 4 and len(train) == 8  # 12 tiles per site, disjoint splits
         assert train.images.shape == (8, SIZE, SIZE, 3)
         values = set(np.unique(train.masks)) | set(np.unique(test.masks))
@@ -69,7 +72,7 @@ def test_semicol_by_subfolder_and_folder_with_label_map_and_split_file(tmp_path)
     semicol = tmp_path / "semicol"
     for i, site in enumerate(["ukk", "ukk", "lmu", "lmu"]):
         _write(semicol, f"{site}/case{i}.png", _codes([1, 3, 6, 7, 10], seed=i), seed=i)
-    data = train_dataset(_config(f"semicol:{semicol}"), 1, 1)
+    data = scenario_of(_config(f"semicol:{semicol}")).train_dataset(1, 1)
     assert set(np.unique(data.masks)) <= {0, 1, 2, 3, 4}
 
     folder = tmp_path / "folder"
@@ -80,7 +83,7 @@ def test_semicol_by_subfolder_and_folder_with_label_map_and_split_file(tmp_path)
     config = _config(
         f"folder:{folder}", label_map="0:ignore 5:tumor 6:stroma 7:necrosis", data_split=str(split)
     )
-    data = train_dataset(config, 0, 1)
+    data = scenario_of(config).train_dataset(0, 1)
     assert set(np.unique(data.masks)) <= {1, 2, 4, IGNORE}
 
 
@@ -191,11 +194,11 @@ def test_bcss_as_released_reads_its_rgbs_colornormalized_folder(bcss):
     # TCGA-A1-A0SK-DX1_xmin45749_ymin25055_MPP-0.2500.png
     (bcss / "images").rename(bcss / "rgbs_colorNormalized")
     config = _config(f"bcss:{bcss}")
-    released = held_out_dataset(config, 1, 0)
+    released = scenario_of(config).test_dataset(1, 0)
     assert len(released) == 4 and released.images.shape[1:] == (SIZE, SIZE, 3)
     (bcss / "masks").rename(bcss / "gone")
     with pytest.raises(FedclError, match=r"images/ or rgbs_colorNormalized/"):
-        held_out_dataset(config, 1, 0)
+        scenario_of(config).test_dataset(1, 0)
 
 
 def test_the_servers_tiles_can_be_real_public_tiles(bcss, tmp_path):
@@ -232,7 +235,7 @@ def test_semicol_as_released_reads_its_case_folders(tmp_path):
         (folder / "masks").rename(folder / "mask")
     slides = index_slides(parse_data(f"semicol:{root}"))
     assert sorted({s.site for s in slides}) == ["lmu", "ukk"]  # the centres are the sites
-    data = train_dataset(_config(f"semicol:{root}"), 0, 1)
+    data = scenario_of(_config(f"semicol:{root}")).train_dataset(0, 1)
     assert len(data) == 8 and set(np.unique(data.masks)) <= {0, 1, 2, 3, 4, IGNORE}
     (slides[0].mask).unlink()
     with pytest.raises(FedclError, match="has no mask: expected .*-labelled.png"):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedcl.config import DRIFT_KINDS, SCENARIOS, RunConfig
+from fedcl.config import DRIFT_KINDS, RunConfig
 from fedcl.data import NUM_CLASSES, reference_images
 from fedcl.data.real import IGNORE
 from fedcl.data.shifts import typical_change, typical_shift
@@ -15,18 +15,13 @@ from fedcl.data.stain import Stain, visible_change
 from fedcl.data.synthetic import SOLID, typical_tissue
 from fedcl.data.tissue import TISSUES
 from fedcl.errors import FedclError
-from fedcl.scenarios import (
-    drifted_hospitals,
-    held_out_dataset,
+from fedcl.scenarios import SCENARIOS, scenario_of
+from fedcl.scenarios.tiles import (
     hospital_dataset,
-    is_drifted,
     site_stain,
     stage_class_mix,
     stage_classes,
-    stage_end_rounds,
-    stage_of,
     stage_tissue,
-    train_dataset,
 )
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "fedcl" / "scenarios"
@@ -43,16 +38,16 @@ def staged(**changes):
     ).replace(**changes)
 
 
-@pytest.mark.parametrize("name", SCENARIOS)
+@pytest.mark.parametrize("name", SCENARIOS.builtin)
 def test_every_builtin_scenario_has_an_example_file(name):
     config = RunConfig.from_toml(EXAMPLES / f"{name}.toml")
     assert config.scenario == name
 
 
 def test_same_seed_same_data_bit_for_bit_and_different_seeds_differ():
-    a = train_dataset(drift(seed=3), 0, 1)
-    b = train_dataset(drift(seed=3), 0, 1)
-    c = train_dataset(drift(seed=4), 0, 1)
+    a = scenario_of(drift(seed=3)).train_dataset(0, 1)
+    b = scenario_of(drift(seed=3)).train_dataset(0, 1)
+    c = scenario_of(drift(seed=4)).train_dataset(0, 1)
     assert a.images.tobytes() == b.images.tobytes() and a.masks.tobytes() == b.masks.tobytes()
     assert a.images.tobytes() != c.images.tobytes()
 
@@ -63,26 +58,33 @@ def test_same_seed_same_data_bit_for_bit_and_different_seeds_differ():
 )
 def test_drifted_hospitals_are_exactly_the_configured_fraction(clients, ratio, count):
     config = drift(clients=clients, drift_ratio=ratio)
-    chosen = drifted_hospitals(config)
+    chosen = scenario_of(config).drifted_hospitals()
     assert len(chosen) == count and len(set(chosen)) == count
     assert all(0 <= h < clients for h in chosen)
-    assert drifted_hospitals(RunConfig(clients=clients)) == ()  # iid: nobody
+    assert scenario_of(RunConfig(clients=clients)).drifted_hospitals() == ()  # iid: nobody
 
 
 def test_drift_starts_at_the_configured_round():
     config = drift(drift_start_round=3)
-    h = drifted_hospitals(config)[0]
-    assert [is_drifted(config, h, r) for r in (1, 2, 3, 4)] == [False, False, True, True]
-    clean = next(i for i in range(config.clients) if i not in drifted_hospitals(config))
-    assert not is_drifted(config, clean, 4)
-    assert train_dataset(config, h, 2).images.tobytes() == (
+    h = scenario_of(config).drifted_hospitals()[0]
+    assert [scenario_of(config).is_drifted(h, r) for r in (1, 2, 3, 4)] == [
+        False,
+        False,
+        True,
+        True,
+    ]
+    clean = next(
+        i for i in range(config.clients) if i not in scenario_of(config).drifted_hospitals()
+    )
+    assert not scenario_of(config).is_drifted(clean, 4)
+    assert scenario_of(config).train_dataset(h, 2).images.tobytes() == (
         hospital_dataset(config, h, "train").images.tobytes()
     )
 
 
 def _pair(kind, strength=1.0):
     config = drift(drift_kind=kind, drift_strength=strength)
-    h = drifted_hospitals(config)[0]
+    h = scenario_of(config).drifted_hospitals()[0]
     return (
         hospital_dataset(config, h, "train"),
         hospital_dataset(config, h, "train", drifted=True),
@@ -101,7 +103,7 @@ def test_stain_drift_is_as_visible_for_every_seed():
     changes = []
     for seed in range(6):
         config = drift(seed=seed, train_tiles=12, image_size=64)
-        for h in drifted_hospitals(config):
+        for h in scenario_of(config).drifted_hospitals():
             clean = hospital_dataset(config, h, "train").images.astype(float)
             shifted = hospital_dataset(config, h, "train", drifted=True).images.astype(float)
             changes.append(np.abs(clean - shifted).mean())
@@ -156,17 +158,19 @@ def test_zero_strength_drift_changes_nothing_but_the_label():
 
 def test_test_data_of_drifted_hospitals_is_clean():
     config = drift()
-    h = drifted_hospitals(config)[0]
-    assert held_out_dataset(config, h, 0).images.tobytes() == (
+    h = scenario_of(config).drifted_hospitals()[0]
+    assert scenario_of(config).test_dataset(h, 0).images.tobytes() == (
         hospital_dataset(config, h, "test").images.tobytes()
     )
 
 
 def test_stage_boundaries_at_the_configured_rounds():
     config = staged()
-    assert [stage_of(config, r) for r in range(0, 13)] == [0] * 5 + [1] * 4 + [2] * 4
-    assert stage_end_rounds(config) == [4, 8, 12]
-    assert stage_of(drift(), 12) == 0 and stage_end_rounds(drift(rounds=7)) == [7]
+    assert [scenario_of(config).stage_of(r) for r in range(0, 13)] == [0] * 5 + [1] * 4 + [2] * 4
+    assert scenario_of(config).stage_end_rounds() == [4, 8, 12]
+    assert scenario_of(drift()).stage_of(12) == 0 and scenario_of(
+        drift(rounds=7)
+    ).stage_end_rounds() == [7]
 
 
 def test_the_stain_shift_changes_stain_and_class_mix_for_all_hospitals():
@@ -175,8 +179,8 @@ def test_the_stain_shift_changes_stain_and_class_mix_for_all_hospitals():
     assert stage_class_mix(config, 1) != stage_class_mix(config, 2)
     for h in range(config.clients):
         assert site_stain(config, h, 0) != site_stain(config, h, 1)
-    a = train_dataset(config, 0, 4)
-    b = train_dataset(config, 0, 5)
+    a = scenario_of(config).train_dataset(0, 4)
+    b = scenario_of(config).train_dataset(0, 5)
     assert a.images.tobytes() != b.images.tobytes()
     assert site_stain(config.replace(site_stain=0.0), 2, 0) == Stain()
 
@@ -190,7 +194,7 @@ def test_tissue_shift_changes_architecture_not_stain_or_mix():
         assert stage_class_mix(config, stage) == stage_class_mix(config, 0)
         assert site_stain(config, 3, stage) == site_stain(config, 3, 0)
     # the same stream of tissue layouts, rendered as another architecture
-    first, second = (held_out_dataset(config, 0, s) for s in (0, 1))
+    first, second = (scenario_of(config).test_dataset(0, s) for s in (0, 1))
     assert first.images.tobytes() != second.images.tobytes()
 
 
@@ -225,7 +229,10 @@ def test_class_shift_masks_call_other_classes_background_in_training_and_skip_th
     config = staged(stage_shift="classes")
     # the same tiles, every class labelled (a scenario without stage shifts)
     full = hospital_dataset(RunConfig(**SMALL), 0, "test", stage=1)
-    train, test = hospital_dataset(config, 0, "train", stage=1), held_out_dataset(config, 0, 1)
+    train, test = (
+        hospital_dataset(config, 0, "train", stage=1),
+        scenario_of(config).test_dataset(0, 1),
+    )
     assert set(np.unique(train.masks)) <= {0, 3} and 3 in train.masks
     assert set(np.unique(test.masks)) <= {0, 3, IGNORE}
     assert np.array_equal(test.masks == IGNORE, np.isin(full.masks, (1, 2, 4)))
@@ -345,8 +352,8 @@ def test_the_keys_declared_as_shaping_data_are_the_ones_that_do(key):
     def tiles(config):  # every hospital's tiles in round 2 (stage 1), as the scenario says
         parts = []
         for hospital in range(4):
-            train = train_dataset(config, hospital, 2)
-            test = held_out_dataset(config, hospital, 1)
+            train = scenario_of(config).train_dataset(hospital, 2)
+            test = scenario_of(config).test_dataset(hospital, 1)
             parts += [train.images.tobytes(), train.masks.tobytes(), test.masks.tobytes()]
         return b"".join(parts)
 

@@ -19,7 +19,7 @@ from audit_checks import assert_messages_carry_no_data
 from PIL import Image
 
 from fedcl.cli import main
-from fedcl.config import RunConfig
+from fedcl.config import DBCSettings, RunConfig
 from fedcl.data import NUM_CLASSES
 from fedcl.models import build_model
 from fedcl.processes import _alive, _stat, local_cluster, processes_with_env, stop_tagged
@@ -131,9 +131,8 @@ TINY = RunConfig(
     batch_size=6,
     reference_size=4,
     root_tiles=6,
-    dbc_warmup=1,
-    dbc_consolidation="always",  # consolidate in round 2 whatever the shift detector says
-    dbc_pixels_per_image=64,
+    # consolidate in round 2 whatever the shift detector says
+    dbc=DBCSettings(warmup=1, consolidation="always", pixels_per_image=64),
 )
 
 
@@ -149,7 +148,7 @@ def test_every_builtin_strategy_runs_two_rounds(tmp_path, name, ray_address):
         assert report["hospitals"] == [0, 1, 2]
         assert len(report["peer_scores"]) == 3 and len(report["decisions"]) == 3
         # after the 1-round warm-up
-        assert report["consolidation"]["steps"] == RunConfig().dbc_steps
+        assert report["consolidation"]["steps"] == RunConfig().dbc.steps
         assert (run / "dbc.png").exists()
         assert torch.load(run / "checkpoint.pt")["strategy"]["anchor"] is not None
     if name == "fltrust":
@@ -404,7 +403,12 @@ def test_a_hospital_that_times_out_costs_only_its_update(tmp_path, monkeypatch):
 
 RESUMED = {
     # DBC with a short warm-up: its anchor and history must survive the kill too.
-    "dbc": (TINY.replace(clients=3, rounds=5, strategy="dbc", dbc_warmup=1, reference_size=8), 3),
+    "dbc": (
+        TINY.replace(
+            clients=3, rounds=5, strategy="dbc", dbc=DBCSettings(warmup=1), reference_size=8
+        ),
+        3,
+    ),
     # LwF killed in the middle of its second stage (rounds 5-8): the hospitals' teacher
     # is gone with the processes and must come back from the checkpoint.
     "lwf": (

@@ -17,7 +17,7 @@ from fedcl.data import NUM_CLASSES, Stain, TileDataset, generate_tiles, perturb
 from fedcl.errors import FedclError
 from fedcl.models import build_model
 from fedcl.recorder import read_checkpoint
-from fedcl.scenarios import is_drifted
+from fedcl.scenarios import scenario_of
 from fedcl.strategies import STRATEGIES, build_strategy, by_partition, resolve_strategy
 from fedcl.strategies.dbc import DynamicBarlowContinuity
 from fedcl.strategies.fltrust import fltrust_aggregate
@@ -156,13 +156,13 @@ def test_build_strategy_gives_dbc_the_scenarios_truth():
     config = RunConfig(
         strategy="dbc",
         scenario="client-drift",
-        dbc_filter_rule="oracle",
+        dbc=DBCSettings(filter_rule="oracle"),
         image_size=SIZE,
         reference_size=4,
         drift_start_round=2,
     )
     strategy = build_strategy(config)
-    truth = {h for h in range(config.clients) if is_drifted(config, h, 2)}
+    truth = {h for h in range(config.clients) if scenario_of(config).is_drifted(h, 2)}
     assert len(truth) == 2
     assert {h for h in range(config.clients) if strategy.drifted(h, 2)} == truth
     assert not any(strategy.drifted(h, 1) for h in range(config.clients))

@@ -17,7 +17,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from fedcl.config import RunConfig  # noqa: E402
 from fedcl.data.synthetic import CLASS_NAMES  # noqa: E402
 from fedcl.data.tissue import TISSUES  # noqa: E402
-from fedcl.scenarios import annotate, hospital_dataset, stage_classes  # noqa: E402
+from fedcl.scenarios.tiles import annotate, hospital_dataset, stage_classes  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "stage-shifts.png"
 COLOURS = ["#f2f2f2", "#d62728", "#ff9ec4", "#1f3b99", "#8c6d31"]  # by class index

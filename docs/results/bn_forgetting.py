@@ -31,7 +31,8 @@ from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES, TileDataset, reference_images
 from fedcl.models import build_model
 from fedcl.recorder import read_checkpoint
-from fedcl.scenarios import STAGED, held_out_dataset, hospital_dataset
+from fedcl.scenarios import scenario_of
+from fedcl.scenarios.tiles import hospital_dataset
 from fedcl.training import evaluate, recompute_batchnorm
 
 VARIANTS = ("as run", "own", "pooled", "reference")
@@ -71,7 +72,7 @@ def final_row(run: Path) -> dict[str, list[float]]:
     for stage in range(config.stages):
         per_hospital: dict[str, list[float]] = defaultdict(list)
         for hospital in range(config.clients):
-            test = held_out_dataset(config, hospital, stage)
+            test = scenario_of(config).test_dataset(hospital, stage)
             own = renormed(model, train[hospital, stage], config.batch_size)
             for variant, m in {**shared, "own": own}.items():
                 per_hospital[variant].append(evaluate(m, test).dice)
@@ -88,7 +89,7 @@ def main(root: Path) -> None:
     for config_file in sorted(root.glob("*/*/config.toml")):
         run = config_file.parent
         config = RunConfig.from_toml(config_file)
-        if config.scenario not in STAGED or not (run / "summary.json").exists():
+        if not config.staged or not (run / "summary.json").exists():
             continue
         dice = final_row(run)
         rows[f"{config.scenario} {run.name.rsplit('-s', 1)[0]}"].append(dice)

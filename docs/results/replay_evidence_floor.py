@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fedcl.config import RunConfig
 from fedcl.continuity import peer_evidence, persistent_outlier
-from fedcl.scenarios import is_drifted
+from fedcl.scenarios import scenario_of
 
 # (evidence floor, tau): the runs' own rule first, then the neighbourhood of the default
 VARIANTS = [(0.0, 1.5), (0.01, 1.5), (0.015, 1.25), (0.02, 1.5), (0.02, 1.25), (0.02, 1.0),
@@ -37,7 +37,7 @@ def counts(run: Path, floor: float, tau: float) -> tuple[int, int, int, int]:
         for hospital, e in zip(report["hospitals"], scores, strict=True):
             evidence.setdefault(hospital, []).append(e)
             rejected = persistent_outlier(evidence[hospital], tau, config.dbc.window)
-            if is_drifted(config, hospital, record["round"]):
+            if scenario_of(config).is_drifted(hospital, record["round"]):
                 drifted, caught = drifted + 1, caught + rejected
             else:
                 honest, false_alarms = honest + 1, false_alarms + rejected

@@ -21,7 +21,8 @@ from fedcl.data.real import IGNORE, hospital_tiles, index_slides, label_table, p
 from fedcl.data.stain import Stain, perturb
 from fedcl.data.synthetic import NUM_CLASSES, generate_tiles
 from fedcl.errors import FedclError
-from fedcl.scenarios import num_stages, stage_tissue
+from fedcl.scenarios import scenario_of
+from fedcl.scenarios.tiles import stage_tissue
 
 # Each server tile's stain is the reference stain shifted by this much: from mild to a
 # strong scanner/protocol change (see stain.perturb).
@@ -29,7 +30,7 @@ BROAD_STAIN_MIX = 0.5
 
 
 def _broad_mix_tiles(config: RunConfig, count: int, domain: int) -> TileDataset:
-    tissues = [stage_tissue(config, stage) for stage in range(num_stages(config))]
+    tissues = [stage_tissue(config, stage) for stage in range(scenario_of(config).num_stages())]
     images = np.empty((count, config.image_size, config.image_size, 3), np.uint8)
     masks = np.empty((count, config.image_size, config.image_size), np.uint8)
     for i in range(count):

@@ -1,277 +1,200 @@
-"""Scenarios: which hospitals exist, what their data looks like at each round.
+"""Scenarios: what each hospital trains and is tested on, round by round.
 
-A scenario is data, not code: the ``scenario`` key and its knobs in a
-:class:`~fedcl.config.RunConfig` (CLI flags or a TOML file). Everything here is a pure
-function of the config, the hospital and the round, so the server and every hospital
-derive the same facts independently (docs/design.md, section 2):
+A scenario is a class with the :class:`Scenario` interface, built from a run's
+:class:`~fedcl.config.RunConfig`. Everything it answers is a pure function of the
+config, the hospital and the round, so the server and every hospital derive the same
+facts independently. The four built-ins (docs/scenarios.md):
 
 - ``iid``: every hospital its own mild site stain (``site-stain``), no drift.
 - ``client-drift``: the fraction ``drift-ratio`` of hospitals (drawn from the seed)
   train on strongly shifted data from round ``drift-start-round`` on (``drift-kind``,
   ``drift-strength``): the spatial shift. Test data stays clean.
 - ``catastrophic-forgetting``: ``stages`` stages of ``rounds-per-stage`` rounds; at each
-  stage boundary all hospitals change together, and the previous stage's training data
-  is gone. What changes is ``stage-shift``: ``stain`` (stain/scanner and class mix,
-  ``forgetting-strength``), ``tissue`` (the tissue architecture, :mod:`fedcl.data.tissue`)
-  or ``classes`` (class-incremental annotation: a stage's masks label only its own
-  classes, the rest of the tissue is background).
+  stage boundary all hospitals change together (``stage-shift``: stain and class mix,
+  tissue architecture, or the annotated classes), and the previous stage's training
+  data is gone.
 - ``drift-and-forgetting``: both.
+
+A scenario of one's own is one module: subclass :class:`Scenario`, then name it
+``package.module:ClassName`` (``--scenario``) or register it under the entry-point
+group ``fedcl.scenarios`` (docs/plugins.md). This module does not import torch: the
+command line checks scenario names before a run starts.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING, ClassVar
 
 from fedcl import seeds
-from fedcl.config import DRIFTING, STAGED, RunConfig
-from fedcl.data.dataset import TileDataset
-from fedcl.data.real import (
-    IGNORE,
-    hospital_slides,
-    hospital_tiles,
-    index_slides,
-    label_table,
-    parse_data,
-)
-from fedcl.data.shifts import (
-    IMAGE_KINDS,
-    drifted_stain,
-    shift_images,
-    shift_labels,
-    typical_shift,
-)
-from fedcl.data.stain import Stain, perturb
-from fedcl.data.synthetic import DEFAULT_CLASS_MIX, NUM_CLASSES, SOLID, Tissue, generate_tiles
-from fedcl.data.tissue import TISSUES
 from fedcl.errors import FedclError
+from fedcl.plugins import Registry
 
-SPLITS = ("train", "test")
+if TYPE_CHECKING:
+    from fedcl.config import RunConfig
+    from fedcl.data.dataset import TileDataset
 
-
-def has_drift(config: RunConfig) -> bool:
-    """Whether some hospitals drift (client-drift, drift-and-forgetting)."""
-    return config.scenario in DRIFTING
-
-
-def num_stages(config: RunConfig) -> int:
-    """Return the number of stages: ``stages`` in forgetting scenarios, else 1."""
-    return config.stages if config.scenario in STAGED else 1
-
-
-def stage_of(config: RunConfig, server_round: int) -> int:
-    """0-based stage of ``server_round`` (round 0, the initial model, is in stage 0)."""
-    if config.scenario not in STAGED:
-        return 0
-    return min(max(server_round - 1, 0) // config.rounds_per_stage, config.stages - 1)
+# The headline figures of fedcl compare: final Dice where nothing is staged, ACC and
+# forgetting where it is (as run and with the hospitals' own statistics), the filter's
+# precision and recall where hospitals drift.
+STAGED_HEADLINE = ("acc", "forgetting", "acc_local_stats", "forgetting_local_stats")
+DRIFT_HEADLINE = ("precision", "recall")
 
 
-def stage_end_rounds(config: RunConfig) -> list[int]:
-    """Return the last round of every stage (where the stage x stage matrix gets a row)."""
-    if config.scenario not in STAGED:
-        return [config.rounds]
-    return [config.rounds_per_stage * (s + 1) for s in range(config.stages)]
+class Scenario:
+    """What a run's hospitals see, round by round.
 
+    Subclass it and override :meth:`train_dataset` and :meth:`test_dataset` (and the
+    class attributes) for a scenario of one's own; the rest follows from the config's
+    ``stages``, ``rounds-per-stage``, ``drift-ratio`` and ``drift-start-round`` keys.
 
-def drifted_hospitals(config: RunConfig) -> tuple[int, ...]:
-    """Return the hospitals that drift: ``round(drift-ratio * clients)`` of them, from the seed."""
-    if not has_drift(config):
-        return ()
-    count = int(round(config.drift_ratio * config.clients))
-    order = seeds.rng(config.seed, seeds.DRIFT).permutation(config.clients)
-    return tuple(sorted(int(h) for h in order[:count]))
-
-
-def is_drifted(config: RunConfig, hospital: int, server_round: int) -> bool:
-    """Whether ``hospital`` trains on drifted data in ``server_round``."""
-    return hospital in drifted_hospitals(config) and server_round >= config.drift_start_round
-
-
-def shifts(config: RunConfig, what: str) -> bool:
-    """Whether ``what`` (a stage shift) changes between the stages of this run."""
-    return config.scenario in STAGED and config.stage_shift == what
-
-
-def stage_stain(config: RunConfig, stage: int) -> Stain:
-    """Return the protocol every hospital shares in ``stage`` (stage 0: the reference stain)."""
-    if stage == 0 or not shifts(config, "stain"):
-        return Stain()
-    # every seed's stages differ as visibly (only the direction is random)
-    return typical_shift(
-        Stain(), seeds.rng(config.seed, seeds.STAGE, stage), 1.5 * config.forgetting_strength
-    )
-
-
-# Log-normal spread of a class's share from stage to stage at forgetting-strength 1: a
-# share typically doubles or halves (e^0.8 = 2.2 at the default strength 0.8), as a new
-# cohort's patient mix does. (It was 3.0: at 0.8 a stage could be 98 % tumour, which
-# is no tissue anyone sees, and made "forgetting" mostly a matter of class priors.)
-MIX_SHIFT = 1.0
-
-
-def stage_class_mix(config: RunConfig, stage: int) -> tuple[float, ...]:
-    """Return the class mix of ``stage``: the default mix re-weighted per stage (patient mix)."""
-    if stage == 0 or not shifts(config, "stain"):
-        return DEFAULT_CLASS_MIX
-    rng = seeds.rng(config.seed, seeds.STAGE, stage, 1)
-    weights = np.asarray(DEFAULT_CLASS_MIX) * np.exp(
-        MIX_SHIFT * config.forgetting_strength * rng.standard_normal(NUM_CLASSES)
-    )
-    return tuple(float(w) for w in weights / weights.sum())
-
-
-def stage_tissue(config: RunConfig, stage: int) -> Tissue:
-    """Return the tissue architecture of ``stage`` (solid tumour unless it shifts)."""
-    return TISSUES[stage] if shifts(config, "tissue") else SOLID
-
-
-def stage_classes(config: RunConfig, stage: int) -> tuple[int, ...]:
-    """Return the foreground classes the masks of ``stage`` annotate (all unless they shift).
-
-    The classes 1..C-1 split into ``stages`` consecutive groups, the first ones larger
-    (3 stages: tumour and stroma, then inflammatory, then necrosis).
+    Parameters
+    ----------
+    config : RunConfig
+        The run; ``config.clients`` hospitals, 0-based.
     """
-    foreground = np.arange(1, NUM_CLASSES)
-    if not shifts(config, "classes"):
-        return tuple(int(c) for c in foreground)
-    return tuple(int(c) for c in np.array_split(foreground, config.stages)[stage])
 
+    staged: ClassVar[bool] = False
+    """Whether the run has stages: ``stages x rounds-per-stage`` rounds, each stage's
+    test tiles scored after every stage (ACC, forgetting)."""
+    drifting: ClassVar[bool] = False
+    """Whether some hospitals drift (:meth:`drifted_hospitals`: the ground truth a
+    filter's precision and recall are measured against)."""
+    headline: ClassVar[tuple[str, ...]] = ("final_dice",)
+    """The summary figures ``fedcl compare`` puts in its headline table."""
 
-def annotate(masks: np.ndarray, classes: tuple[int, ...], split: str) -> np.ndarray:
-    """Masks as a stage annotates them: only ``classes`` labelled.
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
 
-    Training masks call every other class background (what a new cohort's annotators
-    hand over: the background shift of continual segmentation). Test masks leave the
-    other classes out of the score (``IGNORE``), so a stage's Dice measures its classes.
-    """
-    others = ~np.isin(masks, (0, *classes))
-    return np.where(others, 0 if split == "train" else IGNORE, masks).astype(masks.dtype)
+    @classmethod
+    def check(cls, config: RunConfig) -> None:
+        """Raise a FedclError if this scenario cannot run ``config`` (a clear message)."""
 
+    def train_dataset(self, hospital: int, server_round: int) -> TileDataset:
+        """Return what ``hospital`` trains on in ``server_round`` (1-based)."""
+        raise NotImplementedError(f"{type(self).__name__} must define train_dataset")
 
-def site_stain(config: RunConfig, hospital: int, stage: int = 0) -> Stain:
-    """Return the hospital's own protocol in ``stage``: the stage stain, mildly perturbed."""
-    return perturb(
-        stage_stain(config, stage),
-        seeds.rng(config.seed, seeds.SITE_STAIN, hospital),
-        config.site_stain,
-    )
+    def test_dataset(self, hospital: int, stage: int) -> TileDataset:
+        """Return ``hospital``'s held-out tiles of ``stage`` (0-based), never trained on."""
+        raise NotImplementedError(f"{type(self).__name__} must define test_dataset")
 
+    def num_stages(self) -> int:
+        """Return the number of stages: ``stages`` if staged, else 1."""
+        return self.config.stages if self.staged else 1
 
-def hospital_dataset(
-    config: RunConfig, hospital: int, split: str, *, stage: int = 0, drifted: bool = False
-) -> TileDataset:
-    """Tiles of ``hospital`` (0-based) for ``split`` in ``stage``, optionally drifted.
+    def stage_of(self, server_round: int) -> int:
+        """0-based stage of ``server_round`` (round 0, the initial model, is in stage 0)."""
+        if not self.staged:
+            return 0
+        per_stage = self.config.rounds_per_stage
+        return min(max(server_round - 1, 0) // per_stage, self.config.stages - 1)
 
-    The test split is a disjoint seed stream with the same site stain. Drifted tiles
-    are the same tissue as the clean ones (same seed stream), shifted by ``drift-kind``.
-    """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if not 0 <= hospital < config.clients:
-        raise ValueError(f"hospital must be in 0..{config.clients - 1}, got {hospital}")
-    kind, strength = config.drift_kind, config.drift_strength
-    shift_seed = int(seeds.stream(config.seed, seeds.DRIFT, hospital, stage).generate_state(1)[0])
-    if config.data != "synthetic":
-        images, masks = real_split(config, hospital, split)
-        if drifted and kind in IMAGE_KINDS:
-            images = shift_images(images, kind, strength, shift_seed)
-        if drifted and kind == "label-noise":
-            masks = shift_labels(masks, strength, NUM_CLASSES, shift_seed)
-        return TileDataset(images, masks, NUM_CLASSES)
-    stain = site_stain(config, hospital, stage)
-    if drifted and kind == "stain":
-        stain = drifted_stain(stain, seeds.rng(config.seed, seeds.DRIFT, hospital), strength)
-    stream = seeds.stream(config.seed, seeds.TILES, hospital, SPLITS.index(split), stage)
-    images, masks = generate_tiles(
-        config.train_tiles if split == "train" else config.test_tiles,
-        size=config.image_size,
-        stain=stain,
-        seed=stream,
-        class_mix=stage_class_mix(config, stage),
-        tissue=stage_tissue(config, stage),
-    )
-    if shifts(config, "classes"):
-        masks = annotate(masks, stage_classes(config, stage), split)
-    if drifted and kind in IMAGE_KINDS:
-        images = shift_images(images, kind, strength, shift_seed)
-    if drifted and kind == "label-noise":
-        masks = shift_labels(masks, strength, NUM_CLASSES, shift_seed)
-    return TileDataset(images, masks, NUM_CLASSES)
+    def stage_end_rounds(self) -> list[int]:
+        """Return the last round of every stage (where the stage x stage matrix gets a row)."""
+        if not self.staged:
+            return [self.config.rounds]
+        return [self.config.rounds_per_stage * (s + 1) for s in range(self.config.stages)]
 
+    def drifted_hospitals(self) -> tuple[int, ...]:
+        """Return the hospitals that drift: ``round(drift-ratio x clients)``, from the seed."""
+        if not self.drifting:
+            return ()
+        config = self.config
+        count = int(round(config.drift_ratio * config.clients))
+        order = seeds.rng(config.seed, seeds.DRIFT).permutation(config.clients)
+        return tuple(sorted(int(h) for h in order[:count]))
 
-def hospital_sources(config: RunConfig) -> list[str]:
-    """Describe where each hospital's tiles come from (``A1, B6``: real data's sites)."""
-    if config.data == "synthetic":
-        return [
-            "synthetic, own site stain" + (", drifted" if h in drifted_hospitals(config) else "")
-            for h in range(config.clients)
-        ]
-    spec = parse_data(config.data)
-    slides = hospital_slides(index_slides(spec, config.data_split), config.clients)
-    return [", ".join(sorted({s.site for s in mine})) for mine in slides]
-
-
-def provenance(config: RunConfig) -> dict[str, object]:
-    """Describe what a run used: its data, each hospital's source, the server's own tiles."""
-    server_tiles = (
-        "synthetic, a broad mix of stains, disjoint from every hospital's tiles"
-        if config.server_data == "synthetic"
-        else f"from {config.server_data}"
-    )
-    return {
-        "data": config.data,
-        "hospitals": {str(h): source for h, source in enumerate(hospital_sources(config))},
-        "reference_set": f"{config.reference_size} tiles, {server_tiles} (dbc)",
-        "root_set": f"{config.root_tiles} labelled tiles, {server_tiles} (fltrust)",
-        "evaluation": f"at the {config.evaluation}, on {config.test_tiles} held-out tiles per "
-        "hospital and stage",
-    }
-
-
-def check_data(config: RunConfig) -> None:
-    """Read every hospital's real data, and the server's, once (nothing for synthetic data).
-
-    Called before a run starts, so that a bad file is a clear error (exit 2) rather
-    than a failing hospital in the middle of a run.
-    """
-    if config.data != "synthetic":
-        for hospital in range(config.clients):
-            real_split(config, hospital, "test")
-    if config.server_data != "synthetic":
-        from fedcl.data.reference import root_dataset
-
-        root_dataset(config)  # reads the reference set's tiles too, and counts both
-
-
-def real_split(config: RunConfig, hospital: int, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """``hospital``'s real tiles of ``split``: test first, then train, from one shuffle."""
-    spec = parse_data(config.data)
-    slides = hospital_slides(index_slides(spec, config.data_split), config.clients)[hospital]
-    table = label_table(spec.kind, config.label_map)
-    stream = seeds.stream(config.seed, seeds.TILES, hospital)
-    images, masks = hospital_tiles(slides, table, config.image_size, stream)
-    if len(images) <= config.test_tiles:
-        raise FedclError(
-            f"hospital {hospital} ({', '.join(sorted({s.site for s in slides}))}) has "
-            f"{len(images)} usable {config.image_size}-px tiles: not more than test-tiles = "
-            f"{config.test_tiles}; lower test-tiles or add data"
+    def is_drifted(self, hospital: int, server_round: int) -> bool:
+        """Whether ``hospital`` trains on drifted data in ``server_round``."""
+        return (
+            hospital in self.drifted_hospitals() and server_round >= self.config.drift_start_round
         )
-    test = slice(0, config.test_tiles)
-    train = slice(config.test_tiles, config.test_tiles + config.train_tiles)
-    part = test if split == "test" else train
-    return images[part], masks[part]
 
 
-def train_dataset(config: RunConfig, hospital: int, server_round: int) -> TileDataset:
-    """Return what ``hospital`` trains on in ``server_round`` (its stage, drifted or not)."""
-    return hospital_dataset(
-        config,
-        hospital,
-        "train",
-        stage=stage_of(config, server_round),
-        drifted=is_drifted(config, hospital, server_round),
-    )
+class Builtin(Scenario):
+    """The built-ins: synthetic or real tiles (:mod:`fedcl.scenarios.tiles`)."""
+
+    @classmethod
+    def check(cls, config: RunConfig) -> None:
+        """Refuse real data where the scenario generates what it needs."""
+        if config.data == "synthetic":
+            return
+        if cls.staged:
+            raise FedclError(
+                f"scenario {config.scenario!r} generates its stages: it needs data = "
+                f"'synthetic' (real data, {config.data!r}, works with iid and client-drift)"
+            )
+        if cls.drifting and config.drift_kind == "stain":
+            raise FedclError(
+                "drift-kind 'stain' re-renders synthetic tissue; with real data use "
+                "blur, noise, jpeg, label-noise or invert"
+            )
+
+    def train_dataset(self, hospital: int, server_round: int) -> TileDataset:
+        """Return ``hospital``'s tiles of the round's stage, drifted if it drifts then."""
+        from fedcl.scenarios.tiles import hospital_dataset
+
+        return hospital_dataset(
+            self.config,
+            hospital,
+            "train",
+            stage=self.stage_of(server_round),
+            drifted=self.is_drifted(hospital, server_round),
+        )
+
+    def test_dataset(self, hospital: int, stage: int) -> TileDataset:
+        """Return ``hospital``'s clean held-out tiles of ``stage``."""
+        from fedcl.scenarios.tiles import hospital_dataset
+
+        return hospital_dataset(self.config, hospital, "test", stage=stage)
 
 
-def held_out_dataset(config: RunConfig, hospital: int, stage: int) -> TileDataset:
-    """Clean held-out tiles of ``hospital`` in ``stage`` (what the server evaluates)."""
-    return hospital_dataset(config, hospital, "test", stage=stage)
+class Iid(Builtin):
+    """Every hospital its own mild site stain; nothing drifts, nothing is staged."""
+
+
+class ClientDrift(Builtin):
+    """A fraction of the hospitals train on shifted data (the spatial shift)."""
+
+    drifting = True
+    headline = ("final_dice", *DRIFT_HEADLINE)
+
+
+class CatastrophicForgetting(Builtin):
+    """Stages that every hospital goes through together (the temporal shift)."""
+
+    staged = True
+    headline = STAGED_HEADLINE
+
+
+class DriftAndForgetting(Builtin):
+    """Both shifts: stages, and a fraction of the hospitals drifting."""
+
+    staged = True
+    drifting = True
+    headline = (*STAGED_HEADLINE, *DRIFT_HEADLINE)
+
+
+BUILTIN: dict[str, type[Scenario]] = {
+    "iid": Iid,
+    "client-drift": ClientDrift,
+    "catastrophic-forgetting": CatastrophicForgetting,
+    "drift-and-forgetting": DriftAndForgetting,
+}
+SCENARIOS = Registry("scenario", tuple(BUILTIN), "fedcl.scenarios", "package.module:ClassName")
+
+
+def scenario_class(name: str) -> type[Scenario]:
+    """Return the scenario class ``name`` stands for: a built-in or a plug-in."""
+    if name in BUILTIN:
+        return BUILTIN[name]
+    found = SCENARIOS.load(name)
+    if not (isinstance(found, type) and issubclass(found, Scenario)):
+        raise FedclError(
+            f"scenario {name!r} is {found!r}, not a subclass of fedcl.scenarios.Scenario"
+        )
+    return found
+
+
+def scenario_of(config: RunConfig) -> Scenario:
+    """Return the scenario of ``config``, built from it."""
+    return config.scenario_type(config)

@@ -42,7 +42,7 @@ from fedcl.data.dataset import images_to_tensor
 from fedcl.errors import FedclError
 from fedcl.models import build_model
 from fedcl.plugins import STRATEGIES as NAMES
-from fedcl.scenarios import is_drifted, stage_of
+from fedcl.scenarios import scenario_of
 from fedcl.strategies.dbc import DynamicBarlowContinuity
 from fedcl.strategies.fedbn import FedBN, SiloBN
 from fedcl.strategies.fltrust import FLTrust
@@ -109,16 +109,16 @@ def _dbc(config: RunConfig) -> dict[str, Any]:
         "seed": config.seed,
         "device": resolve_device(config.device),
         "drifted": lambda hospital, server_round: (
-            isinstance(hospital, int) and is_drifted(config, hospital, server_round)
+            isinstance(hospital, int) and scenario_of(config).is_drifted(hospital, server_round)
         ),
     }
 
 
 def _lwf(config: RunConfig) -> dict[str, Any]:
     return {
-        "distill_weight": config.lwf_weight,
-        "temperature": config.lwf_temperature,
-        "stage_of": lambda server_round: stage_of(config, server_round),
+        "distill_weight": config.lwf.weight,
+        "temperature": config.lwf.temperature,
+        "stage_of": scenario_of(config).stage_of,
     }
 
 

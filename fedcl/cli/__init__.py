@@ -9,10 +9,18 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import MISSING, fields
-from typing import Any, NoReturn
 
-from fedcl.config import SECTIONS, RunConfig, key_of, parse_bool, read_toml
+from fedcl.cli.deploy import add_commands as add_deploy_commands
+from fedcl.cli.deploy import deploy
+from fedcl.cli.options import (
+    Parser,
+    add_overwrite,
+    add_run_options,
+    check_fresh,
+    preflight,
+    resolve_config,
+)
+from fedcl.config import RunConfig, keys
 from fedcl.errors import FedclError
 
 EXIT_USAGE = 2  # bad input: a message, no traceback
@@ -20,104 +28,9 @@ EXIT_FAILED = 1  # the run itself failed (e.g. the ServerApp raised in a deploym
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM (deploy local: after stopping its processes)
 
 
-def _add_run_options(parser: argparse.ArgumentParser, out_help: str = "") -> None:
-    """Add ``--config``, ``--verbose`` and one flag per RunConfig field.
-
-    ``out_help``: what ``--out`` means for this command, if not a run directory.
-    """
-    parser.add_argument(
-        "--config",
-        metavar="FILE.toml",
-        help="TOML file with the same keys as these flags (kebab-case), e.g. a scenario",
-    )
-    parser.add_argument(
-        "--verbose", action="store_true", help="show Flower's own per-round log lines"
-    )
-    groups = {
-        name: parser.add_argument_group(f"{name} options", description)
-        for name, description in SECTIONS.items()
-    }
-    for f in fields(RunConfig):
-        default = f.default
-        assert default is not MISSING  # every field has a default (see RunConfig)
-        kind = type(default)
-        groups[f.metadata["section"]].add_argument(
-            f"--{key_of(f.name)}",
-            dest=f.name,
-            type=kind if kind is not bool else _parse_bool,
-            default=argparse.SUPPRESS,  # absent flags do not override the file
-            metavar=kind.__name__.upper(),
-            help=_flag_help(f.name, f.metadata["help"], default, out_help),
-        )
-
-
-def _flag_help(name: str, text: str, default: Any, out_help: str) -> str:
-    if name == "out" and out_help:
-        return out_help
-    return text if "(default" in text else f"{text} (default: {default!r})"
-
-
-def _add_overwrite(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the run in --out if it holds one (default: refuse, never overwrite)",
-    )
-
-
-def _check_fresh(config: RunConfig, overwrite: bool) -> None:
-    """Refuse to write a run into a directory that holds one, unless asked to."""
-    from pathlib import Path
-
-    out = Path(config.out)
-    held = [n for n in ("config.toml", "metrics.jsonl", "checkpoint.pt") if (out / n).exists()]
-    if held and not overwrite:
-        raise FedclError(
-            f"{str(out)!r} already holds a run ({', '.join(held)}): continue it with "
-            f"--resume {out}, replace it with --overwrite, or choose another --out"
-        )
-
-
-def _parse_bool(text: str) -> bool:
-    try:
-        return parse_bool(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose "unrecognized arguments" error suggests the flag meant."""
-
-    def error(self, message: str) -> NoReturn:
-        """Exit 2 with ``message``, and a did-you-mean for a misspelt flag."""
-        if message.startswith("unrecognized arguments:"):
-            import difflib
-
-            known = sorted(_option_strings(self))
-            for token in message.split(":", 1)[1].split():
-                flag = token.split("=", 1)[0]
-                if flag.startswith("--"):
-                    close = difflib.get_close_matches(flag, known, n=1)
-                    if close:
-                        message += f" (did you mean {close[0]}?)"
-                        break
-        super().error(message)
-
-
-def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
-    """Every ``--flag`` of ``parser`` and of its sub-commands."""
-    found: set[str] = set()
-    for action in parser._actions:
-        found |= {s for s in action.option_strings if s.startswith("--")}
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                found |= _option_strings(sub)
-    return found
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``fedcl`` argument parser (sub-commands: run, compare, report)."""
-    parser = _Parser(
+    parser = Parser(
         prog="fedcl",
         description=(
             "Federated-continual learning simulation for histopathology segmentation: "
@@ -144,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
             "config.toml (no other options); ends as the uninterrupted run would"
         ),
     )
-    _add_overwrite(run)
-    _add_run_options(run)
+    add_overwrite(run)
+    add_run_options(run)
 
     compare = commands.add_parser(
         "compare",
@@ -178,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
             "(default: the one --scenario / --config names)"
         ),
     )
-    _add_run_options(
+    add_run_options(
         compare,
         out_help=(
             "comparison directory (default: runs/compare-<scenarios>-<digest of the "
@@ -196,70 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     report.add_argument("dir", metavar="DIR", help="run or comparison directory")
-    _add_deploy_commands(commands)
+    add_deploy_commands(commands)
     return parser
-
-
-def _add_deploy_commands(commands: Any) -> None:
-    deploy = commands.add_parser(
-        "deploy",
-        help="multi-process deployment: SuperLink + one SuperNode per hospital",
-        description=(
-            "Deploy fedcl as separate Flower processes: try it on this machine with "
-            "`fedcl deploy local`, or write the docker compose files that run the same "
-            "topology in containers."
-        ),
-    )
-    targets = deploy.add_subparsers(dest="target", required=True, metavar="TARGET")
-    local = targets.add_parser(
-        "local",
-        help="run one experiment on SuperLink/SuperNode processes on 127.0.0.1",
-        description=(
-            "Start flower-superlink, one flower-supernode per hospital and their "
-            "flower-superexec processes on 127.0.0.1 with the docker-compose.yml flags, "
-            "submit the fedcl app, wait for the run's final status, and stop every "
-            "process. Writes the same run directory as fedcl run, plus OUT/deployment/ "
-            "(each process's log)."
-        ),
-    )
-    local.add_argument(
-        "--hospitals", dest="clients", type=int, default=argparse.SUPPRESS, metavar="N",
-        help="number of hospitals, one SuperNode each (same as --clients)",
-    )  # fmt: skip
-    local.add_argument(
-        "--tls", action="store_true", help="generate a throwaway CA and use TLS everywhere"
-    )
-    _add_overwrite(local)
-    _add_run_options(local)
-    compose = targets.add_parser(
-        "compose",
-        help="print the docker compose file for N hospitals",
-        description="Print docker-compose.yml (or its TLS variant) for N hospitals.",
-    )
-    compose.add_argument("--hospitals", type=int, default=3, metavar="N")
-    compose.add_argument("--tls", action="store_true", help="the TLS variant")
-    certs = targets.add_parser(
-        "certs",
-        help="write a throwaway CA + server certificate for the TLS compose file",
-        description=(
-            "Write ca.pem, server.pem and server.key into DIR (default ./certificates), "
-            "valid for every service name of an N-hospital compose deployment."
-        ),
-    )
-    certs.add_argument("dir", nargs="?", default="certificates", metavar="DIR")
-    certs.add_argument("--hospitals", type=int, default=3, metavar="N")
-
-
-def resolve_config(args: argparse.Namespace) -> RunConfig:
-    """Defaults < ``--config`` file < flags, validated, with a run directory."""
-    values = {}
-    if args.config:
-        values = read_toml(args.config)
-        RunConfig.from_mapping(values, source=str(args.config))  # its own errors name it
-    flags: dict[str, Any] = {
-        key_of(f.name): getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)
-    }
-    return RunConfig.from_mapping(values | flags, source="command line").with_run_dir()
 
 
 def _simulate_with_progress(
@@ -280,7 +131,7 @@ def _resumed_config(args: argparse.Namespace) -> RunConfig:
 
     from fedcl.recorder import read_checkpoint
 
-    given = [f"--{key_of(f.name)}" for f in fields(RunConfig) if hasattr(args, f.name)]
+    given = [f"--{k.name}" for k in keys() if hasattr(args, k.dest)]
     if args.config or given:
         options = ", ".join(given + (["--config"] if args.config else []))
         raise FedclError(
@@ -299,32 +150,13 @@ def _run(args: argparse.Namespace) -> int:
 
     config = _resumed_config(args) if args.resume else resolve_config(args)
     if not args.resume:
-        _check_fresh(config, args.overwrite)
-    _preflight(config)  # bad input answers in seconds, before Ray starts
+        check_fresh(config, args.overwrite)
+    preflight(config)  # bad input answers in seconds, before Ray starts
     from fedcl.simulation import local_ray
 
     with local_ray(config):
         _simulate_with_progress(config, args.verbose, resume=bool(args.resume))
     return 0
-
-
-def _preflight(config: RunConfig) -> None:
-    """Fail on bad input now, with a clear message, not after Ray or a deployment starts."""
-    from fedcl.data.real import check_layout
-    from fedcl.plugins import MODELS, STRATEGIES
-
-    STRATEGIES.check(config.strategy)  # a typo answered before torch loads
-    MODELS.check(config.model)
-    check_layout(config)  # so are a wrong data path, a missing mask, too few sites
-    if config.strategy not in STRATEGIES.builtin:
-        from fedcl.strategies import check_strategy
-
-        check_strategy(config.strategy)  # a plug-in: importable, a Flower Strategy
-    from fedcl.scenarios import check_data
-    from fedcl.training import resolve_device
-
-    resolve_device(config.device)  # cuda requested but absent
-    check_data(config)  # unreadable images, bad masks, too few tiles
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -339,13 +171,13 @@ def _compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fedcl.compare import parse_entry, parse_list, run_scenarios
-    from fedcl.config import SCENARIOS
     from fedcl.processes import local_cluster, terminate_raises
+    from fedcl.scenarios import SCENARIOS
     from fedcl.strategies import STRATEGIES, check_strategy
 
     entries = [parse_entry(text) for text in parse_list(args.strategies, list(STRATEGIES))]
     seeds = _int_list(args.seeds, "--seeds")
-    scenarios = parse_list(args.scenarios, SCENARIOS) if args.scenarios else []
+    scenarios = parse_list(args.scenarios, SCENARIOS.builtin) if args.scenarios else []
     if not entries or not seeds:
         raise FedclError("--strategies and --seeds must each name at least one value")
     for entry in entries:
@@ -359,11 +191,12 @@ def _compare(args: argparse.Namespace) -> int:
         command = [settings, [e.label for e in entries], seeds, scenarios]
         digest = hashlib.sha256(json.dumps(command, sort_keys=True).encode()).hexdigest()[:8]
         name = "+".join(scenarios) if scenarios else str(settings["scenario"])
+        name = name.replace(":", "_")
         args.out = f"runs/compare-{name}-{digest}"
         if Path(args.out).exists():
             print(f"fedcl compare: continuing {args.out} (finished runs are kept)")
     base = resolve_config(args)
-    _preflight(base)
+    preflight(base)
     out = Path(base.out)
     with ExitStack() as stack:
         # one Ray head for every run (unless the config names a cluster): Ray's start
@@ -412,52 +245,13 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _deploy(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from fedcl.deploy import topology
-
-    if args.target == "compose":
-        _check_hospitals(args.hospitals)
-        sys.stdout.write(topology.render_compose(args.hospitals, tls=args.tls))
-        return 0
-    if args.target == "certs":
-        from fedcl.deploy.certs import write_certificates
-
-        _check_hospitals(args.hospitals)
-        names = [s.name for s in topology.services(args.hospitals, topology.compose_network())]
-        tls = write_certificates(Path(args.dir), names)
-        print(f"wrote {tls.ca}, {tls.cert}, {tls.key}")
-        return 0
-    return _deploy_local(args)
-
-
-def _check_hospitals(hospitals: int) -> None:
-    if hospitals < 1:
-        raise FedclError(f"--hospitals must be >= 1, got {hospitals}")
-
-
-def _deploy_local(args: argparse.Namespace) -> int:
-    from fedcl.deploy.local import deploy_local
-    from fedcl.progress import RoundProgress
-
-    config = resolve_config(args)
-    _check_fresh(config, args.overwrite)
-    _preflight(config)
-    starting = "starting the SuperLink, SuperNodes and apps..."
-    with RoundProgress(config, command="fedcl deploy local", starting=starting) as progress:
-        deploy_local(config, tls=args.tls, on_record=progress.update)
-    progress.print_summary()
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedcl`` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     from fedcl.deploy.local import DeploymentError
 
-    commands = {"run": _run, "compare": _compare, "report": _report, "deploy": _deploy}
+    commands = {"run": _run, "compare": _compare, "report": _report, "deploy": deploy}
     try:
         return commands[args.command](args)
     except (FedclError, DeploymentError) as err:

@@ -1,0 +1,101 @@
+"""``fedcl deploy``: the multi-process deployment's sub-commands (local, compose, certs)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from fedcl.cli.options import add_overwrite, add_run_options, check_fresh, preflight, resolve_config
+from fedcl.errors import FedclError
+
+
+def add_commands(commands: Any) -> None:
+    """Add ``fedcl deploy`` and its targets to the ``commands`` sub-parsers."""
+    deploy = commands.add_parser(
+        "deploy",
+        help="multi-process deployment: SuperLink + one SuperNode per hospital",
+        description=(
+            "Deploy fedcl as separate Flower processes: try it on this machine with "
+            "`fedcl deploy local`, or write the docker compose files that run the same "
+            "topology in containers."
+        ),
+    )
+    targets = deploy.add_subparsers(dest="target", required=True, metavar="TARGET")
+    local = targets.add_parser(
+        "local",
+        help="run one experiment on SuperLink/SuperNode processes on 127.0.0.1",
+        description=(
+            "Start flower-superlink, one flower-supernode per hospital and their "
+            "flower-superexec processes on 127.0.0.1 with the docker-compose.yml flags, "
+            "submit the fedcl app, wait for the run's final status, and stop every "
+            "process. Writes the same run directory as fedcl run, plus OUT/deployment/ "
+            "(each process's log)."
+        ),
+    )
+    local.add_argument(
+        "--hospitals", dest="clients", type=int, default=argparse.SUPPRESS, metavar="N",
+        help="number of hospitals, one SuperNode each (same as --clients)",
+    )  # fmt: skip
+    local.add_argument(
+        "--tls", action="store_true", help="generate a throwaway CA and use TLS everywhere"
+    )
+    add_overwrite(local)
+    add_run_options(local)
+    compose = targets.add_parser(
+        "compose",
+        help="print the docker compose file for N hospitals",
+        description="Print docker-compose.yml (or its TLS variant) for N hospitals.",
+    )
+    compose.add_argument("--hospitals", type=int, default=3, metavar="N")
+    compose.add_argument("--tls", action="store_true", help="the TLS variant")
+    certs = targets.add_parser(
+        "certs",
+        help="write a throwaway CA + server certificate for the TLS compose file",
+        description=(
+            "Write ca.pem, server.pem and server.key into DIR (default ./certificates), "
+            "valid for every service name of an N-hospital compose deployment."
+        ),
+    )
+    certs.add_argument("dir", nargs="?", default="certificates", metavar="DIR")
+    certs.add_argument("--hospitals", type=int, default=3, metavar="N")
+
+
+def deploy(args: argparse.Namespace) -> int:
+    """Run ``fedcl deploy TARGET``; return the exit code."""
+    from pathlib import Path
+
+    from fedcl.deploy import topology
+
+    if args.target == "compose":
+        _check_hospitals(args.hospitals)
+        sys.stdout.write(topology.render_compose(args.hospitals, tls=args.tls))
+        return 0
+    if args.target == "certs":
+        from fedcl.deploy.certs import write_certificates
+
+        _check_hospitals(args.hospitals)
+        names = [s.name for s in topology.services(args.hospitals, topology.compose_network())]
+        tls = write_certificates(Path(args.dir), names)
+        print(f"wrote {tls.ca}, {tls.cert}, {tls.key}")
+        return 0
+    return _deploy_local(args)
+
+
+def _check_hospitals(hospitals: int) -> None:
+    if hospitals < 1:
+        raise FedclError(f"--hospitals must be >= 1, got {hospitals}")
+
+
+def _deploy_local(args: argparse.Namespace) -> int:
+    from fedcl.deploy.local import deploy_local
+    from fedcl.progress import RoundProgress
+
+    config = resolve_config(args)
+    check_fresh(config, args.overwrite)
+    preflight(config)
+    starting = "starting the SuperLink, SuperNodes and apps..."
+    with RoundProgress(config, command="fedcl deploy local", starting=starting) as progress:
+        deploy_local(config, tls=args.tls, on_record=progress.update)
+    progress.print_summary()
+    return 0

@@ -1,0 +1,160 @@
+"""Dynamic Barlow Continuity's settings: the ``dbc-*`` keys, one section.
+
+The method and its math: docs/dbc.md; why each default is what it is, with the
+measurements: docs/dbc.md ("When to change them") and the decision log. The comments
+here say what a value means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+from fedcl.config.keys import check_fields, opt
+from fedcl.errors import FedclError
+
+FILTER_RULES = ("evidence", "round", "oracle")
+CONSOLIDATION_MODES = ("always", "adaptive", "off")
+CONSOLIDATION_OPTIMIZERS = ("adam", "normalized")  # fedcl.continuity.consolidate
+MOVEMENT_FROM = ("start", "aggregate")
+REPRESENTATIONS = ("probs", "features")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DBCSettings:
+    """Every Dynamic Barlow Continuity setting and its default (keys ``dbc-<name>``)."""
+
+    PREFIX: ClassVar[str] = "dbc-"
+
+    # "evidence": reject a hospital whose peer scores sit persistently above the honest
+    # majority's (mean log ratio over its last `window` rounds > tau); "round": the first
+    # version's one-round rule (median + kappa * MAD); "oracle": reject exactly the
+    # hospitals the scenario drifted (simulation only: the bound of any filter).
+    filter_rule: str = opt(
+        "evidence",
+        "DBC filter: evidence (over rounds), round, or oracle (simulation bound)",
+        section="dbc",
+        choices=FILTER_RULES,
+    )
+    tau: float = opt(
+        1.25, "DBC evidence: reject if mean log peer-score ratio > tau", section="dbc", rule="> 0"
+    )
+    # A floor under the typical peer score: a calm federation's typical score is tiny,
+    # and an honest hospital a little different from the rest would stand far above it.
+    evidence_floor: float = opt(
+        0.02, "DBC evidence: the typical peer score is at least this", section="dbc", rule=">= 0"
+    )
+    kappa: float = opt(
+        3.0,
+        "DBC round rule: reject if > median + kappa * spread",
+        section="dbc-variants",
+        rule="> 0",
+    )
+    floor: float = opt(
+        0.05,
+        "DBC round rule: spread floor, fraction of median",
+        section="dbc-variants",
+        rule=">= 0",
+    )
+    beta: float = opt(0.9, "DBC: EMA weight of the anchor's past", section="dbc", rule="[0, 1)")
+    # The model is still near random in the first rounds.
+    warmup: int = opt(3, "DBC: rounds before the anchor starts", section="dbc", rule=">= 0")
+    # "adaptive": only while the hospitals share a shift ("always" costs new learning in
+    # rounds where nothing shifted).
+    consolidation: str = opt(
+        "adaptive", "DBC: always, adaptive or off", section="dbc", choices=CONSOLIDATION_MODES
+    )
+    # Every consolidated step trades new-stage learning for old-stage memory.
+    steps: int = opt(1, "DBC: consolidation steps per round, at most", section="dbc", rule=">= 0")
+    lr: float = opt(1e-3, "DBC: consolidation learning rate", section="dbc", rule="> 0")
+    # "adam": a fresh Adam each round, so one step moves every parameter by ~lr whatever
+    # its gradient (a sign step); "normalized": gradient descent with the step scaled to
+    # the same root-mean-square size, lr * g / rms(g).
+    optimizer: str = opt(
+        "adam",
+        "DBC: consolidation steps: adam, or normalized (lr * g / rms(g))",
+        section="dbc-variants",
+        choices=CONSOLIDATION_OPTIMIZERS,
+    )
+    # False: consolidation leaves the convolutions that read the RGB tiles as the
+    # hospitals left them (where the continuity loss's gradient mostly sits).
+    consolidate_input: bool = opt(
+        True, "DBC: consolidation also moves the layers that read the tiles", section="dbc-variants"
+    )
+    # Shorten (by halves), or undo, a consolidation step that raised the continuity loss
+    # it minimises: near the anchor a fresh Adam's first step overshoots.
+    monotone: bool = opt(
+        True, "DBC: undo a consolidation step that raised the continuity loss", section="dbc"
+    )
+    # adaptive: consolidate when the movement exceeds (1 + rho) x its recent calm median
+    # (a stage shift moves it several times further than an ordinary round).
+    rho: float = opt(
+        3.0, "DBC adaptive: consolidate above (1 + rho) x recent", section="dbc", rule=">= 0"
+    )
+    window: int = opt(10, "DBC: rounds of history (evidence, adaptive)", section="dbc", rule=">= 1")
+    # adaptive: True, the calm history starts after warm-up; False, with round 2 (round
+    # 1 leaves the random start). After warm-up, a short stage had no calm level to
+    # jump from.
+    calm_after_warmup: bool = opt(
+        False,
+        "DBC adaptive: calm history starts after warm-up (else round 2)",
+        section="dbc-variants",
+    )
+    # Consolidate only on the reference pixels where the anchor's top class probability
+    # is at least this (what the old model knew); 0: every pixel. probs only.
+    confident: float = opt(
+        0.0,
+        "DBC: consolidate only where the anchor's top class prob >= this",
+        section="dbc-variants",
+        rule="[0, 1)",
+    )
+    # adaptive: movement of a reply from the model it started from ("start") or from the
+    # last aggregate before consolidation ("aggregate": re-learning what consolidation
+    # undid is then no movement, so consolidation cannot keep its own trigger going).
+    movement_from: str = opt(
+        "start",
+        "DBC adaptive: movement from start or (unconsolidated) aggregate",
+        section="dbc-variants",
+        choices=MOVEMENT_FROM,
+    )
+    # adaptive: consolidate at most this many rounds of one shift (0: no bound). Past it
+    # the shift is left alone until movement is back to calm once: the hospitals
+    # re-learning what consolidation undid is movement too, so an unbounded shift could
+    # keep itself going to the end of a run.
+    shift_rounds: int = opt(
+        3,
+        "DBC adaptive: consolidate at most this many rounds a shift (0: all)",
+        section="dbc",
+        rule=">= 0",
+    )
+    lambda_offdiag: float = opt(
+        -1.0, "DBC: off-diagonal weight (<0: 1/(D-1))", section="dbc", key="lambda"
+    )
+    pixels_per_image: int = opt(
+        256, "DBC: pixels per reference tile", section="dbc", rule=">= 1"
+    )  # P: fixed pixel positions per reference tile
+    representation: str = opt(
+        "probs",
+        "DBC: probs (softmax) or features (the decoder's last map)",
+        section="dbc-variants",
+        choices=REPRESENTATIONS,
+    )
+    # False aggregates every valid reply.
+    filter: bool = opt(True, "DBC: reject outliers against the peer consensus", section="dbc")
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.PREFIX)
+        if self.confident > 0 and self.representation != "probs":
+            raise FedclError(
+                "config key 'dbc-confident' needs dbc-representation = 'probs' (a class "
+                f"probability to be confident about), got {self.representation!r}"
+            )
+
+    @property
+    def offdiag(self) -> float | None:
+        """The off-diagonal weight, None for the default ``1 / (D - 1)``."""
+        return None if self.lambda_offdiag < 0 else self.lambda_offdiag
+
+    def replace(self, **changes: Any) -> DBCSettings:
+        """Return a copy with ``changes`` applied (and validated)."""
+        return replace(self, **changes)
