@@ -18,7 +18,14 @@ from fedcl.errors import FedclError
 from fedcl.models import build_model
 from fedcl.recorder import read_checkpoint
 from fedcl.scenarios import scenario_of
-from fedcl.strategies import STRATEGIES, build_strategy, by_partition, resolve_strategy
+from fedcl.strategies import (
+    STRATEGIES,
+    GuardedStrategy,
+    SentModel,
+    build_strategy,
+    by_partition,
+    resolve_strategy,
+)
 from fedcl.strategies.dbc import DynamicBarlowContinuity
 from fedcl.strategies.fltrust import fltrust_aggregate
 from fedcl.strategies.replies import malformed_reason
@@ -87,15 +94,19 @@ def federation():
 
 
 def dbc(images, device="cpu", drifted=None, **settings):
-    return DynamicBarlowContinuity(
+    """DBC inside the guard every fedcl strategy runs in (it keeps the global model sent)."""
+    sent = SentModel()
+    inner = DynamicBarlowContinuity(
         reference_images=images,
         model_fn=model_fn,
         settings=DBCSettings(**settings),
         device=device,
         drifted=drifted,
+        sent=sent,
         min_available_nodes=1,
         min_train_nodes=1,
     )
+    return GuardedStrategy(inner, sent=sent)
 
 
 def configure(strategy, global_state, n):
@@ -164,9 +175,9 @@ def test_build_strategy_gives_dbc_the_scenarios_truth():
     strategy = build_strategy(config)
     truth = {h for h in range(config.clients) if scenario_of(config).is_drifted(h, 2)}
     assert len(truth) == 2
-    assert {h for h in range(config.clients) if strategy.drifted(h, 2)} == truth
-    assert not any(strategy.drifted(h, 1) for h in range(config.clients))
-    assert not strategy.drifted("node-7", 2)
+    assert {h for h in range(config.clients) if strategy.inner.filter.drifted(h, 2)} == truth
+    assert not any(strategy.inner.filter.drifted(h, 1) for h in range(config.clients))
+    assert not strategy.inner.filter.drifted("node-7", 2)
 
 
 def test_dbc_never_scores_malformed_replies_and_goes_on(federation):
@@ -240,7 +251,7 @@ def test_dbc_consolidates_after_warmup_and_keeps_its_state(federation):
     assert state["shifts"] == {"calm": [movement], "shift": []}
     restored = dbc(images)
     restored.load_state_dict(state)
-    assert torch.equal(restored.anchor, strategy.anchor)
+    assert torch.equal(restored.inner.anchor, strategy.inner.anchor)
     assert restored.state_dict()["evidence"] == state["evidence"]
     assert restored.state_dict()["shifts"] == state["shifts"]
     # a checkpoint written before the shift detector: its calm history and shift length
@@ -249,7 +260,7 @@ def test_dbc_consolidates_after_warmup_and_keeps_its_state(federation):
         "shift_length": 2,
     }
     restored.load_state_dict(older)
-    assert restored.shifts.calm == [movement] and len(restored.shifts.shift) == 2
+    assert restored.inner.shifts.calm == [movement] and len(restored.inner.shifts.shift) == 2
 
 
 @pytest.mark.parametrize("confident", [0.0, 0.3, 0.99999])
@@ -262,13 +273,13 @@ def test_consolidation_counts_only_the_pixels_the_anchor_is_confident_about(fede
     replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
     strategy.aggregate_train(1, replies)
     consolidation = strategy.round_report["consolidation"]
-    sure = int((strategy.anchor.max(dim=1).values >= confident).sum())
+    sure = int((strategy.inner.anchor.max(dim=1).values >= confident).sum())
     if sure >= 2:
         assert consolidation["pixels"] == sure and consolidation["steps"] == 2
     else:  # too few pixels to correlate: the aggregate is left as it is
         assert consolidation["steps"] == 0
     if confident == 0.0:
-        assert consolidation["pixels"] == strategy.anchor.shape[0]
+        assert consolidation["pixels"] == strategy.inner.anchor.shape[0]
 
 
 def test_confident_consolidation_needs_probabilities():
@@ -284,14 +295,14 @@ def test_adaptive_consolidation_steps_only_in_a_shared_shift(federation, calm, s
     strategy = dbc(
         images, warmup=0, steps=3, lr=1e-2, consolidation="adaptive", filter=False, monotone=False
     )
-    strategy.shifts.calm = [calm] * 4
+    strategy.inner.shifts.calm = [calm] * 4
     _, messages = configure(strategy, global_state, 4)
     replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
     strategy.aggregate_train(2, replies)  # round 1's movement is never measured
     consolidation = strategy.round_report["consolidation"]
     assert consolidation["steps"] == steps and consolidation["shift"] == (steps > 0)
     # a shifted round stays out of the calm history: the shift lasts until movement is back
-    assert len(strategy.shifts.calm) == (4 if steps else 5)
+    assert len(strategy.inner.shifts.calm) == (4 if steps else 5)
 
 
 def test_a_shift_is_consolidated_for_at_most_shift_rounds(federation):
@@ -309,15 +320,15 @@ def test_a_shift_is_consolidated_for_at_most_shift_rounds(federation):
         report = strategy.round_report
         return report["shift_length"], report["consolidation"]["shift"]
 
-    strategy.shifts.calm = [1e-9] * 4
+    strategy.inner.shifts.calm = [1e-9] * 4
     assert [one_round(r) for r in (2, 3, 4)] == [(1, True), (2, True), (3, False)]
-    assert len(strategy.shifts.calm) == 4  # no shifted round entered the calm history
+    assert len(strategy.inner.shifts.calm) == 4  # no shifted round entered the calm history
     resumed = dbc(images, **settings)
     resumed.load_state_dict(strategy.state_dict())
-    assert len(resumed.shifts.shift) == 3
-    strategy.shifts.calm = [1e9] * 4  # the movement is back to calm: the shift ends
-    assert one_round(5) == (0, False) and len(strategy.shifts.calm) == 5
-    strategy.shifts.calm = [1e-9] * 4
+    assert len(resumed.inner.shifts.shift) == 3
+    strategy.inner.shifts.calm = [1e9] * 4  # the movement is back to calm: the shift ends
+    assert one_round(5) == (0, False) and len(strategy.inner.shifts.calm) == 5
+    strategy.inner.shifts.calm = [1e-9] * 4
     assert one_round(6) == (1, True)
 
 
@@ -334,7 +345,7 @@ def test_the_calm_history_starts_where_it_says(federation, after_warmup):
         report = strategy.round_report
         assert (report["movement"] is None) == (server_round <= (2 if after_warmup else 1))
         assert report["movement"] in (None, statistics.median(report["anchor_scores"]))
-    assert len(strategy.shifts.calm) == (1 if after_warmup else 2)
+    assert len(strategy.inner.shifts.calm) == (1 if after_warmup else 2)
 
 
 @pytest.mark.parametrize("movement_from", ["start", "aggregate"])
@@ -351,13 +362,13 @@ def test_movement_after_consolidation_is_measured_from_where_it_says(federation,
         movement_from=movement_from,
         monotone=False,
     )
-    strategy.shifts.calm = [1e-9] * 4  # round 2 is a shift: consolidate
+    strategy.inner.shifts.calm = [1e-9] * 4  # round 2 is a shift: consolidate
     _, messages = configure(strategy, global_state, 4)
     replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
     arrays, _ = strategy.aggregate_train(2, replies)
     assert strategy.round_report["consolidation"]["steps"] == 3
-    assert (strategy.unconsolidated is not None) == (movement_from == "aggregate")
-    unconsolidated = strategy.unconsolidated
+    assert (strategy.inner.unconsolidated is not None) == (movement_from == "aggregate")
+    unconsolidated = strategy.inner.unconsolidated
     restored = dbc(images, warmup=0, movement_from=movement_from)
     restored.load_state_dict(strategy.state_dict())  # the reference survives a checkpoint
     _, messages = configure(restored, arrays.to_torch_state_dict(), 4)
@@ -367,7 +378,7 @@ def test_movement_after_consolidation_is_measured_from_where_it_says(federation,
     if movement_from == "start":
         expected = statistics.median(report["anchor_scores"])
     else:
-        z = [restored._outputs(state) for state in clean]
+        z = [restored.inner._outputs(state) for state in clean]
         expected = statistics.median(barlow_continuity(unconsolidated, zk) for zk in z)
     assert report["movement"] == pytest.approx(expected, rel=1e-6)
     if movement_from == "aggregate":  # consolidation moved the model: the two differ
@@ -378,7 +389,8 @@ def test_dbc_keeps_the_global_model_when_every_reply_is_rejected(federation):
     global_state, clean, _, images = federation
     strategy = dbc(images)
     configure(strategy, global_state, 1)
-    arrays, _ = strategy.aggregate_train(1, [])  # everything was screened out upstream
+    # everything was screened out upstream (min-replies 0 would let the guard call it)
+    arrays, _ = strategy.inner.aggregate_train(1, [])
     assert arrays is None and strategy.round_report["all_rejected"] is True
     # Through fedcl's screen: the round keeps the global model and says why.
     reports = {}
@@ -443,7 +455,7 @@ def test_every_builtin_name_builds_a_flower_strategy(name):
     config = RunConfig(strategy=name, clients=5, image_size=32, reference_size=4, root_tiles=4)
     strategy = build_strategy(config)
     assert isinstance(strategy, Strategy)
-    assert type(strategy).__mro__[1] is STRATEGIES[name][0]
+    assert isinstance(strategy, GuardedStrategy) and type(strategy.inner) is STRATEGIES[name][0]
 
 
 def test_plugin_by_dotted_path_and_unknown_names():
@@ -615,8 +627,8 @@ def test_dbc_on_cuda_agrees_with_cpu_and_resumes_on_either(federation, tmp_path)
     for device in ("cpu", "cuda"):
         resumed = dbc(images, device=device, **settings)
         resumed.load_state_dict(state)
-        assert resumed.anchor.device.type == device
-        assert resumed.unconsolidated.device.type == device
+        assert resumed.inner.anchor.device.type == device
+        assert resumed.inner.unconsolidated.device.type == device
         _, messages = configure(resumed, global_state, len(clean))
         replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
         assert resumed.aggregate_train(2, replies)[0] is not None

@@ -6,24 +6,19 @@ Built in: ``fedavg``, ``fedprox``, ``fedmedian``, ``fedtrimmedavg``, ``krum``,
 A user's strategy plugs in as ``--strategy package.module:ClassName`` (any Flower
 ``Strategy`` subclass) or by name through the entry-point group ``fedcl.strategies``.
 
-Every strategy is instantiated through :func:`build_strategy` as a subclass made by
-:func:`ordered`: its ``aggregate_train`` sorts the replies by the ``partition-id`` each
-hospital reports (Flower's reply order and node ids are not stable), so floating-point
-sums happen in the same order and runs are reproducible; then a hook records the
-round's aggregated metrics and the strategy's ``round_report`` (if it has one).
+Every strategy is instantiated through :func:`build_strategy` inside a
+:class:`~fedcl.strategies.guard.GuardedStrategy`: it sorts, screens and counts the
+replies, keeps the global model sent out, and records every round.
 """
 
 from __future__ import annotations
 
 import inspect
-import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, Message, MetricRecord
-from flwr.common.logger import log
+from flwr.app import ArrayRecord
 from flwr.serverapp.strategy import (
     Bulyan,
     FedAvg,
@@ -46,13 +41,10 @@ from fedcl.scenarios import scenario_of
 from fedcl.strategies.dbc import DynamicBarlowContinuity
 from fedcl.strategies.fedbn import FedBN, SiloBN
 from fedcl.strategies.fltrust import FLTrust
+from fedcl.strategies.guard import GuardedStrategy, ReplyGuard, SentModel, TrainHook
 from fedcl.strategies.lwf import LwF
-from fedcl.strategies.replies import by_partition, partition_of, restore_dtypes, screen
+from fedcl.strategies.replies import by_partition
 from fedcl.training import resolve_device, train_local
-
-# round, every reply sorted (dropped ones too), aggregated metrics, the strategy's
-# round_report (or None)
-TrainHook = Callable[[int, list[Message], MetricRecord | None, dict[str, Any] | None], None]
 
 
 def sampling(config: RunConfig) -> dict[str, Any]:
@@ -150,11 +142,7 @@ STRATEGIES: dict[str, tuple[type[Strategy], Callable[[RunConfig], dict[str, Any]
 
 def _plugin_kwargs(cls: type[Strategy], config: RunConfig) -> dict[str, Any]:
     """Pass fedcl's sampling settings to a plug-in where its constructor takes them."""
-    try:
-        params = inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {k: v for k, v in sampling(config).items() if k in params}
+    return {k: v for k, v in sampling(config).items() if _takes(cls, k)}
 
 
 def _checked(cls: Any, origin: str) -> type[Strategy]:
@@ -192,94 +180,14 @@ def check_strategy(name: str) -> None:
     resolve_strategy(name)
 
 
-@dataclass(frozen=True)
-class ReplyGuard:
-    """What every strategy's replies must satisfy before they reach its aggregation.
-
-    ``template``: the architecture's state (keys, shapes, dtypes; None: the global model
-    sent out); ``min_replies``: fewer usable replies and the round keeps the global
-    model; ``max_update_ratio``: the largest ``||w - global|| / ||global||`` accepted;
-    ``hospitals``: how many there are (0: unknown).
-    """
-
-    template: ArrayRecord | None = None
-    min_replies: int = 1
-    max_update_ratio: float = float("inf")
-    hospitals: int = 0  # > 0: report hospitals that sent nothing (timed out) as missing
-
-
-def ordered(
-    cls: type[Strategy],
-    on_train: TrainHook | None = None,
-    guard: ReplyGuard | None = None,
-    round_offset: int = 0,
-) -> type[Strategy]:
-    """Subclass ``cls`` so that it aggregates usable replies only, sorted by hospital.
-
-    Error replies (a hospital whose training raised) and malformed or hostile ones
-    (NaN/Inf, wrong keys, shapes or dtypes, no ``num-examples``, an update norm above
-    ``guard.max_update_ratio``) are dropped before ``cls`` sees them and reported as
-    ``dropped`` in the round's report; the aggregate is cast back to the template's
-    dtypes. ``on_train(round, replies, aggregated_metrics, round_report)`` (every reply,
-    sorted, the dropped ones too: what they carry besides the update, a hospital's
-    evaluation, is still good) is called after every aggregation (the run recorder's
-    hook). ``round_offset`` is added
-    to Flower's round numbers (a resumed run: Flower counts from 1 again), so hospitals
-    and the strategy see the run's own round.
-    """
-    guard = guard or ReplyGuard()
-
-    def configure_train(
-        self: Any, server_round: int, arrays: ArrayRecord, config: Any, grid: Any
-    ) -> Iterable[Message]:
-        self._fedcl_global = arrays  # what this round's replies are checked against
-        return cls.configure_train(self, server_round + round_offset, arrays, config, grid)
-
-    def aggregate_train(
-        self: Any, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        server_round += round_offset
-        replies = by_partition(replies)
-        sent = getattr(self, "_fedcl_global", None)
-        reference = guard.template if guard.template is not None else sent
-        if reference is None:  # called without configure_train (unit tests)
-            usable, dropped = replies, list[dict[str, Any]]()
-        else:
-            usable, dropped = screen(replies, reference, sent, guard.max_update_ratio)
-        for item in dropped:
-            hospital, reason = item["hospital"], item["reason"]
-            log(logging.WARNING, "round %d: dropped %s: %s", server_round, hospital, reason)
-        arrays: ArrayRecord | None = None
-        metrics: MetricRecord | None = None
-        report: dict[str, Any] | None = None
-        if len(usable) >= guard.min_replies:
-            arrays, metrics = cls.aggregate_train(self, server_round, usable)
-            report = getattr(self, "round_report", None)
-        else:
-            message = "round %d: %d usable replies < min-replies %d: global model kept"
-            log(logging.WARNING, message, server_round, len(usable), guard.min_replies)
-            report = {"skipped": f"{len(usable)} usable replies < min-replies"}
-        if arrays is not None and reference is not None:
-            arrays = restore_dtypes(arrays, reference)
-        if dropped:
-            report = dict(report or {}) | {"dropped": dropped}
-        heard = {partition_of(m) for m in replies} | {d["hospital"] for d in dropped}
-        missing = [h for h in range(guard.hospitals) if h not in heard]
-        if missing and not any(d["hospital"] is None for d in dropped):  # errors are anonymous
-            log(logging.WARNING, "round %d: no reply from hospitals %s", server_round, missing)
-            report = dict(report or {}) | {"missing": missing}
-        if on_train is not None:
-            on_train(server_round, replies, metrics, report)
-        return arrays, metrics
-
-    body = {"aggregate_train": aggregate_train, "configure_train": configure_train}
-    return type(cls.__name__, (cls,), body)
-
-
 def build_strategy(
     config: RunConfig, on_train: TrainHook | None = None, round_offset: int = 0
 ) -> Strategy:
-    """Instantiate ``config.strategy``, wrapped by :func:`ordered` with the config's guard."""
+    """Instantiate ``config.strategy`` inside a :class:`GuardedStrategy` with the config's guard.
+
+    A strategy whose constructor takes ``sent`` is given the guard's :class:`SentModel`
+    (the global model of the round).
+    """
     cls, kwargs = resolve_strategy(config.strategy)
     guard = ReplyGuard(
         template=ArrayRecord(build_model(config.model, NUM_CLASSES).state_dict()),
@@ -287,12 +195,25 @@ def build_strategy(
         max_update_ratio=config.max_update_ratio,
         hospitals=config.clients,
     )
-    return ordered(cls, on_train, guard, round_offset)(**kwargs(config))
+    sent = SentModel()
+    arguments = kwargs(config) | ({"sent": sent} if _takes(cls, "sent") else {})
+    return GuardedStrategy(
+        cls(**arguments), guard=guard, sent=sent, on_train=on_train, round_offset=round_offset
+    )
+
+
+def _takes(cls: type, name: str) -> bool:
+    try:
+        return name in inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 __all__ = [
     "STRATEGIES",
+    "GuardedStrategy",
     "ReplyGuard",
+    "SentModel",
     "DynamicBarlowContinuity",
     "FLTrust",
     "FedBN",
@@ -301,6 +222,5 @@ __all__ = [
     "build_strategy",
     "by_partition",
     "check_strategy",
-    "ordered",
     "resolve_strategy",
 ]

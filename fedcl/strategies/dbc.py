@@ -13,27 +13,27 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.common.logger import log
+from flwr.serverapp.strategy import FedAvg
 from torch import nn
 
 from fedcl.config import DBCSettings
 from fedcl.continuity import (
+    EvidenceFilter,
     ShiftDetector,
     barlow_continuity,
-    consensus_threshold,
     consolidate,
     model_outputs,
-    peer_evidence,
-    persistent_outlier,
     pixel_index,
     update_anchor,
 )
-from fedcl.strategies.replies import RemembersGlobal, partition_of
+from fedcl.strategies.guard import SentModel
+from fedcl.strategies.replies import partition_of
 
 ACCEPTED, OUTLIER = "accepted", "rejected-outlier"
 
@@ -42,7 +42,7 @@ def _to_arrays(model: nn.Module) -> ArrayRecord:
     return ArrayRecord({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
 
 
-class DynamicBarlowContinuity(RemembersGlobal):
+class DynamicBarlowContinuity(FedAvg):
     """FedAvg guarded and consolidated by Barlow continuity on a public reference set.
 
     Parameters
@@ -64,9 +64,11 @@ class DynamicBarlowContinuity(RemembersGlobal):
         exactly those, the upper bound of what any filter could do in a simulation.
     **fedavg_kwargs
         Passed to ``FedAvg`` (sampling, keys). Accepted replies are aggregated by FedAvg
-        (weights = ``num-examples``). Replies must be well formed: fedcl's
-        :func:`~fedcl.strategies.build_strategy` screens them (malformed, hostile and
-        error replies are dropped before this strategy sees them).
+        (weights = ``num-examples``).
+    sent : SentModel, optional
+        The global model of the round. fedcl runs every strategy inside a
+        :class:`~fedcl.strategies.guard.GuardedStrategy`, which keeps it and drops
+        malformed, hostile and error replies before this strategy sees them.
 
     Attributes
     ----------
@@ -84,14 +86,14 @@ class DynamicBarlowContinuity(RemembersGlobal):
         settings: DBCSettings | None = None,
         seed: int = 0,
         device: str | torch.device = "cpu",
-        drifted: Callable[[int | str, int], bool] | None = None,
+        drifted: Callable[[Hashable, int], bool] | None = None,
+        sent: SentModel | None = None,
         **fedavg_kwargs: Any,
     ) -> None:
         super().__init__(**fedavg_kwargs)
         self.settings = settings or DBCSettings()
-        if self.settings.filter_rule == "oracle" and drifted is None:
-            raise ValueError("filter_rule 'oracle' needs drifted(hospital, round): the truth")
-        self.drifted = drifted
+        self.sent = sent or SentModel()
+        self.filter = EvidenceFilter(self.settings, drifted)
         # Channels-last: the scoring forward passes run ~30 % faster on CPU (measured,
         # default U-Net, 32 x 64 px tiles: 18 -> 13 ms per model).
         self.reference_images = reference_images.to(device).contiguous(
@@ -102,7 +104,6 @@ class DynamicBarlowContinuity(RemembersGlobal):
         self.model = model_fn()  # one instance, reloaded per reply: no re-construction
         self.model.to(device).to(memory_format=torch.channels_last)
         self.anchor: torch.Tensor | None = None
-        self.evidence: dict[int | str, list[float]] = {}  # per hospital, rounds it replied
         self.shifts = ShiftDetector(
             rho=self.settings.rho, window=self.settings.window, bound=self.settings.shift_rounds
         )
@@ -125,77 +126,31 @@ class DynamicBarlowContinuity(RemembersGlobal):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Filter, aggregate, consolidate (docs/dbc.md, steps 1-5)."""
+        """Score, filter, aggregate, consolidate, report (docs/dbc.md, steps 1-5)."""
         started = time.perf_counter()
-        global_arrays = self.global_arrays()  # theta_t, the model the replies started from
-        settings, lam = self.settings, self.settings.offdiag
-        valid, _errors = self._check_and_log_replies(replies, is_train=True, validate=False)
+        replies = list(replies)  # well formed: the guard screened them (strategies.guard)
 
-        # 1. Malformed replies never get here: fedcl screens every strategy's replies
-        #    first (fedcl.strategies.ordered), so each one can be scored.
-        hospitals = [partition_of(msg) for msg in valid]
-        decisions = [ACCEPTED] * len(valid)
-        candidates = list(enumerate(valid))  # (position in valid, reply)
-        z_global = self._outputs(global_arrays.to_torch_state_dict())
+        # 1. Score: the global model's outputs on R, and every reply's.
+        z_global = self._outputs(self.sent().to_torch_state_dict())
         z_replies = [
             self._outputs(msg.content.array_records[self.arrayrecord_key].to_torch_state_dict())
-            for _, msg in candidates
+            for msg in replies
         ]
-
-        # 2. Spatial filter against the peer consensus; anchor scores logged.
-        peer_scores: list[float | None] = [None] * len(valid)
-        anchor_scores: list[float | None] = [None] * len(valid)
-        evidence: list[float | None] = [None] * len(valid)
-        threshold = None
-        if z_replies:
-            consensus = torch.stack(z_replies).median(dim=0).values
-            peer = [barlow_continuity(consensus, z, lam) for z in z_replies]
-            # a hospital is its partition id; a plug-in ClientApp without one: its node
-            identities = [
-                h if h is not None else f"node-{msg.metadata.src_node_id}"
-                for h, msg in zip(hospitals, valid, strict=True)
-            ]
-            rejected, threshold = self._filter(identities, peer, server_round)
-            for (i, _), z, p, out in zip(candidates, z_replies, peer, rejected, strict=True):
-                peer_scores[i], anchor_scores[i] = p, barlow_continuity(z_global, z, lam)
-                history = self.evidence.get(identities[i])
-                evidence[i] = statistics.fmean(history[-settings.window :]) if history else None
-                if out:
-                    decisions[i] = OUTLIER
-        accepted = [msg for i, msg in candidates if decisions[i] == ACCEPTED]
+        # 2. Spatial filter against the peer consensus.
+        scores = self._spatial(server_round, replies, z_global, z_replies)
+        accepted = [m for m, d in zip(replies, scores["decisions"], strict=True) if d == ACCEPTED]
         scored = time.perf_counter()
-
         # 3. Aggregate the accepted replies (FedAvg, weights num-examples).
         arrays, metrics = None, None
         if accepted:
-            aggregated, metrics = super().aggregate_train(server_round, accepted)
-            if aggregated is not None:
-                # back to the architecture's dtypes (FedAvg averages int buffers as floats)
-                self.model.load_state_dict(aggregated.to_torch_state_dict())
-                arrays = _to_arrays(self.model)
-
-        # 4. Temporal consolidation toward the EMA anchor of Z(theta_t); the adaptive
-        #    rule's movement history starts after warm-up or with round 1.
-        if server_round > settings.warmup:
-            self.anchor = update_anchor(self.anchor, z_global, settings.beta)
-        # Round 1 leaves the random start: its movement is never a calm level.
-        movement, shift = None, False
-        if server_round > (settings.warmup if settings.calm_after_warmup else 1):
-            movement = self._movement(z_replies, candidates, anchor_scores, decisions)
-        if movement is not None:
-            shift = self.shifts.update(movement)
-        self.unconsolidated = None
+            arrays, metrics = super().aggregate_train(server_round, accepted)
+        # 4. Temporal consolidation toward the anchor, while a shift all share lasts.
+        movement, shift = self._temporal(server_round, z_global, z_replies, scores)
         consolidation: dict[str, Any] | None = None
         if arrays is not None and self.anchor is not None:
             arrays, consolidation = self._consolidate(arrays, shift)
-
-        self.round_report = {
-            "hospitals": hospitals,
-            "decisions": decisions,
-            "peer_scores": peer_scores,
-            "anchor_scores": anchor_scores,
-            "evidence": evidence,
-            "threshold": threshold,
+        # 5. Report.
+        self.round_report = scores | {
             "all_rejected": arrays is None,
             "movement": movement,
             "shift_length": len(self.shifts.shift),
@@ -205,58 +160,81 @@ class DynamicBarlowContinuity(RemembersGlobal):
         }
         return arrays, metrics
 
-    def _filter(
-        self, hospitals: list[int | str], peer: list[float], server_round: int
-    ) -> tuple[list[bool], float | None]:
-        """Which replies the spatial filter rejects, and the round rule's threshold.
+    def _spatial(
+        self,
+        server_round: int,
+        replies: list[Message],
+        z_global: torch.Tensor,
+        z_replies: list[torch.Tensor],
+    ) -> dict[str, Any]:
+        """Score each reply against the peer consensus and the global model; decide."""
+        lam, n = self.settings.offdiag, len(replies)
+        hospitals = [partition_of(msg) for msg in replies]
+        scores: dict[str, Any] = {
+            "hospitals": hospitals,
+            "decisions": [ACCEPTED] * n,
+            "peer_scores": [None] * n,
+            "anchor_scores": [None] * n,
+            "evidence": [None] * n,
+            "threshold": None,
+        }
+        if not z_replies:
+            return scores
+        consensus = torch.stack(z_replies).median(dim=0).values
+        peer = [barlow_continuity(consensus, z, lam) for z in z_replies]
+        # a hospital is its partition id; a plug-in ClientApp without one: its node
+        identities: list[int | str] = [
+            h if h is not None else f"node-{msg.metadata.src_node_id}"
+            for h, msg in zip(hospitals, replies, strict=True)
+        ]
+        rejected, scores["threshold"] = self.filter.update(identities, peer, server_round)
+        scores["peer_scores"] = peer
+        scores["anchor_scores"] = [barlow_continuity(z_global, z, lam) for z in z_replies]
+        scores["evidence"] = [self.filter.mean_evidence(h) for h in identities]
+        scores["decisions"] = [OUTLIER if out else ACCEPTED for out in rejected]
+        return scores
 
-        The evidence and oracle rules keep every hospital's evidence, also with ``filter``
-        off; the oracle rejects the hospitals ``drifted`` names, whatever their scores.
+    def _temporal(
+        self,
+        server_round: int,
+        z_global: torch.Tensor,
+        z_replies: list[torch.Tensor],
+        scores: dict[str, Any],
+    ) -> tuple[float | None, bool]:
+        """Move the anchor on, measure the round's movement, tell a shift all share.
+
+        The anchor starts after warm-up; the movement history after warm-up or with
+        round 2 (round 1 leaves the random start: its movement is never a calm level).
         """
         settings = self.settings
-        if settings.filter_rule == "round":
-            threshold = consensus_threshold(peer, settings.kappa, settings.floor)
-            if not settings.filter or threshold is None:
-                return [False] * len(peer), None
-            return [p > threshold for p in peer], threshold
-        evidence = peer_evidence(peer, settings.evidence_floor)
-        for hospital, e in zip(hospitals, evidence or [], strict=False):
-            self.evidence.setdefault(hospital, []).append(e)
-        if settings.filter_rule == "oracle":  # the truth, with any number of replies
-            assert self.drifted is not None
-            return [settings.filter and self.drifted(h, server_round) for h in hospitals], None
-        if evidence is None:  # fewer than 3 replies: nothing to compare with
-            return [False] * len(peer), None
-        rejected = [
-            settings.filter and persistent_outlier(self.evidence[h], settings.tau, settings.window)
-            for h in hospitals
-        ]
-        return rejected, None
+        if server_round > settings.warmup:
+            self.anchor = update_anchor(self.anchor, z_global, settings.beta)
+        movement, shift = None, False
+        if server_round > (settings.warmup if settings.calm_after_warmup else 1):
+            movement = self._movement(z_replies, scores)
+        if movement is not None:
+            shift = self.shifts.update(movement)
+        self.unconsolidated = None  # this round's consolidation sets it again if it moves
+        return movement, shift
 
-    def _movement(
-        self,
-        z_replies: list[torch.Tensor],
-        candidates: list[tuple[int, Message]],
-        anchor_scores: list[float | None],
-        decisions: list[str],
-    ) -> float | None:
+    def _movement(self, z_replies: list[torch.Tensor], scores: dict[str, Any]) -> float | None:
         """Measure the round's movement: the median over accepted replies of how far each moved.
 
         From the model it started from (its anchor score), or with ``movement_from =
         "aggregate"`` from the last aggregate before consolidation, where there was one.
         None when nothing was accepted.
         """
-        pairs = zip(candidates, z_replies, strict=True)
-        accepted = [(i, z) for (i, _), z in pairs if decisions[i] == ACCEPTED]
+        accepted = [
+            (z, a)
+            for z, a, d in zip(z_replies, scores["anchor_scores"], scores["decisions"], strict=True)
+            if d == ACCEPTED
+        ]
         if self.settings.movement_from == "aggregate" and self.unconsolidated is not None:
             lam = self.settings.offdiag
-            scores: list[float | None] = [
-                barlow_continuity(self.unconsolidated, z, lam) for _, z in accepted
-            ]
+            found = [barlow_continuity(self.unconsolidated, z, lam) for z, _ in accepted]
         else:
-            scores = [anchor_scores[i] for i, _ in accepted]
-        known = [s for s in scores if s is not None]
-        return statistics.median(known) if known else None
+            found = [a for _, a in accepted if a is not None]
+        return statistics.median(found) if found else None
 
     def _consolidate(self, arrays: ArrayRecord, shift: bool) -> tuple[ArrayRecord, dict[str, Any]]:
         assert self.anchor is not None
@@ -305,7 +283,7 @@ class DynamicBarlowContinuity(RemembersGlobal):
         """DBC's cross-round state (for checkpoints): anchor, evidence, shift detector."""
         return {
             "anchor": self.anchor,
-            "evidence": {h: list(e) for h, e in self.evidence.items()},
+            "evidence": self.filter.state_dict(),
             "shifts": self.shifts.state_dict(),
             "unconsolidated": self.unconsolidated,
         }
@@ -314,7 +292,7 @@ class DynamicBarlowContinuity(RemembersGlobal):
         """Restore what :meth:`state_dict` returned (the anchor onto this strategy's device)."""
         anchor = state["anchor"]
         self.anchor = None if anchor is None else anchor.to(self.reference_images.device)
-        self.evidence = {h: list(e) for h, e in state["evidence"].items()}
+        self.filter.load_state_dict(state["evidence"])
         if "shifts" in state:
             self.shifts.load_state_dict(state["shifts"])
         else:  # a checkpoint before the detector: its calm history and shift length

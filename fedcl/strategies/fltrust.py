@@ -18,10 +18,12 @@ from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from torch import nn
 
-from fedcl.strategies.replies import RemembersGlobal, malformed_reason, partition_of
+from fedcl.strategies.guard import SentModel
+from fedcl.strategies.replies import partition_of
 
 StateDict = dict[str, torch.Tensor]
 
@@ -88,7 +90,7 @@ def fltrust_aggregate(
     return new_state, trust
 
 
-class FLTrust(RemembersGlobal):
+class FLTrust(FedAvg):
     """FLTrust on top of Flower's FedAvg plumbing (sampling, messages).
 
     Parameters
@@ -100,6 +102,9 @@ class FLTrust(RemembersGlobal):
         the hospitals' local schedule.
     device : str or torch.device
         Where the server's own training runs.
+    sent : SentModel, optional
+        The global model of the round (kept by the guard every fedcl strategy runs in,
+        which also drops error and malformed replies before this strategy sees them).
     **fedavg_kwargs
         Passed to ``FedAvg``.
     """
@@ -110,9 +115,11 @@ class FLTrust(RemembersGlobal):
         model_fn: Callable[[], nn.Module],
         server_train: Callable[[nn.Module], None],
         device: str | torch.device = "cpu",
+        sent: SentModel | None = None,
         **fedavg_kwargs: Any,
     ) -> None:
         super().__init__(**fedavg_kwargs)
+        self.sent = sent or SentModel()
         self.model = model_fn().to(device)
         self.server_train = server_train
         self.trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
@@ -122,19 +129,8 @@ class FLTrust(RemembersGlobal):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Trust-weight the hospitals' updates by their agreement with the server's."""
-        global_arrays = self.global_arrays()
-        valid, _ = self._check_and_log_replies(replies, is_train=True, validate=False)
-        usable = [
-            m
-            for m in valid
-            if malformed_reason(
-                m.content,
-                global_arrays,
-                arrayrecord_key=self.arrayrecord_key,
-                weight_key=self.weighted_by_key,
-            )
-            is None
-        ]
+        global_arrays = self.sent()
+        usable = list(replies)
         if not usable:
             self.round_report = {"hospitals": [], "trust": []}
             return None, None

@@ -6,9 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
-from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.app import Array, ArrayRecord, Message, RecordDict
 
 PARTITION_KEY = "partition-id"
 
@@ -141,25 +139,3 @@ def restore_dtypes(arrays: ArrayRecord, reference: ArrayRecord) -> ArrayRecord:
             values = values.astype(reference[name].numpy().dtype)
         restored[name] = Array(values)
     return ArrayRecord(restored)
-
-
-class RemembersGlobal(FedAvg):
-    """A FedAvg whose ``aggregate_train`` needs the global model it sent out.
-
-    ``configure_train`` keeps it; :meth:`global_arrays` returns it.
-    """
-
-    _global: ArrayRecord | None = None
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Remember ``arrays``, the global model this round's replies start from."""
-        self._global = arrays
-        return super().configure_train(server_round, arrays, config, grid)
-
-    def global_arrays(self) -> ArrayRecord:
-        """Return the global model of the current round (after ``configure_train``)."""
-        if self._global is None:
-            raise RuntimeError("aggregate_train called before configure_train")
-        return self._global
