@@ -365,3 +365,40 @@ def test_the_stage_limits_the_config_checks_are_the_generators():
     from fedcl.config import MAX_STAGES
 
     assert MAX_STAGES == {"tissue": len(TISSUES), "classes": NUM_CLASSES - 1}
+
+
+def test_a_users_scenario_plugs_in_by_dotted_path_or_entry_point(monkeypatch):
+    from fedcl.scenarios import scenario_class
+
+    config = RunConfig(scenario="plugin_scenario:BlurredOddHospitals", clients=4, **SMALL)
+    scenario = scenario_of(config)
+    assert scenario.drifted_hospitals() == (1, 3) and config.drifting and not config.staged
+    assert scenario.is_drifted(1, 2) and not scenario.is_drifted(1, 1)
+    blurred, clean = scenario.train_dataset(1, 2), scenario.train_dataset(1, 1)
+    assert blurred.images.tobytes() != clean.images.tobytes()
+    assert np.array_equal(blurred.masks, clean.masks)
+
+    class EntryPoint:
+        name = "blurred"
+
+        def load(self):
+            from plugin_scenario import BlurredOddHospitals
+
+            return BlurredOddHospitals
+
+    monkeypatch.setattr("fedcl.plugins.entry_points", lambda group: [EntryPoint()])
+    assert scenario_class("blurred").__name__ == "BlurredOddHospitals"
+    assert RunConfig(scenario="blurred", clients=4, **SMALL).drifting
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("plugin_scenario:NotAScenario", "not a subclass of fedcl.scenarios.Scenario"),
+        ("plugin_scenario:Nope", "has no 'Nope'"),
+        ("client-drfit", "unknown scenario 'client-drfit'.*Did you mean 'client-drift'"),
+    ],
+)
+def test_a_scenario_that_is_not_one_is_named_in_the_error(name, message):
+    with pytest.raises(FedclError, match=message):
+        RunConfig(scenario=name)
