@@ -34,7 +34,7 @@ def epoch_seconds(model_name: str, data: TileDataset, config: RunConfig, device:
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        train_local(model, data, epochs=1, batch_size=config.batch_size, lr=config.lr, seed=repeat)
+        train_local(model, data, **config.local_schedule(), seed=repeat)
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)

@@ -84,7 +84,9 @@ def main() -> None:
         model = factory()
         start = time.perf_counter()
         for epoch in range(args.epochs):
-            train_local(model, train, epochs=1, batch_size=16, lr=2e-3, seed=epoch)
+            train_local(
+                model, train, epochs=1, batch_size=16, lr=2e-3, seed=epoch, bn_stats="running"
+            )
         seconds = time.perf_counter() - start
         result = evaluate(model, test)
         results[name] = result.dice

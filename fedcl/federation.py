@@ -29,7 +29,7 @@ from fedcl.hospital import EVALUATION_KEY, LOCAL_NORM_KEY
 from fedcl.models import build_model
 from fedcl.recorder import RoundCallback, RunRecorder, read_checkpoint, read_metrics
 from fedcl.scenarios import scenario_of
-from fedcl.strategies import build_strategy
+from fedcl.strategies import GuardedStrategy, build_strategy
 from fedcl.strategies.replies import partition_of
 from fedcl.training import resolve_device
 
@@ -224,7 +224,7 @@ def serve(
             recorder.round_evaluated(server_round, round_evaluation(config, server_round, figures))
 
     strategy = build_strategy(config, on_train, round_offset=done)
-    local_norm = getattr(strategy, "local_norm", "none")
+    local_norm = strategy.local_norm
     if local_norm != "none" and config.evaluation == "server":
         raise FedclError(
             f"strategy {config.strategy!r} keeps normalisation at the hospitals "
@@ -232,17 +232,7 @@ def serve(
             "'hospitals'"
         )
     round_end = RoundEnd(config, recorder, strategy, done)
-    if checkpoint is not None:
-        initial = checkpoint["model"]
-        if hasattr(strategy, "load_state_dict"):
-            strategy.load_state_dict(checkpoint["strategy"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        random.setstate(checkpoint["rng"]["python"])
-    else:
-        with torch.random.fork_rng():  # seed the initial model without leaking global state
-            torch.manual_seed(config.seed)
-            initial = build_model(config.model, NUM_CLASSES).state_dict()
-    round_end.arrays = ArrayRecord(initial)
+    round_end.arrays = _starting_point(config, strategy, checkpoint)
     if done < config.rounds:
         strategy.start(
             grid=grid,
@@ -257,3 +247,20 @@ def serve(
     if config.evaluation == "hospitals" and not recorder.has_record(config.rounds):
         record_figures(config.rounds, final_evaluation(grid, config, round_end.arrays, local_norm))
     return recorder.finish()
+
+
+def _starting_point(
+    config: RunConfig, strategy: GuardedStrategy, checkpoint: dict[str, Any] | None
+) -> ArrayRecord:
+    """Return the model to start from: a fresh one seeded from the config, or a checkpoint's.
+
+    From a checkpoint, the strategy's state and the random generators come back too.
+    """
+    if checkpoint is None:
+        with torch.random.fork_rng():  # seed the initial model without leaking global state
+            torch.manual_seed(config.seed)
+            return ArrayRecord(build_model(config.model, NUM_CLASSES).state_dict())
+    strategy.load_state_dict(checkpoint["strategy"])
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    random.setstate(checkpoint["rng"]["python"])
+    return ArrayRecord(checkpoint["model"])

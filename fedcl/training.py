@@ -113,7 +113,7 @@ def train_local(
     optimizer: str = "adam",
     seed: int = 0,
     proximal_mu: float = 0.0,
-    bn_stats: str = "running",
+    bn_stats: str = "recomputed",
     penalties: Sequence[Penalty] = (),
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` for ``epochs`` passes.
@@ -133,10 +133,10 @@ def train_local(
         FedProx: adds ``(mu / 2) * ||w - w_global||^2`` (``w_global`` = the weights
         the model had on entry) to the loss; 0 disables it.
     bn_stats : str
-        ``running``: BatchNorm keeps PyTorch's running averages from training, which mix
-        every batch's weights with the statistics the model came with. ``recomputed``:
-        after training, :func:`recompute_batchnorm` on ``data``, so the statistics
-        describe the weights they are sent with.
+        ``recomputed`` (the run default, key ``bn-stats``): after training,
+        :func:`recompute_batchnorm` on ``data``, so the statistics describe the weights
+        they are sent with. ``running``: BatchNorm keeps PyTorch's running averages from
+        training, which mix every batch's weights with the statistics the model came with.
     penalties : sequence of Penalty
         Extra loss terms, each called with a batch's images and the model's logits
         (for example LwF's :class:`~fedcl.distillation.Distillation`).

@@ -53,7 +53,7 @@ def model_fn():
 def trained(global_state, data, seed):
     model = model_fn()
     model.load_state_dict(global_state)
-    train_local(model, data, epochs=3, batch_size=8, lr=3e-3, seed=seed)
+    train_local(model, data, epochs=3, batch_size=8, lr=3e-3, seed=seed, bn_stats="running")
     return model.state_dict()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from fedcl.cli.deploy import add_commands as add_deploy_commands
 from fedcl.cli.deploy import deploy
@@ -40,6 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run_command(commands)
+    _add_compare_command(commands)
+    _add_report_command(commands)
+    add_deploy_commands(commands)
+    return parser
+
+
+def _add_run_command(commands: Any) -> None:
     run = commands.add_parser(
         "run",
         help="run one federated experiment (Flower simulation on Ray)",
@@ -60,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_overwrite(run)
     add_run_options(run)
 
+
+def _add_compare_command(commands: Any) -> None:
     compare = commands.add_parser(
         "compare",
         help="run several strategies on one scenario and seeds; write a table",
@@ -99,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
 
+
+def _add_report_command(commands: Any) -> None:
     report = commands.add_parser(
         "report",
         help="rebuild a run's summary and plots (or a comparison's table) from its files",
@@ -109,8 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     report.add_argument("dir", metavar="DIR", help="run or comparison directory")
-    add_deploy_commands(commands)
-    return parser
 
 
 def _simulate_with_progress(

@@ -87,8 +87,30 @@ def consolidate(
         z = model_outputs(model, images, index, representation)
         return barlow_continuity_loss(anchor, z if rows is None else z[rows], lambda_offdiag)
 
-    loss = loss_now()
-    before, taken, undone, shortened = float(loss.detach()), 0, 0, 0
+    first = loss_now()
+    loss, taken, undone, shortened = _descend(params, step, loss_now, first, steps, monotone)
+    return ConsolidationResult(
+        loss_before=float(first.detach()),
+        loss_after=float(loss.detach()),
+        steps=taken,
+        undone=undone,
+        shortened=shortened,
+    )
+
+
+def _descend(
+    params: list[nn.Parameter],
+    step: Callable[[], None],
+    loss_now: Callable[[], torch.Tensor],
+    loss: torch.Tensor,
+    steps: int,
+    monotone: bool,
+) -> tuple[torch.Tensor, int, int, int]:
+    """Take up to ``steps`` steps from ``loss``; return the last loss and the counts.
+
+    The counts: steps taken, undone (1 if a step was given up), shortened.
+    """
+    taken, undone, shortened = 0, 0, 0
     while taken < steps:
         for p in params:
             p.grad = None
@@ -104,13 +126,7 @@ def consolidate(
             new_loss, shortened = shorter, shortened + 1
         taken += 1
         loss = new_loss
-    return ConsolidationResult(
-        loss_before=before,
-        loss_after=float(loss.detach()),
-        steps=taken,
-        undone=undone,
-        shortened=shortened,
-    )
+    return loss, taken, undone, shortened
 
 
 # Halvings a monotone consolidation tries before it gives a step up (1/2 .. 1/32 of it).

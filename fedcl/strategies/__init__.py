@@ -182,7 +182,7 @@ def check_strategy(name: str) -> None:
 
 def build_strategy(
     config: RunConfig, on_train: TrainHook | None = None, round_offset: int = 0
-) -> Strategy:
+) -> GuardedStrategy:
     """Instantiate ``config.strategy`` inside a :class:`GuardedStrategy` with the config's guard.
 
     A strategy whose constructor takes ``sent`` is given the guard's :class:`SentModel`
