@@ -40,7 +40,7 @@ class RunKeys:
         section="run",
     )
     clients: int = opt(5, "number of simulated hospitals", data=True, section="run", rule=">= 1")
-    # 15 rounds of 1 local epoch take the default model to ~0.8 Dice (docs/RESULTS.md).
+    # Enough rounds of 1 local epoch for the default model to converge (docs/RESULTS.md).
     rounds: int = opt(15, "federated rounds", section="run", rule=">= 1")
     seed: int = opt(
         0, "seed of everything: data, model initialisation, batch order", data=True, section="run"
@@ -104,7 +104,7 @@ class TrainingKeys:
     )
     local_epochs: int = opt(1, "local epochs per round", section="training", rule=">= 1")
     batch_size: int = opt(16, "local batch size", section="training", rule=">= 1")
-    # Adam converges in a few rounds on the synthetic tiles; SGD needs ~10x the lr.
+    # Adam converges in a few rounds on the synthetic tiles; SGD needs a larger lr.
     lr: float = opt(2e-3, "local learning rate", section="training", rule="> 0")
     optimizer: str = opt(
         "adam",

@@ -88,9 +88,9 @@ def persistent_outlier(evidence: Sequence[float], tau: float, window: int) -> bo
 
     A shifted hospital is far from its peers round after round; an honest one only
     now and then. Averaging a hospital's :func:`peer_evidence` over the rounds it
-    replied separates the two where one round's scores overlap (measured: DBC's
-    per-round rule rejected 13 % of honest replies under iid and missed shifted ones
-    in early rounds; see docs/RESULTS.md).
+    replied separates the two where one round's scores overlap (the one-round rule
+    rejected honest replies under iid and missed shifted ones in early rounds:
+    docs/decision-log.md, "the evidence filter replaces the one-round rule").
     """
     recent = list(evidence)[-window:]
     return bool(recent) and statistics.fmean(recent) > tau

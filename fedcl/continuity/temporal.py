@@ -31,8 +31,8 @@ def shared_shift(history: Sequence[float], score: float, rho: float, window: int
     well past the movement of the rounds before, while ordinary learning moves less and
     less. True when ``score > (1 + rho) * median`` of the last ``window`` values of
     ``history``; False with fewer than :data:`MIN_CALM` values: one round is no level
-    to jump from (measured: an iid run's round 5 moved 5x its round 4, see
-    docs/RESULTS.md).
+    to jump from (the evidence: docs/decision-log.md, "calm history after warm-up, one
+    consolidation step, and two calm rounds before a shift").
     """
     recent = list(history)[-window:]
     return len(recent) >= MIN_CALM and score > (1 + rho) * statistics.median(recent)

@@ -53,9 +53,8 @@ def stage_stain(config: RunConfig, stage: int) -> Stain:
 
 
 # Log-normal spread of a class's share from stage to stage at forgetting-strength 1: a
-# share typically doubles or halves (e^0.8 = 2.2 at the default strength 0.8), as a new
-# cohort's patient mix does. (It was 3.0: at 0.8 a stage could be 98 % tumour, which
-# is no tissue anyone sees, and made "forgetting" mostly a matter of class priors.)
+# share typically doubles or halves, as a new cohort's patient mix does (why not more:
+# docs/decision-log.md, "stain drifts of typical parameter size").
 MIX_SHIFT = 1.0
 
 

@@ -94,8 +94,7 @@ class DynamicBarlowContinuity(FedAvg):
         self.settings = settings or DBCSettings()
         self.sent = sent or SentModel()
         self.filter = EvidenceFilter(self.settings, drifted)
-        # Channels-last: the scoring forward passes run ~30 % faster on CPU (measured,
-        # default U-Net, 32 x 64 px tiles: 18 -> 13 ms per model).
+        # Channels-last: the scoring forward passes run faster on CPU (docs/BENCHMARKS.md).
         self.reference_images = reference_images.to(device).contiguous(
             memory_format=torch.channels_last
         )
