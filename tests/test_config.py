@@ -110,3 +110,43 @@ def test_config_toml_names_the_unread_keys_and_reloads_as_written(tmp_path):
     text = path.read_text()
     assert text.startswith("# Keys this run did not read") and "dbc-tau" in text.split("\n\n")[0]
     assert RunConfig.from_toml(path) == config
+
+
+@pytest.mark.parametrize(
+    ("value", "rule", "ok"),
+    [
+        (1, ">= 1", True),
+        (0, ">= 1", False),
+        (0.0, "> 0", False),
+        (float("nan"), "> 0", False),
+        (1.0, "0..1", True),
+        (1.0, "[0, 1)", False),
+        (0.0, "[0, 1)", True),
+    ],
+)
+def test_a_declared_rule_is_what_a_value_must_obey(value, rule, ok):
+    from fedcl.config.keys import obeys
+
+    assert obeys(value, rule) is ok
+
+
+def test_every_key_is_declared_once_under_one_flat_name():
+    from fedcl.config import DBCSettings, keys
+
+    names = [k.name for k in keys()]
+    assert len(names) == len(set(names)) == len(RunConfig().to_mapping())
+    assert RunConfig.from_mapping({"dbc-lambda": 0.5}).dbc.lambda_offdiag == 0.5
+    assert RunConfig().with_keys({"dbc-tau": 2.0, "lwf-weight": 0.5}).dbc == DBCSettings(tau=2.0)
+    assert RunConfig().with_keys({"lwf-weight": 0.5}).lwf.weight == 0.5
+    with pytest.raises(FedclError, match="'dbc-tau' must be > 0, got 0"):
+        RunConfig.from_mapping({"dbc-tau": 0}, source="x")
+    with pytest.raises(FedclError, match="'lwf-temperature' must be > 0"):
+        RunConfig.from_mapping({"lwf-temperature": 0.0})
+
+
+def test_a_strategys_own_section_counts_only_for_that_strategy():
+    from fedcl.config import DBCSettings
+
+    tuned = DBCSettings(tau=9.0)
+    assert RunConfig(strategy="fedavg", dbc=tuned).as_read().dbc == DBCSettings()
+    assert RunConfig(strategy="dbc", dbc=tuned).as_read().dbc == tuned
