@@ -150,3 +150,10 @@ def test_a_strategys_own_section_counts_only_for_that_strategy():
     tuned = DBCSettings(tau=9.0)
     assert RunConfig(strategy="fedavg", dbc=tuned).as_read().dbc == DBCSettings()
     assert RunConfig(strategy="dbc", dbc=tuned).as_read().dbc == tuned
+
+
+def test_the_committed_run_directories_still_load():
+    found = sorted((ROOT / "docs" / "results").glob("**/config.toml"))
+    assert found, "the committed result folders hold run configurations"
+    for path in found:
+        assert RunConfig.from_run_dir(path.parent).rounds >= 1, path
