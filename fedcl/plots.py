@@ -60,8 +60,45 @@ def plot_dbc(
     With the evidence rule (rounds report ``evidence``), a second panel shows each
     hospital's evidence against ``tau``, the line above which it is rejected.
     """
-    series: dict[Any, list[tuple[int, float]]] = {}
-    evidence: dict[Any, list[tuple[int, float]]] = {}
+    series, evidence, rejected, thresholds = _dbc_series(records)
+    panels = 2 if evidence and tau is not None else 1
+    fig, axes = plt.subplots(panels, 1, figsize=(6.4, 4.0 * panels), dpi=110, squeeze=False)
+    ax = axes[0][0]
+    order = sorted(series, key=lambda h: (h is None, h))
+    for hospital in order:
+        xs, ys = zip(*series[hospital], strict=True)
+        ax.plot(xs, ys, "-o", ms=3, lw=1, label=_name(hospital, names))
+    if thresholds:
+        xs, ys = zip(*thresholds, strict=True)
+        ax.plot(xs, ys, "k--", lw=1, label="threshold")
+    if rejected:
+        xs, ys = zip(*rejected, strict=True)
+        ax.plot(xs, ys, "rx", ms=9, mew=2, label="rejected")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_ylabel("peer score L_BC(consensus, reply)")
+    ax.set_title(title, fontsize=9)
+    if panels == 2:
+        assert tau is not None
+        _evidence_panel(axes[1][0], evidence, tau, names)
+    for row in axes:
+        row[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+        row[0].set_xlabel("round")
+        row[0].grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+Series = dict[Any, list[tuple[int, float]]]
+
+
+def _dbc_series(
+    records: Sequence[dict[str, Any]],
+) -> tuple[Series, Series, list[tuple[int, float]], list[tuple[int, float]]]:
+    """Per hospital (round, peer score) and (round, evidence); rejections; thresholds."""
+    series: Series = {}
+    evidence: Series = {}
     rejected: list[tuple[int, float]] = []
     thresholds: list[tuple[int, float]] = []
     for record in records:
@@ -82,40 +119,18 @@ def plot_dbc(
                 rejected.append((rnd, score))
         if report.get("threshold") is not None:
             thresholds.append((rnd, report["threshold"]))
-    panels = 2 if evidence and tau is not None else 1
-    fig, axes = plt.subplots(panels, 1, figsize=(6.4, 4.0 * panels), dpi=110, squeeze=False)
-    ax = axes[0][0]
-    order = sorted(series, key=lambda h: (h is None, h))
-    for hospital in order:
-        xs, ys = zip(*series[hospital], strict=True)
+    return series, evidence, rejected, thresholds
+
+
+def _evidence_panel(ax: Any, evidence: Series, tau: float, names: Sequence[str]) -> None:
+    for hospital in sorted(evidence, key=lambda h: (h is None, h)):
+        xs, ys = zip(*evidence[hospital], strict=True)
         ax.plot(xs, ys, "-o", ms=3, lw=1, label=_name(hospital, names))
-    if thresholds:
-        xs, ys = zip(*thresholds, strict=True)
-        ax.plot(xs, ys, "k--", lw=1, label="threshold")
-    if rejected:
-        xs, ys = zip(*rejected, strict=True)
-        ax.plot(xs, ys, "rx", ms=9, mew=2, label="rejected")
-    ax.set_yscale("symlog", linthresh=1e-3)
-    ax.set_ylabel("peer score L_BC(consensus, reply)")
-    ax.set_title(title, fontsize=9)
-    if panels == 2:
-        low = axes[1][0]
-        for hospital in sorted(evidence, key=lambda h: (h is None, h)):
-            xs, ys = zip(*evidence[hospital], strict=True)
-            low.plot(xs, ys, "-o", ms=3, lw=1, label=_name(hospital, names))
-        low.axhline(tau, color="k", ls="--", lw=1, label=f"tau = {tau:g}: rejected above")
-        bottom, top = low.get_ylim()
-        low.set_ylim(bottom, max(top, tau + 0.1 * (top - bottom)))  # the line in view
-        low.set_ylabel("evidence: mean log(peer / typical peer)")
-        low.legend(fontsize=7, ncol=2, loc="lower left")
-    for row in axes:
-        row[0].xaxis.set_major_locator(MaxNLocator(integer=True))
-        row[0].set_xlabel("round")
-        row[0].grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    ax.axhline(tau, color="k", ls="--", lw=1, label=f"tau = {tau:g}: rejected above")
+    bottom, top = ax.get_ylim()
+    ax.set_ylim(bottom, max(top, tau + 0.1 * (top - bottom)))  # the line in view
+    ax.set_ylabel("evidence: mean log(peer / typical peer)")
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
 
 
 def _name(hospital: Any, names: Sequence[str]) -> str:
@@ -179,23 +194,7 @@ def plot_comparison(
     # one colour per entry, the same in both panels (tab10 repeats after ten entries)
     palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
     color = {name: palette(i % palette.N) for i, name in enumerate(names)}
-    for name, points in curves.items():
-        rounds = [p[0] for p in points]
-        mean = [p[1] for p in points]
-        std = [p[2] for p in points]
-        left.plot(rounds, mean, "-o", ms=3, label=name, color=color[name])
-        left.fill_between(
-            rounds,
-            [m - s for m, s in zip(mean, std, strict=True)],
-            [m + s for m, s in zip(mean, std, strict=True)],
-            alpha=0.15,
-            color=color[name],
-        )
-    left.xaxis.set_major_locator(MaxNLocator(integer=True))
-    left.set_xlabel("round")
-    left.set_ylabel("mean foreground Dice")
-    left.set_ylim(0, 1)
-    left.grid(alpha=0.3)
+    _curve_panel(left, curves, color)
     bars = {
         "final_dice": "final Dice",
         "acc": "ACC",
@@ -225,6 +224,27 @@ def plot_comparison(
                ncol=min(len(labels), 6), fontsize=8, frameon=False)  # fmt: skip
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
+
+
+def _curve_panel(ax: Any, curves: dict[str, list[tuple[int, float, float]]], color: Any) -> None:
+    """Mean Dice per round, a band of one std, one line per entry."""
+    for name, points in curves.items():
+        rounds = [p[0] for p in points]
+        mean = [p[1] for p in points]
+        std = [p[2] for p in points]
+        ax.plot(rounds, mean, "-o", ms=3, label=name, color=color[name])
+        ax.fill_between(
+            rounds,
+            [m - s for m, s in zip(mean, std, strict=True)],
+            [m + s for m, s in zip(mean, std, strict=True)],
+            alpha=0.15,
+            color=color[name],
+        )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("round")
+    ax.set_ylabel("mean foreground Dice")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
 
 
 def _nan(value: float | None) -> float:
