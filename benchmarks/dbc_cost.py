@@ -43,7 +43,7 @@ def scoring_seconds(config: RunConfig, rounds: int = 3) -> float:
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1  # Messages
     strategy = build_strategy(config)
     torch.manual_seed(0)
-    global_state = strategy.model.state_dict()  # type: ignore[attr-defined]
+    global_state = strategy.inner.model.state_dict()  # type: ignore[attr-defined]
     seconds = []
     for server_round in range(1, rounds + 1):
         arrays = ArrayRecord(global_state)
@@ -60,7 +60,7 @@ def scoring_seconds(config: RunConfig, rounds: int = 3) -> float:
             content = RecordDict({"arrays": ArrayRecord(state), "metrics": metrics})
             replies.append(Message(content=content, reply_to=message))
         strategy.aggregate_train(server_round, replies)
-        seconds.append(strategy.round_report["seconds_scoring"])  # type: ignore[attr-defined]
+        seconds.append(strategy.round_report["seconds_scoring"])  # type: ignore[index]
     return statistics.median(seconds)
 
 
