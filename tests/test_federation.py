@@ -6,18 +6,19 @@ from flwr.app import RecordDict
 
 from fedcl import hospital
 from fedcl.config import RunConfig
+from fedcl.scenarios import Iid
 
 
 def test_hospital_data_is_generated_once_and_kept_in_context_state(monkeypatch):
     config = RunConfig(clients=2, image_size=32, train_tiles=4)
     calls = []
-    real = hospital.train_dataset
+    real = Iid.train_dataset
 
-    def counting(*args, **kwargs):
-        calls.append(args[1:])
-        return real(*args, **kwargs)
+    def counting(self, *args):
+        calls.append(args)
+        return real(self, *args)
 
-    monkeypatch.setattr(hospital, "train_dataset", counting)
+    monkeypatch.setattr(Iid, "train_dataset", counting)
     state = RecordDict()
     first = hospital.local_train_data(config, 1, 1, state)
     second = hospital.local_train_data(config, 1, 2, state)

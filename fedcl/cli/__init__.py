@@ -191,6 +191,8 @@ def _compare(args: argparse.Namespace) -> int:
     scenarios = parse_list(args.scenarios, SCENARIOS.builtin) if args.scenarios else []
     if not entries or not seeds:
         raise FedclError("--strategies and --seeds must each name at least one value")
+    for name in scenarios:
+        SCENARIOS.check(name)  # before Ray starts
     for entry in entries:
         check_strategy(entry.strategy)  # every name, before the first run starts
     if not hasattr(args, "out"):
