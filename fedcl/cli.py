@@ -238,6 +238,11 @@ def _add_deploy_commands(commands: Any) -> None:
     )
     compose.add_argument("--hospitals", type=int, default=3, metavar="N")
     compose.add_argument("--tls", action="store_true", help="the TLS variant")
+    compose.add_argument(
+        "--network", choices=("bridge", "host"), default="bridge",  # topology.NETWORKS
+        help="bridge (default): a compose network, services by name; host: the host's "
+        "network, every daemon on 127.0.0.1 with its own port (scripts/compose_check.py)",
+    )  # fmt: skip
     certs = targets.add_parser(
         "certs",
         help="write a throwaway CA + server certificate for the TLS compose file",
@@ -419,7 +424,7 @@ def _deploy(args: argparse.Namespace) -> int:
 
     if args.target == "compose":
         _check_hospitals(args.hospitals)
-        sys.stdout.write(topology.render_compose(args.hospitals, tls=args.tls))
+        sys.stdout.write(topology.render_compose(args.hospitals, args.tls, args.network))
         return 0
     if args.target == "certs":
         from fedcl.deploy.certs import write_certificates
