@@ -433,6 +433,8 @@ def _deploy(args: argparse.Namespace) -> int:
         names = [s.name for s in topology.services(args.hospitals, topology.compose_network())]
         tls = write_certificates(Path(args.dir), names)
         print(f"wrote {tls.ca}, {tls.cert}, {tls.key}")
+        # Flower's images run as user app: the daemons must be able to read the key.
+        print(f"for docker compose: sudo chown -R 49999:49999 {args.dir}")
         return 0
     return _deploy_local(args)
 

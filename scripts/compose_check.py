@@ -388,13 +388,17 @@ class ComposeRun:
             (data / _marker(h)).write_text(f"hospital {h}\n")
         runs = self.workdir / "runs"
         runs.mkdir()
-        os.chown(runs, APP_UID, APP_UID)  # the ServerApp (user app) writes here
+        owned = [runs]  # the ServerApp (user app) writes here
         if self.tls:
             names = [s.name for s in services(self.hospitals, compose_network())]
             certificates = self.workdir / "certificates"
             write_certificates(certificates, names)
-            for path in certificates.iterdir():  # the daemons (user app) read the key
+            owned += [certificates, *certificates.iterdir()]  # the daemons read the key
+        for path in owned:
+            try:
                 os.chown(path, APP_UID, APP_UID)
+            except PermissionError as err:
+                raise CheckError(f"giving {path} to UID {APP_UID} (user app) needs root") from err
 
     def up(self) -> None:
         """``compose up -d`` (images prebuilt); wait until every daemon is healthy."""

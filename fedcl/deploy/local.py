@@ -103,7 +103,10 @@ class LocalDeployment:
             self.tls = write_certificates(workdir / "certificates", names)
         self.services = services(hospitals, self.network, self.tls)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.env = os.environ | FLOWER_ENV | {"PYTHONUNBUFFERED": "1"}
+        # Flower's programs (and the app processes they start) from this interpreter's
+        # environment, also when it is not activated.
+        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        self.env = os.environ | FLOWER_ENV | {"PYTHONUNBUFFERED": "1", "PATH": path}
 
     def log(self, name: str) -> Path:
         """Return the log file of service ``name`` (stdout and stderr)."""
