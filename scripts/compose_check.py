@@ -280,6 +280,8 @@ class Images:
         )  # fmt: skip
         self.build_seconds[image] = round(time.monotonic() - started, 1)
         log(f"{image}: built in {self.build_seconds[image]:.0f} s")
+        # the image this one replaced, now untagged (its layers are shared)
+        self.docker("image", "prune", "-f", "--filter", f"label={INPUTS_LABEL}")
 
     def base(self) -> str:
         """Make a Debian bookworm image with Python 3.11 for the stand-ins (debootstrap)."""
@@ -506,6 +508,7 @@ class ComposeRun:
         except DeploymentError as err:
             raise CheckError(str(err)) from err
         self.timings["run_seconds"] = round(time.monotonic() - started, 1)
+        self.timings["load_average"] = round(os.getloadavg()[1], 1)  # 5 min: others' load too
         summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
         if summary["rounds"] != self.rounds or summary["strategy"] != SETTINGS["strategy"]:
             raise CheckError(f"unexpected summary.json: {summary}")
@@ -579,6 +582,7 @@ def compare(workdir: Path, hospitals: int, rounds: int) -> dict[str, Any]:
         result[name] = {
             "total_seconds": round(time.monotonic() - started, 1),
             "round_seconds": [r["wall_seconds"] for r in records],
+            "load_average": round(os.getloadavg()[1], 1),
         }
         log(f"{name}: {result[name]}")
     return result
