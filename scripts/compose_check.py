@@ -59,6 +59,7 @@ from fedcl.deploy.topology import (  # noqa: E402
     render_compose,
     services,
 )
+from fedcl.processes import terminate_raises  # noqa: E402
 from fedcl.simulation import FLOWER_ENV  # noqa: E402
 
 APP_UID = 49999  # the user `app` of Flower's images (and of the stand-ins)
@@ -362,8 +363,17 @@ def _marker(hospital: int) -> str:
 class ComposeRun:
     """One variant (insecure or TLS) of the deployment: up, checks, a run, down."""
 
-    def __init__(self, docker: Docker, workdir: Path, hospitals: int, rounds: int, tls: bool):
+    def __init__(
+        self,
+        docker: Docker,
+        workdir: Path,
+        hospitals: int,
+        rounds: int,
+        tls: bool,
+        run_timeout: float = 1200,
+    ) -> None:
         self.docker = docker
+        self.run_timeout = run_timeout  # a run that hangs fails the check, and is torn down
         self.workdir = workdir
         self.hospitals = hospitals
         self.rounds = rounds
@@ -372,6 +382,7 @@ class ComposeRun:
         self.project = f"fedcl-check-{self.variant}"
         self.timings: dict[str, Any] = {}
         self._last_alive = 0.0
+        self._deadline = float("inf")
 
     def compose(self, *args: str, check: bool = True) -> str:
         """Run the compose command on this variant's file and project."""
@@ -491,6 +502,7 @@ class ComposeRun:
         )
         out = self.workdir / "runs" / self.variant  # the ServerApp's runs/ on the host
         started = time.monotonic()
+        self._deadline = started + self.run_timeout
 
         def progress(record: dict[str, Any]) -> None:
             log(f"{self.variant}: round {record['round']} ({record['wall_seconds']:.1f} s)")
@@ -519,6 +531,8 @@ class ComposeRun:
 
     def check_alive(self) -> None:
         """Raise if a container exited or restarted (looked at every few seconds)."""
+        if time.monotonic() > self._deadline:
+            raise CheckError(f"the run did not finish within {self.run_timeout:.0f} s")
         if time.monotonic() - self._last_alive < 5:
             return
         self._last_alive = time.monotonic()
@@ -599,6 +613,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--install", action="store_true", help="apt-get install what is missing")
     parser.add_argument("--keep", type=Path, help="keep the work directories here")
     parser.add_argument("--report", type=Path, help="write the figures as JSON")
+    parser.add_argument(
+        "--run-timeout", type=float, default=1200, help="seconds a run may take (default 1200)"
+    )
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not set(variants) <= {"insecure", "tls"}:
@@ -615,7 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if args.install:
                 install_missing()
-            with engine(workdir):
+            with terminate_raises(), engine(workdir):
                 docker = Docker()
                 images = Images(docker, workdir, rebuild=args.rebuild)
                 images.flower()
@@ -624,7 +641,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 report["image_bytes"] = images.sizes()
                 for variant in variants:
                     run = ComposeRun(
-                        docker, workdir / variant, args.hospitals, args.rounds, variant == "tls"
+                        docker,
+                        workdir / variant,
+                        args.hospitals,
+                        args.rounds,
+                        tls=variant == "tls",
+                        run_timeout=args.run_timeout,
                     )
                     report[variant] = run()
             if args.compare:
@@ -632,6 +654,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except CheckError as err:
             log(f"FAILED: {err}")
             return 1
+        except KeyboardInterrupt:
+            log("interrupted: torn down")
+            return 130
         finally:
             report["check_seconds"] = round(time.monotonic() - started, 1)
             if args.report:
