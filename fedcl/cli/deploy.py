@@ -49,6 +49,11 @@ def add_commands(commands: Any) -> None:
     )
     compose.add_argument("--hospitals", type=int, default=3, metavar="N")
     compose.add_argument("--tls", action="store_true", help="the TLS variant")
+    compose.add_argument(
+        "--network", choices=("bridge", "host"), default="bridge",  # topology.NETWORKS
+        help="bridge (default): a compose network, services by name; host: the host's "
+        "network, every daemon on 127.0.0.1 with its own port (scripts/compose_check.py)",
+    )  # fmt: skip
     certs = targets.add_parser(
         "certs",
         help="write a throwaway CA + server certificate for the TLS compose file",
@@ -69,7 +74,7 @@ def deploy(args: argparse.Namespace) -> int:
 
     if args.target == "compose":
         _check_hospitals(args.hospitals)
-        sys.stdout.write(topology.render_compose(args.hospitals, tls=args.tls))
+        sys.stdout.write(topology.render_compose(args.hospitals, args.tls, args.network))
         return 0
     if args.target == "certs":
         from fedcl.deploy.certs import write_certificates
@@ -78,6 +83,8 @@ def deploy(args: argparse.Namespace) -> int:
         names = [s.name for s in topology.services(args.hospitals, topology.compose_network())]
         tls = write_certificates(Path(args.dir), names)
         print(f"wrote {tls.ca}, {tls.cert}, {tls.key}")
+        # Flower's images run as user app: the daemons must be able to read the key.
+        print(f"for docker compose: sudo chown -R 49999:49999 {args.dir}")
         return 0
     return _deploy_local(args)
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,10 @@ class LocalDeployment:
             self.tls = write_certificates(workdir / "certificates", names)
         self.services = services(hospitals, self.network, self.tls)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.env = os.environ | FLOWER_ENV | {"PYTHONUNBUFFERED": "1"}
+        # Flower's programs (and the app processes they start) from this interpreter's
+        # environment, also when it is not activated.
+        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        self.env = os.environ | FLOWER_ENV | {"PYTHONUNBUFFERED": "1", "PATH": path}
 
     def log(self, name: str) -> Path:
         """Return the log file of service ``name`` (stdout and stderr)."""
@@ -190,27 +193,56 @@ class LocalDeployment:
             _signal_group(process, signal.SIGKILL)  # app processes left in the group too
             process.wait()
 
-    # --- the flwr CLI against this deployment ----------------------------------------
+    @property
+    def connection(self) -> Connection:
+        """The flwr CLI's connection to this deployment's SuperLink."""
+        return Connection(
+            address=self.network.address("superlink"),
+            ca=self.tls.ca if self.tls else None,
+            home=self.workdir / "flwr-home" / "cli",
+            env=self.env,
+        )
 
-    def _cli_home(self) -> Path:
-        home = self.workdir / "flwr-home" / "cli"
-        home.mkdir(parents=True, exist_ok=True)
-        connection: dict[str, Any] = {"address": self.network.address("superlink")}
-        if self.tls:
-            connection["root-certificates"] = self.tls.ca
+
+class Connection:
+    """The flwr CLI against a running SuperLink (``flwr run``, ``flwr list``, ``flwr log``).
+
+    Parameters
+    ----------
+    address
+        ``host:port`` of the SuperLink's Control API.
+    ca
+        CA certificate to verify the SuperLink with; None: an insecure connection.
+    home
+        ``FLWR_HOME`` of the CLI; its ``config.toml`` names this one connection.
+    env
+        Environment of the CLI processes.
+    """
+
+    def __init__(self, address: str, ca: str | None, home: Path, env: Mapping[str, str]) -> None:
+        self.address = address
+        self.ca = ca
+        self.home = home
+        self.env = dict(env)
+
+    def _cli_env(self) -> dict[str, str]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        connection: dict[str, Any] = {"address": self.address}
+        if self.ca:
+            connection["root-certificates"] = self.ca
         else:
             connection["insecure"] = True
-        (home / "config.toml").write_text(
+        (self.home / "config.toml").write_text(
             tomli_w.dumps({"superlink": {"default": CONNECTION, CONNECTION: connection}})
         )
-        return home
+        return self.env | {"FLWR_HOME": str(self.home)}
 
     def flwr(self, *args: str, timeout: float = 120) -> dict[str, Any]:
-        """Run ``flwr ARGS --format json`` against this deployment; return its JSON."""
+        """Run ``flwr ARGS --format json`` against this SuperLink; return its JSON."""
         command = [_flwr(), *args, "--format", "json"]
         result = subprocess.run(
             command,
-            env=self.env | {"FLWR_HOME": str(self._cli_home())},
+            env=self._cli_env(),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -235,7 +267,7 @@ class LocalDeployment:
         """Return the ServerApp's log of run ``run_id`` as the SuperLink keeps it."""
         result = subprocess.run(
             [_flwr(), "log", run_id, CONNECTION, "--show"],
-            env=self.env | {"FLWR_HOME": str(self._cli_home())},
+            env=self._cli_env(),
             capture_output=True,
             text=True,
             timeout=60,
@@ -296,27 +328,59 @@ def deploy_local(
         config.clients, workdir, tls, client_threads=max(1, int(config.client_cpus))
     )
     with terminate_raises(), deployment:
-        run_id = deployment.submit(config_file)
-        seen, last_status = 0, 0.0
-        while True:
-            time.sleep(0.5)
-            deployment.check_alive()
-            records = _new_records(out / "metrics.jsonl", seen)
-            seen += len(records)
-            for record in records:
-                on_record(record)
-            finished = (out / "summary.json").exists() and seen > config.rounds
-            if finished or time.monotonic() - last_status > status_every:
-                last_status = time.monotonic()
-                run = deployment.status(run_id)
-                if str(run["status"]).startswith("finished"):
-                    break
-        if run["status"] != "finished:completed":
-            log = deployment.run_log(run_id)
-            (workdir / "logs" / "run.log").write_text(log)
-            raise DeploymentError(
-                f"run {run_id} ended as {run['status']} ({run.get('status-details')}). "
-                f"The ServerApp's log (all of it in {workdir / 'logs' / 'run.log'}):\n"
-                + "\n".join(log.splitlines()[-40:])
-            )
+        return follow_run(
+            deployment.connection,
+            config_file,
+            out,
+            config.rounds,
+            check_alive=deployment.check_alive,
+            on_record=on_record,
+            status_every=status_every,
+            logs=workdir / "logs",
+        )
+
+
+def follow_run(
+    connection: Connection,
+    config_file: Path,
+    out: Path,
+    rounds: int,
+    check_alive: Callable[[], None] = lambda: None,
+    on_record: Callable[[dict[str, Any]], None] = lambda _record: None,
+    status_every: float = 10.0,
+    logs: Path | None = None,
+) -> dict[str, Any]:
+    """Submit the app with ``config_file``; follow it until the SuperLink says it finished.
+
+    ``out``: the run directory as this machine sees it (its ``metrics.jsonl`` feeds
+    ``on_record``); ``check_alive`` raises if a service died. Returns the run's final
+    SuperLink record; raises :class:`DeploymentError` with the ServerApp's log (also
+    written to ``logs/run.log``) unless the run ended ``finished:completed``.
+    """
+    run_id = connection.submit(config_file)
+    seen, last_status = 0, 0.0
+    while True:
+        time.sleep(0.5)
+        check_alive()
+        records = _new_records(out / "metrics.jsonl", seen)
+        seen += len(records)
+        for record in records:
+            on_record(record)
+        finished = (out / "summary.json").exists() and seen > rounds
+        if finished or time.monotonic() - last_status > status_every:
+            last_status = time.monotonic()
+            run = connection.status(run_id)
+            if str(run["status"]).startswith("finished"):
+                break
+    if run["status"] != "finished:completed":
+        log = connection.run_log(run_id)
+        where = ""
+        if logs is not None:
+            logs.mkdir(parents=True, exist_ok=True)
+            (logs / "run.log").write_text(log)
+            where = f" (all of it in {logs / 'run.log'})"
+        raise DeploymentError(
+            f"run {run_id} ended as {run['status']} ({run.get('status-details')}). "
+            f"The ServerApp's log{where}:\n" + "\n".join(log.splitlines()[-40:])
+        )
     return run

@@ -20,6 +20,8 @@ from typing import Any
 
 import flwr
 
+import fedcl
+
 FLOWER_VERSION = flwr.__version__  # image tags follow the installed (pinned) Flower
 SUPERLINK_PORT = 8000  # Flower's default; Fleet, Control and runtime APIs
 SUPERNODE_PORT = 9094  # Flower's default runtime API port of a SuperNode
@@ -29,6 +31,11 @@ ENVIRONMENT = {"FLWR_TELEMETRY_ENABLED": "0", "NO_ALBUMENTATIONS_UPDATE": "1"}
 # A SuperExec looks for new work every second by default; at 0.2 s a round starts
 # ~0.4 s sooner on average, for a few small HTTP requests more.
 SUPEREXEC_ENVIRONMENT = ENVIRONMENT | {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2"}
+# A ClientApp trains with one torch thread, as Ray gives a simulated hospital: the
+# hospitals of one compose file share one host's cores, and N processes with every core
+# each oversubscribe it (docs/deployment.md, round latency). Raise it where each
+# hospital runs on its own machine; `fedcl deploy local` sets it from --client-cpus.
+CLIENTAPP_ENVIRONMENT = SUPEREXEC_ENVIRONMENT | {"OMP_NUM_THREADS": "1"}
 
 
 @dataclass(frozen=True)
@@ -141,7 +148,7 @@ def services(hospitals: int, network: Network, tls: Tls | None = None) -> list[S
             ("--runtime-api-address", network.address(supernode(h)), *_client_tls(tls)),
             hospital=h,
             after=(supernode(h),),
-            environment=SUPEREXEC_ENVIRONMENT,
+            environment=CLIENTAPP_ENVIRONMENT,
         )
         nodes += [node, app]
     return [link, serverapp, *nodes]
@@ -151,15 +158,42 @@ def services(hospitals: int, network: Network, tls: Tls | None = None) -> list[S
 
 _IMAGES = {"flower-superlink": "superlink", "flower-supernode": "supernode"}
 _BUILDS = {"serverapp": "server/Dockerfile"}  # ClientApps: clients/Dockerfile
+# How the containers reach each other: "bridge", a compose network with service names
+# (the committed files); "host", the host's network stack, every daemon on 127.0.0.1
+# with its own port (for tests, and where a container network is not wanted).
+NETWORKS = ("bridge", "host")
+LOOPBACK = "127.0.0.1"
 
 
-def compose_network() -> Network:
-    """Compose addressing: containers bind 0.0.0.0 and reach each other by name."""
+def _host_port(name: str) -> int:
+    # Host networking shares one port space: SuperNode h listens on 9094 + h.
+    if name == "superlink":
+        return SUPERLINK_PORT
+    return SUPERNODE_PORT + int(name.rsplit("-", 1)[1])
+
+
+def compose_network(network: str = "bridge") -> Network:
+    """Compose addressing for ``network`` (one of :data:`NETWORKS`).
+
+    ``bridge``: containers bind 0.0.0.0 and reach each other by service name on
+    Flower's default ports. ``host``: containers bind 127.0.0.1 only; the SuperLink
+    listens on 8000 and SuperNode ``h`` on 9094 + ``h``.
+    """
+    if network == "host":
+        return Network(bind=LOOPBACK, host=lambda _name: LOOPBACK, port=_host_port)
+    if network != "bridge":
+        raise ValueError(f"network must be one of {', '.join(NETWORKS)}; got {network!r}")
     return Network(
         bind="0.0.0.0",
         host=lambda name: name,
         port=lambda name: SUPERLINK_PORT if name == "superlink" else SUPERNODE_PORT,
     )
+
+
+def app_image(service: str) -> str:
+    """Return the local image name of an app service (built, never pulled)."""
+    role = "serverapp" if service == "serverapp" else "clientapp"
+    return f"fedcl-{role}:{fedcl.__version__}"
 
 
 def compose_tls() -> Tls:
@@ -172,43 +206,53 @@ def _healthcheck(port: int, tls: bool) -> dict[str, Any]:
     url = f"{'https' if tls else 'http'}://localhost:{port}/health"
     context = f"ssl.create_default_context(cafile='{CERT_DIR}/ca.pem')" if tls else "None"
     probe = f"import ssl, urllib.request as u; u.urlopen('{url}', context={context}, timeout=3)"
+    # Every 2 s (a Python start, ~40 ms of CPU): each tier of depends_on waits for one
+    # healthy probe, so at 5 s a 3-tier start took 19 s instead of ~10 s.
     return {
         "test": ["CMD", "python", "-c", probe],
-        "interval": "5s",
+        "interval": "2s",
         "timeout": "5s",
-        "retries": 12,
+        "retries": 30,
     }
 
 
-def compose_file(hospitals: int = 3, tls: bool = False) -> dict[str, Any]:
+def compose_file(hospitals: int = 3, tls: bool = False, network: str = "bridge") -> dict[str, Any]:
     """Build the docker compose document for ``hospitals`` hospitals (optionally with TLS).
 
     Hospital ``i``'s ClientApp container mounts ``./data/hospital-i`` read-only at
     ``/data`` and nothing else of any hospital; the ServerApp writes run directories to
     ``./runs``. With ``tls``, every service mounts ``./certificates`` (made by
     ``fedcl deploy certs``) and every connection is verified against its CA.
+    ``network``: see :func:`compose_network`; with ``host`` nothing is published, the
+    daemons listen on 127.0.0.1 only.
     """
-    network = compose_network()
+    addressing = compose_network(network)
     version = FLOWER_VERSION
     result: dict[str, Any] = {}
-    for service in services(hospitals, network, compose_tls() if tls else None):
+    for service in services(hospitals, addressing, compose_tls() if tls else None):
         entry: dict[str, Any] = {}
         image = _IMAGES.get(service.program)
         if image:
             entry["image"] = f"flwr/{image}:{version}"
         else:
-            dockerfile = _BUILDS.get(service.name, "clients/Dockerfile")
+            # One image per role, built from the repository (every ClientApp shares one);
+            # `pull_policy: build` keeps compose from looking for it in a registry and
+            # rebuilds it (from cache) on `up`, so it follows the code.
+            entry["image"] = app_image(service.name)
             entry["build"] = {
                 "context": ".",
-                "dockerfile": dockerfile,
+                "dockerfile": _BUILDS.get(service.name, "clients/Dockerfile"),
                 "args": {"FLWR_VERSION": version},
             }
+            entry["pull_policy"] = "build"
         entry["command"] = list(service.args)
-        if service.name == "superlink":
+        if network == "host":
+            entry["network_mode"] = "host"
+        elif service.name == "superlink":
             # Control API for `flwr run` from the host.
             entry["ports"] = [f"{SUPERLINK_PORT}:{SUPERLINK_PORT}"]
         if service.serves:
-            entry["healthcheck"] = _healthcheck(network.port(service.name), tls)
+            entry["healthcheck"] = _healthcheck(addressing.port(service.name), tls)
         if service.after:
             entry["depends_on"] = {name: {"condition": "service_healthy"} for name in service.after}
         volumes = []
@@ -226,15 +270,15 @@ def compose_file(hospitals: int = 3, tls: bool = False) -> dict[str, Any]:
     return {"services": result}
 
 
-def render_compose(hospitals: int = 3, tls: bool = False) -> str:
+def render_compose(hospitals: int = 3, tls: bool = False, network: str = "bridge") -> str:
     """``docker-compose.yml`` text: a header saying how it was made, then the document."""
     import yaml
 
-    variant = " --tls" if tls else ""
+    flags = (" --tls" if tls else "") + (f" --network {network}" if network != "bridge" else "")
     header = (
-        f"# Generated by `fedcl deploy compose --hospitals {hospitals}{variant}`: edit the\n"
+        f"# Generated by `fedcl deploy compose --hospitals {hospitals}{flags}`: edit the\n"
         "# topology in fedcl/deploy/topology.py (the same flags `fedcl deploy local` runs),\n"
         "# then regenerate. Usage: docs/deployment.md.\n"
     )
-    body = yaml.safe_dump(compose_file(hospitals, tls), sort_keys=False, width=100)
+    body = yaml.safe_dump(compose_file(hospitals, tls, network), sort_keys=False, width=100)
     return header + body

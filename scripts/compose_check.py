@@ -1,0 +1,669 @@
+"""Run fedcl's docker compose deployment for real, in containers, and tear it down.
+
+    sudo python scripts/compose_check.py            # insecure, then TLS
+    sudo python scripts/compose_check.py --compare  # + the same run with deploy local, fedcl run
+
+1. A Docker engine: the running one, or ``dockerd`` started here (host networking only,
+   no bridge) and stopped at the end.
+2. Images, each built only when its inputs changed (a hash in a label): the Flower
+   images (``flwr/superlink``, ``flwr/supernode``, ``flwr/superexec`` at the pinned
+   version; where no registry is reachable, stand-ins from ``docker/flwr/Dockerfile`` on
+   a Debian base made with debootstrap), then ``fedcl-serverapp`` and
+   ``fedcl-clientapp`` from the repository's Dockerfiles. The machine's CA bundle goes
+   in as a build secret, so pip works behind a TLS-intercepting proxy.
+3. For each variant (insecure, TLS): a work directory with the compose file rendered
+   from the same topology as ``docker-compose.yml`` (``--network host``: every daemon
+   on 127.0.0.1), hospital data folders with a marker file, ``runs/`` and certificates
+   owned by the images' user (UID 49999); ``compose up``; checks inside the running
+   containers that each ``clientapp-N`` sees only hospital N's data and no other service
+   sees any; the fedcl app submitted with the host's ``flwr`` CLI; the run followed to
+   ``finished:completed`` and ``runs/.../summary.json`` read on the host;
+   ``compose down -v`` and a check that no container, network or volume is left.
+
+Prints build times, image sizes and round latencies; ``--report FILE`` writes them as
+JSON. Needs root (or a user allowed to use Docker and to chown to 49999), the
+``docker`` CLI with BuildKit, ``docker compose`` or ``docker-compose``; ``--install``
+installs docker.io, docker-compose and debootstrap with apt-get where they are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's fedcl, whatever is installed
+
+import tomli_w  # noqa: E402
+
+from fedcl.config import RunConfig  # noqa: E402
+from fedcl.deploy.certs import write_certificates  # noqa: E402
+from fedcl.deploy.local import Connection, DeploymentError, follow_run  # noqa: E402
+from fedcl.deploy.topology import (  # noqa: E402
+    FLOWER_VERSION,
+    SUPERLINK_PORT,
+    app_image,
+    compose_network,
+    render_compose,
+    services,
+)
+from fedcl.processes import terminate_raises  # noqa: E402
+from fedcl.simulation import FLOWER_ENV  # noqa: E402
+
+APP_UID = 49999  # the user `app` of Flower's images (and of the stand-ins)
+BASE_IMAGE = "fedcl-standin/debian-python:bookworm"
+STAND_IN_LABEL = "org.fedcl.stand-in"
+INPUTS_LABEL = "org.fedcl.inputs"
+PYTORCH_CPU_INDEX = "download.pytorch.org"
+# The run every variant does (and --compare repeats with deploy local and fedcl run).
+SETTINGS = {"strategy": "dbc", "train-tiles": 48, "test-tiles": 16}
+
+
+def log(message: str) -> None:
+    """Print a progress line."""
+    print(f"[compose-check] {message}", flush=True)
+
+
+class CheckError(RuntimeError):
+    """A step of the check failed (printed, exit code 1)."""
+
+
+# --- the engine and the CLIs -------------------------------------------------------------
+
+
+class Docker:
+    """The docker CLI (one that builds with BuildKit) and the compose command."""
+
+    def __init__(self) -> None:
+        self.cli, self.env = _buildkit_cli()
+        self.compose = _compose_command(self.cli)
+
+    def __call__(self, *args: str, check: bool = True, **kwargs: Any) -> str:
+        """Run ``docker ARGS``; return its stdout (raise :class:`CheckError` on failure)."""
+        return _run([self.cli, *args], env=os.environ | self.env, check=check, **kwargs)
+
+    def image_label(self, image: str, label: str) -> str | None:
+        """Return the image's label value ("" if unset), None if the image is missing."""
+        template = "{{json .Config.Labels}}"
+        result = subprocess.run(
+            [self.cli, "image", "inspect", "--format", template, image],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            return None
+        return str((json.loads(result.stdout) or {}).get(label, ""))
+
+    def image_size(self, image: str) -> int:
+        """Size of ``image`` in bytes, as ``docker images`` shows it."""
+        return int(self("image", "inspect", "--format", "{{.Size}}", image).strip())
+
+
+def _run(command: Sequence[str], check: bool = True, **kwargs: Any) -> str:
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
+    result = subprocess.run(list(command), text=True, **kwargs)
+    if check and result.returncode != 0:
+        output = (result.stdout or "") + (result.stderr or "")
+        raise CheckError(f"`{' '.join(command)}` failed ({result.returncode}):\n{output[-3000:]}")
+    return result.stdout or ""
+
+
+def _buildkit_cli() -> tuple[str, dict[str, str]]:
+    # Docker 23+ builds with BuildKit through buildx; an older CLI (Debian's 20.10) has
+    # it built in behind DOCKER_BUILDKIT=1. A newer CLI without buildx has neither.
+    candidates = dict.fromkeys(p for p in (shutil.which("docker"), "/usr/bin/docker") if p)
+    for cli in candidates:
+        if not Path(cli).exists():
+            continue
+        if subprocess.run([cli, "buildx", "version"], capture_output=True).returncode == 0:
+            return cli, {}
+        version = subprocess.run(
+            [cli, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True
+        ).stdout.strip()
+        if version and int(version.split(".")[0]) < 23:
+            return cli, {"DOCKER_BUILDKIT": "1"}
+    raise CheckError(
+        "no docker CLI that builds with BuildKit: install the buildx plugin "
+        "(docker-buildx-plugin) or Docker 20.10+ (apt-get install docker.io)"
+    )
+
+
+def _compose_command(cli: str) -> list[str]:
+    if subprocess.run([cli, "compose", "version"], capture_output=True).returncode == 0:
+        return [cli, "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    raise CheckError("neither `docker compose` nor `docker-compose` is installed")
+
+
+def install_missing() -> None:
+    """apt-get install the engine, compose and debootstrap where they are missing."""
+    wanted = {"dockerd": "docker.io", "docker-compose": "docker-compose"}
+    wanted["debootstrap"] = "debootstrap"
+    missing = [package for tool, package in wanted.items() if not shutil.which(tool)]
+    if missing:
+        log(f"installing {' '.join(missing)} with apt-get")
+        env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+        _run(["apt-get", "update"], env=env)
+        _run(["apt-get", "install", "-y", "--no-install-recommends", *missing], env=env)
+
+
+def engine_running() -> bool:
+    """Whether a Docker engine answers (``docker info``)."""
+    docker = shutil.which("docker") or "/usr/bin/docker"
+    if not Path(docker).exists():
+        return False
+    return subprocess.run([docker, "info"], capture_output=True).returncode == 0
+
+
+@contextmanager
+def engine(workdir: Path) -> Iterator[None]:
+    """Use the running Docker engine, or start ``dockerd`` for the block and stop it after.
+
+    The engine started here has no default bridge (``--bridge=none``): the check uses
+    host networking only, so no container gets a private-range address.
+    """
+    if engine_running():
+        yield
+        return
+    dockerd = shutil.which("dockerd")
+    if dockerd is None or os.geteuid() != 0:
+        raise CheckError(
+            "no Docker engine is running and none can be started here (needs root and "
+            "dockerd; --install installs docker.io)"
+        )
+    log_file = workdir / "dockerd.log"
+    log(f"starting dockerd (log: {log_file})")
+    with log_file.open("wb") as handle:
+        process = subprocess.Popen(
+            [dockerd, "--bridge=none", "--iptables=false", "--ip-masq=false"],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not engine_running():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise CheckError(f"dockerd did not start:\n{log_file.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield
+    finally:
+        log("stopping the dockerd started here")
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --- images ------------------------------------------------------------------------------
+
+
+def _digest(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(hashlib.sha256(part).digest())
+    return digest.hexdigest()[:16]
+
+
+def _app_inputs() -> list[Path]:
+    # What .dockerignore lets into the app images' build context.
+    files = [ROOT / "pyproject.toml", ROOT / "README.md", ROOT / ".dockerignore"]
+    for folder in ("fedcl", "clients", "server"):
+        files += sorted(
+            p for p in (ROOT / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts
+        )
+    return files
+
+
+def _ca_bundle() -> str | None:
+    # The CA bundle pip is configured with on this machine (a TLS-intercepting proxy's
+    # CA is in it), else the system's.
+    for name in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        if os.environ.get(name) and Path(os.environ[name]).is_file():
+            return os.environ[name]
+    configured = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "get", "global.cert"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    for path in (configured, "/etc/ssl/certs/ca-certificates.crt"):
+        if path and Path(path).is_file():
+            return path
+    return None
+
+
+def _torch_index_reachable() -> bool:
+    try:
+        socket.getaddrinfo(PYTORCH_CPU_INDEX, 443)
+    except OSError:
+        return False
+    return True
+
+
+class Images:
+    """Build (or find) every image the deployment uses; record build times and sizes."""
+
+    def __init__(self, docker: Docker, workdir: Path, rebuild: bool = False) -> None:
+        self.docker = docker
+        self.workdir = workdir
+        self.rebuild = rebuild
+        self.build_seconds: dict[str, float] = {}
+        self.ca = _ca_bundle()
+
+    def _build(self, image: str, inputs: str, args: list[str]) -> None:
+        if not self.rebuild and self.docker.image_label(image, INPUTS_LABEL) == inputs:
+            log(f"{image}: up to date")
+            return
+        log(f"building {image}")
+        secret = ["--secret", f"id=ca-bundle,src={self.ca}"] if self.ca else []
+        started = time.monotonic()
+        self.docker(
+            "build", "--network", "host", "--label", f"{INPUTS_LABEL}={inputs}",
+            *secret, "-t", image, *args,
+            cwd=ROOT,
+        )  # fmt: skip
+        self.build_seconds[image] = round(time.monotonic() - started, 1)
+        log(f"{image}: built in {self.build_seconds[image]:.0f} s")
+        # the image this one replaced, now untagged (its layers are shared)
+        self.docker("image", "prune", "-f", "--filter", f"label={INPUTS_LABEL}")
+
+    def base(self) -> str:
+        """Make a Debian bookworm image with Python 3.11 for the stand-ins (debootstrap)."""
+        if self.docker.image_label(BASE_IMAGE, INPUTS_LABEL) is not None:
+            return BASE_IMAGE
+        debootstrap = shutil.which("debootstrap")
+        if debootstrap is None:
+            raise CheckError("the stand-in base needs debootstrap (--install installs it)")
+        log(f"making {BASE_IMAGE} with debootstrap (a few minutes)")
+        started = time.monotonic()
+        rootfs = self.workdir / "rootfs"
+        _run(
+            [
+                debootstrap, "--variant=minbase",
+                "--include=python3,python3-venv,ca-certificates", "bookworm", str(rootfs),
+            ]
+        )  # fmt: skip
+        for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for item in (rootfs / cache).glob("*"):
+                if item.is_file():
+                    item.unlink()
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        self.docker("import", "-", BASE_IMAGE, stdin=tar.stdout)
+        tar.wait()
+        shutil.rmtree(rootfs)
+        self.build_seconds[BASE_IMAGE] = round(time.monotonic() - started, 1)
+        return BASE_IMAGE
+
+    def flower(self) -> None:
+        """Use the official Flower images if present, else build the stand-ins."""
+        dockerfile = ROOT / "docker" / "flwr" / "Dockerfile"
+        for target in ("superlink", "supernode", "superexec"):
+            image = f"flwr/{target}:{FLOWER_VERSION}"
+            if self.docker.image_label(image, STAND_IN_LABEL) == "":
+                log(f"{image}: Flower's own image")
+                continue
+            base = self.base()
+            base_id = self.docker("image", "inspect", "--format", "{{.Id}}", base).strip()
+            inputs = _digest(dockerfile.read_bytes(), base_id.encode(), target.encode())
+            self._build(
+                image,
+                inputs,
+                [
+                    "-f", str(dockerfile), "--target", target,
+                    "--build-arg", f"BASE={base}", "--build-arg", f"FLWR_VERSION={FLOWER_VERSION}",
+                    str(dockerfile.parent),
+                ],
+            )  # fmt: skip
+
+    def apps(self) -> None:
+        """``fedcl-serverapp`` and ``fedcl-clientapp`` from the repository's Dockerfiles."""
+        superexec = f"flwr/superexec:{FLOWER_VERSION}"
+        base_id = self.docker("image", "inspect", "--format", "{{.Id}}", superexec).strip()
+        args = ["--build-arg", f"FLWR_VERSION={FLOWER_VERSION}"]
+        if not _torch_index_reachable():
+            log(f"{PYTORCH_CPU_INDEX} is unreachable: torch from the package index only")
+            args += ["--build-arg", "TORCH_INDEX_URL="]
+        sources = [p.read_bytes() for p in _app_inputs()]
+        for service, dockerfile in (("serverapp", "server"), ("clientapp-0", "clients")):
+            path = ROOT / dockerfile / "Dockerfile"
+            inputs = _digest(path.read_bytes(), base_id.encode(), *sources, " ".join(args).encode())
+            self._build(app_image(service), inputs, ["-f", str(path), *args, str(ROOT)])
+
+    def sizes(self) -> dict[str, int]:
+        """Bytes per image the deployment uses."""
+        names = [f"flwr/{t}:{FLOWER_VERSION}" for t in ("superlink", "supernode", "superexec")]
+        names += [app_image("serverapp"), app_image("clientapp-0")]
+        return {name: self.docker.image_size(name) for name in names}
+
+
+# --- one deployment ----------------------------------------------------------------------
+
+
+def _marker(hospital: int) -> str:
+    return f"fedcl-hospital-{hospital}.marker"
+
+
+class ComposeRun:
+    """One variant (insecure or TLS) of the deployment: up, checks, a run, down."""
+
+    def __init__(
+        self,
+        docker: Docker,
+        workdir: Path,
+        hospitals: int,
+        rounds: int,
+        tls: bool,
+        run_timeout: float = 1200,
+    ) -> None:
+        self.docker = docker
+        self.run_timeout = run_timeout  # a run that hangs fails the check, and is torn down
+        self.workdir = workdir
+        self.hospitals = hospitals
+        self.rounds = rounds
+        self.tls = tls
+        self.variant = "tls" if tls else "insecure"
+        self.project = f"fedcl-check-{self.variant}"
+        self.timings: dict[str, Any] = {}
+        self._last_alive = 0.0
+        self._deadline = float("inf")
+
+    def compose(self, *args: str, check: bool = True) -> str:
+        """Run the compose command on this variant's file and project."""
+        file = str(self.workdir / "docker-compose.yml")
+        command = [*self.docker.compose, "-p", self.project, "-f", file, *args]
+        return _run(command, check=check, cwd=self.workdir, env=os.environ | self.docker.env)
+
+    def prepare(self) -> None:
+        """Compose file, hospital data, runs/ and certificates, as an operator lays them."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        text = render_compose(self.hospitals, tls=self.tls, network="host")
+        (self.workdir / "docker-compose.yml").write_text(text)
+        for h in range(self.hospitals):
+            data = self.workdir / "data" / f"hospital-{h}"
+            data.mkdir(parents=True)
+            (data / _marker(h)).write_text(f"hospital {h}\n")
+        runs = self.workdir / "runs"
+        runs.mkdir()
+        owned = [runs]  # the ServerApp (user app) writes here
+        if self.tls:
+            names = [s.name for s in services(self.hospitals, compose_network())]
+            certificates = self.workdir / "certificates"
+            write_certificates(certificates, names)
+            owned += [certificates, *certificates.iterdir()]  # the daemons read the key
+        for path in owned:
+            try:
+                os.chown(path, APP_UID, APP_UID)
+            except PermissionError as err:
+                raise CheckError(f"giving {path} to UID {APP_UID} (user app) needs root") from err
+
+    def up(self) -> None:
+        """``compose up -d`` (images prebuilt); wait until every daemon is healthy."""
+        for port in [SUPERLINK_PORT, *range(9094, 9094 + self.hospitals)]:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    raise CheckError(f"port {port} on 127.0.0.1 is in use; the check needs it")
+        started = time.monotonic()
+        self.compose("up", "-d", "--no-build")
+        for name in self.container_names():
+            self._wait_healthy(name)
+        self.timings["up_seconds"] = round(time.monotonic() - started, 1)
+
+    def container_names(self) -> dict[str, str]:
+        """Service name -> container name of every container of this project."""
+        out = self.docker(
+            "ps", "-a", "--filter", f"label=com.docker.compose.project={self.project}",
+            "--format", '{{.Label "com.docker.compose.service"}} {{.Names}}',
+        )  # fmt: skip
+        return dict(line.split() for line in out.splitlines() if line.strip())
+
+    def _wait_healthy(self, service: str, timeout: float = 120) -> None:
+        container = self.container_names()[service]
+        deadline = time.monotonic() + timeout
+        while True:
+            state = json.loads(self.docker("inspect", "--format", "{{json .State}}", container))
+            health = (state.get("Health") or {}).get("Status", "healthy")
+            if state["Status"] == "running" and health == "healthy":
+                return
+            if state["Status"] in ("exited", "dead") or time.monotonic() > deadline:
+                logs = self.docker("logs", "--tail", "40", container, check=False)
+                raise CheckError(f"{service} is {state['Status']}/{health}:\n{logs}")
+            time.sleep(0.5)
+
+    def check_data_isolation(self) -> None:
+        """Inside the running containers: hospital h's data only in clientapp-h, read-only."""
+        expected = {f"clientapp-{h}": [f"/data/{_marker(h)}"] for h in range(self.hospitals)}
+        for service, container in sorted(self.container_names().items()):
+            found = self.docker(
+                "exec", container, "find", "/", "-xdev", "-name", "fedcl-hospital-*", "-print",
+                check=False,
+            ).split()  # fmt: skip
+            # -xdev stays on the container's own filesystem; look into every mount too
+            mounts = json.loads(self.docker("inspect", "--format", "{{json .Mounts}}", container))
+            for mount in mounts:
+                found += self.docker(
+                    "exec", container, "find", mount["Destination"], "-name", "fedcl-hospital-*",
+                    check=False,
+                ).split()  # fmt: skip
+            found = sorted(set(found))
+            if found != expected.get(service, []):
+                raise CheckError(
+                    f"{service} sees hospital data {found}, expected {expected.get(service, [])}"
+                )
+            hospital_mounts = [m["Source"] for m in mounts if "/data/" in m["Source"]]
+            if service in expected:
+                h = int(service.rsplit("-", 1)[1])
+                data = [m for m in mounts if m["Destination"] == "/data"]
+                if len(data) != 1 or data[0]["RW"] or not data[0]["Source"].endswith(f"-{h}"):
+                    raise CheckError(f"{service}: /data is not hospital-{h}'s, read-only: {data}")
+                if hospital_mounts != [data[0]["Source"]]:
+                    raise CheckError(f"{service} mounts other data: {hospital_mounts}")
+                probe = "touch /data/x 2>/dev/null && echo yes || echo no"
+                writable = self.docker("exec", container, "sh", "-c", probe).strip()
+                if writable != "no":
+                    raise CheckError(f"{service} can write its hospital's data")
+            elif hospital_mounts:
+                raise CheckError(f"{service} mounts hospital data: {hospital_mounts}")
+            user = self.docker("exec", container, "id", "-u").strip()
+            if user != str(APP_UID):
+                raise CheckError(f"{service} runs as uid {user}, expected {APP_UID} (app)")
+        log(f"{self.variant}: data isolation checked in {len(self.container_names())} containers")
+
+    def run(self) -> dict[str, Any]:
+        """Submit the fedcl app from the host; follow it; return the host's summary.json."""
+        config = RunConfig.from_mapping(
+            {"clients": self.hospitals, "rounds": self.rounds, "out": f"runs/{self.variant}"}
+            | SETTINGS,
+            source="compose check",
+        )
+        config_file = self.workdir / "run-config.toml"
+        config_file.write_text(tomli_w.dumps(config.to_mapping()))
+        connection = Connection(
+            address=f"127.0.0.1:{SUPERLINK_PORT}",
+            ca=str(self.workdir / "certificates" / "ca.pem") if self.tls else None,
+            home=self.workdir / "flwr-home",
+            env=os.environ | FLOWER_ENV,
+        )
+        out = self.workdir / "runs" / self.variant  # the ServerApp's runs/ on the host
+        started = time.monotonic()
+        self._deadline = started + self.run_timeout
+
+        def progress(record: dict[str, Any]) -> None:
+            log(f"{self.variant}: round {record['round']} ({record['wall_seconds']:.1f} s)")
+
+        try:
+            follow_run(
+                connection,
+                config_file,
+                out,
+                self.rounds,
+                check_alive=self.check_alive,
+                on_record=progress,
+                logs=self.workdir / "logs",
+            )
+        except DeploymentError as err:
+            raise CheckError(str(err)) from err
+        self.timings["run_seconds"] = round(time.monotonic() - started, 1)
+        self.timings["load_average"] = round(os.getloadavg()[1], 1)  # 5 min: others' load too
+        summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+        if summary["rounds"] != self.rounds or summary["strategy"] != SETTINGS["strategy"]:
+            raise CheckError(f"unexpected summary.json: {summary}")
+        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        self.timings["round_seconds"] = [r["wall_seconds"] for r in records]
+        self.timings["final_dice"] = summary["final_dice"]
+        return summary
+
+    def check_alive(self) -> None:
+        """Raise if a container exited or restarted (looked at every few seconds)."""
+        if time.monotonic() > self._deadline:
+            raise CheckError(f"the run did not finish within {self.run_timeout:.0f} s")
+        if time.monotonic() - self._last_alive < 5:
+            return
+        self._last_alive = time.monotonic()
+        containers = list(self.container_names().values())
+        template = "{{.Name}} {{.State.Status}} {{.RestartCount}}"
+        for line in self.docker("inspect", "--format", template, *containers).splitlines():
+            name, status, restarts = line.split()
+            if status != "running" or restarts != "0":
+                logs = self.docker("logs", "--tail", "40", name.lstrip("/"), check=False)
+                raise CheckError(f"{name}: {status}, {restarts} restarts:\n{logs}")
+
+    def down(self) -> None:
+        """Save the logs, ``compose down -v``; fail if anything of the project is left."""
+        logs = self.workdir / "logs"
+        logs.mkdir(exist_ok=True)
+        (logs / "compose.log").write_text(self.compose("logs", "--no-color", check=False))
+        started = time.monotonic()
+        self.compose("down", "-v", "--remove-orphans", "--timeout", "10", check=False)
+        self.timings["down_seconds"] = round(time.monotonic() - started, 1)
+        label = f"label=com.docker.compose.project={self.project}"
+        left = {
+            "containers": self.docker("ps", "-aq", "--filter", label).split(),
+            "networks": self.docker("network", "ls", "-q", "--filter", label).split(),
+            "volumes": self.docker("volume", "ls", "-q", "--filter", label).split(),
+        }
+        if any(left.values()):
+            raise CheckError(f"left behind after compose down: {left}")
+
+    def __call__(self) -> dict[str, Any]:
+        """Run the whole variant; always tear it down."""
+        started = time.monotonic()
+        self.prepare()
+        try:
+            self.up()
+            self.check_data_isolation()
+            self.run()
+        finally:
+            self.down()
+        self.timings["total_seconds"] = round(time.monotonic() - started, 1)
+        log(f"{self.variant}: passed {self.timings}")
+        return self.timings
+
+
+# --- the same run without containers -------------------------------------------------------
+
+
+def compare(workdir: Path, hospitals: int, rounds: int) -> dict[str, Any]:
+    """Repeat the run with ``fedcl deploy local`` and ``fedcl run``; return their timings."""
+    flags = [f"--{key}={value}" for key, value in SETTINGS.items()]
+    flags += [f"--clients={hospitals}", f"--rounds={rounds}"]
+    result: dict[str, Any] = {}
+    for name, command in (("deploy_local", ["deploy", "local"]), ("simulation", ["run"])):
+        out = workdir / name
+        started = time.monotonic()
+        _run(
+            [sys.executable, "-m", "fedcl", *command, *flags, "--out", str(out)],
+            env=os.environ | {"PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
+        )
+        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        result[name] = {
+            "total_seconds": round(time.monotonic() - started, 1),
+            "round_seconds": [r["wall_seconds"] for r in records],
+            "load_average": round(os.getloadavg()[1], 1),
+        }
+        log(f"{name}: {result[name]}")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hospitals", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--variants", default="insecure,tls", help="comma-separated: insecure, tls")
+    parser.add_argument("--compare", action="store_true", help="also deploy local + fedcl run")
+    parser.add_argument("--rebuild", action="store_true", help="build images even if unchanged")
+    parser.add_argument("--install", action="store_true", help="apt-get install what is missing")
+    parser.add_argument("--keep", type=Path, help="keep the work directories here")
+    parser.add_argument("--report", type=Path, help="write the figures as JSON")
+    parser.add_argument(
+        "--run-timeout", type=float, default=1200, help="seconds a run may take (default 1200)"
+    )
+    args = parser.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not set(variants) <= {"insecure", "tls"}:
+        parser.error(f"--variants takes insecure and/or tls, got {args.variants!r}")
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+    started = time.monotonic()
+    report: dict[str, Any] = {"hospitals": args.hospitals, "rounds": args.rounds, **SETTINGS}
+    keep = args.keep.resolve() if args.keep else None
+    if keep:
+        keep.mkdir(parents=True, exist_ok=True)
+    with nullcontext(keep) if keep else tempfile.TemporaryDirectory() as scratch:
+        workdir = Path(scratch)
+        try:
+            if args.install:
+                install_missing()
+            with terminate_raises(), engine(workdir):
+                docker = Docker()
+                images = Images(docker, workdir, rebuild=args.rebuild)
+                images.flower()
+                images.apps()
+                report["build_seconds"] = images.build_seconds
+                report["image_bytes"] = images.sizes()
+                for variant in variants:
+                    run = ComposeRun(
+                        docker,
+                        workdir / variant,
+                        args.hospitals,
+                        args.rounds,
+                        tls=variant == "tls",
+                        run_timeout=args.run_timeout,
+                    )
+                    report[variant] = run()
+            if args.compare:
+                report |= compare(workdir, args.hospitals, args.rounds)
+        except CheckError as err:
+            log(f"FAILED: {err}")
+            return 1
+        except KeyboardInterrupt:
+            log("interrupted: torn down")
+            return 130
+        finally:
+            report["check_seconds"] = round(time.monotonic() - started, 1)
+            if args.report:
+                args.report.write_text(json.dumps(report, indent=2) + "\n")
+    log(f"passed in {report['check_seconds']:.0f} s: {json.dumps(report)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
