@@ -21,7 +21,11 @@ FITTED = {"round_s_per_hospital", "gib_per_hospital"}
         ("overhead.py", {"fedcl_wall_s", "bare_wall_s", "ratio"}),
         ("throughput.py", {"fedcl_tiles_per_s", "bare_tiles_per_s", "ratio"}),
         ("dbc_cost.py", {"share_n3_r8", "share_n3_r32"}),
-        ("scale.py", {"round_s_per_hospital", "gib_per_hospital", "max_peak_gib"}),
+        pytest.param(
+            "scale.py",
+            {"round_s_per_hospital", "gib_per_hospital", "max_peak_gib"},
+            marks=pytest.mark.slow,  # two federations of Ray actors: ~40 s
+        ),
         ("devices.py", {"unet_cpu_tiles_per_s"}),
         pytest.param(
             "evaluation.py",
