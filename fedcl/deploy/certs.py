@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from fedcl.deploy.topology import Tls
 
@@ -30,45 +31,29 @@ def write_certificates(directory: Path, names: Iterable[str], days: int = 30) ->
         Validity of both certificates.
     """
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
-    valid = {"not_valid_before": now - datetime.timedelta(minutes=5)}
-    valid["not_valid_after"] = now + datetime.timedelta(days=days)
+    valid = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days))
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedcl throwaway CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(valid["not_valid_before"])
-        .not_valid_after(valid["not_valid_after"])
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
+    basic = x509.BasicConstraints(ca=True, path_length=0)
+    ca = _signed(ca_name, ca_name, ca_key.public_key(), ca_key, valid, [(basic, True)])
 
     key = ec.generate_private_key(ec.SECP256R1())
     dns = sorted({"localhost", *names})
     alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns]
     alt_names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
-    server = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns[0])]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(valid["not_valid_before"])
-        .not_valid_after(valid["not_valid_after"])
-        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns[0])])
+    extensions = [
+        (x509.SubjectAlternativeName(alt_names), False),
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+    ]
+    server = _signed(subject, ca_name, key.public_key(), ca_key, valid, extensions)
 
     tls = Tls(
         ca=str(directory / "ca.pem"),
@@ -87,3 +72,32 @@ def write_certificates(directory: Path, names: Iterable[str], days: int = 30) ->
         )
     )
     return tls
+
+
+def _signed(
+    subject: Any,
+    issuer: Any,
+    public_key: Any,
+    signer: Any,
+    valid: tuple[datetime.datetime, datetime.datetime],
+    extensions: Sequence[tuple[Any, bool]],
+) -> Any:
+    """Return a certificate for ``subject``'s ``public_key``, signed by ``signer``.
+
+    ``extensions``: (extension, critical) pairs, in order.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid[0])
+        .not_valid_after(valid[1])
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(signer, hashes.SHA256())
