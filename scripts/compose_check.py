@@ -9,7 +9,7 @@
    images (``flwr/superlink``, ``flwr/supernode``, ``flwr/superexec`` at the pinned
    version; where no registry is reachable, stand-ins from ``docker/flwr/Dockerfile`` on
    a Debian base made with debootstrap), then ``fedcl-serverapp`` and
-   ``fedcl-clientapp`` from the repository's Dockerfiles. The machine's CA bundle goes
+   ``fedcl-clientapp`` from the repository's app Dockerfile. The machine's CA bundle goes
    in as a build secret, so pip works behind a TLS-intercepting proxy.
 3. For each variant (insecure, TLS): a work directory with the compose file rendered
    from the same topology as ``docker-compose.yml`` (``--network host``: every daemon

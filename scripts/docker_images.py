@@ -21,7 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's fedcl, whatever is installed
 
-from fedcl.deploy.topology import FLOWER_VERSION, app_image  # noqa: E402
+from fedcl.deploy.topology import APP_DOCKERFILE, FLOWER_VERSION, app_image  # noqa: E402
 
 BASE_IMAGE = "fedcl-standin/debian-python:bookworm"
 STAND_IN_LABEL = "org.fedcl.stand-in"
@@ -292,7 +292,7 @@ class Images:
             )  # fmt: skip
 
     def apps(self) -> None:
-        """``fedcl-serverapp`` and ``fedcl-clientapp`` from the repository's Dockerfiles."""
+        """``fedcl-serverapp`` and ``fedcl-clientapp`` from the repository's app Dockerfile."""
         superexec = f"flwr/superexec:{FLOWER_VERSION}"
         base_id = self.docker("image", "inspect", "--format", "{{.Id}}", superexec).strip()
         args = ["--build-arg", f"FLWR_VERSION={FLOWER_VERSION}"]
@@ -300,8 +300,8 @@ class Images:
             log(f"{PYTORCH_CPU_INDEX} is unreachable: torch from the package index only")
             args += ["--build-arg", "TORCH_INDEX_URL="]
         sources = [p.read_bytes() for p in _app_inputs()]
-        for service, dockerfile in (("serverapp", "server"), ("clientapp-0", "clients")):
-            path = ROOT / dockerfile / "Dockerfile"
+        path = ROOT / APP_DOCKERFILE
+        for service in ("serverapp", "clientapp-0"):  # the second reuses every layer
             inputs = _digest(path.read_bytes(), base_id.encode(), *sources, " ".join(args).encode())
             self._build(app_image(service), inputs, ["-f", str(path), *args, str(ROOT)])
 

@@ -49,12 +49,12 @@ def test_compose_topology(tls):
         assert node["image"] == f"flwr/supernode:{version}"
         assert f"partition-id={h} num-partitions=3" in node["command"]
         assert "healthcheck" in node and node["depends_on"]["superlink"]
-        assert app["build"]["dockerfile"] == "clients/Dockerfile"
+        assert app["build"]["dockerfile"] == "docker/app/Dockerfile"
         # A hospital's ClientApp sees its own data, read-only, and no other hospital's.
         data = [v for v in app["volumes"] if "/data" in v]
         assert data == [f"./data/hospital-{h}:/data:ro"]
         assert app["command"][:2] == ["--runtime-api-address", f"supernode-{h}:9094"]
-    assert compose["serverapp"]["build"]["dockerfile"] == "server/Dockerfile"
+    assert compose["serverapp"]["build"]["dockerfile"] == "docker/app/Dockerfile"
     for name, service in compose.items():
         command = service["command"]
         assert ("--insecure" in command) != tls, name
@@ -67,10 +67,9 @@ def test_compose_topology(tls):
 
 
 def test_dockerfiles_build_on_the_pinned_flower_images():
-    for dockerfile in ("server/Dockerfile", "clients/Dockerfile"):
-        text = (ROOT / dockerfile).read_text()
-        assert f"ARG FLWR_VERSION={flwr.__version__}" in text
-        assert "FROM flwr/superexec:${FLWR_VERSION}" in text
+    text = (ROOT / "docker" / "app" / "Dockerfile").read_text()
+    assert f"ARG FLWR_VERSION={flwr.__version__}" in text
+    assert "FROM flwr/superexec:${FLWR_VERSION}" in text
 
 
 def _flags(command):

@@ -61,11 +61,9 @@ def test_dockerignore_keeps_the_build_context_to_the_sources():
         line[1:] for line in (ROOT / ".dockerignore").read_text().splitlines() if line[:1] == "!"
     ]
     assert sorted(allowed) == ["README.md", "clients", "fedcl", "pyproject.toml", "server"]
-    for dockerfile in ("clients/Dockerfile", "server/Dockerfile"):
-        copied = re.findall(
-            r"^COPY --chown=app:app (.+) \S+$", (ROOT / dockerfile).read_text(), re.M
-        )
-        assert {path for line in copied for path in line.split()} <= set(allowed), dockerfile
+    dockerfile = ROOT / "docker" / "app" / "Dockerfile"
+    copied = re.findall(r"^COPY --chown=app:app (.+) \S+$", dockerfile.read_text(), re.M)
+    assert {path for line in copied for path in line.split()} <= set(allowed)
 
 
 def _engine_available() -> bool:

@@ -157,7 +157,7 @@ def services(hospitals: int, network: Network, tls: Tls | None = None) -> list[S
 # --- docker compose -----------------------------------------------------------------
 
 _IMAGES = {"flower-superlink": "superlink", "flower-supernode": "supernode"}
-_BUILDS = {"serverapp": "server/Dockerfile"}  # ClientApps: clients/Dockerfile
+APP_DOCKERFILE = "docker/app/Dockerfile"  # the ServerApp's and every ClientApp's image
 # How the containers reach each other: "bridge", a compose network with service names
 # (the committed files); "host", the host's network stack, every daemon on 127.0.0.1
 # with its own port (for tests, and where a container network is not wanted).
@@ -241,7 +241,7 @@ def compose_file(hospitals: int = 3, tls: bool = False, network: str = "bridge")
             entry["image"] = app_image(service.name)
             entry["build"] = {
                 "context": ".",
-                "dockerfile": _BUILDS.get(service.name, "clients/Dockerfile"),
+                "dockerfile": APP_DOCKERFILE,
                 "args": {"FLWR_VERSION": version},
             }
             entry["pull_policy"] = "build"
