@@ -79,7 +79,7 @@ def parse_list(text: str, every: Sequence[str]) -> list[str]:
 
 def run_name(label: str, seed: int) -> str:
     """Directory name of one run: the entry's label (made path-safe) and the seed."""
-    return f"{_path_safe(label)}-s{seed}"
+    return f"{path_safe(label)}-s{seed}"
 
 
 def label_of(run_dir: Path) -> str:
@@ -151,7 +151,7 @@ def run_scenarios(
     for name in scenarios:
         SCENARIOS.check(name)
     if scenarios:
-        configs = [(base.replace(scenario=name), out / _path_safe(name)) for name in scenarios]
+        configs = [(base.replace(scenario=name), out / path_safe(name)) for name in scenarios]
     else:
         configs = [(base, out)]
     for config, _ in configs:
@@ -179,7 +179,8 @@ def headline(directory: Path) -> tuple[str, ...]:
     return scenario_class(name).headline
 
 
-def _path_safe(name: str) -> str:
+def path_safe(name: str) -> str:
+    """Return ``name`` usable as a directory name (other characters become ``_``)."""
     return re.sub(r"[^A-Za-z0-9_.+=-]+", "_", name)
 
 

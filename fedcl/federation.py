@@ -17,7 +17,6 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.grid.grid import NodeInfo
-from flwr.serverapp.strategy import Strategy
 from flwr.supercore.run import Run
 from torch import nn
 
@@ -74,7 +73,11 @@ class RoundEnd:
     """
 
     def __init__(
-        self, config: RunConfig, recorder: RunRecorder, strategy: Strategy, done: int = 0
+        self,
+        config: RunConfig,
+        recorder: RunRecorder,
+        strategy: GuardedStrategy,
+        done: int = 0,
     ) -> None:
         self.config = config
         self.recorder = recorder
@@ -116,7 +119,7 @@ class RoundEnd:
                 "round": server_round,
                 "model": arrays.to_torch_state_dict(),
                 # cross-round strategy state (DBC: anchor, history); {} for stateless ones
-                "strategy": getattr(self.strategy, "state_dict", dict)(),
+                "strategy": self.strategy.state_dict(),
                 # fedcl's own randomness is seeded per use (fedcl.seeds); these cover
                 # anything else drawing from the global generators (Flower's sampling).
                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},

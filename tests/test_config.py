@@ -157,3 +157,10 @@ def test_the_committed_run_directories_still_load():
     assert found, "the committed result folders hold run configurations"
     for path in found:
         assert RunConfig.from_run_dir(path.parent).rounds >= 1, path
+
+
+def test_a_nested_section_must_be_its_declared_class():
+    from fedcl.config import LwFSettings
+
+    with pytest.raises(FedclError, match="config section 'dbc' must be DBCSettings"):
+        RunConfig(dbc=LwFSettings())

@@ -181,7 +181,7 @@ def _compare(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
     from pathlib import Path
 
-    from fedcl.compare import parse_entry, parse_list, run_scenarios
+    from fedcl.compare import parse_entry, parse_list, path_safe, run_scenarios
     from fedcl.processes import local_cluster, terminate_raises
     from fedcl.scenarios import SCENARIOS
     from fedcl.strategies import STRATEGIES, check_strategy
@@ -203,8 +203,7 @@ def _compare(args: argparse.Namespace) -> int:
         settings = resolve_config(args).replace(out="").to_mapping()
         command = [settings, [e.label for e in entries], seeds, scenarios]
         digest = hashlib.sha256(json.dumps(command, sort_keys=True).encode()).hexdigest()[:8]
-        name = "+".join(scenarios) if scenarios else str(settings["scenario"])
-        name = name.replace(":", "_")
+        name = path_safe("+".join(scenarios) if scenarios else str(settings["scenario"]))
         args.out = f"runs/compare-{name}-{digest}"
         if Path(args.out).exists():
             print(f"fedcl compare: continuing {args.out} (finished runs are kept)")

@@ -105,17 +105,8 @@ class RunConfig(
     dbc: DBCSettings = nested(DBCSettings, owner="dbc")
 
     def __post_init__(self) -> None:
-        from fedcl.scenarios import SCENARIOS
-
-        check_fields(self)  # types, ranges, choices of every plain key
-        for f in fields(self):
-            if "nested" in f.metadata and not isinstance(
-                getattr(self, f.name), f.metadata["nested"]
-            ):
-                raise FedclError(
-                    f"config section {f.name!r} must be {f.metadata['nested'].__name__}"
-                )
-        SCENARIOS.check(self.scenario)
+        check_fields(self)  # types, ranges, choices of every key; the sections' types
+        scenario = self.scenario_type  # an unknown name: the error, with a did-you-mean
         if self.image_size % 16:
             raise FedclError(
                 f"config key 'image-size' must be a multiple of 16, got {self.image_size}"
@@ -127,7 +118,7 @@ class RunConfig(
             )
         self._check_stages()
         self._check_data()
-        self.scenario_type.check(self)
+        scenario.check(self)
 
     def _check_stages(self) -> None:
         if not self.staged:
@@ -322,14 +313,13 @@ class RunConfig(
 
 def _rounds(values: Mapping[str, Any]) -> Any:
     """Return a run's default length: ``stages x rounds-per-stage`` when staged, else 15."""
-    from fedcl.scenarios import SCENARIOS, scenario_class
+    from fedcl.scenarios import scenario_class
 
     scenario = values.get("scenario", RunKeys.scenario)
     stages = values.get("stages", ScenarioKeys.stages)
     per_stage = values.get("rounds_per_stage", ScenarioKeys.rounds_per_stage)
     if isinstance(scenario, str) and isinstance(stages, int) and isinstance(per_stage, int):
-        SCENARIOS.check(scenario)
-        if scenario_class(scenario).staged:
+        if scenario_class(scenario).staged:  # an unknown name: the error
             return stages * per_stage
     return RunKeys.rounds
 

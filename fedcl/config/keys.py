@@ -139,14 +139,18 @@ def keys_of(cls: type, prefix: str = "", path: tuple[str, ...] = ()) -> Iterator
 
 
 def check_fields(section: Any, prefix: str = "") -> None:
-    """Check every scalar field of ``section`` against its declaration.
+    """Check every field of ``section`` against its declaration.
 
     An int given for a float becomes a float; any other type is an error, as is a
-    number outside its ``rule`` or a string outside its ``choices``.
+    number outside its ``rule`` or a string outside its ``choices``. A nested section
+    must be of its declared class (its own fields are checked when it is built).
     """
     assert is_dataclass(section)
     for f in fields(section):
         if "nested" in f.metadata:
+            if not isinstance(getattr(section, f.name), f.metadata["nested"]):
+                kind = f.metadata["nested"].__name__
+                raise FedclError(f"config section {f.name!r} must be {kind}")
             continue
         key = prefix + key_of(f.metadata.get("key") or f.name)
         value = getattr(section, f.name)

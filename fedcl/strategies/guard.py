@@ -151,7 +151,7 @@ class GuardedStrategy(Strategy):
             log(logging.WARNING, message, server_round, len(usable), self.guard.min_replies)
             return None, None, {"skipped": f"{len(usable)} usable replies < min-replies"}
         arrays, metrics = self.inner.aggregate_train(server_round, usable)
-        return arrays, metrics, getattr(self.inner, "round_report", None)
+        return arrays, metrics, self.round_report
 
     def _missing(self, replies: list[Message], dropped: list[dict[str, Any]]) -> list[int]:
         """Hospitals that sent nothing this round (unknown when an error is anonymous)."""
