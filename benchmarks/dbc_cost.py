@@ -27,7 +27,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedcl.config import RunConfig
-from fedcl.strategies import build_strategy
+from fedcl.strategies.catalog import build_strategy
 
 
 class _Grid:

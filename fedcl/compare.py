@@ -18,7 +18,7 @@ import csv
 import json
 import re
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,9 @@ from typing import Any
 from fedcl.config import RunConfig, Scalar, parse_setting
 from fedcl.errors import FedclError
 from fedcl.plots import plot_comparison
+from fedcl.plugins import SCENARIOS
 from fedcl.recorder import read_metrics
-from fedcl.scenarios import SCENARIOS, scenario_class
+from fedcl.scenarios import scenario_class
 
 VARIANT = "+"  # separates an entry's strategy from its own settings
 
@@ -71,7 +72,7 @@ def parse_entry(text: str) -> Entry:
     return Entry(label=text, strategy=strategy, settings=settings)
 
 
-def parse_list(text: str, every: Sequence[str]) -> list[str]:
+def parse_list(text: str, every: Iterable[str]) -> list[str]:
     """Comma-separated names; ``all`` expands to ``every``."""
     names = [name.strip() for name in text.split(",") if name.strip()]
     return [n for name in names for n in (every if name == "all" else [name])]

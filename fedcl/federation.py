@@ -24,11 +24,13 @@ from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES, TileDataset
 from fedcl.errors import FedclError
 from fedcl.evaluation import HospitalFigures, evaluate_hospital, evaluated_stages, round_evaluation
-from fedcl.hospital import EVALUATION_KEY, LOCAL_NORM_KEY
+from fedcl.hospital import EVALUATION_KEY
 from fedcl.models import build_model
 from fedcl.recorder import RoundCallback, RunRecorder, read_checkpoint, read_metrics
 from fedcl.scenarios import scenario_of
-from fedcl.strategies import GuardedStrategy, build_strategy
+from fedcl.strategies.catalog import build_strategy
+from fedcl.strategies.contract import RoundReport, hospital_half_of
+from fedcl.strategies.guard import GuardedStrategy
 from fedcl.strategies.replies import partition_of
 from fedcl.training import resolve_device
 
@@ -49,10 +51,10 @@ def figures_in(replies: Iterable[Message], server_round: int) -> dict[int, Hospi
 
 
 def final_evaluation(
-    grid: Grid, config: RunConfig, arrays: ArrayRecord, local_norm: str
+    grid: Grid, config: RunConfig, arrays: ArrayRecord
 ) -> dict[int, HospitalFigures]:
     """Ask every hospital to score the run's final model (one evaluate message each)."""
-    sent = config.to_mapping() | {"server-round": config.rounds, LOCAL_NORM_KEY: local_norm}
+    sent = config.to_mapping() | {"server-round": config.rounds}
     content = RecordDict({"arrays": arrays, "config": ConfigRecord(dict(sent))})
     messages = [
         Message(content=content, message_type=MessageType.EVALUATE, dst_node_id=node)
@@ -214,7 +216,7 @@ def serve(
         server_round: int,
         replies: list[Message],
         metrics: MetricRecord | None,
-        report: dict[str, Any] | None,
+        report: RoundReport | None,
     ) -> None:
         numbers = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, int | float)}
         recorder.train_aggregated(server_round, numbers, report)
@@ -227,11 +229,10 @@ def serve(
             recorder.round_evaluated(server_round, round_evaluation(config, server_round, figures))
 
     strategy = build_strategy(config, on_train, round_offset=done)
-    local_norm = strategy.local_norm
-    if local_norm != "none" and config.evaluation == "server":
+    if hospital_half_of(type(strategy.inner)).keeps_weights and config.evaluation == "server":
         raise FedclError(
-            f"strategy {config.strategy!r} keeps normalisation at the hospitals "
-            f"(local-norm {local_norm!r}): only they can evaluate it; use evaluation = "
+            f"strategy {config.strategy!r} has the hospitals keep weights of their own "
+            "(normalisation layers): only they can evaluate the model; use evaluation = "
             "'hospitals'"
         )
     round_end = RoundEnd(config, recorder, strategy, done)
@@ -242,13 +243,13 @@ def serve(
             initial_arrays=round_end.arrays,
             num_rounds=config.rounds - done,
             timeout=config.round_timeout or FLOWER_ROUND_TIMEOUT,
-            # The client applies the proximal-mu it receives: 0 unless the strategy
-            # (FedProx and its subclasses) injects its own into the train config.
-            train_config=ConfigRecord(dict(config.to_mapping() | {"proximal-mu": 0.0})),
+            # the whole configuration: a hospital rebuilds its data and model from it; a
+            # strategy adds its own settings for its hospital half (configure_train)
+            train_config=ConfigRecord(dict(config.to_mapping())),
             evaluate_fn=round_end,
         )
     if config.evaluation == "hospitals" and not recorder.has_record(config.rounds):
-        record_figures(config.rounds, final_evaluation(grid, config, round_end.arrays, local_norm))
+        record_figures(config.rounds, final_evaluation(grid, config, round_end.arrays))
     return recorder.finish()
 
 

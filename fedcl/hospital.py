@@ -12,6 +12,10 @@ sends the figures with its update (``evaluation = "hospitals"``); an evaluate me
 after the last round asks for the final model's. No tile, mask or per-tile output ever
 leaves it: a reply holds the model's arrays and numbers (:mod:`fedcl.audit` can log
 every message to check).
+
+The round is the same for every strategy; what a strategy changes in it, its hospital
+half (:mod:`fedcl.strategies.hospital_half`), is called at named moments. This module
+names no strategy.
 """
 
 from __future__ import annotations
@@ -22,30 +26,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from torch import nn
 
 from fedcl import seeds
 from fedcl.config import RunConfig, data_keys
 from fedcl.data import NUM_CLASSES, TileDataset
-from fedcl.distillation import Distillation
 from fedcl.errors import FedclError
 from fedcl.evaluation import evaluate_hospital, evaluated_stages
 from fedcl.models import build_model
-from fedcl.normalization import local_norm_keys
+from fedcl.plugins import STRATEGIES
 from fedcl.scenarios import scenario_of
-from fedcl.strategies.lwf import TEACHER_KEY, TEMPERATURE_KEY, WEIGHT_KEY
+from fedcl.strategies.contract import hospital_half_of
+from fedcl.strategies.hospital_half import HospitalHalf, LocalRound
 from fedcl.strategies.replies import PARTITION_KEY
-from fedcl.training import Penalty, device_of, resolve_device, train_local
+from fedcl.training import resolve_device, train_local
 
-# Context.state entries: the hospital's tiles (with what they were generated from), the
-# normalisation it keeps to itself (FedBN, SiloBN) and LwF's teacher.
-_TRAIN_KEY, _TEST_KEY, _NORM_KEY = "fedcl-train-data", "fedcl-test-data", "fedcl-local-norm"
-_TEACHER_KEY = "fedcl-teacher"
-# Message keys: a hospital's figures (a ConfigRecord: Flower's strategies aggregate the
-# one MetricRecord of a reply), and the normalisation a strategy has hospitals keep.
-EVALUATION_KEY, LOCAL_NORM_KEY = "evaluation", "local-norm"
+# Context.state entries: the hospital's tiles (with what they were generated from).
+_TRAIN_KEY, _TEST_KEY = "fedcl-train-data", "fedcl-test-data"
+# Message key of a hospital's figures (a ConfigRecord: Flower's strategies aggregate the
+# one MetricRecord of a reply).
+EVALUATION_KEY = "evaluation"
 
 
 def round_seed(seed: int, hospital: int, server_round: int) -> int:
@@ -127,15 +128,16 @@ def _hospital(config: RunConfig, context: Context) -> int:
 
 @dataclass(frozen=True)
 class _Received:
-    """What a message from the server tells a hospital."""
+    """What a message from the server tells a hospital, and the strategy's half for it."""
 
-    config: RunConfig
-    hospital: int
-    server_round: int
-    local_norm: str  # what the strategy has hospitals keep local (fedcl.normalization)
-    model: nn.Module  # the global model, with this hospital's own normalisation put back
-    distill: tuple[float, float]  # LwF's weight and temperature (weight 0: no LwF)
-    teacher: ArrayRecord | None = None  # LwF's teacher, sent by the server after a resume
+    now: LocalRound
+    model: nn.Module  # the global model, as the strategy's hospital half received it
+    half: HospitalHalf
+
+    @property
+    def config(self) -> RunConfig:
+        """The run's configuration."""
+        return self.now.config
 
 
 def _receive(msg: Message, context: Context) -> _Received:
@@ -143,62 +145,20 @@ def _receive(msg: Message, context: Context) -> _Received:
     config = RunConfig.from_mapping(
         sent, source=f"{msg.metadata.message_type} message", strict=False
     )
-    local_norm = str(sent.get(LOCAL_NORM_KEY, "none"))
-    model = build_model(config.model, NUM_CLASSES)
-    received = msg.content.array_records["arrays"].to_torch_state_dict()
-    model.load_state_dict(with_local_norm(received, local_norm, context.state))
-    return _Received(
+    now = LocalRound(
         config=config,
         hospital=_hospital(config, context),
         server_round=int(sent["server-round"]),  # type: ignore[arg-type]
-        local_norm=local_norm,
-        model=model.to(resolve_device(config.device)),  # CUDA where it has it (auto)
-        distill=(float(sent.get(WEIGHT_KEY, 0.0)), float(sent.get(TEMPERATURE_KEY, 1.0))),  # type: ignore[arg-type]
-        teacher=msg.content.array_records.get(TEACHER_KEY),
+        sent=sent,
+        content=msg.content,
+        state=context.state,
     )
-
-
-def with_local_norm(
-    state_dict: dict[str, torch.Tensor], local_norm: str, state: RecordDict
-) -> dict[str, torch.Tensor]:
-    """Return ``state_dict`` with the normalisation this hospital kept (if any) in place."""
-    kept = state.array_records.get(_NORM_KEY)
-    if local_norm == "none" or kept is None:
-        return state_dict
-    return state_dict | kept.to_torch_state_dict()
-
-
-def keep_local_norm(model: nn.Module, local_norm: str, state: RecordDict) -> None:
-    """Keep the part of ``model``'s normalisation that ``local_norm`` names in ``state``."""
-    keys = local_norm_keys(model, local_norm)
-    if keys:
-        values = model.state_dict()
-        state[_NORM_KEY] = ArrayRecord({k: values[k].detach().cpu() for k in keys})
-
-
-def penalties(got: _Received, state: RecordDict) -> list[Penalty]:
-    """Extra terms of this hospital's loss: LwF's distillation when the strategy asks for it.
-
-    The teacher of a stage is the first global model the hospital receives in it, kept
-    in ``state``; in the first stage there is none.
-    """
-    weight, temperature = got.distill
-    stage = scenario_of(got.config).stage_of(got.server_round)
-    if weight == 0 or stage == 0:
-        return []
-    meta = state.config_records.get(f"{_TEACHER_KEY}-meta")
-    teacher_arrays = got.teacher  # the server's copy, after a resume
-    if teacher_arrays is None and (meta is None or meta.get("stage") != stage):
-        teacher_arrays = ArrayRecord(
-            {k: v.detach().cpu() for k, v in got.model.state_dict().items()}
-        )
-    if teacher_arrays is not None:
-        state[_TEACHER_KEY] = teacher_arrays
-        state[f"{_TEACHER_KEY}-meta"] = ConfigRecord({"stage": stage})
-    teacher = build_model(got.config.model, NUM_CLASSES)
-    teacher.load_state_dict(state.array_records[_TEACHER_KEY].to_torch_state_dict())
-    teacher.to(device_of(got.model))
-    return [Distillation(teacher, weight=weight, temperature=temperature)]
+    model = build_model(config.model, NUM_CLASSES)
+    model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
+    model.to(resolve_device(config.device))  # CUDA where it has it (auto)
+    half = hospital_half_of(STRATEGIES.load(config.strategy))(now)
+    half.received(model)
+    return _Received(now=now, model=model, half=half)
 
 
 def _evaluation(
@@ -217,37 +177,39 @@ def handle_train(msg: Message, context: Context) -> Message:
     hospital's figures for the model it received (the model after the previous round),
     so evaluation costs no message of its own; :func:`handle_evaluate` scores the last.
     """
-    got, state = _receive(msg, context), context.state
+    got = _receive(msg, context)
+    config, hospital, server_round = got.config, got.now.hospital, got.now.server_round
     content = RecordDict()
-    if got.config.evaluation == "hospitals":
+    if config.evaluation == "hospitals":
         content[EVALUATION_KEY] = _evaluation(
-            got.model, got.config, got.hospital, got.server_round - 1, state
+            got.model, config, hospital, server_round - 1, context.state
         )
     result = train_local(
         got.model,
-        local_train_data(got.config, got.hospital, got.server_round, state),
-        **got.config.local_schedule(),
-        seed=round_seed(got.config.seed, got.hospital, got.server_round),
-        proximal_mu=got.config.proximal_mu,  # what the strategy sent: > 0 only from FedProx
-        penalties=penalties(got, state),
+        local_train_data(config, hospital, server_round, context.state),
+        **config.local_schedule(),
+        seed=round_seed(config.seed, hospital, server_round),
+        penalties=got.half.penalties(got.model),
     )
-    keep_local_norm(got.model, got.local_norm, state)
+    got.half.trained(got.model)
     content["arrays"] = ArrayRecord(got.model.cpu().state_dict())
     content["metrics"] = MetricRecord(
         {
             "train-loss": result.loss,
             "num-examples": result.num_examples,  # FedAvg weight: samples, not batches
-            PARTITION_KEY: got.hospital,
+            PARTITION_KEY: hospital,
         }
     )
+    got.half.reply(content)
     return Message(content=content, reply_to=msg)
 
 
 def handle_evaluate(msg: Message, context: Context) -> Message:
     """Score the received model (the run's last) on this hospital's test tiles; figures only."""
     got = _receive(msg, context)
-    evaluation = _evaluation(got.model, got.config, got.hospital, got.server_round, context.state)
-    metrics = MetricRecord({PARTITION_KEY: got.hospital})
+    hospital = got.now.hospital
+    evaluation = _evaluation(got.model, got.config, hospital, got.now.server_round, context.state)
+    metrics = MetricRecord({PARTITION_KEY: hospital})
     return Message(
         content=RecordDict({EVALUATION_KEY: evaluation, "metrics": metrics}), reply_to=msg
     )

@@ -58,13 +58,12 @@ def _smp_unet(encoder: str) -> Callable[[int], nn.Module]:
     return build
 
 
-MODELS: dict[str, Callable[[int], nn.Module]] = {
-    "unet": _monai_unet("batch"),
-    "unet-instance": _monai_unet("instance"),
-    "basic-unet": _monai_basic_unet,
-    "smp-resnet18": _smp_unet("resnet18"),
-    "smp-resnet34": _smp_unet("resnet34"),
-}
+# The built-ins, by the names fedcl.plugins.MODELS gives them: num_classes -> network.
+unet = _monai_unet("batch")
+unet_instance = _monai_unet("instance")
+basic_unet = _monai_basic_unet
+smp_resnet18 = _smp_unet("resnet18")
+smp_resnet34 = _smp_unet("resnet34")
 
 
 def build_model(name: str, num_classes: int) -> nn.Module:
@@ -73,8 +72,8 @@ def build_model(name: str, num_classes: int) -> nn.Module:
     Parameters
     ----------
     name : str
-        One of :data:`MODELS` (``unet``, ``unet-instance``, ``basic-unet``,
-        ``smp-resnet18``, ``smp-resnet34``), a name an installed package registers
+        A built-in (``unet``, ``unet-instance``, ``basic-unet``, ``smp-resnet18``,
+        ``smp-resnet34``; :data:`fedcl.plugins.MODELS`), a name an installed package registers
         under the entry-point group ``fedcl.models``, or ``package.module:function``;
         a plug-in is a function ``num_classes -> torch.nn.Module``.
     num_classes : int
@@ -86,9 +85,7 @@ def build_model(name: str, num_classes: int) -> nn.Module:
         Maps ``B x 3 x H x W`` float images in 0..1 to ``B x num_classes x H x W``
         logits. H and W must be divisible by 8 (``unet``) or 16/32 (the others).
     """
-    if name in MODELS:
-        return MODELS[name](num_classes)
-    build = NAMES.load(name)  # a plug-in; an unknown name: the error, did-you-mean
+    build = NAMES.load(name)  # an unknown name: the error, did-you-mean
     model = build(num_classes) if callable(build) else None
     if not isinstance(model, nn.Module):
         raise FedclError(

@@ -1,11 +1,11 @@
-"""Names of the built-in strategies and models, and of plug-ins, known without torch.
+"""Names of the built-in strategies, models and scenarios, and of plug-ins, without torch.
 
-A name is a built-in, a plug-in an installed package registers under an entry-point
-group (``fedcl.strategies``, ``fedcl.models``), or a dotted path
-``package.module:attribute`` (a module in the working directory is found as
-``python -m`` finds it). The command line checks names here first, so a typo is answered
-in a second, not after torch loads; :mod:`fedcl.strategies` and :mod:`fedcl.models`
-hold the built-ins themselves (tests keep the names equal).
+A name is a built-in (listed here once, with the ``package.module:attribute`` that
+defines it), a plug-in an installed package registers under an entry-point group
+(``fedcl.strategies``, ``fedcl.models``, ``fedcl.scenarios``), or a dotted path
+``package.module:attribute`` (a module in the working directory is found as ``python
+-m`` finds it). The command line checks names here first, so a typo is answered in a
+second, not after torch loads; a name's module is imported only when it is loaded.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -24,8 +25,8 @@ from fedcl.errors import FedclError, unknown_name
 class Registry:
     """One kind of pluggable thing: its built-in names and its entry-point group."""
 
-    kind: str  # "strategy", "model": the word errors use
-    builtin: tuple[str, ...]
+    kind: str  # "strategy", "model", "scenario": the word errors use
+    builtin: Mapping[str, str]  # name -> "package.module:attribute" that defines it
     group: str
     dotted_hint: str  # how a dotted name looks, e.g. "package.module:ClassName"
 
@@ -42,7 +43,9 @@ class Registry:
             raise unknown_name(self.kind, name, [*self.builtin, *plugins, self.dotted_hint])
 
     def load(self, name: str) -> Any:
-        """Return the object a plug-in name (entry point or dotted path) refers to."""
+        """Return the object a name (built-in, entry point or dotted path) refers to."""
+        if name in self.builtin:
+            return _load_dotted(self.kind, self.builtin[name])
         if ":" in name:
             return _load_dotted(self.kind, name)
         self.check(name)
@@ -67,26 +70,43 @@ def _load_dotted(kind: str, path: str) -> Any:
 
 STRATEGIES = Registry(
     "strategy",
-    (
-        "fedavg",
-        "fedprox",
-        "fedmedian",
-        "fedtrimmedavg",
-        "krum",
-        "multikrum",
-        "bulyan",
-        "fltrust",
-        "dbc",
-        "fedbn",
-        "silobn",
-        "lwf",
-    ),  # fmt: skip
+    {
+        "fedavg": "fedcl.strategies.flower:FedAvg",
+        "fedprox": "fedcl.strategies.fedprox:FedProx",
+        "fedmedian": "fedcl.strategies.flower:FedMedian",
+        "fedtrimmedavg": "fedcl.strategies.flower:FedTrimmedAvg",
+        "krum": "fedcl.strategies.flower:Krum",
+        "multikrum": "fedcl.strategies.flower:MultiKrum",
+        "bulyan": "fedcl.strategies.flower:Bulyan",
+        "fltrust": "fedcl.strategies.fltrust:FLTrust",
+        "dbc": "fedcl.strategies.dbc:DynamicBarlowContinuity",
+        "fedbn": "fedcl.strategies.fedbn:FedBN",
+        "silobn": "fedcl.strategies.fedbn:SiloBN",
+        "lwf": "fedcl.strategies.lwf:LwF",
+    },
     "fedcl.strategies",
     "package.module:ClassName",
 )
 MODELS = Registry(
     "model",
-    ("unet", "unet-instance", "basic-unet", "smp-resnet18", "smp-resnet34"),
+    {
+        "unet": "fedcl.models:unet",
+        "unet-instance": "fedcl.models:unet_instance",
+        "basic-unet": "fedcl.models:basic_unet",
+        "smp-resnet18": "fedcl.models:smp_resnet18",
+        "smp-resnet34": "fedcl.models:smp_resnet34",
+    },
     "fedcl.models",
     "package.module:function",
+)
+SCENARIOS = Registry(
+    "scenario",
+    {
+        "iid": "fedcl.scenarios:Iid",
+        "client-drift": "fedcl.scenarios:ClientDrift",
+        "catastrophic-forgetting": "fedcl.scenarios:CatastrophicForgetting",
+        "drift-and-forgetting": "fedcl.scenarios:DriftAndForgetting",
+    },
+    "fedcl.scenarios",
+    "package.module:ClassName",
 )

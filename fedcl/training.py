@@ -112,7 +112,6 @@ def train_local(
     lr: float,
     optimizer: str = "adam",
     seed: int = 0,
-    proximal_mu: float = 0.0,
     bn_stats: str = "recomputed",
     penalties: Sequence[Penalty] = (),
 ) -> TrainResult:
@@ -129,24 +128,21 @@ def train_local(
         Local training schedule; the optimizer starts fresh every call.
     seed : int
         Seeds the batch order, so a round is reproducible.
-    proximal_mu : float
-        FedProx: adds ``(mu / 2) * ||w - w_global||^2`` (``w_global`` = the weights
-        the model had on entry) to the loss; 0 disables it.
     bn_stats : str
         ``recomputed`` (the run default, key ``bn-stats``): after training,
         :func:`recompute_batchnorm` on ``data``, so the statistics describe the weights
         they are sent with. ``running``: BatchNorm keeps PyTorch's running averages from
         training, which mix every batch's weights with the statistics the model came with.
     penalties : sequence of Penalty
-        Extra loss terms, each called with a batch's images and the model's logits
-        (for example LwF's :class:`~fedcl.distillation.Distillation`).
+        Extra loss terms, each called with a batch's images and the model's logits,
+        added in order (a strategy's hospital half gives them: FedProx's proximal
+        term, LwF's :class:`~fedcl.distillation.Distillation`).
     """
     if bn_stats not in BN_STATS:
         raise ValueError(f"unknown bn_stats {bn_stats!r}; known: {', '.join(BN_STATS)}")
     model.train()
     device = device_of(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
     opt = make_optimizer(optimizer, params, lr)
     loss_fn = segmentation_loss()
     generator = torch.Generator().manual_seed(seed)
@@ -159,9 +155,6 @@ def train_local(
             loss = loss_fn(logits, masks)
             for penalty in penalties:
                 loss = loss + penalty(images, logits)
-            if anchor:
-                drift = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
-                loss = loss + 0.5 * proximal_mu * drift
             loss.backward()
             opt.step()
             total += float(loss.detach())

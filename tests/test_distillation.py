@@ -11,10 +11,10 @@ from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES
 from fedcl.distillation import Distillation, distillation_loss
-from fedcl.hospital import _Received, penalties
 from fedcl.models import build_model
-from fedcl.strategies import STRATEGIES, LwF
-from fedcl.strategies.lwf import TEACHER_KEY, TEMPERATURE_KEY, WEIGHT_KEY
+from fedcl.strategies.contract import SentModel
+from fedcl.strategies.hospital_half import LocalRound
+from fedcl.strategies.lwf import TEACHER_KEY, TEMPERATURE_KEY, WEIGHT_KEY, LwF, LwFHospital
 from fedcl.training import recompute_batchnorm, train_local
 from tests.conftest import FakeGrid, random_tiles
 
@@ -63,15 +63,12 @@ def test_invalid_distillation_settings_are_refused():
         Distillation(build_model("unet", NUM_CLASSES), weight=1.0, temperature=0.0)
 
 
-def _received(config, server_round, model, weight=1.0):
-    return _Received(
-        config=config,
-        hospital=0,
-        server_round=server_round,
-        local_norm="none",
-        model=model,
-        distill=(weight, 2.0),
-    )
+def penalties(config, server_round, model, state, weight=1.0, teacher=None):
+    """LwF's hospital half in a round whose message sends ``weight`` (and ``teacher``)."""
+    sent = ConfigRecord({WEIGHT_KEY: weight, TEMPERATURE_KEY: 2.0})
+    content = RecordDict({"config": sent} | ({TEACHER_KEY: teacher} if teacher else {}))
+    now = LocalRound(config, 0, server_round, sent, content, state)
+    return LwFHospital(now).penalties(model)
 
 
 def test_a_teacher_the_server_sends_replaces_the_hospitals_own():
@@ -81,9 +78,7 @@ def test_a_teacher_the_server_sends_replaces_the_hospitals_own():
     )
     sent, received = build_model("unet", NUM_CLASSES), build_model("unet", NUM_CLASSES)
     torch.nn.init.constant_(next(sent.parameters()), 7.0)
-    got = _received(config, 5, received)
-    got = _Received(**{**got.__dict__, "teacher": ArrayRecord(sent.state_dict())})
-    (penalty,) = penalties(got, RecordDict())
+    (penalty,) = penalties(config, 5, received, RecordDict(), teacher=ArrayRecord(sent.state_dict()))
     assert torch.equal(next(penalty.teacher.parameters()), next(sent.parameters()))
 
 
@@ -95,11 +90,11 @@ def test_the_teacher_is_the_first_model_a_hospital_receives_in_a_stage():
     models = [build_model("unet", NUM_CLASSES) for _ in range(4)]
     for i, model in enumerate(models):
         torch.nn.init.constant_(next(model.parameters()), float(i))
-    assert penalties(_received(config, 2, models[0]), state) == []  # stage 0: no past
-    assert penalties(_received(config, 3, models[1], weight=0.0), state) == []  # not LwF
-    first = penalties(_received(config, 3, models[1]), state)  # stage 1 starts
-    later = penalties(_received(config, 4, models[2]), state)  # same stage: same teacher
-    last = penalties(_received(config, 5, models[3]), state)  # stage 2: a new teacher
+    assert penalties(config, 2, models[0], state) == []  # stage 0: no past
+    assert penalties(config, 3, models[1], state, weight=0.0) == []  # weight 0: no term
+    first = penalties(config, 3, models[1], state)  # stage 1 starts
+    later = penalties(config, 4, models[2], state)  # same stage: same teacher
+    last = penalties(config, 5, models[3], state)  # stage 2: a new teacher
     for got, source in ((first, 1), (later, 1), (last, 3)):
         (penalty,) = got
         assert isinstance(penalty, Distillation) and penalty.weight == 1.0
@@ -109,11 +104,10 @@ def test_the_teacher_is_the_first_model_a_hospital_receives_in_a_stage():
 
 @pytest.mark.usefixtures("flower_task")
 def test_lwf_tells_the_hospitals_how_to_distil():
-    cls, kwargs = STRATEGIES["lwf"]
     config = RunConfig.from_mapping(
         {"scenario": "catastrophic-forgetting", "stages": 2, "rounds-per-stage": 2}
     ).with_keys({"lwf-weight": 0.5, "lwf-temperature": 3.0})
-    strategy = cls(**kwargs(config))
+    strategy = LwF.from_config(config, SentModel())
     assert isinstance(strategy, LwF)
     models = [ArrayRecord(build_model("unet", NUM_CLASSES).state_dict()) for _ in range(3)]
 
@@ -127,7 +121,7 @@ def test_lwf_tells_the_hospitals_how_to_distil():
     configure(3, models[1])  # stage 2 starts: its first global model is the teacher
     assert strategy.teacher is models[1] and TEACHER_KEY not in messages[0].content
     # a checkpoint keeps it; the first round after a resume sends it, once
-    resumed = cls(**kwargs(config))
+    resumed = LwF.from_config(config, SentModel())
     resumed.load_state_dict(strategy.state_dict())
     strategy = resumed
     first, later = configure(4, models[2]), configure(4, models[2])

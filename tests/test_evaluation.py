@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from flwr.app import RecordDict
+from flwr.app import ConfigRecord, RecordDict
 
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES
@@ -17,11 +17,13 @@ from fedcl.evaluation import (
     evaluated_stages,
     round_evaluation,
 )
-from fedcl.hospital import keep_local_norm, local_test_sets, with_local_norm
+from fedcl.hospital import local_test_sets
 from fedcl.metrics import summarize
 from fedcl.models import build_model
 from fedcl.normalization import has_running_stats, local_norm_keys
 from fedcl.scenarios import scenario_of
+from fedcl.strategies.fedbn import LocalNormHospital, LocalStatisticsHospital
+from fedcl.strategies.hospital_half import HospitalHalf, LocalRound
 from fedcl.training import evaluate, recompute_batchnorm
 from tests.conftest import random_tiles
 
@@ -140,21 +142,25 @@ def test_summary_reports_continual_figures_with_local_statistics():
 
 
 @pytest.mark.parametrize(
-    ("mode", "local_parts"),
+    ("half", "local_parts"),
     [
-        ("layers", {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}),
-        ("statistics", {"running_mean", "running_var", "num_batches_tracked"}),
-        ("none", set()),
+        (LocalNormHospital, {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}),
+        (LocalStatisticsHospital, {"running_mean", "running_var", "num_batches_tracked"}),
+        (HospitalHalf, set()),
     ],
 )
-def test_a_hospital_keeps_its_normalisation_and_puts_it_back(mode, local_parts):
+def test_a_hospital_keeps_its_normalisation_and_puts_it_back(half, local_parts):
+    # FedBN's and SiloBN's hospital halves (and the default, which keeps nothing)
+    mode = getattr(half, "mode", "none")
     torch.manual_seed(0)
     hospital, global_model = build_model("unet", NUM_CLASSES), build_model("unet", NUM_CLASSES)
     recompute_batchnorm(hospital, random_tiles(), 4)
-    state = RecordDict()
-    keep_local_norm(hospital, mode, state)
-    received = with_local_norm(global_model.state_dict(), mode, state)
-    own, shared = hospital.state_dict(), global_model.state_dict()
+    shared = {k: v.clone() for k, v in global_model.state_dict().items()}
+    now = LocalRound(RunConfig(), 0, 1, ConfigRecord(), RecordDict(), RecordDict())
+    half(now).trained(hospital)  # round 1 ends: the hospital keeps its part
+    half(now).received(global_model)  # round 2: the next global model arrives
+    received = global_model.state_dict()
+    own = hospital.state_dict()
     keys = set(local_norm_keys(hospital, mode))
     assert {k.rsplit(".", 1)[1] for k in keys} == local_parts
     for key, value in received.items():

@@ -38,7 +38,7 @@ def staged(**changes):
     ).replace(**changes)
 
 
-@pytest.mark.parametrize("name", SCENARIOS.builtin)
+@pytest.mark.parametrize("name", list(SCENARIOS.builtin))
 def test_every_builtin_scenario_has_an_example_file(name):
     config = RunConfig.from_toml(EXAMPLES / f"{name}.toml")
     assert config.scenario == name

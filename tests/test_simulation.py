@@ -24,7 +24,7 @@ from fedcl.data import NUM_CLASSES
 from fedcl.models import build_model
 from fedcl.processes import _alive, _stat, local_cluster, processes_with_env, stop_tagged
 from fedcl.recorder import read_metrics
-from fedcl.strategies import STRATEGIES
+from fedcl.plugins import STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,7 +136,7 @@ TINY = RunConfig(
 )
 
 
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
+@pytest.mark.parametrize("name", sorted(STRATEGIES.builtin))
 def test_every_builtin_strategy_runs_two_rounds(tmp_path, name, ray_address):
     run = run_fedcl(TINY.replace(strategy=name), tmp_path, name, ray_address)
     summary = json.loads((run / "summary.json").read_text())

@@ -18,14 +18,12 @@ from fedcl.errors import FedclError
 from fedcl.models import build_model
 from fedcl.recorder import read_checkpoint
 from fedcl.scenarios import scenario_of
-from fedcl.strategies import (
-    STRATEGIES,
-    GuardedStrategy,
-    SentModel,
-    build_strategy,
-    by_partition,
-    resolve_strategy,
-)
+from fedcl.plugins import STRATEGIES
+from fedcl.strategies.catalog import build_strategy, strategy_class
+from fedcl.strategies.contract import Configurable, SentModel, hospital_half_of
+from fedcl.strategies.guard import GuardedStrategy
+from fedcl.strategies.hospital_half import LocalRound
+from fedcl.strategies.replies import by_partition
 from fedcl.strategies.dbc import DynamicBarlowContinuity
 from fedcl.strategies.fltrust import fltrust_aggregate
 from fedcl.strategies.replies import malformed_reason
@@ -450,25 +448,28 @@ def test_fltrust_trusts_aligned_updates_and_ignores_opposed_ones():
     assert trust == [0.0] and torch.equal(same["w"], global_state["w"])
 
 
-@pytest.mark.parametrize("name", sorted(STRATEGIES))
+@pytest.mark.parametrize("name", sorted(STRATEGIES.builtin))
 def test_every_builtin_name_builds_a_flower_strategy(name):
     config = RunConfig(strategy=name, clients=5, image_size=32, reference_size=4, root_tiles=4)
     strategy = build_strategy(config)
     assert isinstance(strategy, Strategy)
-    assert isinstance(strategy, GuardedStrategy) and type(strategy.inner) is STRATEGIES[name][0]
+    assert isinstance(strategy, GuardedStrategy)
+    assert type(strategy.inner) is STRATEGIES.load(name)
 
 
 def test_plugin_by_dotted_path_and_unknown_names():
-    cls, kwargs = resolve_strategy("plugin_strategy:HalfStep")
-    assert cls.__name__ == "HalfStep" and kwargs(RunConfig())["min_available_nodes"] == 5
+    cls = strategy_class("plugin_strategy:HalfStep")
+    assert cls.__name__ == "HalfStep"
+    built = build_strategy(RunConfig(strategy="plugin_strategy:HalfStep", clients=4))
+    assert type(built.inner) is cls and built.inner.min_available_nodes == 4  # sampling given
     with pytest.raises(FedclError, match="unknown strategy 'fedprx'.*Did you mean 'fedprox'"):
-        resolve_strategy("fedprx")
+        strategy_class("fedprx")
     with pytest.raises(FedclError, match="cannot import module 'no_such_module'"):
-        resolve_strategy("no_such_module:X")
+        strategy_class("no_such_module:X")
     with pytest.raises(FedclError, match="has no 'Nope'"):
-        resolve_strategy("plugin_strategy:Nope")
+        strategy_class("plugin_strategy:Nope")
     with pytest.raises(FedclError, match="not a flwr Strategy subclass"):
-        resolve_strategy("plugin_strategy:NotAStrategy")
+        strategy_class("plugin_strategy:NotAStrategy")
 
 
 def test_plugin_by_entry_point(monkeypatch):
@@ -481,19 +482,27 @@ def test_plugin_by_entry_point(monkeypatch):
             return HalfStep
 
     monkeypatch.setattr("fedcl.plugins.entry_points", lambda group: [EntryPoint()])
-    cls, _ = resolve_strategy("halfstep")
-    assert cls.__name__ == "HalfStep"
+    assert strategy_class("halfstep").__name__ == "HalfStep"
 
 
-@pytest.mark.parametrize(("name", "mu"), [("fedprox", 0.05), ("fedavg", 0.0), ("dbc", 0.0)])
-def test_only_fedprox_sends_a_proximal_term(federation, name, mu):
+@pytest.mark.parametrize(("name", "terms"), [("fedprox", 1), ("fedavg", 0), ("dbc", 0)])
+def test_only_fedprox_hospitals_add_a_proximal_term(federation, name, terms):
     config = RunConfig(strategy=name, proximal_mu=0.05, clients=2, image_size=32, reference_size=4)
     strategy = build_strategy(config)
-    train_config = ConfigRecord(config.to_mapping() | {"proximal-mu": 0.0})  # as serve()
+    train_config = ConfigRecord(config.to_mapping())  # as serve()
     messages = list(
         strategy.configure_train(1, ArrayRecord(federation[0]), train_config, FakeGrid(2))
     )
-    assert {m.content["config"]["proximal-mu"] for m in messages} == {mu}
+    half = hospital_half_of(STRATEGIES.load(name))
+    model = build_model("unet", NUM_CLASSES)
+    for message in messages:
+        sent = message.content["config"]
+        now = LocalRound(config, 0, 1, sent, message.content, RecordDict())
+        penalties = half(now).penalties(model)
+        assert len(penalties) == terms
+        if terms:  # (mu / 2) ||w - w0||^2 with the mu the server sent: 0 at the start
+            assert sent["proximal-mu"] == 0.05 and penalties[0].mu == 0.05
+            assert float(penalties[0](None, None).detach()) == 0.0
 
 
 def _hostile(kind, state, global_state):
@@ -647,13 +656,12 @@ def test_a_plugin_in_the_working_directory_is_found_and_a_legacy_one_gets_a_hint
     monkeypatch.chdir(tmp_path)
     # as under the `fedcl` console script: the working directory is not on sys.path
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
-    cls, _ = resolve_strategy("my_cwd_strategies:CountingFedAvg")
-    assert cls.__name__ == "CountingFedAvg"
+    assert strategy_class("my_cwd_strategies:CountingFedAvg").__name__ == "CountingFedAvg"
     with pytest.raises(FedclError, match=r"legacy flwr.server.strategy API.*serverapp"):
-        resolve_strategy("my_cwd_strategies:Legacy")
+        strategy_class("my_cwd_strategies:Legacy")
 
 
-def test_the_light_list_of_builtin_names_is_the_catalog():
-    from fedcl.plugins import STRATEGIES as NAMES
-
-    assert NAMES.builtin == tuple(STRATEGIES)
+@pytest.mark.parametrize("name", sorted(STRATEGIES.builtin))
+def test_every_builtin_builds_itself_from_the_config(name):
+    # none falls back to the plug-in path (sampling settings only)
+    assert issubclass(strategy_class(name), Configurable)

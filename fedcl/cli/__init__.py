@@ -182,11 +182,11 @@ def _compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fedcl.compare import parse_entry, parse_list, path_safe, run_scenarios
+    from fedcl.plugins import SCENARIOS, STRATEGIES
     from fedcl.processes import local_cluster, terminate_raises
-    from fedcl.scenarios import SCENARIOS
-    from fedcl.strategies import STRATEGIES, check_strategy
+    from fedcl.strategies.catalog import check_strategy
 
-    entries = [parse_entry(text) for text in parse_list(args.strategies, list(STRATEGIES))]
+    entries = [parse_entry(text) for text in parse_list(args.strategies, STRATEGIES.builtin)]
     seeds = _int_list(args.seeds, "--seeds")
     scenarios = parse_list(args.scenarios, SCENARIOS.builtin) if args.scenarios else []
     if not entries or not seeds:

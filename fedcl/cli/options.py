@@ -128,7 +128,7 @@ def preflight(config: RunConfig) -> None:
     MODELS.check(config.model)
     check_layout(config)  # so are a wrong data path, a missing mask, too few sites
     if config.strategy not in STRATEGIES.builtin:
-        from fedcl.strategies import check_strategy
+        from fedcl.strategies.catalog import check_strategy
 
         check_strategy(config.strategy)  # a plug-in: importable, a Flower Strategy
     from fedcl.scenarios.tiles import check_data

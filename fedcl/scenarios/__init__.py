@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from fedcl import seeds
 from fedcl.errors import FedclError
-from fedcl.plugins import Registry
+from fedcl.plugins import SCENARIOS
 
 if TYPE_CHECKING:
     from fedcl.config import RunConfig
@@ -174,19 +174,8 @@ class DriftAndForgetting(Builtin):
     headline = (*STAGED_HEADLINE, *DRIFT_HEADLINE)
 
 
-BUILTIN: dict[str, type[Scenario]] = {
-    "iid": Iid,
-    "client-drift": ClientDrift,
-    "catastrophic-forgetting": CatastrophicForgetting,
-    "drift-and-forgetting": DriftAndForgetting,
-}
-SCENARIOS = Registry("scenario", tuple(BUILTIN), "fedcl.scenarios", "package.module:ClassName")
-
-
 def scenario_class(name: str) -> type[Scenario]:
     """Return the scenario class ``name`` stands for: a built-in or a plug-in."""
-    if name in BUILTIN:
-        return BUILTIN[name]
     found = SCENARIOS.load(name)
     if not (isinstance(found, type) and issubclass(found, Scenario)):
         raise FedclError(

@@ -22,7 +22,7 @@ from flwr.common.logger import log
 from flwr.serverapp.strategy import FedAvg
 from torch import nn
 
-from fedcl.config import DBCSettings
+from fedcl.config import DBCSettings, RunConfig
 from fedcl.continuity import (
     EvidenceFilter,
     ShiftDetector,
@@ -32,8 +32,14 @@ from fedcl.continuity import (
     pixel_index,
     update_anchor,
 )
-from fedcl.strategies.guard import SentModel
+from fedcl.data import NUM_CLASSES, reference_images
+from fedcl.data.dataset import images_to_tensor
+from fedcl.models import build_model
+from fedcl.scenarios import scenario_of
+from fedcl.strategies.contract import RoundReport, SentModel
+from fedcl.strategies.flower import sampling
 from fedcl.strategies.replies import partition_of
+from fedcl.training import resolve_device
 
 ACCEPTED, OUTLIER = "accepted", "rejected-outlier"
 
@@ -108,7 +114,27 @@ class DynamicBarlowContinuity(FedAvg):
         )
         # Z of the last aggregate before consolidation (only when consolidation changed it)
         self.unconsolidated: torch.Tensor | None = None
-        self.round_report: dict[str, Any] | None = None
+        self.round_report: RoundReport | None = None
+
+    @classmethod
+    def from_config(cls, config: RunConfig, sent: SentModel) -> DynamicBarlowContinuity:
+        """Every hospital every round; the ``dbc-*`` settings; the server's reference set.
+
+        ``drifted`` (for the oracle filter only) asks the scenario.
+        """
+        scenario = scenario_of(config)
+        return cls(
+            **sampling(config),
+            reference_images=images_to_tensor(reference_images(config)),
+            model_fn=lambda: build_model(config.model, NUM_CLASSES),
+            settings=config.dbc,
+            seed=config.seed,
+            device=resolve_device(config.device),
+            drifted=lambda hospital, server_round: (
+                isinstance(hospital, int) and scenario.is_drifted(hospital, server_round)
+            ),
+            sent=sent,
+        )
 
     def summary(self) -> None:
         """Log the DBC settings after FedAvg's summary."""
@@ -149,14 +175,14 @@ class DynamicBarlowContinuity(FedAvg):
         if arrays is not None and self.anchor is not None:
             arrays, consolidation = self._consolidate(arrays, shift)
         # 5. Report.
-        self.round_report = scores | {
-            "all_rejected": arrays is None,
-            "movement": movement,
-            "shift_length": len(self.shifts.shift),
-            "consolidation": consolidation,
-            "seconds_scoring": round(scored - started, 4),
-            "seconds_consolidation": round(time.perf_counter() - scored, 4),
-        }
+        self.round_report = scores | RoundReport(
+            all_rejected=arrays is None,
+            movement=movement,
+            shift_length=len(self.shifts.shift),
+            consolidation=consolidation,
+            seconds_scoring=round(scored - started, 4),
+            seconds_consolidation=round(time.perf_counter() - scored, 4),
+        )
         return arrays, metrics
 
     def _spatial(
@@ -165,18 +191,18 @@ class DynamicBarlowContinuity(FedAvg):
         replies: list[Message],
         z_global: torch.Tensor,
         z_replies: list[torch.Tensor],
-    ) -> dict[str, Any]:
+    ) -> RoundReport:
         """Score each reply against the peer consensus and the global model; decide."""
         lam, n = self.settings.offdiag, len(replies)
         hospitals = [partition_of(msg) for msg in replies]
-        scores: dict[str, Any] = {
-            "hospitals": hospitals,
-            "decisions": [ACCEPTED] * n,
-            "peer_scores": [None] * n,
-            "anchor_scores": [None] * n,
-            "evidence": [None] * n,
-            "threshold": None,
-        }
+        scores = RoundReport(
+            hospitals=hospitals,
+            decisions=[ACCEPTED] * n,
+            peer_scores=[None] * n,
+            anchor_scores=[None] * n,
+            evidence=[None] * n,
+            threshold=None,
+        )
         if not z_replies:
             return scores
         consensus = torch.stack(z_replies).median(dim=0).values
@@ -198,7 +224,7 @@ class DynamicBarlowContinuity(FedAvg):
         server_round: int,
         z_global: torch.Tensor,
         z_replies: list[torch.Tensor],
-        scores: dict[str, Any],
+        scores: RoundReport,
     ) -> tuple[float | None, bool]:
         """Move the anchor on, measure the round's movement, tell a shift all share.
 
@@ -216,7 +242,7 @@ class DynamicBarlowContinuity(FedAvg):
         self.unconsolidated = None  # this round's consolidation sets it again if it moves
         return movement, shift
 
-    def _movement(self, z_replies: list[torch.Tensor], scores: dict[str, Any]) -> float | None:
+    def _movement(self, z_replies: list[torch.Tensor], scores: RoundReport) -> float | None:
         """Measure the round's movement: the median over accepted replies of how far each moved.
 
         From the model it started from (its anchor score), or with ``movement_from =

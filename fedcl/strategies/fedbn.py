@@ -7,37 +7,67 @@
   Histopathology Datasets", DART 2020): the running statistics stay at the hospital; the
   affine weight and bias are shared.
 
-The server side is FedAvg's: it tells the hospitals what to keep (``local-norm`` in the
-train config, as FedProx sends ``proximal-mu``), and each hospital puts its own part
-back into every global model it receives (:mod:`fedcl.hospital`,
-:mod:`fedcl.normalization`). The averaged normalisation the server holds is therefore
-never used by a hospital after its first round; such a model is evaluated only where
-its normalisation lives, at the hospitals.
+The server half is FedAvg's. The hospital half (:class:`LocalNormHospital`) keeps its
+part in ``Context.state`` after training and puts it back into every global model it
+receives (:mod:`fedcl.normalization` says which keys). The averaged normalisation the
+server holds is therefore never used by a hospital after its first round; such a model
+is evaluated only where its normalisation lives, at the hospitals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from typing import ClassVar
 
-from flwr.app import ArrayRecord, ConfigRecord, Message
-from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.app import ArrayRecord
+from torch import nn
+
+from fedcl.config import RunConfig
+from fedcl.normalization import local_norm_keys
+from fedcl.strategies.contract import SentModel
+from fedcl.strategies.flower import FedAvg, sampling
+from fedcl.strategies.hospital_half import HospitalHalf
+
+_STATE_KEY = "fedcl-local-norm"  # Context.state: the normalisation a hospital keeps
+
+
+class LocalNormHospital(HospitalHalf):
+    """Keeps the normalisation that :attr:`mode` names at the hospital (FedBN's part)."""
+
+    mode: ClassVar[str] = "layers"  # fedcl.normalization.LOCAL_NORMS
+    keeps_weights = True
+
+    def received(self, model: nn.Module) -> None:
+        """Put the normalisation this hospital kept (none before its first training) back."""
+        kept = self.now.state.array_records.get(_STATE_KEY)
+        if kept is not None:
+            model.load_state_dict(kept.to_torch_state_dict(), strict=False)
+
+    def trained(self, model: nn.Module) -> None:
+        """Keep this hospital's part of the trained model's normalisation."""
+        keys = local_norm_keys(model, self.mode)
+        if keys:
+            values = model.state_dict()
+            self.now.state[_STATE_KEY] = ArrayRecord({k: values[k].detach().cpu() for k in keys})
+
+
+class LocalStatisticsHospital(LocalNormHospital):
+    """Keeps the BatchNorm running statistics at the hospital (SiloBN's part)."""
+
+    mode = "statistics"
 
 
 class FedBN(FedAvg):
-    """FedAvg with every BatchNorm layer kept local at the hospitals (``local_norm``)."""
+    """FedAvg with every BatchNorm layer kept at the hospitals (:class:`LocalNormHospital`)."""
 
-    local_norm = "layers"  # fedcl.normalization.LOCAL_NORMS
+    hospital: ClassVar[type[HospitalHalf]] = LocalNormHospital
 
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """FedAvg's messages, telling the hospitals what to keep local."""
-        config["local-norm"] = self.local_norm
-        return super().configure_train(server_round, arrays, config, grid)
+    @classmethod
+    def from_config(cls, config: RunConfig, sent: SentModel) -> FedBN:
+        """Every hospital every round."""
+        return cls(**sampling(config))
 
 
 class SiloBN(FedBN):
     """FedAvg with the BatchNorm running statistics kept local; affine parameters shared."""
 
-    local_norm = "statistics"
+    hospital = LocalStatisticsHospital

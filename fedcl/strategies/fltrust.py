@@ -22,8 +22,13 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from torch import nn
 
-from fedcl.strategies.guard import SentModel
+from fedcl.config import RunConfig
+from fedcl.data import NUM_CLASSES, root_dataset
+from fedcl.models import build_model
+from fedcl.strategies.contract import RoundReport, SentModel
+from fedcl.strategies.flower import sampling
 from fedcl.strategies.replies import partition_of
+from fedcl.training import resolve_device, train_local
 
 StateDict = dict[str, torch.Tensor]
 
@@ -123,7 +128,23 @@ class FLTrust(FedAvg):
         self.model = model_fn().to(device)
         self.server_train = server_train
         self.trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
-        self.round_report: dict[str, Any] | None = None
+        self.round_report: RoundReport | None = None
+
+    @classmethod
+    def from_config(cls, config: RunConfig, sent: SentModel) -> FLTrust:
+        """Every hospital every round; the server trains on its root set as they do."""
+        root = root_dataset(config)
+
+        def server_train(model: nn.Module) -> None:
+            train_local(model, root, **config.local_schedule(), seed=config.seed)
+
+        return cls(
+            **sampling(config),
+            model_fn=lambda: build_model(config.model, NUM_CLASSES),
+            server_train=server_train,
+            device=resolve_device(config.device),
+            sent=sent,
+        )
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

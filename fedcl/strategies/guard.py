@@ -3,8 +3,8 @@
 :class:`GuardedStrategy` wraps a Flower strategy by delegation (as Flower's grid
 wrappers do). It owns, for every strategy alike:
 
-- the global model sent out each round (:class:`SentModel`; the one place it is kept,
-  DBC and FLTrust read it there),
+- the global model sent out each round (:class:`~fedcl.strategies.contract.SentModel`;
+  the one place it is kept, DBC and FLTrust read it there),
 - the reply order (by the ``partition-id`` each hospital reports: Flower's reply order
   and node ids are not stable, so sums happen in the same order and runs reproduce),
 - screening (error replies, malformed or hostile updates are dropped and reported),
@@ -25,31 +25,12 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedcl.strategies.contract import Reporting, RoundReport, SentModel, Stateful
 from fedcl.strategies.replies import by_partition, partition_of, restore_dtypes, screen
 
-# round, every reply sorted (dropped ones too), aggregated metrics, the strategy's
-# round_report (or None)
-TrainHook = Callable[[int, list[Message], MetricRecord | None, dict[str, Any] | None], None]
-
-
-class SentModel:
-    """The global model of the current round, as the server sent it out.
-
-    A strategy whose constructor takes ``sent`` gets the run's one instance
-    (:func:`~fedcl.strategies.build_strategy`); calling it returns the model.
-    """
-
-    def __init__(self) -> None:
-        self.arrays: ArrayRecord | None = None
-
-    def __call__(self) -> ArrayRecord:
-        """Return the global model this round's replies started from."""
-        if self.arrays is None:
-            raise RuntimeError(
-                "no global model sent yet: aggregate_train before configure_train, or a "
-                "strategy used outside fedcl.strategies.GuardedStrategy"
-            )
-        return self.arrays
+# round, every reply sorted (dropped ones too), aggregated metrics, the round's report
+# (the strategy's and the guard's; None if neither has one)
+TrainHook = Callable[[int, list[Message], MetricRecord | None, RoundReport | None], None]
 
 
 @dataclass(frozen=True)
@@ -134,22 +115,22 @@ class GuardedStrategy(Strategy):
         if arrays is not None and reference is not None:
             arrays = restore_dtypes(arrays, reference)
         if dropped:
-            report = dict(report or {}) | {"dropped": dropped}
+            report = (report or RoundReport()) | RoundReport(dropped=dropped)
         missing = self._missing(replies, dropped)
         if missing:
             log(logging.WARNING, "round %d: no reply from hospitals %s", server_round, missing)
-            report = dict(report or {}) | {"missing": missing}
+            report = (report or RoundReport()) | RoundReport(missing=missing)
         if self.on_train is not None:
             self.on_train(server_round, replies, metrics, report)
         return arrays, metrics
 
     def _aggregate(
         self, server_round: int, usable: list[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None, dict[str, Any] | None]:
+    ) -> tuple[ArrayRecord | None, MetricRecord | None, RoundReport | None]:
         if len(usable) < self.guard.min_replies:
             message = "round %d: %d usable replies < min-replies %d: global model kept"
             log(logging.WARNING, message, server_round, len(usable), self.guard.min_replies)
-            return None, None, {"skipped": f"{len(usable)} usable replies < min-replies"}
+            return None, None, RoundReport(skipped=f"{len(usable)} usable replies < min-replies")
         arrays, metrics = self.inner.aggregate_train(server_round, usable)
         return arrays, metrics, self.round_report
 
@@ -173,20 +154,15 @@ class GuardedStrategy(Strategy):
         return self.inner.aggregate_evaluate(server_round + self.round_offset, replies)
 
     @property
-    def round_report(self) -> dict[str, Any] | None:
+    def round_report(self) -> RoundReport | None:
         """The wrapped strategy's report of its last aggregation (None if it keeps none)."""
-        return getattr(self.inner, "round_report", None)
-
-    @property
-    def local_norm(self) -> str:
-        """Which normalisation layers stay at the hospitals (``"none"``: all are averaged)."""
-        return str(getattr(self.inner, "local_norm", "none"))
+        return self.inner.round_report if isinstance(self.inner, Reporting) else None
 
     def state_dict(self) -> dict[str, Any]:
         """Return the wrapped strategy's state for a checkpoint (empty if it keeps none)."""
-        return dict(getattr(self.inner, "state_dict", dict)())
+        return dict(self.inner.state_dict()) if isinstance(self.inner, Stateful) else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the wrapped strategy's state from a checkpoint."""
-        if hasattr(self.inner, "load_state_dict"):
+        if isinstance(self.inner, Stateful):
             self.inner.load_state_dict(state)

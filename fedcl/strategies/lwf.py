@@ -6,11 +6,15 @@ loss plus LwF's distillation toward the global model of the start of the current
 (:mod:`fedcl.distillation`); the server averages as FedAvg does. In the first stage
 there is nothing to remember and the run is FedAvg's.
 
-The server tells the hospitals the weight and temperature (``distill-weight``,
-``distill-temperature`` in the train config, as FedProx sends ``proximal-mu``). Each
-hospital keeps its teacher in ``Context.state``: the first global model it receives in
-a stage. The server remembers the same model (it is in every checkpoint) and sends it
-once in the first round after a resume, when the hospitals' state is gone.
+The server half tells the hospitals the weight and temperature (``distill-weight``,
+``distill-temperature`` in the train config, as FedProx sends ``proximal-mu``). The
+hospital half (:class:`LwFHospital`) keeps its teacher in ``Context.state``: the first
+global model it receives in a stage. The server remembers the same model (it is in
+every checkpoint) and sends it once in the first round after a resume, when the
+hospitals' state is gone.
+
+Both halves read the stage boundaries from the scenario: this LwF is told when the
+data shifts (an oracle a real federation does not have).
 """
 
 from __future__ import annotations
@@ -22,13 +26,57 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
+from torch import nn
 
-# Message keys of the train config and content (read by fedcl.hospital).
+from fedcl.config import RunConfig
+from fedcl.data import NUM_CLASSES
+from fedcl.distillation import Distillation
+from fedcl.models import build_model
+from fedcl.scenarios import scenario_of
+from fedcl.strategies.contract import SentModel
+from fedcl.strategies.flower import sampling
+from fedcl.strategies.hospital_half import HospitalHalf
+from fedcl.training import Penalty, device_of
+
+# Message keys of the train config and content (read by the hospital half).
 WEIGHT_KEY, TEMPERATURE_KEY, TEACHER_KEY = "distill-weight", "distill-temperature", "teacher"
+# Context.state entry of a hospital's teacher (and its "-meta": the stage it teaches).
+_STATE_KEY = "fedcl-teacher"
+
+
+class LwFHospital(HospitalHalf):
+    """LwF's hospital half: distil toward the first global model of the current stage.
+
+    The teacher of a stage is the first global model the hospital receives in it, kept
+    in ``Context.state`` (or the server's copy, sent after a resume); in the first stage
+    there is none.
+    """
+
+    def penalties(self, model: nn.Module) -> list[Penalty]:
+        """``[Distillation(teacher)]`` from the second stage on, with the server's settings."""
+        now = self.now
+        weight = float(now.sent.get(WEIGHT_KEY, 0.0))  # type: ignore[arg-type]
+        temperature = float(now.sent.get(TEMPERATURE_KEY, 1.0))  # type: ignore[arg-type]
+        stage = scenario_of(now.config).stage_of(now.server_round)
+        if weight == 0 or stage == 0:
+            return []
+        meta = now.state.config_records.get(f"{_STATE_KEY}-meta")
+        teacher_arrays = now.content.array_records.get(TEACHER_KEY)  # after a resume
+        if teacher_arrays is None and (meta is None or meta.get("stage") != stage):
+            teacher_arrays = ArrayRecord(
+                {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            )
+        if teacher_arrays is not None:
+            now.state[_STATE_KEY] = teacher_arrays
+            now.state[f"{_STATE_KEY}-meta"] = ConfigRecord({"stage": stage})
+        teacher = build_model(now.config.model, NUM_CLASSES)
+        teacher.load_state_dict(now.state.array_records[_STATE_KEY].to_torch_state_dict())
+        teacher.to(device_of(model))
+        return [Distillation(teacher, weight=weight, temperature=temperature)]
 
 
 class LwF(FedAvg):
-    """FedAvg with LwF distillation at the hospitals.
+    """FedAvg with LwF distillation at the hospitals (:class:`LwFHospital`).
 
     Parameters
     ----------
@@ -41,6 +89,18 @@ class LwF(FedAvg):
     **kwargs
         FedAvg's arguments.
     """
+
+    hospital = LwFHospital
+
+    @classmethod
+    def from_config(cls, config: RunConfig, sent: SentModel) -> LwF:
+        """Every hospital every round; the ``lwf-*`` settings; the scenario's stages."""
+        return cls(
+            **sampling(config),
+            distill_weight=config.lwf.weight,
+            temperature=config.lwf.temperature,
+            stage_of=scenario_of(config).stage_of,
+        )
 
     def __init__(
         self,
