@@ -18,6 +18,7 @@ import time
 import torch
 
 from fedcl.config import RunConfig
+from fedcl.configure import from_toml
 from fedcl.data import NUM_CLASSES, TileDataset
 from fedcl.hospital import round_seed
 from fedcl.models import build_model
@@ -76,5 +77,5 @@ def run_bare(config: RunConfig) -> dict:
 
 
 if __name__ == "__main__":
-    outcome = run_bare(RunConfig.from_toml(sys.argv[1]))
+    outcome = run_bare(from_toml(sys.argv[1]))
     print(json.dumps(outcome))

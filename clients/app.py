@@ -11,8 +11,8 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from fedcl.audit import audit_mod
+from fedcl.flower_logs import drop_intended_flower_logs
 from fedcl.hospital import handle_evaluate, handle_train
-from fedcl.simulation import drop_intended_flower_logs
 
 # audit_mod: with FEDCL_AUDIT_DIR set, every message in and out is described there
 # `flwr run .`'s simulation runtime loads this module, then calls ray.init() without an

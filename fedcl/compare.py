@@ -18,19 +18,18 @@ import csv
 import json
 import re
 import statistics
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedcl.config import RunConfig, Scalar, parse_setting
+from fedcl.config import RunConfig
+from fedcl.configure import from_run_dir
+from fedcl.entries import Entry
 from fedcl.errors import FedclError
 from fedcl.plots import plot_comparison
 from fedcl.plugins import SCENARIOS
 from fedcl.recorder import read_metrics
-from fedcl.scenarios import scenario_class
-
-VARIANT = "+"  # separates an entry's strategy from its own settings
+from fedcl.scenarios import scenario_class, scenario_of
 
 # (summary path, column name) of every figure in the table
 COLUMNS = (
@@ -49,35 +48,6 @@ COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One row of a comparison: a strategy and the settings it runs with."""
-
-    label: str  # as written: "dbc" or "dbc+dbc-consolidation=off"
-    strategy: str
-    settings: dict[str, Scalar]
-
-    def config(self, base: RunConfig) -> RunConfig:
-        """Return ``base`` with this entry's strategy and settings."""
-        mapping = base.to_mapping() | self.settings | {"strategy": self.strategy}
-        return RunConfig.from_mapping(mapping, source=f"entry {self.label!r}")
-
-
-def parse_entry(text: str) -> Entry:
-    """``STRATEGY[+KEY=VALUE...]`` -> :class:`Entry` (keys are config keys)."""
-    strategy, *pairs = text.split(VARIANT)
-    settings = dict(parse_setting(pair, source=f"entry {text!r}") for pair in pairs)
-    if "strategy" in settings or "seed" in settings or "out" in settings:
-        raise FedclError(f"entry {text!r}: strategy, seed and out are set by fedcl compare")
-    return Entry(label=text, strategy=strategy, settings=settings)
-
-
-def parse_list(text: str, every: Iterable[str]) -> list[str]:
-    """Comma-separated names; ``all`` expands to ``every``."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    return [n for name in names for n in (every if name == "all" else [name])]
-
-
 def run_name(label: str, seed: int) -> str:
     """Directory name of one run: the entry's label (made path-safe) and the seed."""
     return f"{path_safe(label)}-s{seed}"
@@ -90,7 +60,7 @@ def label_of(run_dir: Path) -> str:
 
 def _same_config(run_dir: Path, config: RunConfig) -> bool:
     try:
-        return RunConfig.from_run_dir(run_dir).as_read() == config.as_read()
+        return from_run_dir(run_dir) == config
     except FedclError:
         return False
 
@@ -260,11 +230,11 @@ def workload(out: Path) -> str:
     configs = sorted(out.glob("*/config.toml"))
     if not configs:
         return ""
-    config = RunConfig.from_run_dir(configs[0].parent)
+    config = from_run_dir(configs[0].parent)
+    scenario = scenario_of(config)
+    shift = f", stage shift {scenario.stage_shift}" if scenario.stage_shift else ""
     stages = (
-        f" ({config.stages} stages of {config.rounds_per_stage}, stage shift {config.stage_shift})"
-        if config.staged
-        else ""
+        f" ({config.stages} stages of {config.rounds_per_stage}{shift})" if scenario.staged else ""
     )
     return (
         f"Workload: {config.clients} hospitals, {config.rounds} rounds{stages} of "

@@ -31,6 +31,7 @@ from torch import nn
 
 from fedcl import seeds
 from fedcl.config import RunConfig, data_keys
+from fedcl.configure import load_config
 from fedcl.data import NUM_CLASSES, TileDataset
 from fedcl.errors import FedclError
 from fedcl.evaluation import evaluate_hospital, evaluated_stages
@@ -56,7 +57,8 @@ def round_seed(seed: int, hospital: int, server_round: int) -> int:
 
 def _fingerprint(config: RunConfig, hospital: int, **what: Any) -> str:
     # What determines a set of a hospital's tiles; a change invalidates the cache.
-    values = {k: config.to_mapping()[k] for k in data_keys()} | {"hospital": hospital} | what
+    mapping = config.to_mapping()
+    values = {k: mapping[k] for k in data_keys(config)} | {"hospital": hospital} | what
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 
@@ -142,9 +144,7 @@ class _Received:
 
 def _receive(msg: Message, context: Context) -> _Received:
     sent = msg.content.config_records["config"]
-    config = RunConfig.from_mapping(
-        sent, source=f"{msg.metadata.message_type} message", strict=False
-    )
+    config = load_config(sent, source=f"{msg.metadata.message_type} message", strict=False)
     now = LocalRound(
         config=config,
         hospital=_hospital(config, context),

@@ -1,8 +1,9 @@
 """What is generated from the keys' declarations: the options page and Flower's defaults.
 
-Both are built from :func:`fedcl.config.keys` (default, help text, section, whether a
-key shapes the tiles), and tests keep the committed copies current. After changing a
-key, regenerate them::
+Both are built from the keys' declarations (default, help text, section, whether a key
+shapes the tiles): the core's and every built-in strategy's and scenario's
+(:func:`fedcl.configure.every_section`); tests keep the committed copies current. After
+changing a key, regenerate them::
 
     python -m fedcl.options > docs/options.md
     python -m fedcl.options --pyproject     # rewrites [tool.flwr.app.config] in place
@@ -17,6 +18,7 @@ from pathlib import Path
 import tomli_w
 
 from fedcl.config import SECTIONS, RunConfig, keys
+from fedcl.configure import every_section
 
 _HEADER = """\
 # All options
@@ -28,6 +30,12 @@ TOML file given with `--config` (`image-size = 128`), and a key of the Flower ap
 config (`flwr run . --run-config "image-size=128"`). Precedence: defaults <
 `--config` file < flags. A key with *tiles* = yes shapes a hospital's tiles: changing
 it regenerates them. How to use them: [Configuration](configuration.md).
+
+A strategy's or a scenario's own keys (LwF's `lwf-*`, DBC's `dbc-*`, FedProx's
+`proximal-mu`, the built-in scenarios' `drift-kind` or `stage-shift`, ...) belong to the
+runs that use it: they are flags where the command names it (`fedcl run --strategy dbc
+--dbc-tau 2`; `fedcl run --strategy dbc --help` lists them), and a run's `config.toml`
+holds them only then.
 """
 
 
@@ -45,7 +53,7 @@ def _cell(value: object) -> str:
 def options_markdown() -> str:
     """Return the reference page: one table per section, keys in declaration order."""
     by_section: dict[str, list[str]] = {name: [] for name in SECTIONS}
-    for key in keys():
+    for key in keys(*every_section()):
         meaning = key.help.replace("|", "\\|").replace("<", "&lt;")
         tiles = "yes" if key.shapes_data else ""
         row = f"| `{key.name}` | {_cell(key.default)} | {meaning} | {tiles} |"
@@ -63,8 +71,9 @@ _FLOWER_BLOCK = re.compile(r"^\[tool\.flwr\.app\.config\]\n.*?(?=^# ---)", re.M 
 
 
 def flower_config() -> str:
-    """Return ``[tool.flwr.app.config]``: every key at its default, for ``flwr run``."""
-    return f"{_FLOWER_TABLE}\n{tomli_w.dumps(RunConfig().to_mapping())}\n"
+    """Return ``[tool.flwr.app.config]``: every built-in key at its default, for ``flwr run``."""
+    every = RunConfig(sections=tuple(section() for section in every_section()))
+    return f"{_FLOWER_TABLE}\n{tomli_w.dumps(every.to_mapping())}\n"
 
 
 def with_flower_config(pyproject: str) -> str:

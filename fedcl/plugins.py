@@ -102,10 +102,10 @@ MODELS = Registry(
 SCENARIOS = Registry(
     "scenario",
     {
-        "iid": "fedcl.scenarios:Iid",
-        "client-drift": "fedcl.scenarios:ClientDrift",
-        "catastrophic-forgetting": "fedcl.scenarios:CatastrophicForgetting",
-        "drift-and-forgetting": "fedcl.scenarios:DriftAndForgetting",
+        "iid": "fedcl.scenarios.builtin:Iid",
+        "client-drift": "fedcl.scenarios.builtin:ClientDrift",
+        "catastrophic-forgetting": "fedcl.scenarios.builtin:CatastrophicForgetting",
+        "drift-and-forgetting": "fedcl.scenarios.builtin:DriftAndForgetting",
     },
     "fedcl.scenarios",
     "package.module:ClassName",

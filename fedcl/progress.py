@@ -18,6 +18,8 @@ from rich.progress import (
 )
 
 from fedcl.config import RunConfig
+from fedcl.configure import server_tiles
+from fedcl.scenarios import scenario_of
 
 
 class RoundProgress:
@@ -31,6 +33,7 @@ class RoundProgress:
         starting: str = "starting Ray and the hospitals...",
     ) -> None:
         self.config = config
+        self.staged = scenario_of(config).staged
         self.command = command
         self.console = console or Console(stderr=True)
         self.progress = Progress(
@@ -64,7 +67,7 @@ class RoundProgress:
         """Show a completed round record (round 0 is the initial model)."""
         dice = record["dice"]
         status = f"Dice {dice:.3f}" if dice is not None else "Dice n/a"
-        if self.config.staged:
+        if self.staged:
             status = f"stage {record['stage'] + 1}/{self.config.stages} | {status}"
         decisions = (record.get("aggregation") or {}).get("decisions")
         if decisions:
@@ -121,6 +124,7 @@ def summary_lines(summary: dict[str, Any], run_dir: str, lead: str = "done") -> 
 
 def _provenance_lines(config: RunConfig) -> list[str]:
     """Return what the run uses that a researcher should not have to guess."""
+    # imported for real data only: the tiles' libraries
     from fedcl.scenarios.tiles import hospital_sources, provenance
 
     if config.data == "synthetic":
@@ -129,9 +133,9 @@ def _provenance_lines(config: RunConfig) -> list[str]:
     lines = [
         f"data {config.data}: " + "; ".join(f"hospital {h} = {s}" for h, s in enumerate(sources))
     ]
-    server_set = {"dbc": "reference_set", "fltrust": "root_set"}.get(config.strategy)
-    if server_set:
-        lines.append(f"{server_set.replace('_', ' ')}: {provenance(config)[server_set]}")
+    found = provenance(config)
+    for server_set in server_tiles(config.strategy):
+        lines.append(f"{server_set.replace('_', ' ')}: {found[server_set]}")
     return lines
 
 

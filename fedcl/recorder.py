@@ -26,8 +26,11 @@ import tomli_w
 import torch
 
 from fedcl.config import RunConfig
+from fedcl.configure import unread_keys
 from fedcl.errors import FedclError
 from fedcl.metrics import summarize
+from fedcl.scenarios import scenario_of
+from fedcl.strategies.dbc.settings import DBCSettings
 
 RoundCallback = Callable[[dict[str, Any]], None]
 
@@ -89,6 +92,7 @@ class RunRecorder:
         (self.dir / "summary.json").unlink(missing_ok=True)
         _atomic_write(self.dir / "config.toml", lambda p: _write_bytes(p, _toml(config)))
         self.provenance = write_provenance(config, self.dir)
+        # imported when needed: a run that does not use it does not load it
         from fedcl.tensorboard import TensorBoardLog
 
         # a resumed run's earlier rounds are in the event files its first process wrote
@@ -186,14 +190,15 @@ def write_report(
             local=summary["dice_matrix_local_stats"],
         )
     if any("peer_scores" in (r.get("aggregation") or {}) for r in records):
-        tau = config.dbc.tau if config.dbc.filter_rule == "evidence" else None
+        dbc = config.section(DBCSettings)
+        tau = dbc.tau if dbc.filter_rule == "evidence" else None
         plot_dbc(records, run_dir / "dbc.png", title=title, tau=tau, names=names)
     return summary
 
 
 def _toml(config: RunConfig) -> bytes:
     unread = textwrap.fill(
-        ", ".join(config.unread_keys()), width=86, initial_indent="# ", subsequent_indent="# "
+        ", ".join(unread_keys(config)), width=86, initial_indent="# ", subsequent_indent="# "
     )
     header = f"# Keys this run did not read (kept so the file reloads as written):\n{unread}\n\n"
     return (header + tomli_w.dumps(config.to_mapping())).encode()
@@ -220,7 +225,8 @@ def read_checkpoint(run_dir: str | Path) -> dict[str, Any]:
 
 def _title(config: RunConfig) -> str:
     data = "synthetic" if config.data == "synthetic" else config.data.split(":", 1)[0].upper()
-    scenario = config.scenario + (f" ({config.stage_shift})" if config.staged else "")
+    shift = scenario_of(config).stage_shift
+    scenario = config.scenario + (f" ({shift})" if shift else "")
     return (
         f"{config.strategy} on {scenario}, {config.clients} hospitals, {data} data, "
         f"seed {config.seed}"
@@ -232,6 +238,7 @@ def write_provenance(config: RunConfig, run_dir: Path) -> dict[str, Any]:
 
     A server that cannot see the hospitals' real data (a deployment) says so instead.
     """
+    # imported when needed: a run that does not use it does not load it
     from fedcl.scenarios.tiles import provenance
 
     try:

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from fedcl.config import RunConfig
+from fedcl.flower_logs import drop_intended_flower_logs
 
 if TYPE_CHECKING:
     from flwr.clientapp import ClientApp
@@ -34,27 +35,6 @@ FLOWER_ENV = {
     "NO_ALBUMENTATIONS_UPDATE": "1",
     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",  # Ray's FutureWarning: keep new behaviour
 }
-
-# Flower log lines about choices fedcl makes on purpose, which would only confuse:
-# run_simulation is chosen on purpose (module docstring), federated evaluation is
-# replaced by the hospitals' own scoring inside the training round, and every hospital
-# actor logs a WARNING when the simulation stops it at the end of a run (Ray forwards it,
-# with colour codes, to the run's output).
-_INTENDED = ("run_simulation", "fraction_evaluate is set to 0.0", "Manually terminating")
-
-
-class _DropIntended(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(text in message for text in _INTENDED)
-
-
-def drop_intended_flower_logs() -> None:
-    """Drop Flower's log lines about what fedcl does on purpose (in this process)."""
-    flwr_logger = logging.getLogger("flwr")
-    if not any(isinstance(f, _DropIntended) for f in flwr_logger.filters):
-        flwr_logger.addFilter(_DropIntended())
-
 
 def backend_config(config: RunConfig, cluster: str = "") -> dict[str, Any]:
     """Flower Ray backend settings.
@@ -100,6 +80,7 @@ def local_ray(config: RunConfig, cluster: str = "") -> Iterator[None]:
     at most one CPU and no GPU (one prestarted worker per actor), import
     :data:`HOSPITAL_MODULES` as they start, while this process does its own imports.
     """
+    # imported when a simulation starts: Ray, and the Flower apps (the layer above)
     import ray
 
     if ray.is_initialized() or config.ray_address or cluster:
@@ -161,6 +142,7 @@ def simulate(
     _set_flower_env()
     from flwr.simulation import run_simulation  # after the environment is set
 
+    # imported when a simulation starts: Ray, and the Flower apps (the layer above)
     from clients.app import app as default_client_app
     from server.app import make_app
 

@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's fedcl, whatever is installed
 
 import tomli_w  # noqa: E402
 
-from fedcl.config import RunConfig  # noqa: E402
+from fedcl.configure import load_config  # noqa: E402
 from fedcl.deploy.certs import write_certificates  # noqa: E402
 from fedcl.deploy.local import Connection, DeploymentError, follow_run  # noqa: E402
 from fedcl.deploy.topology import (  # noqa: E402
@@ -203,7 +203,7 @@ class ComposeRun:
 
     def run(self) -> dict[str, Any]:
         """Submit the fedcl app from the host; follow it; return the host's summary.json."""
-        config = RunConfig.from_mapping(
+        config = load_config(
             {"clients": self.hospitals, "rounds": self.rounds, "out": f"runs/{self.variant}"}
             | SETTINGS,
             source="compose check",

@@ -14,6 +14,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedcl.config import RunConfig
+from fedcl.configure import is_builtin_key, load_config
 from fedcl.federation import serve
 from fedcl.recorder import RoundCallback
 
@@ -31,7 +32,10 @@ def make_app(
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        resolved = config or RunConfig.from_mapping(context.run_config, source="run config")
+        # Flower's run config holds every built-in's keys ([tool.flwr.app.config])
+        resolved = config or load_config(
+            context.run_config, source="run config", tolerate=is_builtin_key
+        )
         serve(grid, resolved, callbacks, resume)
 
     return app

@@ -16,10 +16,13 @@ import pytest
 import tomli_w
 
 from fedcl.cli import main
-from fedcl.compare import parse_entry, run_all, run_scenarios, write_comparison
-from fedcl.config import DBCSettings, RunConfig
+from fedcl.compare import run_all, run_scenarios, write_comparison
+from fedcl.config import RunConfig
+from fedcl.configure import load_config
+from fedcl.entries import parse_entry
 from fedcl.processes import processes_with_env, stop_tagged
 from fedcl.recorder import read_metrics
+from fedcl.strategies.dbc import DBCSettings
 
 TINY = [
     "--image-size",
@@ -32,9 +35,9 @@ TINY = [
     "6",
     "--reference-size",
     "4",
-    "--dbc-pixels-per-image",
-    "64",
 ]
+# DBC's own flag: a flag where the command names DBC
+DBC_TINY = [*TINY, "--dbc-pixels-per-image", "64"]
 
 
 def test_a_users_scenario_file_runs_end_to_end(tmp_path, ray_address):
@@ -45,7 +48,8 @@ def test_a_users_scenario_file_runs_end_to_end(tmp_path, ray_address):
     )
     out = tmp_path / "run"
     assert (
-        main(["run", "--config", str(scenario), "--strategy", "dbc", "--out", str(out), *TINY]) == 0
+        main(["run", "--config", str(scenario), "--strategy", "dbc", "--out", str(out), *DBC_TINY])
+        == 0
     )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["scenario"] == "drift-and-forgetting" and summary["rounds"] == 2
@@ -188,7 +192,7 @@ def _fake_run(calls):
         summary = {
             "final_dice": 0.5
             + 0.1 * config.seed
-            + (0.2 if config.dbc.consolidation == "off" else 0),
+            + (0.2 if config.section(DBCSettings).consolidation == "off" else 0),
             "strategy": config.strategy,
             "scenario": config.scenario,
             "seed": config.seed,
@@ -213,7 +217,8 @@ def test_entries_carry_their_own_settings_and_get_a_row_each(tmp_path):
         "dbc+dbc-consolidation=off+dbc-steps=20-s1",
     ]
     variant = calls[2][0]
-    assert variant.strategy == "dbc" and variant.dbc.steps == 20 and variant.rounds == 2
+    assert variant.strategy == "dbc" and variant.rounds == 2
+    assert variant.section(DBCSettings).steps == 20
     table = write_comparison(tmp_path)
     # rows in the command's order, not the alphabet's; the workload said once
     assert list(table) == ["fedavg", "dbc+dbc-consolidation=off+dbc-steps=20"]
@@ -247,8 +252,9 @@ def test_a_changed_dbc_setting_reruns_dbc_runs_only(tmp_path):
     calls = []
     run_all(RunConfig(rounds=2), entries, [0], tmp_path, _fake_run(calls))
     calls.clear()  # FedAvg does not read dbc-tau: its finished run is still this one
-    run_all(RunConfig(rounds=2, dbc=DBCSettings(tau=9.0)), entries, [0], tmp_path, _fake_run(calls))
-    assert [(c.strategy, c.dbc.tau) for c, _ in calls] == [("dbc", 9.0)]
+    tuned = RunConfig(rounds=2, sections=(DBCSettings(tau=9.0),))
+    run_all(tuned, entries, [0], tmp_path, _fake_run(calls))
+    assert [(c.strategy, c.section(DBCSettings).tau) for c, _ in calls] == [("dbc", 9.0)]
 
 
 def test_several_scenarios_get_a_table_each_and_an_overview(tmp_path, capsys):
@@ -339,9 +345,8 @@ def test_the_workload_line_names_the_stages_of_a_staged_comparison(tmp_path):
 
     from fedcl.compare import workload
 
-    config = RunConfig.from_mapping(
-        {"scenario": "catastrophic-forgetting", "stages": 2, "rounds-per-stage": 3}
-    )
+    staged = {"scenario": "catastrophic-forgetting", "stages": 2, "rounds-per-stage": 3}
+    config = load_config(staged)
     (tmp_path / "fedavg-s0").mkdir()
     (tmp_path / "fedavg-s0" / "config.toml").write_text(tomli_w.dumps(config.to_mapping()))
     line = workload(tmp_path)

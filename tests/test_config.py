@@ -5,7 +5,18 @@ import pytest
 import tomli_w
 
 from fedcl.config import RunConfig
+from fedcl.configure import (
+    every_section,
+    from_run_dir,
+    from_toml,
+    is_builtin_key,
+    load_config,
+    unread_keys,
+)
 from fedcl.errors import FedclError
+from fedcl.scenarios.sections import StageShiftSettings
+from fedcl.strategies.dbc import DBCSettings
+from fedcl.strategies.lwf import LwFSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,8 +28,9 @@ def test_pyproject_flower_config_is_generated_and_current():
     assert with_flower_config(text) == text, "run: python -m fedcl.options --pyproject"
     assert flower_config() in text
     flower_defaults = tomllib.loads(text)["tool"]["flwr"]["app"]["config"]
-    assert flower_defaults == RunConfig().to_mapping()
-    assert RunConfig.from_mapping(flower_defaults) == RunConfig()
+    every = RunConfig(sections=tuple(section() for section in every_section()))
+    assert flower_defaults == every.to_mapping()  # every built-in's keys, for --run-config
+    assert load_config(flower_defaults, tolerate=is_builtin_key) == RunConfig()
 
 
 def test_round_trip_through_kebab_case_mapping():
@@ -30,7 +42,7 @@ def test_round_trip_through_kebab_case_mapping():
 def test_toml_file_with_the_flag_names(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text('clients = 4\nimage-size = 32\nstrategy = "fedavg"\nlr = 1\n')
-    config = RunConfig.from_toml(path)
+    config = from_toml(path)
     assert (config.clients, config.image_size, config.lr) == (4, 32, 1.0)
 
 
@@ -44,14 +56,15 @@ def test_toml_file_with_the_flag_names(tmp_path):
         ({"lr": 0}, "'lr' must be > 0"),
         ({"rounds": "ten"}, "'rounds' must be int, got 'ten'"),
         ({"optimizer": "adamw"}, "unknown optimizer 'adamw'.*Did you mean 'adam'"),
-        ({"dbc-optimizer": "sgd"}, "unknown dbc-optimizer 'sgd'"),
+        ({"strategy": "dbc", "dbc-optimizer": "sgd"}, "unknown dbc-optimizer 'sgd'"),
+        ({"dbc-tau": 2.0}, "key 'dbc-tau' belongs to dbc, not to strategy 'fedavg'"),
         ({"scenario": "idd"}, "unknown scenario 'idd'.*Did you mean 'iid'"),
         ({"image_size": 64}, "unknown key 'image_size'.*Did you mean 'image-size'"),
     ],
 )
 def test_invalid_values_name_the_key_and_what_was_expected(values, message):
     with pytest.raises(FedclError, match=message):
-        RunConfig.from_mapping(values, source="my.toml")
+        load_config(values, source="my.toml")
 
 
 def test_unknown_keys_are_ignored_only_when_not_strict():
@@ -61,11 +74,11 @@ def test_unknown_keys_are_ignored_only_when_not_strict():
 
 def test_missing_and_malformed_toml_files(tmp_path):
     with pytest.raises(FedclError, match="does not exist"):
-        RunConfig.from_toml(tmp_path / "nope.toml")
+        from_toml(tmp_path / "nope.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("clients = = 3\n")
     with pytest.raises(FedclError, match="is not valid TOML"):
-        RunConfig.from_toml(bad)
+        from_toml(bad)
 
 
 def test_default_run_directory_names_the_run():
@@ -75,41 +88,44 @@ def test_default_run_directory_names_the_run():
 
 
 def test_a_run_recorded_before_a_key_existed_is_read_as_it_ran(tmp_path):
-    from fedcl.config import RECORDED_BEFORE
+    from fedcl.configure import RECORDED_BEFORE
 
-    old = RunConfig(scenario="catastrophic-forgetting").to_mapping()
+    old = load_config({"strategy": "dbc", "scenario": "catastrophic-forgetting"}).to_mapping()
     del old["stage-shift"], old["dbc-evidence-floor"]
     (tmp_path / "config.toml").write_text(tomli_w.dumps(old))
-    assert RunConfig.from_run_dir(tmp_path).stage_shift == "stain" == RECORDED_BEFORE["stage-shift"]
-    assert RunConfig.from_run_dir(tmp_path).dbc.evidence_floor == 0.0
-    assert RunConfig.from_toml(tmp_path / "config.toml").stage_shift == "tissue"  # a user's file
+    shift = from_run_dir(tmp_path).section(StageShiftSettings).stage_shift
+    assert shift == "stain" == RECORDED_BEFORE["stage-shift"]
+    assert from_run_dir(tmp_path).section(DBCSettings).evidence_floor == 0.0
+    user = from_toml(tmp_path / "config.toml")  # a user's file
+    assert user.section(StageShiftSettings).stage_shift == "tissue"
 
 
-def test_a_run_says_which_keys_it_did_not_read():
-    fedavg = RunConfig()
-    assert {"dbc-tau", "lwf-weight", "proximal-mu", "drift-ratio", "stages", "label-map"} <= set(
-        fedavg.unread_keys()
-    )
-    assert (
-        "site-stain" not in fedavg.unread_keys()
-        and "lwf-weight" not in RunConfig(strategy="lwf").unread_keys()
-    )
-    dbc = RunConfig(strategy="dbc", scenario="catastrophic-forgetting")
-    assert "dbc-tau" not in dbc.unread_keys() and "stage-shift" not in dbc.unread_keys()
-    assert "forgetting-strength" in dbc.unread_keys()  # the tissue shift has no strength
+def test_a_run_holds_its_own_keys_and_says_which_it_did_not_read():
+    fedavg = load_config({})
+    assert not {"dbc-tau", "lwf-weight", "proximal-mu", "drift-kind"} & set(fedavg.to_mapping())
+    unread = unread_keys(fedavg)
+    assert {"drift-ratio", "stages", "label-map", "reference-size", "root-tiles"} <= set(unread)
+    lwf = load_config({"strategy": "lwf"})
+    assert "site-stain" not in unread and "lwf-weight" in lwf.to_mapping()
+    assert "lwf-weight" not in unread_keys(lwf)
+    dbc = load_config({"strategy": "dbc", "scenario": "catastrophic-forgetting"})
+    unread = unread_keys(dbc)
+    assert "dbc-tau" not in unread and "stage-shift" not in unread
+    assert "reference-size" not in unread and "root-tiles" in unread
+    assert "forgetting-strength" in unread  # the tissue shift has no strength
     real = RunConfig(data="bcss:/x")  # the folder is checked when a run starts
-    assert "site-stain" in real.unread_keys() and "label-map" not in real.unread_keys()
+    assert "site-stain" in unread_keys(real) and "label-map" not in unread_keys(real)
 
 
 def test_config_toml_names_the_unread_keys_and_reloads_as_written(tmp_path):
     from fedcl.recorder import _toml
 
-    config = RunConfig(strategy="fedprox", proximal_mu=0.1)
+    config = load_config({"strategy": "fedprox", "proximal-mu": 0.1})
     path = tmp_path / "config.toml"
     path.write_bytes(_toml(config))
     text = path.read_text()
-    assert text.startswith("# Keys this run did not read") and "dbc-tau" in text.split("\n\n")[0]
-    assert RunConfig.from_toml(path) == config
+    assert text.startswith("# Keys this run did not read") and "stages" in text.split("\n\n")[0]
+    assert from_toml(path) == config and "proximal-mu = 0.1" in text
 
 
 @pytest.mark.parametrize(
@@ -131,36 +147,49 @@ def test_a_declared_rule_is_what_a_value_must_obey(value, rule, ok):
 
 
 def test_every_key_is_declared_once_under_one_flat_name():
-    from fedcl.config import DBCSettings, keys
+    from fedcl.config import keys
 
-    names = [k.name for k in keys()]
-    assert len(names) == len(set(names)) == len(RunConfig().to_mapping())
-    assert RunConfig.from_mapping({"dbc-lambda": 0.5}).dbc.lambda_offdiag == 0.5
-    assert RunConfig().with_keys({"dbc-tau": 2.0, "lwf-weight": 0.5}).dbc == DBCSettings(tau=2.0)
-    assert RunConfig().with_keys({"lwf-weight": 0.5}).lwf.weight == 0.5
+    names = [k.name for k in keys(*every_section())]
+    every = RunConfig(sections=tuple(section() for section in every_section()))
+    assert len(names) == len(set(names)) == len(every.to_mapping())
+    dbc = load_config({"strategy": "dbc", "dbc-lambda": 0.5})
+    assert dbc.section(DBCSettings).lambda_offdiag == 0.5
+    assert dbc.with_keys({"dbc-tau": 2.0}).section(DBCSettings) == DBCSettings(
+        tau=2.0, lambda_offdiag=0.5
+    )
+    lwf = load_config({"strategy": "lwf"}).with_keys({"lwf-weight": 0.5})
+    assert lwf.section(LwFSettings).weight == 0.5
     with pytest.raises(FedclError, match="'dbc-tau' must be > 0, got 0"):
-        RunConfig.from_mapping({"dbc-tau": 0}, source="x")
+        load_config({"strategy": "dbc", "dbc-tau": 0}, source="x")
     with pytest.raises(FedclError, match="'lwf-temperature' must be > 0"):
-        RunConfig.from_mapping({"lwf-temperature": 0.0})
+        load_config({"strategy": "lwf", "lwf-temperature": 0.0})
+    with pytest.raises(FedclError, match="keeps the run's strategy"):
+        lwf.with_keys({"strategy": "dbc"})
 
 
-def test_a_strategys_own_section_counts_only_for_that_strategy():
-    from fedcl.config import DBCSettings
-
-    tuned = DBCSettings(tau=9.0)
-    assert RunConfig(strategy="fedavg", dbc=tuned).as_read().dbc == DBCSettings()
-    assert RunConfig(strategy="dbc", dbc=tuned).as_read().dbc == tuned
+def test_a_strategys_own_section_is_only_in_that_strategys_runs():
+    tuned = {"strategy": "dbc", "dbc-tau": 9.0}
+    assert load_config(tuned).section(DBCSettings) == DBCSettings(tau=9.0)
+    # a shared file may hold another strategy's keys: tolerated, and not in the run
+    fedavg = load_config(tuned | {"strategy": "fedavg"}, tolerate=is_builtin_key)
+    assert fedavg == load_config({}) and fedavg.section(DBCSettings) == DBCSettings()
 
 
 def test_the_committed_run_directories_still_load():
     found = sorted((ROOT / "docs" / "results").glob("**/config.toml"))
     assert found, "the committed result folders hold run configurations"
     for path in found:
-        assert RunConfig.from_run_dir(path.parent).rounds >= 1, path
+        assert from_run_dir(path.parent).rounds >= 1, path
 
 
-def test_a_nested_section_must_be_its_declared_class():
-    from fedcl.config import LwFSettings
+def test_sections_are_declared_as_section_classes_and_held_once():
+    from fedcl.config import sections_of
 
-    with pytest.raises(FedclError, match="config section 'dbc' must be DBCSettings"):
-        RunConfig(dbc=LwFSettings())
+    with pytest.raises(FedclError, match="holds each section once"):
+        RunConfig(sections=(LwFSettings(), LwFSettings(weight=2.0)))
+
+    class Wrong:
+        sections = (dict,)
+
+    with pytest.raises(FedclError, match=r"Wrong.sections must hold fedcl.config.Section"):
+        sections_of(Wrong)

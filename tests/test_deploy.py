@@ -15,7 +15,7 @@ import pytest
 import yaml
 from audit_checks import assert_messages_carry_no_data
 
-from fedcl.config import RunConfig
+from fedcl.configure import from_toml
 from fedcl.deploy.local import LocalDeployment
 from fedcl.deploy.topology import compose_file, render_compose, services
 from fedcl.processes import processes_with_env
@@ -160,7 +160,7 @@ def test_deploy_local_runs_dbc_to_completion(tmp_path, tls):
     assert (insecure == []) == tls
     assert _processes_from(out) == []
     # every message a hospital received or sent: the model and numbers, no data
-    config = RunConfig.from_toml(out / "config.toml")
+    config = from_toml(out / "config.toml")
     assert_messages_carry_no_data(audit, config, trained=2 * 2)
 
 

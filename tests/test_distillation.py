@@ -8,7 +8,7 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
-from fedcl.config import RunConfig
+from fedcl.configure import load_config
 from fedcl.data import NUM_CLASSES
 from fedcl.distillation import Distillation, distillation_loss
 from fedcl.models import build_model
@@ -73,17 +73,18 @@ def penalties(config, server_round, model, state, weight=1.0, teacher=None):
 
 def test_a_teacher_the_server_sends_replaces_the_hospitals_own():
     # after a resume the hospital's state is gone; the server's copy is the teacher
-    config = RunConfig.from_mapping(
+    config = load_config(
         {"scenario": "catastrophic-forgetting", "stages": 2, "rounds-per-stage": 3}
     )
     sent, received = build_model("unet", NUM_CLASSES), build_model("unet", NUM_CLASSES)
     torch.nn.init.constant_(next(sent.parameters()), 7.0)
-    (penalty,) = penalties(config, 5, received, RecordDict(), teacher=ArrayRecord(sent.state_dict()))
+    teacher = ArrayRecord(sent.state_dict())
+    (penalty,) = penalties(config, 5, received, RecordDict(), teacher=teacher)
     assert torch.equal(next(penalty.teacher.parameters()), next(sent.parameters()))
 
 
 def test_the_teacher_is_the_first_model_a_hospital_receives_in_a_stage():
-    config = RunConfig.from_mapping(
+    config = load_config(
         {"scenario": "catastrophic-forgetting", "stages": 3, "rounds-per-stage": 2}
     )
     state = RecordDict()
@@ -104,7 +105,7 @@ def test_the_teacher_is_the_first_model_a_hospital_receives_in_a_stage():
 
 @pytest.mark.usefixtures("flower_task")
 def test_lwf_tells_the_hospitals_how_to_distil():
-    config = RunConfig.from_mapping(
+    config = load_config(
         {"scenario": "catastrophic-forgetting", "stages": 2, "rounds-per-stage": 2}
     ).with_keys({"lwf-weight": 0.5, "lwf-temperature": 3.0})
     strategy = LwF.from_config(config, SentModel())

@@ -144,7 +144,7 @@ def test_summary_reports_continual_figures_with_local_statistics():
 @pytest.mark.parametrize(
     ("half", "local_parts"),
     [
-        (LocalNormHospital, {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}),
+        (LocalNormHospital, {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}),  # noqa: E501
         (LocalStatisticsHospital, {"running_mean", "running_var", "num_batches_tracked"}),
         (HospitalHalf, set()),
     ],

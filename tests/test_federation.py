@@ -6,7 +6,7 @@ from flwr.app import RecordDict
 
 from fedcl import hospital
 from fedcl.config import RunConfig
-from fedcl.scenarios import Iid
+from fedcl.scenarios.builtin import Iid
 
 
 def test_hospital_data_is_generated_once_and_kept_in_context_state(monkeypatch):
@@ -77,3 +77,38 @@ def test_records_are_valid_json_even_with_non_finite_scores():
         "n": 3,
     }
     json.dumps(safe, allow_nan=False)  # raises on NaN/Inf
+
+
+# What only the server runs: its catalog, guard and records, the simulation driver, the
+# other strategies' modules, DBC's continuity math and the server's own tiles.
+SERVER_SIDE = {
+    "fedcl.strategies.catalog",
+    "fedcl.strategies.guard",
+    "fedcl.strategies.dbc",
+    "fedcl.strategies.fltrust",
+    "fedcl.strategies.fedbn",
+    "fedcl.strategies.fedprox",
+    "fedcl.continuity",
+    "fedcl.data.reference",
+    "fedcl.federation",
+    "fedcl.recorder",
+    "fedcl.compare",
+    "fedcl.simulation",
+    "fedcl.plots",
+    "server.app",
+}
+
+
+def test_a_hospital_imports_its_strategy_module_and_nothing_of_the_server():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.hospital_imports", "lwf"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    loaded = set(result.stdout.split())
+    assert {"fedcl.hospital", "fedcl.strategies.lwf", "fedcl.distillation"} <= loaded
+    assert not loaded & SERVER_SIDE, sorted(loaded & SERVER_SIDE)

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedcl.config import DRIFT_KINDS, RunConfig
+from fedcl.config import RunConfig
+from fedcl.configure import from_toml, is_builtin_key, load_config
 from fedcl.data import NUM_CLASSES, reference_images
 from fedcl.data.real import IGNORE
 from fedcl.data.shifts import typical_change, typical_shift
@@ -15,7 +16,9 @@ from fedcl.data.stain import Stain, visible_change
 from fedcl.data.synthetic import SOLID, typical_tissue
 from fedcl.data.tissue import TISSUES
 from fedcl.errors import FedclError
-from fedcl.scenarios import SCENARIOS, scenario_of
+from fedcl.plugins import SCENARIOS
+from fedcl.scenarios import scenario_of
+from fedcl.scenarios.sections import DRIFT_KINDS, MAX_STAGES
 from fedcl.scenarios.tiles import (
     hospital_dataset,
     site_stain,
@@ -28,19 +31,24 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "fedcl" / "scenarios"
 SMALL = {"image_size": 32, "train_tiles": 6, "test_tiles": 4}
 
 
+def _config(scenario, **values):
+    """The config of ``scenario`` with ``values`` (field names), as a run builds it."""
+    return load_config({"scenario": scenario} | {k.replace("_", "-"): v for k, v in values.items()})
+
+
 def drift(**changes):
-    return RunConfig(scenario="client-drift", **SMALL).replace(**changes)
+    return _config("client-drift", **(SMALL | changes))
 
 
 def staged(**changes):
-    return RunConfig(
-        scenario="catastrophic-forgetting", stages=3, rounds_per_stage=4, rounds=12, **SMALL
-    ).replace(**changes)
+    return _config(
+        "catastrophic-forgetting", **(SMALL | {"stages": 3, "rounds_per_stage": 4} | changes)
+    )
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS.builtin))
 def test_every_builtin_scenario_has_an_example_file(name):
-    config = RunConfig.from_toml(EXAMPLES / f"{name}.toml")
+    config = from_toml(EXAMPLES / f"{name}.toml")
     assert config.scenario == name
 
 
@@ -267,7 +275,17 @@ def test_reference_set_is_disjoint_from_hospital_data():
             {"scenario": "client-drift", "drift-ratio": 1.5},
             "'drift-ratio' must be in 0..1, got 1.5",
         ),
-        ({"drift-kind": "blurr"}, "unknown drift-kind 'blurr'.*Did you mean 'blur'"),
+        (
+            {"scenario": "client-drift", "drift-kind": "blurr"},
+            "unknown drift-kind 'blurr'.*Did you mean 'blur'",
+        ),
+        (
+            {"drift-kind": "blur"},  # iid: nothing drifts
+            (
+                "key 'drift-kind' belongs to client-drift, drift-and-forgetting, not to "
+                "strategy 'fedavg' or scenario 'iid'"
+            ),
+        ),
         (
             # an explicit, inconsistent value (without one, rounds is derived: test_cli)
             {
@@ -279,8 +297,14 @@ def test_reference_set_is_disjoint_from_hospital_data():
             "'rounds' must equal stages x rounds-per-stage = 2 x 4 = 8",
         ),
         ({"stages": 0}, "'stages' must be >= 1"),
-        ({"forgetting-strength": -0.1}, "'forgetting-strength' must be in 0..1"),
-        ({"stage-shift": "tisue"}, "unknown stage-shift 'tisue'.*Did you mean 'tissue'"),
+        (
+            {"scenario": "catastrophic-forgetting", "forgetting-strength": -0.1},
+            "'forgetting-strength' must be in 0..1",
+        ),
+        (
+            {"scenario": "catastrophic-forgetting", "stage-shift": "tisue"},
+            "unknown stage-shift 'tisue'.*Did you mean 'tissue'",
+        ),
         (
             {"scenario": "catastrophic-forgetting", "stage-shift": "classes", "stages": 5},
             "'stages' must be <= 4 with stage-shift 'classes'",
@@ -293,7 +317,7 @@ def test_invalid_scenario_values_name_file_key_value_and_range(tmp_path, values,
     path = tmp_path / "mine.toml"
     path.write_text(tomli_w.dumps(values))
     with pytest.raises(FedclError, match=f"{path}: .*{message}"):
-        RunConfig.from_toml(path)
+        from_toml(path)
 
 
 def test_all_drift_kinds_are_implemented():
@@ -334,7 +358,7 @@ CHANGED = {
 def test_the_keys_declared_as_shaping_data_are_the_ones_that_do(key):
     from fedcl.config import data_keys
 
-    base = RunConfig.from_mapping(
+    base = load_config(
         {
             "scenario": "drift-and-forgetting",
             # the number of stages shapes the class groups, not the stain stages
@@ -347,7 +371,7 @@ def test_the_keys_declared_as_shaping_data_are_the_ones_that_do(key):
     )
     values = base.to_mapping() | {key: CHANGED[key]}
     values["rounds"] = values["stages"] * values["rounds-per-stage"]
-    changed = RunConfig.from_mapping(values)
+    changed = load_config(values, tolerate=is_builtin_key)  # another scenario: its own keys
 
     def tiles(config):  # every hospital's tiles in round 2 (stage 1), as the scenario says
         parts = []
@@ -357,26 +381,33 @@ def test_the_keys_declared_as_shaping_data_are_the_ones_that_do(key):
             parts += [train.images.tobytes(), train.masks.tobytes(), test.masks.tobytes()]
         return b"".join(parts)
 
-    assert (tiles(changed) != tiles(base)) == (key in data_keys())
+    assert (tiles(changed) != tiles(base)) == (key in data_keys(base))
 
 
 def test_the_stage_limits_the_config_checks_are_the_generators():
     # config checks them without importing the generators; these are the numbers
-    from fedcl.config import MAX_STAGES
-
     assert MAX_STAGES == {"tissue": len(TISSUES), "classes": NUM_CLASSES - 1}
 
 
 def test_a_users_scenario_plugs_in_by_dotted_path_or_entry_point(monkeypatch):
+    from fedcl.config import data_keys
     from fedcl.scenarios import scenario_class
 
-    config = RunConfig(scenario="plugin_scenario:BlurredOddHospitals", clients=4, **SMALL)
+    config = _config("plugin_scenario:BlurredOddHospitals", clients=4, **SMALL)
     scenario = scenario_of(config)
-    assert scenario.drifted_hospitals() == (1, 3) and config.drifting and not config.staged
+    assert scenario.drifted_hospitals() == (1, 3) and scenario.drifting and not scenario.staged
     assert scenario.is_drifted(1, 2) and not scenario.is_drifted(1, 1)
     blurred, clean = scenario.train_dataset(1, 2), scenario.train_dataset(1, 1)
     assert blurred.images.tobytes() != clean.images.tobytes()
     assert np.array_equal(blurred.masks, clean.masks)
+    # its own key, declared in its module: a key of its runs, checked by its declaration
+    milder = _config("plugin_scenario:BlurredOddHospitals", blur_strength=0.2, clients=4, **SMALL)
+    assert milder.to_mapping()["blur-strength"] == 0.2 and "blur-strength" in data_keys(milder)
+    assert scenario_of(milder).train_dataset(1, 2).images.tobytes() != blurred.images.tobytes()
+    with pytest.raises(FedclError, match="'blur-strength' must be in 0..1, got 2"):
+        _config("plugin_scenario:BlurredOddHospitals", blur_strength=2)
+    with pytest.raises(FedclError, match="unknown key 'blur-strength'"):
+        _config("client-drift", blur_strength=0.2)  # a key of that scenario only
 
     class EntryPoint:
         name = "blurred"
@@ -388,7 +419,7 @@ def test_a_users_scenario_plugs_in_by_dotted_path_or_entry_point(monkeypatch):
 
     monkeypatch.setattr("fedcl.plugins.entry_points", lambda group: [EntryPoint()])
     assert scenario_class("blurred").__name__ == "BlurredOddHospitals"
-    assert RunConfig(scenario="blurred", clients=4, **SMALL).drifting
+    assert scenario_of(_config("blurred", clients=4, **SMALL)).drifting
 
 
 @pytest.mark.parametrize(
@@ -401,4 +432,4 @@ def test_a_users_scenario_plugs_in_by_dotted_path_or_entry_point(monkeypatch):
 )
 def test_a_scenario_that_is_not_one_is_named_in_the_error(name, message):
     with pytest.raises(FedclError, match=message):
-        RunConfig(scenario=name)
+        load_config({"scenario": name})

@@ -19,12 +19,14 @@ from audit_checks import assert_messages_carry_no_data
 from PIL import Image
 
 from fedcl.cli import main
-from fedcl.config import DBCSettings, RunConfig
+from fedcl.config import RunConfig
+from fedcl.configure import from_toml
 from fedcl.data import NUM_CLASSES
 from fedcl.models import build_model
+from fedcl.plugins import STRATEGIES
 from fedcl.processes import _alive, _stat, local_cluster, processes_with_env, stop_tagged
 from fedcl.recorder import read_metrics
-from fedcl.plugins import STRATEGIES
+from fedcl.strategies.dbc import DBCSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +52,7 @@ def two_runs(tmp_path_factory):
 
 def test_run_directory_is_complete_and_valid(two_runs):
     config, run, _ = two_runs
-    assert RunConfig.from_toml(run / "config.toml") == config.replace(out=str(run))
+    assert from_toml(run / "config.toml") == config.replace(out=str(run))
     records = read_metrics(run)
     assert [r["round"] for r in records] == [0, 1, 2]
     for record in records:
@@ -132,7 +134,7 @@ TINY = RunConfig(
     reference_size=4,
     root_tiles=6,
     # consolidate in round 2 whatever the shift detector says
-    dbc=DBCSettings(warmup=1, consolidation="always", pixels_per_image=64),
+    sections=(DBCSettings(warmup=1, consolidation="always", pixels_per_image=64),),
 )
 
 
@@ -148,7 +150,7 @@ def test_every_builtin_strategy_runs_two_rounds(tmp_path, name, ray_address):
         assert report["hospitals"] == [0, 1, 2]
         assert len(report["peer_scores"]) == 3 and len(report["decisions"]) == 3
         # after the 1-round warm-up
-        assert report["consolidation"]["steps"] == RunConfig().dbc.steps
+        assert report["consolidation"]["steps"] == DBCSettings().steps
         assert (run / "dbc.png").exists()
         assert torch.load(run / "checkpoint.pt")["strategy"]["anchor"] is not None
     if name == "fltrust":
@@ -216,7 +218,7 @@ def test_a_run_attaches_to_an_existing_ray_cluster_and_leaves_it_running(tmp_pat
     run = run_fedcl(TINY, tmp_path, "cluster", ray_address)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["rounds"] == 2 and 0 <= summary["final_dice"] <= 1
-    assert RunConfig.from_toml(run / "config.toml").ray_address == ray_address
+    assert from_toml(run / "config.toml").ray_address == ray_address
     status = subprocess.run(
         ["ray", "status", f"--address={ray_address}"], capture_output=True, text=True, timeout=60
     )
@@ -435,7 +437,7 @@ RESUMED = {
     # DBC with a short warm-up: its anchor and history must survive the kill too.
     "dbc": (
         TINY.replace(
-            clients=3, rounds=5, strategy="dbc", dbc=DBCSettings(warmup=1), reference_size=8
+            clients=3, rounds=5, strategy="dbc", sections=(DBCSettings(warmup=1),), reference_size=8
         ),
         3,
     ),

@@ -11,22 +11,22 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg, Strategy
 
-from fedcl.config import DBCSettings, RunConfig
+from fedcl.config import RunConfig
+from fedcl.configure import load_config
 from fedcl.continuity import barlow_continuity
 from fedcl.data import NUM_CLASSES, Stain, TileDataset, generate_tiles, perturb
 from fedcl.errors import FedclError
 from fedcl.models import build_model
+from fedcl.plugins import STRATEGIES
 from fedcl.recorder import read_checkpoint
 from fedcl.scenarios import scenario_of
-from fedcl.plugins import STRATEGIES
 from fedcl.strategies.catalog import build_strategy, strategy_class
 from fedcl.strategies.contract import Configurable, SentModel, hospital_half_of
+from fedcl.strategies.dbc import DBCSettings, DynamicBarlowContinuity
+from fedcl.strategies.fltrust import fltrust_aggregate
 from fedcl.strategies.guard import GuardedStrategy
 from fedcl.strategies.hospital_half import LocalRound
-from fedcl.strategies.replies import by_partition
-from fedcl.strategies.dbc import DynamicBarlowContinuity
-from fedcl.strategies.fltrust import fltrust_aggregate
-from fedcl.strategies.replies import malformed_reason
+from fedcl.strategies.replies import by_partition, malformed_reason
 from fedcl.training import train_local
 from tests.conftest import FakeGrid
 
@@ -165,7 +165,7 @@ def test_build_strategy_gives_dbc_the_scenarios_truth():
     config = RunConfig(
         strategy="dbc",
         scenario="client-drift",
-        dbc=DBCSettings(filter_rule="oracle"),
+        sections=(DBCSettings(filter_rule="oracle"),),
         image_size=SIZE,
         reference_size=4,
         drift_start_round=2,
@@ -487,7 +487,10 @@ def test_plugin_by_entry_point(monkeypatch):
 
 @pytest.mark.parametrize(("name", "terms"), [("fedprox", 1), ("fedavg", 0), ("dbc", 0)])
 def test_only_fedprox_hospitals_add_a_proximal_term(federation, name, terms):
-    config = RunConfig(strategy=name, proximal_mu=0.05, clients=2, image_size=32, reference_size=4)
+    config = load_config(
+        {"strategy": name, "clients": 2, "image-size": 32, "reference-size": 4}
+        | ({"proximal-mu": 0.05} if name == "fedprox" else {})
+    )
     strategy = build_strategy(config)
     train_config = ConfigRecord(config.to_mapping())  # as serve()
     messages = list(

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from fedcl.config import RunConfig  # noqa: E402
+from fedcl.configure import load_config  # noqa: E402
 from fedcl.data.synthetic import CLASS_NAMES  # noqa: E402
 from fedcl.data.tissue import TISSUES  # noqa: E402
 from fedcl.scenarios.tiles import annotate, hospital_dataset, stage_classes  # noqa: E402
@@ -27,10 +27,10 @@ TILES = 3
 def main() -> None:
     """Render the figure."""
     cmap = ListedColormap(COLOURS)
-    tissue = RunConfig.from_mapping(
+    tissue = load_config(
         {"scenario": "catastrophic-forgetting", "stages": 4, "image-size": 128, "test-tiles": 8}
     )
-    classes = tissue.replace(stage_shift="classes", stages=3, rounds=15)
+    classes = tissue.with_keys({"stage-shift": "classes", "stages": 3, "rounds": 15})
     fig, axes = plt.subplots(5, 2 * TILES, figsize=(2 * TILES * 1.6, 5 * 1.75))
     for stage, arch in enumerate(TISSUES):
         data = hospital_dataset(tissue, 0, "test", stage=stage)

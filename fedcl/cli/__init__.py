@@ -2,26 +2,38 @@
 
 Every :class:`~fedcl.config.RunConfig` field is a flag of ``fedcl run`` with the same
 kebab-case name as its TOML key; precedence is defaults < ``--config FILE`` < flags.
+
+The command line imports what a command needs where it runs (``fedcl.cli.options`` and
+``fedcl.cli.deploy`` do the same): ``--help`` and a typo are answered in a second,
+before torch, Ray and Flower load.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 from fedcl.cli.deploy import add_commands as add_deploy_commands
 from fedcl.cli.deploy import deploy
 from fedcl.cli.options import (
+    RUN_COMMANDS,
     Parser,
     add_overwrite,
     add_run_options,
     check_fresh,
+    given_keys,
+    named_sections,
     preflight,
     resolve_config,
 )
-from fedcl.config import RunConfig, keys
+from fedcl.config import RunConfig, Section
+from fedcl.configure import from_run_dir
 from fedcl.errors import FedclError
 
 EXIT_USAGE = 2  # bad input: a message, no traceback
@@ -29,8 +41,12 @@ EXIT_FAILED = 1  # the run itself failed (e.g. the ServerApp raised in a deploym
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM (deploy local: after stopping its processes)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the ``fedcl`` argument parser (sub-commands: run, compare, report)."""
+def build_parser(sections: tuple[type[Section], ...] = ()) -> argparse.ArgumentParser:
+    """Build the ``fedcl`` argument parser (sub-commands: run, compare, report, deploy).
+
+    ``sections``: the strategies' and scenarios' sections whose keys are flags too
+    (:func:`~fedcl.cli.options.named_sections`).
+    """
     parser = Parser(
         prog="fedcl",
         description=(
@@ -41,14 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_run_command(commands)
-    _add_compare_command(commands)
+    _add_run_command(commands, sections)
+    _add_compare_command(commands, sections)
     _add_report_command(commands)
-    add_deploy_commands(commands)
+    add_deploy_commands(commands, sections)
     return parser
 
 
-def _add_run_command(commands: Any) -> None:
+# Every command that takes the run options says where a strategy's own flags are.
+OWN_FLAGS = (
+    "A strategy's or scenario's own options are flags where it is named: fedcl run "
+    "--strategy dbc --help lists DBC's; every option: docs/options.md."
+)
+
+
+def _add_run_command(commands: Any, sections: tuple[type[Section], ...]) -> None:
     run = commands.add_parser(
         "run",
         help="run one federated experiment (Flower simulation on Ray)",
@@ -57,6 +80,7 @@ def _add_run_command(commands: Any) -> None:
             "write a run directory (config.toml, metrics.jsonl, summary.json, "
             "checkpoint.pt, dice.png)."
         ),
+        epilog=OWN_FLAGS,
     )
     run.add_argument(
         "--resume",
@@ -67,10 +91,10 @@ def _add_run_command(commands: Any) -> None:
         ),
     )
     add_overwrite(run)
-    add_run_options(run)
+    add_run_options(run, sections=sections)
 
 
-def _add_compare_command(commands: Any) -> None:
+def _add_compare_command(commands: Any, sections: tuple[type[Section], ...]) -> None:
     compare = commands.add_parser(
         "compare",
         help="run several strategies on one scenario and seeds; write a table",
@@ -80,6 +104,7 @@ def _add_compare_command(commands: Any) -> None:
             "std over seeds) and OUT/comparison.png. Runs already complete are kept and "
             "interrupted ones resumed, so running the same command again continues."
         ),
+        epilog=OWN_FLAGS,
     )
     compare.add_argument(
         "--strategies",
@@ -108,6 +133,7 @@ def _add_compare_command(commands: Any) -> None:
             "comparison directory (default: runs/compare-<scenarios>-<digest of the "
             "command's settings>: the same command again continues the same comparison)"
         ),
+        sections=sections,
     )
 
 
@@ -127,6 +153,7 @@ def _add_report_command(commands: Any) -> None:
 def _simulate_with_progress(
     config: RunConfig, verbose: bool, resume: bool = False, cluster: str = ""
 ) -> None:
+    # start-up: imported where a command needs it (module docstring)
     from fedcl.progress import RoundProgress
     from fedcl.simulation import simulate
 
@@ -138,11 +165,11 @@ def _simulate_with_progress(
 
 
 def _resumed_config(args: argparse.Namespace) -> RunConfig:
-    from pathlib import Path
 
+    # start-up: imported where a command needs it (module docstring)
     from fedcl.recorder import read_checkpoint
 
-    given = [f"--{k.name}" for k in keys() if hasattr(args, k.dest)]
+    given = [f"--{name}" for name in given_keys(args)]
     if args.config or given:
         options = ", ".join(given + (["--config"] if args.config else []))
         raise FedclError(
@@ -152,7 +179,7 @@ def _resumed_config(args: argparse.Namespace) -> RunConfig:
     run_dir = Path(args.resume)
     if not (run_dir / "config.toml").is_file():
         raise FedclError(f"{str(run_dir)!r} is not a run directory: it has no config.toml")
-    config = RunConfig.from_run_dir(run_dir).replace(out=str(run_dir))
+    config = from_run_dir(run_dir).replace(out=str(run_dir))
     read_checkpoint(run_dir)  # missing or damaged: an error now, before Ray starts
     return config
 
@@ -163,6 +190,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.resume:
         check_fresh(config, args.overwrite)
     preflight(config)  # bad input answers in seconds, before Ray starts
+    # start-up: imported where a command needs it (module docstring)
     from fedcl.simulation import local_ray
 
     with local_ray(config):
@@ -178,10 +206,11 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from contextlib import ExitStack
-    from pathlib import Path
 
-    from fedcl.compare import parse_entry, parse_list, path_safe, run_scenarios
+    # start-up: imported where a command needs it (module docstring)
+    # start-up: imported where a command needs it (module docstring)
+    from fedcl.compare import path_safe, run_scenarios
+    from fedcl.entries import parse_entry, parse_list
     from fedcl.plugins import SCENARIOS, STRATEGIES
     from fedcl.processes import local_cluster, terminate_raises
     from fedcl.strategies.catalog import check_strategy
@@ -197,8 +226,6 @@ def _compare(args: argparse.Namespace) -> int:
         check_strategy(entry.strategy)  # every name, before the first run starts
     if not hasattr(args, "out"):
         # named after what it runs, not when: the same command continues its comparison
-        import hashlib
-        import json
 
         settings = resolve_config(args).replace(out="").to_mapping()
         command = [settings, [e.label for e in entries], seeds, scenarios]
@@ -228,14 +255,15 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
+    # start-up: imported where a command needs it (module docstring)
     from fedcl.compare import comparison_dirs, write_comparison, write_overview
     from fedcl.recorder import read_metrics, write_report
 
     directory = Path(args.dir)
     if (directory / "metrics.jsonl").exists():
-        config = RunConfig.from_run_dir(directory)
+        config = from_run_dir(directory)
+        # start-up: imported where a command needs it (module docstring)
         from fedcl.progress import summary_lines
 
         summary = write_report(config, read_metrics(directory), directory)
@@ -259,8 +287,15 @@ def _report(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedcl`` command; returns the exit code."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:  # which strategies' and scenarios' keys are flags: those the command names
+        runs = any(command in argv for command in RUN_COMMANDS)
+        parser = build_parser(named_sections(argv) if runs else ())
+    except FedclError as err:
+        print(f"fedcl: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     args = parser.parse_args(argv)
+    # start-up: imported where a command needs it (module docstring)
     from fedcl.deploy.local import DeploymentError
 
     commands = {"run": _run, "compare": _compare, "report": _report, "deploy": deploy}

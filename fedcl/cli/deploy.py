@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from fedcl.cli.options import add_overwrite, add_run_options, check_fresh, preflight, resolve_config
+from fedcl.config import Section
 from fedcl.errors import FedclError
 
 
-def add_commands(commands: Any) -> None:
-    """Add ``fedcl deploy`` and its targets to the ``commands`` sub-parsers."""
+def add_commands(commands: Any, sections: tuple[type[Section], ...] = ()) -> None:
+    """Add ``fedcl deploy`` and its targets to the ``commands`` sub-parsers.
+
+    ``sections``: the strategies' and scenarios' sections whose keys are flags too.
+    """
     deploy = commands.add_parser(
         "deploy",
         help="multi-process deployment: SuperLink + one SuperNode per hospital",
@@ -41,7 +46,7 @@ def add_commands(commands: Any) -> None:
         "--tls", action="store_true", help="generate a throwaway CA and use TLS everywhere"
     )
     add_overwrite(local)
-    add_run_options(local)
+    add_run_options(local, sections=sections)
     compose = targets.add_parser(
         "compose",
         help="print the docker compose file for N hospitals",
@@ -68,8 +73,7 @@ def add_commands(commands: Any) -> None:
 
 def deploy(args: argparse.Namespace) -> int:
     """Run ``fedcl deploy TARGET``; return the exit code."""
-    from pathlib import Path
-
+    # start-up: imported where a command needs it (module docstring)
     from fedcl.deploy import topology
 
     if args.target == "compose":
@@ -77,6 +81,7 @@ def deploy(args: argparse.Namespace) -> int:
         sys.stdout.write(topology.render_compose(args.hospitals, args.tls, args.network))
         return 0
     if args.target == "certs":
+        # start-up: imported where a command needs it (module docstring)
         from fedcl.deploy.certs import write_certificates
 
         _check_hospitals(args.hospitals)
@@ -95,6 +100,7 @@ def _check_hospitals(hospitals: int) -> None:
 
 
 def _deploy_local(args: argparse.Namespace) -> int:
+    # start-up: imported where a command needs it (module docstring)
     from fedcl.deploy.local import deploy_local
     from fedcl.progress import RoundProgress
 

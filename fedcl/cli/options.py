@@ -3,23 +3,69 @@
 Their flags, the config they resolve to, and the checks made before anything starts.
 
 Every configuration key is a flag with the same kebab-case name as its TOML key
-(:func:`fedcl.config.keys`); precedence is defaults < ``--config FILE`` < flags.
+(:func:`fedcl.config.keys`); precedence is defaults < ``--config FILE`` < flags. The
+keys of a strategy or a scenario are flags where the command line (or its ``--config``
+file) names it: :func:`named_sections` reads which before the parser is built.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
-from fedcl.config import SECTIONS, RunConfig, keys, parse_bool, read_toml
+from fedcl.config import SECTIONS, RunConfig, Section, keys, parse_bool, read_toml, sections_of
+from fedcl.config.sections import RunKeys
 from fedcl.errors import FedclError
 
+# Where argparse keeps the sections whose flags a command has (set_defaults).
+_SECTIONS_DEST = "fedcl_sections"
+# The commands that take the run options.
+RUN_COMMANDS = ("run", "compare", "local")
 
-def add_run_options(parser: argparse.ArgumentParser, out_help: str = "") -> None:
-    """Add ``--config``, ``--verbose`` and one flag per RunConfig field.
+
+def named_sections(argv: Sequence[str]) -> tuple[type[Section], ...]:
+    """Return the sections of the strategies and scenarios ``argv`` names.
+
+    Read from ``--strategy``, ``--strategies`` (each entry's strategy), ``--scenario``,
+    ``--scenarios`` and the ``--config`` file (defaults where none is named): the flags
+    of their keys are added to the parser. An unknown name is an error here, with the
+    registry's did-you-mean.
+    """
+    # start-up: imported where a command needs it (module docstring)
+    # start-up: imported where a command needs it (module docstring)
+    from fedcl.entries import VARIANT, parse_list
+    from fedcl.plugins import SCENARIOS, STRATEGIES
+    from fedcl.scenarios import scenario_class
+
+    pre = argparse.ArgumentParser(add_help=False)
+    for flag in ("--strategy", "--strategies", "--scenario", "--scenarios", "--config"):
+        pre.add_argument(flag)
+    named, _ = pre.parse_known_args(argv)
+    file = read_toml(named.config) if named.config else {}
+    strategies = [named.strategy or file.get("strategy") or RunKeys.strategy]
+    if named.strategies:
+        every = parse_list(named.strategies, STRATEGIES.builtin)
+        strategies += [entry.split(VARIANT)[0] for entry in every]
+    scenarios = [named.scenario or file.get("scenario") or RunKeys.scenario]
+    if named.scenarios:
+        scenarios += parse_list(named.scenarios, SCENARIOS.builtin)
+    owners = [STRATEGIES.load(str(name)) for name in strategies]
+    return sections_of(*owners, *(scenario_class(str(name)) for name in scenarios))
+
+
+def add_run_options(
+    parser: argparse.ArgumentParser,
+    out_help: str = "",
+    sections: tuple[type[Section], ...] = (),
+) -> None:
+    """Add ``--config``, ``--verbose`` and one flag per key (the core's and ``sections``').
 
     ``out_help``: what ``--out`` means for this command, if not a run directory.
     """
+    parser.set_defaults(**{_SECTIONS_DEST: sections})
     parser.add_argument(
         "--config",
         metavar="FILE.toml",
@@ -32,7 +78,7 @@ def add_run_options(parser: argparse.ArgumentParser, out_help: str = "") -> None
         name: parser.add_argument_group(f"{name} options", description)
         for name, description in SECTIONS.items()
     }
-    for key in keys():
+    for key in keys(*sections):
         kind = type(key.default)
         groups[key.section].add_argument(
             f"--{key.name}",
@@ -61,8 +107,6 @@ def add_overwrite(parser: argparse.ArgumentParser) -> None:
 
 def check_fresh(config: RunConfig, overwrite: bool) -> None:
     """Refuse to write a run into a directory that holds one, unless asked to."""
-    from pathlib import Path
-
     out = Path(config.out)
     held = [n for n in ("config.toml", "metrics.jsonl", "checkpoint.pt") if (out / n).exists()]
     if held and not overwrite:
@@ -85,7 +129,6 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Exit 2 with ``message``, and a did-you-mean for a misspelt flag."""
         if message.startswith("unrecognized arguments:"):
-            import difflib
 
             known = sorted(_option_strings(self))
             for token in message.split(":", 1)[1].split():
@@ -109,18 +152,38 @@ def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
     return found
 
 
+def given_keys(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the keys the command line's flags set (kebab-case name -> value)."""
+    sections = getattr(args, _SECTIONS_DEST, ())
+    return {k.name: getattr(args, k.dest) for k in keys(*sections) if hasattr(args, k.dest)}
+
+
 def resolve_config(args: argparse.Namespace) -> RunConfig:
-    """Defaults < ``--config`` file < flags, validated, with a run directory."""
+    """Defaults < ``--config`` file < flags, validated, with a run directory.
+
+    The config holds the sections of every strategy and scenario the command names
+    (``fedcl compare`` runs several); keys of built-ins that the run does not use are
+    accepted in the file (a study's shared file) and left out.
+    """
+    # start-up: imported where a command needs it (module docstring)
+    from fedcl.configure import is_builtin_key, load_config
+
+    sections = getattr(args, _SECTIONS_DEST, ())
     values = {}
     if args.config:
         values = read_toml(args.config)
-        RunConfig.from_mapping(values, source=str(args.config))  # its own errors name it
-    flags = {k.name: getattr(args, k.dest) for k in keys() if hasattr(args, k.dest)}
-    return RunConfig.from_mapping(values | flags, source="command line").with_run_dir()
+        load_config(values, source=str(args.config), tolerate=is_builtin_key)  # names it
+    return load_config(
+        values | given_keys(args),
+        source="command line",
+        tolerate=is_builtin_key,
+        also=sections,
+    ).with_run_dir()
 
 
 def preflight(config: RunConfig) -> None:
     """Fail on bad input now, with a clear message, not after Ray or a deployment starts."""
+    # start-up: imported where a command needs it (module docstring)
     from fedcl.data.real import check_layout
     from fedcl.plugins import MODELS, STRATEGIES
 
@@ -128,11 +191,17 @@ def preflight(config: RunConfig) -> None:
     MODELS.check(config.model)
     check_layout(config)  # so are a wrong data path, a missing mask, too few sites
     if config.strategy not in STRATEGIES.builtin:
+        # start-up: imported where a command needs it (module docstring)
         from fedcl.strategies.catalog import check_strategy
 
         check_strategy(config.strategy)  # a plug-in: importable, a Flower Strategy
+    # start-up: imported where a command needs it (module docstring)
+    # start-up: imported where a command needs it (module docstring)
+    from fedcl.data.reference import root_dataset
     from fedcl.scenarios.tiles import check_data
     from fedcl.training import resolve_device
 
     resolve_device(config.device)  # cuda requested but absent
     check_data(config)  # unreadable images, bad masks, too few tiles
+    if config.server_data != "synthetic":
+        root_dataset(config)  # reads the reference set's tiles too, and counts both

@@ -6,8 +6,11 @@ and the rule its values obey. Everything else derives from that declaration: the
 ``fedcl run`` flags, the TOML keys, the Flower run-config keys, the generated
 ``[tool.flwr.app.config]`` block and the options page (:mod:`fedcl.options`).
 
-A strategy's own settings are a nested section (:class:`~fedcl.config.dbc.DBCSettings`
-as ``RunConfig.dbc``); their keys carry the section's prefix (``dbc-tau``).
+A strategy or a scenario declares its own keys the same way, in its own module: a
+*section*, a frozen dataclass of :func:`opt` fields with a ``PREFIX`` for its keys
+(``dbc-`` + ``tau`` = ``dbc-tau``) that checks itself (:func:`check_fields`), named by
+the class's ``sections`` attribute. A run's configuration holds the sections of its
+strategy and scenario (``config.section(DBCSettings).tau``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import Field, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from fedcl.errors import FedclError, unknown_name
 
@@ -80,21 +83,14 @@ def opt(
     return field(default=default, metadata=meta)
 
 
-def nested(cls: type, *, owner: str) -> Any:
-    """Declare a nested section: the settings only strategy ``owner`` reads.
-
-    Its keys are ``cls.PREFIX`` + the key of each of its fields.
-    """
-    return field(default_factory=cls, metadata={"nested": cls, "owner": owner})
-
-
 @dataclass(frozen=True)
 class Key:
     """One configuration key: its kebab-case name and where its value lives."""
 
     name: str  # "image-size", "dbc-tau"
-    path: tuple[str, ...]  # attributes from the RunConfig: ("image_size",), ("dbc", "tau")
+    attr: str  # the field of its section: "image_size", "tau"
     spec: Field[Any]
+    section_type: type | None = None  # a strategy's or scenario's own section; None: core
 
     @property
     def dest(self) -> str:
@@ -122,35 +118,34 @@ class Key:
         return bool(self.spec.metadata["data"])
 
     def value(self, config: Any) -> Scalar:
-        """Return this key's value in ``config``."""
-        for name in self.path:
-            config = getattr(config, name)
-        return cast(Scalar, config)
+        """Return this key's value in ``config`` (a RunConfig)."""
+        holder = config if self.section_type is None else config.section(self.section_type)
+        return cast(Scalar, getattr(holder, self.attr))
 
 
-def keys_of(cls: type, prefix: str = "", path: tuple[str, ...] = ()) -> Iterator[Key]:
-    """Every key of dataclass ``cls``, nested sections' keys in their place."""
+def keys_of(cls: type, *, own: bool = False) -> Iterator[Key]:
+    """Every key declared by dataclass ``cls`` (fields without ``opt`` metadata are skipped).
+
+    ``own``: ``cls`` is a strategy's or a scenario's section (keys ``cls.PREFIX`` +
+    field key; values in ``config.section(cls)``), not one of the core sections.
+    """
+    prefix = getattr(cls, "PREFIX", "") if own else ""
     for f in fields(cls):
-        inner = f.metadata.get("nested")
-        if inner is not None:
-            yield from keys_of(inner, prefix + inner.PREFIX, (*path, f.name))
-        else:
-            yield Key(prefix + key_of(f.metadata.get("key") or f.name), (*path, f.name), f)
+        if "section" in f.metadata:
+            name = prefix + key_of(f.metadata.get("key") or f.name)
+            yield Key(name, f.name, f, cls if own else None)
 
 
 def check_fields(section: Any, prefix: str = "") -> None:
     """Check every field of ``section`` against its declaration.
 
     An int given for a float becomes a float; any other type is an error, as is a
-    number outside its ``rule`` or a string outside its ``choices``. A nested section
-    must be of its declared class (its own fields are checked when it is built).
+    number outside its ``rule`` or a string outside its ``choices``. Fields that are
+    not keys (no :func:`opt` declaration) are left alone.
     """
     assert is_dataclass(section)
     for f in fields(section):
-        if "nested" in f.metadata:
-            if not isinstance(getattr(section, f.name), f.metadata["nested"]):
-                kind = f.metadata["nested"].__name__
-                raise FedclError(f"config section {f.name!r} must be {kind}")
+        if "section" not in f.metadata:
             continue
         key = prefix + key_of(f.metadata.get("key") or f.name)
         value = getattr(section, f.name)
@@ -211,3 +206,43 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise FedclError(f"config file {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as err:
         raise FedclError(f"config file {str(path)!r} is not valid TOML: {err}") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Section:
+    """A strategy's or a scenario's own keys.
+
+    Subclass it as a frozen, keyword-only dataclass of :func:`opt` fields, with the
+    ``PREFIX`` its keys share (``"dbc-"``), and name it in the owner's ``sections``
+    tuple: its keys then become flags, TOML and Flower keys of the runs that use the
+    owner, and are checked when the section is built.
+    """
+
+    PREFIX: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.PREFIX)
+
+    def unread(self) -> tuple[str, ...]:
+        """Return this section's keys that the run, as these values set it, does not read."""
+        return ()
+
+
+def sections_of(*owners: type) -> tuple[type[Section], ...]:
+    """Return the sections ``owners`` (strategy, scenario classes) declare, each once.
+
+    An owner declares them as the class attribute ``sections`` (a tuple of
+    :class:`Section` subclasses; none: no keys of its own).
+    """
+    found: list[type[Section]] = []
+    for owner in owners:
+        declared = getattr(owner, "sections", ())  # the one place it is looked up
+        for section in declared:
+            if not (isinstance(section, type) and issubclass(section, Section)):
+                raise FedclError(
+                    f"{owner.__name__}.sections must hold fedcl.config.Section subclasses, "
+                    f"got {section!r}"
+                )
+            if section not in found:
+                found.append(section)
+    return tuple(found)

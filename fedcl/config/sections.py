@@ -1,23 +1,18 @@
 """The sections of a run's configuration, each the one declaration of its keys.
 
-:class:`~fedcl.config.RunConfig` is all of them together: the plain sections are its
-bases (their keys are its attributes, ``config.image_size``), a strategy's own settings
-are nested (``config.dbc.tau``, key ``dbc-tau``). Comments say why a default is what it
-is; the evidence behind a figure is in the docs they name.
+:class:`~fedcl.config.RunConfig` is all of them together (their keys are its
+attributes, ``config.image_size``); a strategy's or a scenario's own keys are declared
+in its module (:class:`~fedcl.config.keys.Section`). Comments say why a default is what
+it is; the evidence behind a figure is in the docs they name.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
-from fedcl.config.keys import check_fields, opt
-from fedcl.plugins import MODELS, STRATEGIES
+from fedcl.config.keys import opt
+from fedcl.plugins import MODELS, SCENARIOS, STRATEGIES
 
-# What changes at a stage boundary (fedcl.scenarios.tiles): the stain and class mix,
-# the tissue architecture (fedcl.data.tissue), or which classes the masks annotate.
-STAGE_SHIFTS = ("stain", "tissue", "classes")
-DRIFT_KINDS = ("stain", "blur", "noise", "jpeg", "label-noise", "invert")
 DEVICES = ("auto", "cpu", "cuda")
 BN_STATS = ("running", "recomputed")  # fedcl.training.train_local
 EVALUATIONS = ("hospitals", "server")  # fedcl.federation
@@ -34,8 +29,7 @@ class RunKeys:
     )
     scenario: str = opt(
         "iid",
-        "data scenario: iid, client-drift, catastrophic-forgetting, drift-and-forgetting, "
-        "or package.module:ClassName",
+        f"data scenario: {', '.join(SCENARIOS.builtin)}, or {SCENARIOS.dotted_hint}",
         data=True,
         section="run",
     )
@@ -159,26 +153,18 @@ class ResourceKeys:
 
 @dataclass(frozen=True, kw_only=True)
 class ScenarioKeys:
-    """The knobs of the drifting and staged scenarios (docs/scenarios.md)."""
+    """What every scenario's stages and drift follow (:class:`fedcl.scenarios.Scenario`).
+
+    A scenario with stages (``staged``) has ``stages x rounds-per-stage`` rounds; one with
+    drift (``drifting``) drifts the fraction ``drift-ratio`` of its hospitals from round
+    ``drift-start-round`` on. What the built-ins shift, and how strongly, are their own
+    keys (docs/scenarios.md).
+    """
 
     # A large minority drifts: the peer consensus of DBC assumes fewer than half do.
     drift_ratio: float = opt(
         0.4,
         "client-drift: fraction of hospitals that drift, 0..1",
-        data=True,
-        section="scenario",
-        rule="0..1",
-    )
-    drift_kind: str = opt(
-        "stain",
-        f"client-drift: {', '.join(DRIFT_KINDS)}",
-        data=True,
-        section="scenario",
-        choices=DRIFT_KINDS,
-    )
-    drift_strength: float = opt(
-        0.8,
-        "client-drift: shift strength, 0 (none)..1 (extreme)",
         data=True,
         section="scenario",
         rule="0..1",
@@ -195,60 +181,6 @@ class ScenarioKeys:
     )
     rounds_per_stage: int = opt(
         5, "forgetting: rounds per stage (rounds = stages x this)", section="scenario", rule=">= 1"
-    )
-    # tissue: what the weights learned must change (a stain change is undone by the
-    # hospitals' own BatchNorm statistics); docs/RESULTS.md has the evidence.
-    stage_shift: str = opt(
-        "tissue",
-        "forgetting: what changes at a stage boundary: stain (and class mix), tissue "
-        "(architecture) or classes (which classes are annotated)",
-        data=True,
-        section="scenario",
-        choices=STAGE_SHIFTS,
-    )
-    forgetting_strength: float = opt(
-        0.8,
-        "forgetting, stage-shift stain: stain and class-mix change per stage, 0..1",
-        data=True,
-        section="scenario",
-        rule="0..1",
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class LwFSettings:
-    """Learning without Forgetting's settings (keys ``lwf-<name>``)."""
-
-    PREFIX: ClassVar[str] = "lwf-"
-
-    # LwF's usual values (Li and Hoiem 2018): the two losses weighted equally, T = 2.
-    weight: float = opt(
-        1.0,
-        "LwF: weight of the distillation toward the last stage's model",
-        section="strategy",
-        rule=">= 0",
-    )
-    temperature: float = opt(
-        2.0, "LwF: softmax temperature of the distillation", section="strategy", rule="> 0"
-    )
-
-    def __post_init__(self) -> None:
-        check_fields(self, self.PREFIX)
-
-
-@dataclass(frozen=True, kw_only=True)
-class StrategyKeys:
-    """Settings of one baseline strategy each."""
-
-    # FedProx's usual range is 0.001..1; 0.01 keeps local models close without stalling.
-    proximal_mu: float = opt(
-        0.01, "FedProx proximal weight mu (fedprox only)", section="strategy", rule=">= 0"
-    )
-    byzantine: int = opt(
-        -1,
-        "hospitals krum/multikrum/bulyan assume malicious (-1: the most they tolerate)",
-        section="strategy",
-        rule=">= -1",
     )
 
 

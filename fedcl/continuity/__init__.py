@@ -18,8 +18,8 @@ decoder features).
 
 from __future__ import annotations
 
-from fedcl.config import DBCSettings
 from fedcl.continuity.behaviour import (
+    REPRESENTATIONS,
     barlow_continuity,
     barlow_continuity_loss,
     model_outputs,
@@ -27,7 +27,12 @@ from fedcl.continuity.behaviour import (
     pixel_index,
     reference_outputs,
 )
-from fedcl.continuity.consolidation import ConsolidationResult, consolidate, input_parameters
+from fedcl.continuity.consolidation import (
+    CONSOLIDATION_OPTIMIZERS,
+    ConsolidationResult,
+    consolidate,
+    input_parameters,
+)
 from fedcl.continuity.spatial import (
     EvidenceFilter,
     consensus_filter,
@@ -39,8 +44,9 @@ from fedcl.continuity.spatial import (
 from fedcl.continuity.temporal import ShiftDetector, shared_shift, update_anchor
 
 __all__ = [
+    "CONSOLIDATION_OPTIMIZERS",
+    "REPRESENTATIONS",
     "ConsolidationResult",
-    "DBCSettings",
     "EvidenceFilter",
     "ShiftDetector",
     "barlow_continuity",

@@ -13,8 +13,11 @@ import torch
 from monai.losses import BarlowTwinsLoss
 from torch import nn
 
-from fedcl.config import REPRESENTATIONS
 from fedcl.training import device_of
+
+# What a model's behaviour on the reference set is: softmax class probabilities, or the
+# decoder's last feature map (model_outputs).
+REPRESENTATIONS = ("probs", "features")
 
 # A column whose standard deviation over the N rows is below this, in both models, is
 # a class neither predicts anywhere on R: it carries no behaviour to compare.

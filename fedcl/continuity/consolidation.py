@@ -199,3 +199,4 @@ def _normalized_step(params: list[nn.Parameter], lr: float) -> Callable[[], None
 
 
 _STEPS = {"adam": _adam_step, "normalized": _normalized_step}
+CONSOLIDATION_OPTIMIZERS = tuple(_STEPS)  # the steps consolidate can take

@@ -16,9 +16,9 @@ import os
 
 import numpy as np
 
-from fedcl.config import DRIFT_KINDS
 from fedcl.data.stain import Stain, perturb, shifted, visible_change
 from fedcl.data.synthetic import typical_tissue
+from fedcl.scenarios.sections import DRIFT_KINDS
 
 __all__ = [
     "DRIFT_KINDS",

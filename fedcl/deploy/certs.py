@@ -30,6 +30,8 @@ def write_certificates(directory: Path, names: Iterable[str], days: int = 30) ->
     days
         Validity of both certificates.
     """
+    # imported only to write certificates: cryptography loads slowly
+    # imported only to write certificates: cryptography loads slowly
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -86,6 +88,7 @@ def _signed(
 
     ``extensions``: (extension, critical) pairs, in order.
     """
+    # imported only to write certificates: cryptography loads slowly
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
 

@@ -272,6 +272,7 @@ def compose_file(hospitals: int = 3, tls: bool = False, network: str = "bridge")
 
 def render_compose(hospitals: int = 3, tls: bool = False, network: str = "bridge") -> str:
     """``docker-compose.yml`` text: a header saying how it was made, then the document."""
+    # imported only to write compose files
     import yaml
 
     flags = (" --tls" if tls else "") + (f" --network {network}" if network != "bridge" else "")

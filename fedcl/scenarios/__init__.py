@@ -3,7 +3,8 @@
 A scenario is a class with the :class:`Scenario` interface, built from a run's
 :class:`~fedcl.config.RunConfig`. Everything it answers is a pure function of the
 config, the hospital and the round, so the server and every hospital derive the same
-facts independently. The four built-ins (docs/scenarios.md):
+facts independently. The four built-ins (:mod:`fedcl.scenarios.builtin`,
+docs/scenarios.md):
 
 - ``iid``: every hospital its own mild site stain (``site-stain``), no drift.
 - ``client-drift``: the fraction ``drift-ratio`` of hospitals (drawn from the seed)
@@ -17,8 +18,9 @@ facts independently. The four built-ins (docs/scenarios.md):
 
 A scenario of one's own is one module: subclass :class:`Scenario`, then name it
 ``package.module:ClassName`` (``--scenario``) or register it under the entry-point
-group ``fedcl.scenarios`` (docs/plugins.md). This module does not import torch: the
-command line checks scenario names before a run starts.
+group ``fedcl.scenarios`` (docs/plugins.md); keys of its own are a
+:class:`~fedcl.config.Section` named in its ``sections``. This module does not import
+torch or the tiles: the command line checks scenario names before a run starts.
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from fedcl import seeds
+from fedcl.config import RunConfig, Section
 from fedcl.errors import FedclError
 from fedcl.plugins import SCENARIOS
 
 if TYPE_CHECKING:
-    from fedcl.config import RunConfig
     from fedcl.data.dataset import TileDataset
 
 # The headline figures of fedcl compare: final Dice where nothing is staged, ACC and
@@ -61,13 +63,30 @@ class Scenario:
     filter's precision and recall are measured against)."""
     headline: ClassVar[tuple[str, ...]] = ("final_dice",)
     """The summary figures ``fedcl compare`` puts in its headline table."""
+    sections: ClassVar[tuple[type[Section], ...]] = ()
+    """The scenario's own keys (:class:`~fedcl.config.Section` classes)."""
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
 
     @classmethod
     def check(cls, config: RunConfig) -> None:
-        """Raise a FedclError if this scenario cannot run ``config`` (a clear message)."""
+        """Raise a FedclError if this scenario cannot run ``config`` (a clear message).
+
+        Override it for checks of one's own; :meth:`validate` runs it after the checks
+        every scenario shares.
+        """
+
+    @classmethod
+    def validate(cls, config: RunConfig) -> None:
+        """Check ``config`` for this scenario: a staged run's length, then :meth:`check`."""
+        if cls.staged and config.rounds != config.stages * config.rounds_per_stage:
+            raise FedclError(
+                f"config key 'rounds' must equal stages x rounds-per-stage = {config.stages} "
+                f"x {config.rounds_per_stage} = {config.stages * config.rounds_per_stage} in "
+                f"scenario {config.scenario!r}, got {config.rounds}"
+            )
+        cls.check(config)
 
     def train_dataset(self, hospital: int, server_round: int) -> TileDataset:
         """Return what ``hospital`` trains on in ``server_round`` (1-based)."""
@@ -76,6 +95,11 @@ class Scenario:
     def test_dataset(self, hospital: int, stage: int) -> TileDataset:
         """Return ``hospital``'s held-out tiles of ``stage`` (0-based), never trained on."""
         raise NotImplementedError(f"{type(self).__name__} must define test_dataset")
+
+    @property
+    def stage_shift(self) -> str:
+        """What changes at a stage boundary, in a word for titles and tables ("": unsaid)."""
+        return ""
 
     def num_stages(self) -> int:
         """Return the number of stages: ``stages`` if staged, else 1."""
@@ -110,70 +134,6 @@ class Scenario:
         )
 
 
-class Builtin(Scenario):
-    """The built-ins: synthetic or real tiles (:mod:`fedcl.scenarios.tiles`)."""
-
-    @classmethod
-    def check(cls, config: RunConfig) -> None:
-        """Refuse real data where the scenario generates what it needs."""
-        if config.data == "synthetic":
-            return
-        if cls.staged:
-            raise FedclError(
-                f"scenario {config.scenario!r} generates its stages: it needs data = "
-                f"'synthetic' (real data, {config.data!r}, works with iid and client-drift)"
-            )
-        if cls.drifting and config.drift_kind == "stain":
-            raise FedclError(
-                "drift-kind 'stain' re-renders synthetic tissue; with real data use "
-                "blur, noise, jpeg, label-noise or invert"
-            )
-
-    def train_dataset(self, hospital: int, server_round: int) -> TileDataset:
-        """Return ``hospital``'s tiles of the round's stage, drifted if it drifts then."""
-        from fedcl.scenarios.tiles import hospital_dataset
-
-        return hospital_dataset(
-            self.config,
-            hospital,
-            "train",
-            stage=self.stage_of(server_round),
-            drifted=self.is_drifted(hospital, server_round),
-        )
-
-    def test_dataset(self, hospital: int, stage: int) -> TileDataset:
-        """Return ``hospital``'s clean held-out tiles of ``stage``."""
-        from fedcl.scenarios.tiles import hospital_dataset
-
-        return hospital_dataset(self.config, hospital, "test", stage=stage)
-
-
-class Iid(Builtin):
-    """Every hospital its own mild site stain; nothing drifts, nothing is staged."""
-
-
-class ClientDrift(Builtin):
-    """A fraction of the hospitals train on shifted data (the spatial shift)."""
-
-    drifting = True
-    headline = ("final_dice", *DRIFT_HEADLINE)
-
-
-class CatastrophicForgetting(Builtin):
-    """Stages that every hospital goes through together (the temporal shift)."""
-
-    staged = True
-    headline = STAGED_HEADLINE
-
-
-class DriftAndForgetting(Builtin):
-    """Both shifts: stages, and a fraction of the hospitals drifting."""
-
-    staged = True
-    drifting = True
-    headline = (*STAGED_HEADLINE, *DRIFT_HEADLINE)
-
-
 def scenario_class(name: str) -> type[Scenario]:
     """Return the scenario class ``name`` stands for: a built-in or a plug-in."""
     found = SCENARIOS.load(name)
@@ -186,4 +146,4 @@ def scenario_class(name: str) -> type[Scenario]:
 
 def scenario_of(config: RunConfig) -> Scenario:
     """Return the scenario of ``config``, built from it."""
-    return config.scenario_type(config)
+    return scenario_class(config.scenario)(config)

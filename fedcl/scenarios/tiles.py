@@ -1,9 +1,10 @@
 """The built-in scenarios' tiles: synthetic tissue per hospital and stage, or real tiles.
 
 Pure functions of the config, the hospital, the stage and whether the hospital drifts
-(:class:`fedcl.scenarios.Builtin` decides which, round by round): the stage's stain,
-class mix, tissue architecture and annotated classes, each hospital's own site stain,
-and real data split into test and training tiles.
+(the scenario classes, :mod:`fedcl.scenarios.builtin`, decide which, round by round):
+the stage's stain, class mix, tissue architecture and annotated classes, each hospital's
+own site stain, and real data split into test and training tiles. What drifts and what
+shifts are the built-ins' own keys (:mod:`fedcl.scenarios.sections`).
 """
 
 from __future__ import annotations
@@ -33,13 +34,15 @@ from fedcl.data.synthetic import DEFAULT_CLASS_MIX, NUM_CLASSES, SOLID, Tissue, 
 from fedcl.data.tissue import TISSUES
 from fedcl.errors import FedclError
 from fedcl.scenarios import scenario_of
+from fedcl.scenarios.sections import DriftSettings, StageShiftSettings
 
 SPLITS = ("train", "test")
 
 
 def shifts(config: RunConfig, what: str) -> bool:
     """Whether ``what`` (a stage shift) changes between the stages of this run."""
-    return config.staged and config.stage_shift == what
+    shift = config.section(StageShiftSettings).stage_shift
+    return scenario_of(config).staged and shift == what
 
 
 def stage_stain(config: RunConfig, stage: int) -> Stain:
@@ -48,7 +51,9 @@ def stage_stain(config: RunConfig, stage: int) -> Stain:
         return Stain()
     # every seed's stages differ as visibly (only the direction is random)
     return typical_shift(
-        Stain(), seeds.rng(config.seed, seeds.STAGE, stage), 1.5 * config.forgetting_strength
+        Stain(),
+        seeds.rng(config.seed, seeds.STAGE, stage),
+        1.5 * config.section(StageShiftSettings).forgetting_strength,
     )
 
 
@@ -64,7 +69,9 @@ def stage_class_mix(config: RunConfig, stage: int) -> tuple[float, ...]:
         return DEFAULT_CLASS_MIX
     rng = seeds.rng(config.seed, seeds.STAGE, stage, 1)
     weights = np.asarray(DEFAULT_CLASS_MIX) * np.exp(
-        MIX_SHIFT * config.forgetting_strength * rng.standard_normal(NUM_CLASSES)
+        MIX_SHIFT
+        * config.section(StageShiftSettings).forgetting_strength
+        * rng.standard_normal(NUM_CLASSES)
     )
     return tuple(float(w) for w in weights / weights.sum())
 
@@ -118,7 +125,8 @@ def hospital_dataset(
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if not 0 <= hospital < config.clients:
         raise ValueError(f"hospital must be in 0..{config.clients - 1}, got {hospital}")
-    kind, strength = config.drift_kind, config.drift_strength
+    drift = config.section(DriftSettings)
+    kind, strength = drift.drift_kind, drift.drift_strength
     shift_seed = int(seeds.stream(config.seed, seeds.DRIFT, hospital, stage).generate_state(1)[0])
     if config.data != "synthetic":
         images, masks = real_split(config, hospital, split)
@@ -179,7 +187,7 @@ def provenance(config: RunConfig) -> dict[str, object]:
 
 
 def check_data(config: RunConfig) -> None:
-    """Read every hospital's real data, and the server's, once (nothing for synthetic data).
+    """Read every hospital's real data once (nothing for synthetic data).
 
     Called before a run starts, so that a bad file is a clear error (exit 2) rather
     than a failing hospital in the middle of a run.
@@ -187,10 +195,6 @@ def check_data(config: RunConfig) -> None:
     if config.data != "synthetic":
         for hospital in range(config.clients):
             real_split(config, hospital, "test")
-    if config.server_data != "synthetic":
-        from fedcl.data.reference import root_dataset
-
-        root_dataset(config)  # reads the reference set's tiles too, and counts both
 
 
 def real_split(config: RunConfig, hospital: int, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -7,17 +7,28 @@ its local loss (``w_global``: the weights it received; Flower leaves this to the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from flwr.serverapp import strategy as flower
 from torch import nn
 
-from fedcl.config import RunConfig
+from fedcl.config import RunConfig, Section, opt
 from fedcl.strategies.contract import SentModel
 from fedcl.strategies.flower import sampling
 from fedcl.strategies.hospital_half import HospitalHalf
 from fedcl.training import Penalty
 
 MU_KEY = "proximal-mu"  # Flower's FedProx puts it into the train config
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProximalSettings(Section):
+    """FedProx's own key."""
+
+    # FedProx's usual range is 0.001..1; 0.01 keeps local models close without stalling.
+    proximal_mu: float = opt(0.01, "FedProx proximal weight mu", section="strategy", rule=">= 0")
 
 
 class Proximal:
@@ -55,8 +66,9 @@ class FedProx(flower.FedProx):
     """Flower's FedProx, with its hospital half."""
 
     hospital = ProximalHospital
+    sections: ClassVar[tuple[type[Section], ...]] = (ProximalSettings,)
 
     @classmethod
     def from_config(cls, config: RunConfig, sent: SentModel) -> FedProx:
         """Every hospital every round; ``proximal-mu`` from the config."""
-        return cls(**sampling(config), proximal_mu=config.proximal_mu)
+        return cls(**sampling(config), proximal_mu=config.section(ProximalSettings).proximal_mu)

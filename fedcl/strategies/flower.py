@@ -8,12 +8,14 @@ assume malicious (:func:`byzantine`). FedProx, which has a hospital half, is in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flwr.serverapp import strategy as flower
 
+from fedcl.config import RunConfig, Section, opt
+
 if TYPE_CHECKING:
-    from fedcl.config import RunConfig
     from fedcl.strategies.contract import SentModel
 
 
@@ -32,14 +34,28 @@ def sampling(config: RunConfig) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, kw_only=True)
+class ByzantineSettings(Section):
+    """The Byzantine-robust rules' own key (Krum, Multi-Krum, Bulyan)."""
+
+    byzantine: int = opt(
+        -1,
+        "hospitals krum/multikrum/bulyan assume malicious (-1: the most they tolerate)",
+        section="strategy",
+        rule=">= -1",
+    )
+
+
 def byzantine(config: RunConfig, per_node: int) -> int:
     """Assumed malicious hospitals: ``byzantine``, or the most the rule tolerates.
 
     Krum needs ``n >= 2f + 3`` (``per_node=2``), Bulyan ``n >= 4f + 3`` (``per_node=4``).
     """
-    if config.byzantine >= 0:
-        return config.byzantine
+    assumed = config.section(ByzantineSettings).byzantine
+    if assumed >= 0:
+        return assumed
     return max(0, (config.clients - 3) // per_node)
+
 
 
 class FedAvg(flower.FedAvg):
@@ -72,6 +88,8 @@ class FedTrimmedAvg(flower.FedTrimmedAvg):
 class Krum(flower.Krum):
     """Flower's Krum (Blanchard et al., NeurIPS 2017)."""
 
+    sections = (ByzantineSettings,)
+
     @classmethod
     def from_config(cls, config: RunConfig, sent: SentModel) -> Krum:
         """Every hospital every round; ``byzantine`` assumed malicious."""
@@ -80,6 +98,8 @@ class Krum(flower.Krum):
 
 class MultiKrum(flower.MultiKrum):
     """Flower's Multi-Krum (Blanchard et al., NeurIPS 2017)."""
+
+    sections = (ByzantineSettings,)
 
     @classmethod
     def from_config(cls, config: RunConfig, sent: SentModel) -> MultiKrum:
@@ -94,6 +114,8 @@ class MultiKrum(flower.MultiKrum):
 
 class Bulyan(flower.Bulyan):
     """Flower's Bulyan (El Mhamdi et al., ICML 2018)."""
+
+    sections = (ByzantineSettings,)
 
     @classmethod
     def from_config(cls, config: RunConfig, sent: SentModel) -> Bulyan:

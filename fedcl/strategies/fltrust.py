@@ -14,7 +14,7 @@ not trained (BatchNorm running statistics) are averaged with the same trust weig
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord
@@ -24,6 +24,8 @@ from torch import nn
 
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES, root_dataset
+from fedcl.data.real import parse_data
+from fedcl.errors import FedclError
 from fedcl.models import build_model
 from fedcl.strategies.contract import RoundReport, SentModel
 from fedcl.strategies.flower import sampling
@@ -113,6 +115,17 @@ class FLTrust(FedAvg):
     **fedavg_kwargs
         Passed to ``FedAvg``.
     """
+
+    server_tiles: ClassVar[tuple[str, ...]] = ("root_set",)  # the labelled tiles it trains on
+
+    @classmethod
+    def check(cls, config: RunConfig) -> None:
+        """Refuse server tiles without masks: the root set is trained on."""
+        if parse_data(config.server_data, key="server-data").kind == "unlabeled":
+            raise FedclError(
+                "fltrust trains on the server's root set, which needs masks: server-data "
+                f"{config.server_data!r} is unlabeled (use bcss:, semicol: or folder: tiles)"
+            )
 
     def __init__(
         self,

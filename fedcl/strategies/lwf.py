@@ -20,7 +20,8 @@ data shifts (an oracle a real federation does not have).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message
@@ -28,7 +29,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from torch import nn
 
-from fedcl.config import RunConfig
+from fedcl.config import RunConfig, Section, opt
 from fedcl.data import NUM_CLASSES
 from fedcl.distillation import Distillation
 from fedcl.models import build_model
@@ -42,6 +43,24 @@ from fedcl.training import Penalty, device_of
 WEIGHT_KEY, TEMPERATURE_KEY, TEACHER_KEY = "distill-weight", "distill-temperature", "teacher"
 # Context.state entry of a hospital's teacher (and its "-meta": the stage it teaches).
 _STATE_KEY = "fedcl-teacher"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LwFSettings(Section):
+    """Learning without Forgetting's own keys (``lwf-<name>``)."""
+
+    PREFIX: ClassVar[str] = "lwf-"
+
+    # LwF's usual values (Li and Hoiem 2018): the two losses weighted equally, T = 2.
+    weight: float = opt(
+        1.0,
+        "LwF: weight of the distillation toward the last stage's model",
+        section="strategy",
+        rule=">= 0",
+    )
+    temperature: float = opt(
+        2.0, "LwF: softmax temperature of the distillation", section="strategy", rule="> 0"
+    )
 
 
 class LwFHospital(HospitalHalf):
@@ -91,14 +110,16 @@ class LwF(FedAvg):
     """
 
     hospital = LwFHospital
+    sections: ClassVar[tuple[type[Section], ...]] = (LwFSettings,)
 
     @classmethod
     def from_config(cls, config: RunConfig, sent: SentModel) -> LwF:
         """Every hospital every round; the ``lwf-*`` settings; the scenario's stages."""
+        own = config.section(LwFSettings)
         return cls(
             **sampling(config),
-            distill_weight=config.lwf.weight,
-            temperature=config.lwf.temperature,
+            distill_weight=own.weight,
+            temperature=own.temperature,
             stage_of=scenario_of(config).stage_of,
         )
 

@@ -14,7 +14,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Hashable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from flwr.app import ArrayRecord, Message, MetricRecord
@@ -22,7 +22,7 @@ from flwr.common.logger import log
 from flwr.serverapp.strategy import FedAvg
 from torch import nn
 
-from fedcl.config import DBCSettings, RunConfig
+from fedcl.config import RunConfig, Section
 from fedcl.continuity import (
     EvidenceFilter,
     ShiftDetector,
@@ -37,6 +37,7 @@ from fedcl.data.dataset import images_to_tensor
 from fedcl.models import build_model
 from fedcl.scenarios import scenario_of
 from fedcl.strategies.contract import RoundReport, SentModel
+from fedcl.strategies.dbc.settings import DBCSettings
 from fedcl.strategies.flower import sampling
 from fedcl.strategies.replies import partition_of
 from fedcl.training import resolve_device
@@ -50,6 +51,8 @@ def _to_arrays(model: nn.Module) -> ArrayRecord:
 
 class DynamicBarlowContinuity(FedAvg):
     """FedAvg guarded and consolidated by Barlow continuity on a public reference set.
+
+    Its own keys are :class:`~fedcl.strategies.dbc.settings.DBCSettings` (``dbc-*``).
 
     Parameters
     ----------
@@ -83,6 +86,9 @@ class DynamicBarlowContinuity(FedAvg):
         anchor scores, decisions, the threshold, the consolidation losses and steps,
         and the seconds spent (fedcl writes it into ``metrics.jsonl``).
     """
+
+    sections: ClassVar[tuple[type[Section], ...]] = (DBCSettings,)
+    server_tiles: ClassVar[tuple[str, ...]] = ("reference_set",)  # the public tiles it scores on
 
     def __init__(
         self,
@@ -127,7 +133,7 @@ class DynamicBarlowContinuity(FedAvg):
             **sampling(config),
             reference_images=images_to_tensor(reference_images(config)),
             model_fn=lambda: build_model(config.model, NUM_CLASSES),
-            settings=config.dbc,
+            settings=config.section(DBCSettings),
             seed=config.seed,
             device=resolve_device(config.device),
             drifted=lambda hospital, server_round: (

@@ -1,4 +1,4 @@
-"""Dynamic Barlow Continuity's settings: the ``dbc-*`` keys, one section.
+"""Dynamic Barlow Continuity's own keys: ``dbc-*``, one section.
 
 The method and its math: docs/dbc.md; why each default is what it is, with the
 measurements: docs/dbc.md ("When to change them") and the decision log. The comments
@@ -10,18 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
-from fedcl.config.keys import check_fields, opt
+from fedcl.config import Section, opt
+from fedcl.continuity import CONSOLIDATION_OPTIMIZERS, REPRESENTATIONS
 from fedcl.errors import FedclError
 
 FILTER_RULES = ("evidence", "round", "oracle")
 CONSOLIDATION_MODES = ("always", "adaptive", "off")
-CONSOLIDATION_OPTIMIZERS = ("adam", "normalized")  # fedcl.continuity.consolidate
 MOVEMENT_FROM = ("start", "aggregate")
-REPRESENTATIONS = ("probs", "features")
 
 
 @dataclass(frozen=True, kw_only=True)
-class DBCSettings:
+class DBCSettings(Section):
     """Every Dynamic Barlow Continuity setting and its default (keys ``dbc-<name>``)."""
 
     PREFIX: ClassVar[str] = "dbc-"
@@ -143,7 +142,7 @@ class DBCSettings:
     filter: bool = opt(True, "DBC: reject outliers against the peer consensus", section="dbc")
 
     def __post_init__(self) -> None:
-        check_fields(self, self.PREFIX)
+        super().__post_init__()
         if self.confident > 0 and self.representation != "probs":
             raise FedclError(
                 "config key 'dbc-confident' needs dbc-representation = 'probs' (a class "
