@@ -214,3 +214,27 @@ def test_deploy_local_stops_every_process_when_terminated(tmp_path):
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr
     assert _processes_from(out) == []
+
+
+@pytest.mark.slow
+def test_deploy_local_runs_a_plugin_strategy_with_a_hospital_half_by_entry_point(tmp_path):
+    # an installed package registers it; the SuperNodes' ClientApps run its hospital half
+    dist = tmp_path / "site" / "fedcl_pull-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fedcl-pull\nVersion: 0.1\n")
+    entry = "[fedcl.strategies]\npull = plugin_strategy:PullToRound\n"
+    (dist / "entry_points.txt").write_text(entry)
+    path = os.pathsep.join([str(dist.parent), str(ROOT / "tests")])
+    out = tmp_path / "run"
+    result = _deploy(
+        out, "--hospitals", "2", "--strategy", "pull", "--pull-weight", "5", *TINY,
+        env=os.environ | {"PYTHONPATH": path},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in records] == [0, 1, 2]
+    for record in records[1:]:
+        distances = record["aggregation"]["pull_distance"]
+        assert len(distances) == 2 and all(d > 0 for d in distances)
+    assert from_toml(out / "config.toml").to_mapping()["pull-weight"] == 5.0
+    assert _processes_from(out) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -182,6 +183,22 @@ def test_a_users_strategy_and_model_run_through_dotted_paths(tmp_path, ray_addre
     final = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
     assert final.keys() == build_model("plugin_model:tiny", NUM_CLASSES).state_dict().keys()
     assert records[-1]["dice"] > 0  # the hospitals trained and scored the plug-in network
+
+
+def test_a_users_strategy_with_a_hospital_half_and_own_keys_runs(tmp_path, ray_address):
+    # the hospitals (Ray workers) run the plug-in's hospital half with the key it declares
+    from plugin_strategy import PullSettings
+
+    config = TINY.replace(
+        strategy="plugin_strategy:PullToRound", sections=(PullSettings(round=1, weight=5.0),)
+    )
+    run = run_fedcl(config, tmp_path, "pull", ray_address)
+    records = read_metrics(run)
+    assert from_toml(run / "config.toml").to_mapping()["pull-weight"] == 5.0
+    for record in records[1:]:
+        report = record["aggregation"]
+        assert report["hospitals"] == [0, 1, 2] and len(report["pull_distance"]) == 3
+        assert all(0 < d < math.inf for d in report["pull_distance"])  # the hospitals pulled
 
 
 def test_a_users_scenario_runs_end_to_end_by_dotted_path(tmp_path, ray_address):

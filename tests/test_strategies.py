@@ -668,3 +668,28 @@ def test_a_plugin_in_the_working_directory_is_found_and_a_legacy_one_gets_a_hint
 def test_every_builtin_builds_itself_from_the_config(name):
     # none falls back to the plug-in path (sampling settings only)
     assert issubclass(strategy_class(name), Configurable)
+
+
+def test_a_plugin_strategy_declares_keys_and_a_hospital_half_in_its_module(federation):
+    name = "plugin_strategy:PullToRound"
+    config = load_config({"strategy": name, "pull-round": 2, "pull-weight": 0.5, "clients": 2})
+    assert config.to_mapping()["pull-round"] == 2
+    with pytest.raises(FedclError, match="'pull-weight' must be >= 0, got -1"):
+        load_config({"strategy": name, "pull-weight": -1})
+    with pytest.raises(FedclError, match="unknown key 'pull-rond'.*Did you mean 'pull-round'"):
+        load_config({"strategy": name, "pull-rond": 2})
+    strategy = build_strategy(config)
+    assert type(strategy.inner).__name__ == "PullToRound" and strategy.inner.pull_round == 2
+    half = hospital_half_of(strategy_class(name))
+    model = build_model("unet", NUM_CLASSES)
+    arrays = ArrayRecord(federation[0])
+    sent_train = ConfigRecord(config.to_mapping())
+    first, second = (
+        list(strategy.configure_train(r, arrays, sent_train, FakeGrid(2)))[0] for r in (1, 2)
+    )
+    now = LocalRound(config, 0, 1, first.content["config"], first.content, RecordDict())
+    assert half(now).penalties(model) == []  # round 1: no anchor yet
+    now = LocalRound(config, 0, 2, second.content["config"], second.content, RecordDict())
+    (pull,) = half(now).penalties(model)  # round 2: the anchor is the model sent in round 2
+    model.load_state_dict(federation[0])
+    assert float(pull(None, None).detach()) == 0.0
