@@ -1,12 +1,23 @@
-"""MkDocs hook: show the docstrings' Sphinx roles as the code names they are.
+"""MkDocs hook: code names for Sphinx roles, and formulas as MathML.
 
 The code's docstrings use Sphinx roles (``:class:`X```), which mkdocstrings leaves as
-text.
+text: they are shown as the code names they are.
+
+Formulas (``$...$`` inline, ``$$...$$`` as a block) are marked by
+``pymdownx.arithmatex`` (generic mode) and converted here, at build time, to MathML,
+which browsers render natively: the site needs no MathJax, no CDN and no JavaScript
+for them, and reads the same offline.
 """
 
+import html
 import re
 
+from latex2mathml.converter import convert
+
 _ROLE = re.compile(r":(?:class|func|data|mod|meth|attr|exc):<code>(~?)([^<]+)</code>")
+# what pymdownx.arithmatex (generic: true) writes for $...$ and $$...$$
+_INLINE = re.compile(r'<span class="arithmatex">\\\((.*?)\\\)</span>', re.S)
+_BLOCK = re.compile(r'<div class="arithmatex">\\\[(.*?)\\\]</div>', re.S)
 
 
 def _name(match: re.Match[str]) -> str:
@@ -14,6 +25,15 @@ def _name(match: re.Match[str]) -> str:
     return f"<code>{target.rsplit('.', 1)[-1] if tilde else target}</code>"
 
 
-def on_page_content(html: str, **kwargs: object) -> str:
-    """Replace ``:role:`target``` (rendered as text and code) by the code alone."""
-    return _ROLE.sub(_name, html)
+def mathml(tex: str, display: str = "inline") -> str:
+    """Return the MathML of a TeX formula (as arithmatex escaped it into the HTML)."""
+    return convert(html.unescape(tex).strip(), display=display)
+
+
+def on_page_content(html_text: str, **kwargs: object) -> str:
+    """Replace roles by the code alone, and arithmatex's formulas by MathML."""
+    html_text = _ROLE.sub(_name, html_text)
+    html_text = _BLOCK.sub(
+        lambda m: f'<div class="arithmatex">{mathml(m.group(1), "block")}</div>', html_text
+    )
+    return _INLINE.sub(lambda m: mathml(m.group(1)), html_text)

@@ -1,9 +1,13 @@
 """The documentation stays true to the code: generated pages current, README's commands
 the ones CI runs, every page reachable from the site's navigation."""
 
+import ast
+import importlib.util
 import re
+import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 from fedcl.config import RunConfig, keys
@@ -49,3 +53,74 @@ def test_every_page_of_the_site_is_in_its_navigation():
     nav = set(_nav_pages(config["nav"]))
     pages = {p.name for p in (ROOT / "docs").glob("*.md") if not p.name.startswith("_")}
     assert pages == nav
+
+
+def test_the_docs_requirements_are_the_docs_extra():
+    # docs/requirements.txt builds the site without fedcl and torch; it must not drift
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]["docs"]
+    listed = [
+        line.strip()
+        for line in (ROOT / "docs" / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert listed == extra
+    # mkdocstrings formats the API reference's signatures only if a formatter is installed
+    assert any(req.startswith(("ruff", "black")) for req in extra)
+
+
+# numpydoc: one parameter per entry (`a, b : int, float` gives both names both types
+# in the API reference). Entries in modules under refactoring elsewhere, still to split:
+_PENDING_ENTRIES = {
+    ("fedcl/distillation.py", "distillation_loss", "student, teacher : torch.Tensor"),
+    ("fedcl/training.py", "train_local", "epochs, batch_size, lr, optimizer"),
+}
+_DOC_SECTIONS = {"Parameters", "Other Parameters", "Attributes", "Returns", "Yields", "Raises"}
+
+
+def _shared_entries(docstring):
+    lines = docstring.expandtabs().splitlines()
+    section, indent = None, None
+    for i, line in enumerate(lines):
+        text = line.strip()
+        if text and i + 1 < len(lines) and set(lines[i + 1].strip()) == {"-"}:
+            section, indent = (text if text in _DOC_SECTIONS else None), None
+            continue
+        if section is None or not text or set(text) == {"-"}:
+            continue
+        depth = len(line) - len(line.lstrip())
+        indent = depth if indent is None else indent
+        if depth == indent and re.match(r"\*{0,2}\w+\s*,\s*\*{0,2}\w+(\s*,\s*\w+)*\s*(:|$)", text):
+            yield text
+
+
+def test_every_docstring_entry_documents_one_name():
+    found = set()
+    for package in ("fedcl", "clients", "server"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                    for entry in _shared_entries(ast.get_docstring(node) or ""):
+                        found.add((path.relative_to(ROOT).as_posix(), node.name, entry))
+    assert found <= _PENDING_ENTRIES, sorted(found - _PENDING_ENTRIES)
+
+
+def test_formulas_become_mathml_at_build_time():
+    pytest.importorskip("latex2mathml")
+    hooks = _load_hooks()
+    page = (
+        '<p><span class="arithmatex">\\(a &lt; b\\)</span></p>'
+        '<div class="arithmatex">\\[\\sum_i (1 - C_{ii})^2\\]</div>'
+    )
+    out = hooks.on_page_content(page)
+    assert "\\(" not in out and "\\[" not in out
+    assert out.count("<math") == 2 and 'display="block"' in out
+    assert "<mo>&#x0003C;</mo>" in out or "<mo>&lt;</mo>" in out  # the escaped < is a <
+
+
+def _load_hooks():
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
