@@ -3,7 +3,11 @@ the ones CI runs, every page reachable from the site's navigation."""
 
 import ast
 import importlib.util
+import os
 import re
+import shlex
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -12,6 +16,7 @@ import yaml
 
 from fedcl.config import RunConfig, keys
 from fedcl.options import options_markdown
+from fedcl.plugins import STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,3 +129,48 @@ def _load_hooks():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+_CONSOLE = re.compile(r"^```console\n(.*?)^```", re.M | re.S)
+
+
+def _sessions():
+    for page in sorted([*(ROOT / "docs").glob("*.md"), ROOT / "README.md"]):
+        for block in _CONSOLE.findall(page.read_text()):
+            yield pytest.param(block, id=page.name)
+
+
+@pytest.mark.parametrize("session", list(_sessions()))
+def test_the_docs_error_examples_are_what_fedcl_prints(session, tmp_path):
+    # A ```console block replays a session: `$ cat FILE` lines give a file's content,
+    # `$ fedcl ...` lines a command and what it prints. Only errors are shown this way
+    # (they answer in a second, before torch loads).
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    steps = re.split(r"^\$ ", session, flags=re.M)[1:]
+    assert steps, "a console block starts with a `$ ` command"
+    for step in steps:
+        command, _, output = step.partition("\n")
+        args = shlex.split(command)
+        if args[0] == "cat":
+            (tmp_path / args[1]).write_text(output)
+            continue
+        assert args[0] == "fedcl" and output.startswith("fedcl: error:"), command
+        done = subprocess.run(
+            [sys.executable, "-m", "fedcl", *args[1:]],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 2
+        assert done.stdout + done.stderr == output, f"{command}: the docs show another message"
+
+
+_NUMBERS = "zero one two three four five six seven eight nine ten eleven twelve thirteen"
+
+
+def test_the_docs_count_and_list_the_built_in_strategies():
+    builtin = STRATEGIES.builtin
+    start = (ROOT / "docs" / "getting-started.md").read_text()
+    said = re.search(r"`--strategies all` is every built-in \((\w+)", start)
+    assert said, "Getting started says how many strategies `--strategies all` runs"
+    assert said.group(1) == _NUMBERS.split()[len(builtin)]
+    table = (ROOT / "docs" / "strategies.md").read_text()
+    assert all(f"`{name}`" in table for name in builtin)
