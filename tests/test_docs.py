@@ -33,9 +33,11 @@ def test_the_options_page_is_generated_from_the_configuration():
 
 def test_ci_runs_the_readmes_test_line_and_the_readme_stays_short():
     readme = (ROOT / "README.md").read_text()
-    quickstart = re.search(r"## Quickstart\n\n```bash\n(.*?)\n```", readme, re.S)
+    quickstart = re.search(r"## Quickstart\n(.*?)```bash\n(.*?)\n```", readme, re.S)
     assert quickstart, "README has a Quickstart with one bash block"
-    lines = quickstart.group(1).splitlines()
+    # without a GPU the first line would download CUDA wheels: the hint comes before it
+    assert "download.pytorch.org/whl/cpu" in quickstart.group(1)
+    lines = quickstart.group(2).splitlines()
     assert len(lines) == 2  # one line installs and runs, one installs and tests
     assert lines[1] in (ROOT / ".ci" / "run").read_text().splitlines()
     assert len(readme.encode()) <= 10_000
@@ -174,3 +176,23 @@ def test_the_docs_count_and_list_the_built_in_strategies():
     assert said.group(1) == _NUMBERS.split()[len(builtin)]
     table = (ROOT / "docs" / "strategies.md").read_text()
     assert all(f"`{name}`" in table for name in builtin)
+
+
+def test_the_citation_metadata_matches_the_package_and_the_bibtex():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["type"] == "software"
+    assert cff["version"] == project["version"]
+    assert cff["license"] == project["license"]
+    assert "Apache License" in (ROOT / "LICENSE").read_text().split("\n", 3)[1]
+    (paper,) = cff["references"]
+    (arxiv,) = [i["value"] for i in paper["identifiers"]]  # "arXiv:2501.04588"
+    title = " ".join(paper["title"].split())
+    for page in (ROOT / "README.md", ROOT / "docs" / "index.md"):
+        bibtex = re.search(r"```bibtex\n(.*?)```", page.read_text(), re.S)
+        assert bibtex, f"{page.name} has the paper's BibTeX"
+        entry = " ".join(bibtex.group(1).split())
+        assert f"eprint = {{{arxiv.removeprefix('arXiv:')}}}" in entry
+        assert f"title = {{{title}}}" in entry
+        authors = [f"{a['family-names']}, {a['given-names']}" for a in paper["authors"]]
+        assert f"author = {{{' and '.join(authors)}}}" in entry
