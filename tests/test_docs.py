@@ -196,3 +196,17 @@ def test_the_citation_metadata_matches_the_package_and_the_bibtex():
         assert f"title = {{{title}}}" in entry
         authors = [f"{a['family-names']}, {a['given-names']}" for a in paper["authors"]]
         assert f"author = {{{' and '.join(authors)}}}" in entry
+
+
+def test_the_results_headline_is_generated_from_the_committed_results():
+    script = ROOT / "docs" / "results" / "paper-v03" / "table.py"
+    printed = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=True
+    ).stdout
+    page = (ROOT / "docs" / "RESULTS.md").read_text()
+    block = re.search(r"<!-- headline: python (\S+) -->\n(.*?)<!-- end headline -->", page, re.S)
+    assert block and block.group(1) == script.relative_to(ROOT).as_posix()
+    assert block.group(2) == printed, f"docs/RESULTS.md is stale: python {block.group(1)}"
+    # every comparison figure committed beside the table is shown
+    for figure in sorted(script.parent.glob("*-comparison.png")):
+        assert f"](results/paper-v03/{figure.name})" in page
