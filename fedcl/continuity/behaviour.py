@@ -77,8 +77,10 @@ def barlow_continuity(
 
     Parameters
     ----------
-    z_a, z_b : torch.Tensor
-        ``N x D`` outputs of models A and B at the same N reference pixels.
+    z_a : torch.Tensor
+        ``N x D`` outputs of model A at the N reference pixels.
+    z_b : torch.Tensor
+        ``N x D`` outputs of model B at the same N reference pixels.
     lambda_offdiag : float, optional
         Weight of the off-diagonal (redundancy) terms; default ``1 / (D - 1)``.
 

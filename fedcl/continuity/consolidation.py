@@ -48,12 +48,16 @@ def consolidate(
     ----------
     model : nn.Module
         The aggregate ``theta_agg``; becomes ``theta_{t+1}``.
-    images, index : torch.Tensor
-        Reference tiles ``M x 3 x H x W`` and the fixed pixel indices.
+    images : torch.Tensor
+        Reference tiles ``M x 3 x H x W``.
+    index : torch.Tensor
+        The fixed pixel indices (:func:`pixel_index`).
     anchor : torch.Tensor
         ``N x D`` target behaviour ``A_t``.
-    steps, lr : int, float
-        This many steps at this learning rate.
+    steps : int
+        Optimizer steps to take (fewer if ``monotone`` stops early).
+    lr : float
+        Learning rate of every step.
     optimizer : str
         ``adam``: a fresh Adam (its first step moves every parameter by ~``lr``);
         ``normalized``: ``theta -= lr * g / rms(g)``, the gradient's direction with the

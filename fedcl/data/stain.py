@@ -32,10 +32,17 @@ class Stain:
 
     Parameters
     ----------
-    hematoxylin, eosin : tuple of 3 floats
-        Optical density per unit concentration in R, G, B (unit vectors).
-    h_scale, e_scale : float
-        Multipliers on the concentrations (stronger or weaker staining).
+    hematoxylin : tuple of 3 floats
+        Haematoxylin's optical density per unit concentration in R, G, B (a unit
+        vector; default Ruifrok & Johnston's).
+    eosin : tuple of 3 floats
+        Eosin's optical density per unit concentration in R, G, B (a unit vector;
+        default Ruifrok & Johnston's).
+    h_scale : float
+        Multiplier on the haematoxylin concentration (stronger or weaker staining);
+        default 1.
+    e_scale : float
+        Multiplier on the eosin concentration; default 1.
     background : tuple of 3 floats
         Incident light ``I0`` per channel in 0..255 (the colour of empty glass).
     """
