@@ -10,17 +10,30 @@ command line, a TOML file, Flower's run config, a hospital's message, a run dire
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from fedcl.config import RunConfig, Scalar, Section, keys, read_toml, sections_of
+import tomli_w
+
+from fedcl.config import (
+    RunConfig,
+    Scalar,
+    Section,
+    keys,
+    read_toml,
+    sections_of,
+)
 from fedcl.config.sections import RunKeys, ScenarioKeys
 from fedcl.errors import FedclError
 from fedcl.plugins import SCENARIOS, STRATEGIES
 from fedcl.scenarios import scenario_class
 
+# Flower's run config accepts only the keys the app's pyproject declares (every built-in
+# key, generated): a plug-in's own keys travel in this one, as a TOML document.
+PLUGIN_KEYS = "plugin-keys"
 # Keys whose default changed after run directories were first written: the value a run
 # recorded without the key ran with (from_run_dir): until version 0.3 stages shifted
 # stain and class mix, and DBC's evidence had no floor (docs/decision-log.md).
@@ -57,6 +70,7 @@ def load_config(
         strategy = _name(values, "strategy", RunKeys.strategy)
         scenario = _name(values, "scenario", RunKeys.scenario)
         sections = tuple(dict.fromkeys((*sections_for(strategy, scenario), *also)))
+        values = _unpacked(values)
         if strict:
             _refuse_foreign_keys(values, sections, strategy, scenario, tolerate)
     except FedclError as err:
@@ -98,6 +112,28 @@ def _refuse_foreign_keys(
             f"key {name!r} belongs to {', '.join(owners)}, not to strategy {strategy!r} "
             f"or scenario {scenario!r}"
         )
+
+
+def _unpacked(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with the plug-in keys that :data:`PLUGIN_KEYS` carries in their place."""
+    unpacked = dict(values)
+    packed = str(unpacked.pop(PLUGIN_KEYS, ""))
+    try:
+        return unpacked | tomllib.loads(packed)
+    except tomllib.TOMLDecodeError as err:
+        raise FedclError(f"config key {PLUGIN_KEYS!r} is not a TOML document: {err}") from None
+
+
+def flower_run_config(config: RunConfig) -> dict[str, Scalar]:
+    """Return ``config`` as a Flower run config (``flwr run --run-config FILE``).
+
+    Every built-in key as it is; a plug-in's own keys, which the app's pyproject cannot
+    declare, in :data:`PLUGIN_KEYS` (``load_config`` puts them back).
+    """
+    mapping = config.to_mapping()
+    plugin = {k: v for k, v in mapping.items() if not is_builtin_key(k)}
+    builtin = {k: v for k, v in mapping.items() if k not in plugin}
+    return builtin | {PLUGIN_KEYS: tomli_w.dumps(plugin)}
 
 
 def _name(values: Mapping[str, Any], key: str, default: str) -> str:

@@ -25,8 +25,10 @@ def distillation_loss(
 
     Parameters
     ----------
-    student, teacher : torch.Tensor
-        Logits ``B x C x H x W``; no gradient flows into ``teacher``.
+    student : torch.Tensor
+        The trained model's logits ``B x C x H x W``.
+    teacher : torch.Tensor
+        The frozen model's logits ``B x C x H x W``; no gradient flows into them.
     temperature : float
         Softens both distributions (``softmax(logits / T)``); the loss is scaled by
         ``T^2`` so its gradients keep their size as ``T`` changes (Hinton et al., 2015).

@@ -18,7 +18,7 @@ from pathlib import Path
 import tomli_w
 
 from fedcl.config import SECTIONS, RunConfig, keys
-from fedcl.configure import every_section
+from fedcl.configure import every_section, flower_run_config
 
 _HEADER = """\
 # All options
@@ -73,7 +73,7 @@ _FLOWER_BLOCK = re.compile(r"^\[tool\.flwr\.app\.config\]\n.*?(?=^# ---)", re.M 
 def flower_config() -> str:
     """Return ``[tool.flwr.app.config]``: every built-in key at its default, for ``flwr run``."""
     every = RunConfig(sections=tuple(section() for section in every_section()))
-    return f"{_FLOWER_TABLE}\n{tomli_w.dumps(every.to_mapping())}\n"
+    return f"{_FLOWER_TABLE}\n{tomli_w.dumps(flower_run_config(every))}\n"
 
 
 def with_flower_config(pyproject: str) -> str:

@@ -124,8 +124,14 @@ def train_local(
         (batches follow it).
     data : TileDataset
         The hospital's training tiles.
-    epochs, batch_size, lr, optimizer
-        Local training schedule; the optimizer starts fresh every call.
+    epochs : int
+        Passes over ``data``.
+    batch_size : int
+        Tiles per step.
+    lr : float
+        Learning rate.
+    optimizer : str
+        ``adam`` or ``sgd`` (momentum 0.9); it starts fresh every call.
     seed : int
         Seeds the batch order, so a round is reproducible.
     bn_stats : str

@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's fedcl, whatever is installed
 
 import tomli_w  # noqa: E402
 
-from fedcl.configure import load_config  # noqa: E402
+from fedcl.configure import flower_run_config, load_config  # noqa: E402
 from fedcl.deploy.certs import write_certificates  # noqa: E402
 from fedcl.deploy.local import Connection, DeploymentError, follow_run  # noqa: E402
 from fedcl.deploy.topology import (  # noqa: E402
@@ -209,7 +209,7 @@ class ComposeRun:
             source="compose check",
         )
         config_file = self.workdir / "run-config.toml"
-        config_file.write_text(tomli_w.dumps(config.to_mapping()))
+        config_file.write_text(tomli_w.dumps(flower_run_config(config)))
         connection = Connection(
             address=f"127.0.0.1:{SUPERLINK_PORT}",
             ca=str(self.workdir / "certificates" / "ca.pem") if self.tls else None,

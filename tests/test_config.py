@@ -7,6 +7,7 @@ import tomli_w
 from fedcl.config import RunConfig
 from fedcl.configure import (
     every_section,
+    flower_run_config,
     from_run_dir,
     from_toml,
     is_builtin_key,
@@ -29,7 +30,7 @@ def test_pyproject_flower_config_is_generated_and_current():
     assert flower_config() in text
     flower_defaults = tomllib.loads(text)["tool"]["flwr"]["app"]["config"]
     every = RunConfig(sections=tuple(section() for section in every_section()))
-    assert flower_defaults == every.to_mapping()  # every built-in's keys, for --run-config
+    assert flower_defaults == flower_run_config(every)  # every built-in's keys, --run-config
     assert load_config(flower_defaults, tolerate=is_builtin_key) == RunConfig()
 
 

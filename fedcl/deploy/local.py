@@ -25,6 +25,7 @@ from typing import Any
 import tomli_w
 
 from fedcl.config import RunConfig
+from fedcl.configure import flower_run_config
 from fedcl.deploy.certs import write_certificates
 from fedcl.deploy.topology import Network, Tls, services
 from fedcl.processes import free_port, terminate_raises
@@ -321,7 +322,7 @@ def deploy_local(
     workdir = out / "deployment"
     workdir.mkdir(parents=True, exist_ok=True)
     config_file = workdir / "run-config.toml"
-    config_file.write_text(tomli_w.dumps(config.to_mapping()))
+    config_file.write_text(tomli_w.dumps(flower_run_config(config)))
     for stale in ("metrics.jsonl", "summary.json"):  # progress must come from this run
         (out / stale).unlink(missing_ok=True)
     deployment = LocalDeployment(
