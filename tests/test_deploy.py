@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import tomllib
 from pathlib import Path
 
 import flwr
@@ -236,5 +237,6 @@ def test_deploy_local_runs_a_plugin_strategy_with_a_hospital_half_by_entry_point
     for record in records[1:]:
         distances = record["aggregation"]["pull_distance"]
         assert len(distances) == 2 and all(d > 0 for d in distances)
-    assert from_toml(out / "config.toml").to_mapping()["pull-weight"] == 5.0
+    # the run's own keys are in its config.toml (this process does not know "pull")
+    assert tomllib.loads((out / "config.toml").read_text())["pull-weight"] == 5.0
     assert _processes_from(out) == []
