@@ -102,16 +102,22 @@ def _refuse_foreign_keys(
     for name in values:
         if name in known or (tolerate and tolerate(name)) or not is_builtin_key(name):
             continue  # unknown to every built-in: from_mapping's did-you-mean
-        owners = [
-            owner
-            for registry in (STRATEGIES, SCENARIOS)
-            for owner in registry.builtin
-            if name in {k.name for k in keys(*sections_of(registry.load(owner)))}
-        ]
         raise FedclError(
-            f"key {name!r} belongs to {', '.join(owners)}, not to strategy {strategy!r} "
-            f"or scenario {scenario!r}"
+            f"key {name!r} belongs to {' or '.join(owners_of(name))}, not to strategy "
+            f"{strategy!r} or scenario {scenario!r}"
         )
+
+
+def owners_of(key: str) -> list[str]:
+    """Return the built-ins that declare ``key``: ``strategy dbc``, ``scenario client-drift``."""
+    if not is_builtin_key(key):
+        return []
+    return [
+        f"{registry.kind} {owner}"
+        for registry in (STRATEGIES, SCENARIOS)
+        for owner in registry.builtin
+        if any(k.name == key for k in keys(*sections_of(registry.load(owner))) if k.section_type)
+    ]
 
 
 def _unpacked(values: Mapping[str, Any]) -> dict[str, Any]:

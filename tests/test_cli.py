@@ -2,6 +2,8 @@ import contextlib
 import subprocess
 import sys
 
+import pytest
+
 from fedcl.cli import build_parser, main, resolve_config
 
 
@@ -138,3 +140,17 @@ def test_a_misspelt_flag_gets_a_suggestion(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "unrecognized arguments: --image-szie" in err and "did you mean --image-size?" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["--dbc-tau", "2"], "(--dbc-tau is a key of strategy dbc: name it too)"),
+        (["--lwf-wieght", "2"], "(did you mean --lwf-weight, a key of strategy lwf?)"),
+        (["--strategy", "dbc", "--dbc-tua", "2"], "(did you mean --dbc-tau?)"),
+    ],
+)
+def test_a_strategys_own_flag_is_a_flag_where_it_is_named(capsys, argv, hint):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", *argv])
+    assert exit_info.value.code == 2 and hint in capsys.readouterr().err

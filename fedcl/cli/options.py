@@ -127,17 +127,28 @@ class Parser(argparse.ArgumentParser):
     """An argument parser whose "unrecognized arguments" error suggests the flag meant."""
 
     def error(self, message: str) -> NoReturn:
-        """Exit 2 with ``message``, and a did-you-mean for a misspelt flag."""
+        """Exit 2 with ``message``: whose key an unknown flag is, or the flag meant."""
         if message.startswith("unrecognized arguments:"):
-
             known = sorted(_option_strings(self))
             for token in message.split(":", 1)[1].split():
                 flag = token.split("=", 1)[0]
-                if flag.startswith("--"):
-                    close = difflib.get_close_matches(flag, known, n=1)
-                    if close:
-                        message += f" (did you mean {close[0]}?)"
-                        break
+                if not flag.startswith("--"):
+                    continue
+                # start-up: the owners are looked up (torch loads) on this error only
+                from fedcl.configure import builtin_keys, owners_of
+
+                owners = owners_of(flag[2:])
+                every = [f"--{k}" for k in sorted(builtin_keys())]
+                meant = difflib.get_close_matches(flag, known, n=1) or [
+                    f"{m}, a key of {' or '.join(owners_of(m[2:]))}"
+                    for m in difflib.get_close_matches(flag, every, n=1)
+                ]
+                if owners:
+                    message += f" ({flag} is a key of {' or '.join(owners)}: name it too)"
+                elif meant:
+                    message += f" (did you mean {meant[0]}?)"
+                if owners or meant:
+                    break
         super().error(message)
 
 
