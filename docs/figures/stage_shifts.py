@@ -38,7 +38,7 @@ def main() -> None:
             axes[stage, 2 * i].imshow(data.images[i])
             axes[stage, 2 * i + 1].imshow(data.masks[i], cmap=cmap, vmin=0, vmax=4)
         axes[stage, 0].set_ylabel(f"stage {stage + 1}\n{arch.name}", fontsize=9)
-    full = hospital_dataset(tissue.replace(stage_shift="stain"), 0, "test", stage=0)
+    full = hospital_dataset(tissue.with_keys({"stage-shift": "stain"}), 0, "test", stage=0)
     row = axes[4]
     row[0].imshow(full.images[1])
     row[1].imshow(full.masks[1], cmap=cmap, vmin=0, vmax=4)

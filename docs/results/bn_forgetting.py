@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedcl.config import RunConfig
+from fedcl.configure import from_run_dir
 from fedcl.data import NUM_CLASSES, TileDataset, reference_images
 from fedcl.models import build_model
 from fedcl.recorder import read_checkpoint
@@ -47,7 +47,7 @@ def renormed(model: nn.Module, tiles: TileDataset, batch_size: int) -> nn.Module
 
 def final_row(run: Path) -> dict[str, list[float]]:
     """Per variant, per stage: mean Dice over the hospitals of the run's final model."""
-    config = RunConfig.from_toml(run / "config.toml")
+    config = from_run_dir(run)
     model = build_model(config.model, NUM_CLASSES)
     model.load_state_dict(read_checkpoint(run)["model"])
     train = {
@@ -88,8 +88,8 @@ def main(root: Path) -> None:
     rows: dict[str, list[dict[str, list[float]]]] = defaultdict(list)
     for config_file in sorted(root.glob("*/*/config.toml")):
         run = config_file.parent
-        config = RunConfig.from_toml(config_file)
-        if not config.staged or not (run / "summary.json").exists():
+        config = from_run_dir(run)
+        if not scenario_of(config).staged or not (run / "summary.json").exists():
             continue
         dice = final_row(run)
         rows[f"{config.scenario} {run.name.rsplit('-s', 1)[0]}"].append(dice)

@@ -13,9 +13,10 @@ import json
 import sys
 from pathlib import Path
 
-from fedcl.config import RunConfig
+from fedcl.configure import from_run_dir
 from fedcl.continuity import peer_evidence, persistent_outlier
 from fedcl.scenarios import scenario_of
+from fedcl.strategies.dbc import DBCSettings
 
 # (evidence floor, tau): the runs' own rule first, then the neighbourhood of the default
 VARIANTS = [(0.0, 1.5), (0.01, 1.5), (0.015, 1.25), (0.02, 1.5), (0.02, 1.25), (0.02, 1.0),
@@ -24,7 +25,7 @@ VARIANTS = [(0.0, 1.5), (0.01, 1.5), (0.015, 1.25), (0.02, 1.5), (0.02, 1.25), (
 
 def counts(run: Path, floor: float, tau: float) -> tuple[int, int, int, int]:
     """Return (honest replies rejected, honest replies, drifted rejected, drifted) of a run."""
-    config = RunConfig.from_run_dir(run)
+    config = from_run_dir(run)
     evidence: dict[int, list[float]] = {}
     false_alarms = honest = caught = drifted = 0
     for line in (run / "metrics.jsonl").open():
@@ -36,7 +37,7 @@ def counts(run: Path, floor: float, tau: float) -> tuple[int, int, int, int]:
             continue
         for hospital, e in zip(report["hospitals"], scores, strict=True):
             evidence.setdefault(hospital, []).append(e)
-            rejected = persistent_outlier(evidence[hospital], tau, config.dbc.window)
+            rejected = persistent_outlier(evidence[hospital], tau, config.section(DBCSettings).window)
             if scenario_of(config).is_drifted(hospital, record["round"]):
                 drifted, caught = drifted + 1, caught + rejected
             else:
@@ -48,9 +49,9 @@ def main(runs: list[Path]) -> None:
     """Print the Markdown table."""
     rows: dict[str, list[list[int]]] = {}
     for run in runs:
-        config = RunConfig.from_run_dir(run)
-        staged = "forgetting" in config.scenario
-        name = config.scenario + (f" ({config.stage_shift})" if staged else "")
+        config = from_run_dir(run)
+        shift = scenario_of(config).stage_shift
+        name = config.scenario + (f" ({shift})" if shift else "")
         totals = rows.setdefault(name, [[0, 0, 0, 0] for _ in VARIANTS])
         for total, (floor, tau) in zip(totals, VARIANTS, strict=True):
             for i, n in enumerate(counts(run, floor, tau)):
