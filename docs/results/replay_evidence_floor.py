@@ -37,7 +37,8 @@ def counts(run: Path, floor: float, tau: float) -> tuple[int, int, int, int]:
             continue
         for hospital, e in zip(report["hospitals"], scores, strict=True):
             evidence.setdefault(hospital, []).append(e)
-            rejected = persistent_outlier(evidence[hospital], tau, config.section(DBCSettings).window)
+            window = config.section(DBCSettings).window
+            rejected = persistent_outlier(evidence[hospital], tau, window)
             if scenario_of(config).is_drifted(hospital, record["round"]):
                 drifted, caught = drifted + 1, caught + rejected
             else:
