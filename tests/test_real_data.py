@@ -12,6 +12,7 @@ from PIL import Image
 
 from fedcl.cli import main
 from fedcl.config import RunConfig
+from fedcl.configure import validate
 from fedcl.data.real import BCSS_GROUPS, IGNORE, index_slides, parse_data
 from fedcl.errors import FedclError
 from fedcl.scenarios import scenario_of
@@ -253,7 +254,7 @@ def test_the_reference_set_can_be_a_folder_of_unlabeled_tiles(bcss, tmp_path):
     reference = reference_images(config)
     assert reference.shape == (7, SIZE, SIZE, 3)  # 3 images x 6 tiles, every tile usable
     with pytest.raises(FedclError, match="needs masks: server-data 'unlabeled:"):
-        config.replace(strategy="fltrust")
+        validate(config.replace(strategy="fltrust"))  # FLTrust's own check
     with pytest.raises(FedclError, match="unlabeled tiles have no masks to train on"):
         _config(f"unlabeled:{unlabeled}")
     assert np.all(root_dataset(config.replace(root_tiles=2)).masks == IGNORE)
