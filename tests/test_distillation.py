@@ -106,7 +106,8 @@ def test_the_teacher_is_the_first_model_a_hospital_receives_in_a_stage():
 @pytest.mark.usefixtures("flower_task")
 def test_lwf_tells_the_hospitals_how_to_distil():
     config = load_config(
-        {"scenario": "catastrophic-forgetting", "stages": 2, "rounds-per-stage": 2}
+        {"strategy": "lwf", "scenario": "catastrophic-forgetting", "stages": 2}
+        | {"rounds-per-stage": 2}
     ).with_keys({"lwf-weight": 0.5, "lwf-temperature": 3.0})
     strategy = LwF.from_config(config, SentModel())
     assert isinstance(strategy, LwF)
