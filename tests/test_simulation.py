@@ -185,6 +185,10 @@ def test_a_users_strategy_and_model_run_through_dotted_paths(tmp_path, ray_addre
     assert records[-1]["dice"] > 0  # the hospitals trained and scored the plug-in network
 
 
+# slow-marked to keep the default suite near 15 minutes on 2 cores: the built-ins' hospital
+# halves run end to end in test_every_builtin_strategy_runs_two_rounds, this plug-in's in
+# test_strategies (unit) and test_deploy (fedcl deploy local, by entry point)
+@pytest.mark.slow
 def test_a_users_strategy_with_a_hospital_half_and_own_keys_runs(tmp_path, ray_address):
     # the hospitals (Ray workers) run the plug-in's hospital half with the key it declares
     from plugin_strategy import PullSettings
