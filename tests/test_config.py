@@ -58,7 +58,7 @@ def test_toml_file_with_the_flag_names(tmp_path):
         ({"rounds": "ten"}, "'rounds' must be int, got 'ten'"),
         ({"optimizer": "adamw"}, "unknown optimizer 'adamw'.*Did you mean 'adam'"),
         ({"strategy": "dbc", "dbc-optimizer": "sgd"}, "unknown dbc-optimizer 'sgd'"),
-        ({"dbc-tau": 2.0}, "key 'dbc-tau' belongs to dbc, not to strategy 'fedavg'"),
+        ({"dbc-tau": 2.0}, "key 'dbc-tau' belongs to strategy dbc, not to strategy 'fedavg'"),
         ({"scenario": "idd"}, "unknown scenario 'idd'.*Did you mean 'iid'"),
         ({"image_size": 64}, "unknown key 'image_size'.*Did you mean 'image-size'"),
     ],

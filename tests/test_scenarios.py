@@ -282,8 +282,8 @@ def test_reference_set_is_disjoint_from_hospital_data():
         (
             {"drift-kind": "blur"},  # iid: nothing drifts
             (
-                "key 'drift-kind' belongs to client-drift, drift-and-forgetting, not to "
-                "strategy 'fedavg' or scenario 'iid'"
+                "key 'drift-kind' belongs to scenario client-drift or scenario "
+                "drift-and-forgetting, not to strategy 'fedavg' or scenario 'iid'"
             ),
         ),
         (
