@@ -26,22 +26,18 @@ from fedcl.config import RunConfig
 from fedcl.configure import from_run_dir
 from fedcl.entries import Entry
 from fedcl.errors import FedclError
+from fedcl.metrics import READINGS
 from fedcl.plots import plot_comparison
 from fedcl.plugins import SCENARIOS
 from fedcl.recorder import read_metrics
 from fedcl.scenarios import scenario_class, scenario_of
 
-# (summary path, column name) of every figure in the table
+# (summary path, column name) of every figure in the table: each Dice figure in every
+# reading (fedcl.metrics.READINGS: as run, own statistics, oracle statistics)
 COLUMNS = (
-    (("final_dice",), "final_dice"),
+    *((("final_dice" + r,), "final_dice" + r) for r in READINGS),
     (("final_dice_last3",), "dice_last3"),
-    (("acc",), "acc"),
-    (("bwt",), "bwt"),
-    (("forgetting",), "forgetting"),
-    # with each hospital's own BatchNorm statistics (fedcl.evaluation)
-    (("acc_local_stats",), "acc_local_stats"),
-    (("bwt_local_stats",), "bwt_local_stats"),
-    (("forgetting_local_stats",), "forgetting_local_stats"),
+    *(((f + r,), f + r) for r in READINGS for f in ("acc", "bwt", "forgetting")),
     (("detection", "precision"), "precision"),
     (("detection", "recall"), "recall"),
     (("wall_seconds",), "wall_seconds"),

@@ -7,13 +7,20 @@ stage). The server combines every hospital's figures into the round's record
 shortcut for synthetic simulation (``evaluation = "server"``) call the same functions,
 so both give the same figures.
 
-Each stage is scored twice:
+Each stage is scored in three readings (:data:`fedcl.metrics.READINGS`):
 
-- **as run**: the model as it is, with the BatchNorm statistics it holds;
-- **local statistics**: a copy whose BatchNorm statistics are re-estimated on the
-  hospital's own images of that stage (labels unused; AdaBN, Li et al. 2016), so that
-  what the weights know is measured apart from what the statistics describe. NaN for a
-  model without running statistics (instance normalisation).
+- **as run** (``dice``): the model as it is, with the BatchNorm statistics it holds;
+- **own statistics** (``dice_own_stats``): a copy whose BatchNorm statistics are
+  re-estimated on the tiles the hospital trained on with this model, the training tiles
+  of the model's round (labels unused; AdaBN, Li et al. 2016). This is what a hospital
+  can do: it reads no test tile and no tile of a stage that is gone. The headline.
+- **oracle statistics** (``dice_oracle_stats``): a copy whose statistics are
+  re-estimated on the tested stage's own test tiles. A diagnostic, not a result: it
+  reads test tiles, and for an old stage tiles the scenario says are gone, and per-stage
+  statistics tell the model which stage it is looking at (a task-identity oracle).
+
+Both re-estimated readings are NaN for a model without running statistics (instance or
+group normalisation).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from torch import nn
 
 from fedcl.config import RunConfig
 from fedcl.data.dataset import TileDataset
+from fedcl.metrics import AS_RUN, ORACLE, OWN, READINGS
 from fedcl.normalization import has_running_stats
 from fedcl.scenarios import scenario_of
 from fedcl.training import evaluate, recompute_batchnorm
@@ -40,7 +48,8 @@ class HospitalFigures:
 
     stages: tuple[int, ...]
     dice: tuple[float, ...]  # NaN where no test tile of the stage holds a foreground class
-    dice_local_stats: tuple[float, ...]  # NaN for a model without running statistics
+    dice_own_stats: tuple[float, ...]  # NaN for a model without running statistics
+    dice_oracle_stats: tuple[float, ...]  # idem
     loss: tuple[float, ...]
     tiles: tuple[int, ...]
 
@@ -49,7 +58,8 @@ class HospitalFigures:
         return {
             "stages": list(self.stages),
             "dice": list(self.dice),
-            "dice-local-stats": list(self.dice_local_stats),
+            "dice-own-stats": list(self.dice_own_stats),
+            "dice-oracle-stats": list(self.dice_oracle_stats),
             "loss": list(self.loss),
             "tiles": list(self.tiles),
         }
@@ -60,7 +70,8 @@ class HospitalFigures:
         return cls(
             stages=tuple(int(s) for s in record["stages"]),
             dice=tuple(float(d) for d in record["dice"]),
-            dice_local_stats=tuple(float(d) for d in record["dice-local-stats"]),
+            dice_own_stats=tuple(float(d) for d in record["dice-own-stats"]),
+            dice_oracle_stats=tuple(float(d) for d in record["dice-oracle-stats"]),
             loss=tuple(float(v) for v in record["loss"]),
             tiles=tuple(int(n) for n in record["tiles"]),
         )
@@ -78,29 +89,64 @@ def evaluated_stages(config: RunConfig, server_round: int) -> range:
     return range(scenario.stage_of(server_round) + 1)
 
 
+def own_tiles_round(server_round: int) -> int:
+    """Return the round whose training tiles the model after ``server_round`` adapts to.
+
+    The round's own (the tiles it was trained on); for the initial model (round 0),
+    round 1's: the tiles the hospital holds when that model arrives.
+    """
+    return max(server_round, 1)
+
+
 def evaluate_hospital(
-    model: nn.Module, test_sets: Mapping[int, TileDataset], *, batch_size: int
+    model: nn.Module,
+    test_sets: Mapping[int, TileDataset],
+    own: TileDataset,
+    *,
+    batch_size: int,
 ) -> HospitalFigures:
     """Score ``model`` on a hospital's test tiles of each stage in ``test_sets``.
 
-    ``model`` is left as it came (local statistics are estimated on a copy);
-    ``batch_size`` is the batch of the statistics' re-estimation, as in training.
+    Parameters
+    ----------
+    model : nn.Module
+        Left as it came (statistics are re-estimated on copies).
+    test_sets : mapping of int to TileDataset
+        The hospital's held-out tiles, by 0-based stage.
+    own : TileDataset
+        The hospital's training tiles of the model's round (:func:`own_tiles_round`):
+        the only tiles the *own statistics* reading adapts to (labels unused).
+    batch_size : int
+        The batch of the statistics' re-estimation, as in training.
     """
-    local = has_running_stats(model)
-    stages, dice, dice_local, loss, tiles = [], [], [], [], []
+    stages, loss, tiles = [], [], []
+    dice: dict[str, list[float]] = {reading: [] for reading in READINGS}
+    adapted = None
+    if has_running_stats(model):
+        adapted = copy.deepcopy(model)
+        recompute_batchnorm(adapted, own, batch_size)
     for stage, data in sorted(test_sets.items()):
         result = evaluate(model, data)
         stages.append(stage)
-        dice.append(result.dice)
         loss.append(result.loss)
         tiles.append(len(data))
-        if local:
-            adapted = copy.deepcopy(model)
-            recompute_batchnorm(adapted, data, batch_size)
-            dice_local.append(evaluate(adapted, data).dice)
-        else:
-            dice_local.append(math.nan)
-    return HospitalFigures(tuple(stages), tuple(dice), tuple(dice_local), tuple(loss), tuple(tiles))
+        dice[AS_RUN].append(result.dice)
+        if adapted is None:
+            dice[OWN].append(math.nan)
+            dice[ORACLE].append(math.nan)
+            continue
+        dice[OWN].append(evaluate(adapted, data).dice)
+        oracle = copy.deepcopy(model)
+        recompute_batchnorm(oracle, data, batch_size)
+        dice[ORACLE].append(evaluate(oracle, data).dice)
+    return HospitalFigures(
+        stages=tuple(stages),
+        dice=tuple(dice[AS_RUN]),
+        dice_own_stats=tuple(dice[OWN]),
+        dice_oracle_stats=tuple(dice[ORACLE]),
+        loss=tuple(loss),
+        tiles=tuple(tiles),
+    )
 
 
 def round_evaluation(
@@ -110,7 +156,8 @@ def round_evaluation(
 
     ``dice_per_hospital``: each hospital's mean over the stages seen so far (None for a
     hospital that sent nothing); ``dice``: their mean; ``dice_per_stage``: the mean
-    over hospitals per stage (None where not evaluated), and the same ``*_local_stats``.
+    over hospitals per stage (None where not evaluated); each also in the other readings
+    (``dice_own_stats``, ``dice_per_stage_oracle_stats``, ...).
     """
     scenario = scenario_of(config)
     current = scenario.stage_of(server_round)
@@ -131,17 +178,14 @@ def round_evaluation(
             for h in range(config.clients)
         ]
 
-    dice_per_hospital = per_hospital("dice")
-    local_per_hospital = per_hospital("dice_local_stats")
+    evaluation: dict[str, Any] = {"stage": current}
+    for reading in READINGS:
+        per = per_hospital(f"dice{reading}")
+        evaluation[f"dice{reading}"] = _mean(per)
+        evaluation[f"dice_per_hospital{reading}"] = per
+        evaluation[f"dice_per_stage{reading}"] = per_stage(f"dice{reading}")
     missing = [h for h in range(config.clients) if h not in figures]
-    evaluation: dict[str, Any] = {
-        "stage": current,
-        "dice": _mean(dice_per_hospital),
-        "dice_per_hospital": dice_per_hospital,
-        "dice_per_stage": per_stage("dice"),
-        "dice_local_stats": _mean(local_per_hospital),
-        "dice_per_hospital_local_stats": local_per_hospital,
-        "dice_per_stage_local_stats": per_stage("dice_local_stats"),
+    evaluation |= {
         # stage-major, as the sum was always taken (bit-identical records)
         "test_loss": _mean(
             f.loss[f.stages.index(s)] for s in seen for f in figures.values() if s in f.stages

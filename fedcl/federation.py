@@ -23,7 +23,13 @@ from torch import nn
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES, TileDataset
 from fedcl.errors import FedclError
-from fedcl.evaluation import HospitalFigures, evaluate_hospital, evaluated_stages, round_evaluation
+from fedcl.evaluation import (
+    HospitalFigures,
+    evaluate_hospital,
+    evaluated_stages,
+    own_tiles_round,
+    round_evaluation,
+)
 from fedcl.hospital import EVALUATION_KEY
 from fedcl.models import build_model
 from fedcl.recorder import RoundCallback, RunRecorder, read_checkpoint, read_metrics
@@ -88,6 +94,7 @@ class RoundEnd:
         self.arrays: ArrayRecord | None = None
         self._model: nn.Module | None = None
         self._test_sets: dict[tuple[int, int], TileDataset] = {}
+        self._own_tiles: dict[int, tuple[tuple[int, bool], TileDataset]] = {}
 
     def server_figures(self, server_round: int, arrays: ArrayRecord) -> dict[int, HospitalFigures]:
         """Every hospital's figures, computed here from regenerated test tiles."""
@@ -96,13 +103,21 @@ class RoundEnd:
             self._model.to(resolve_device(self.config.device))
         self._model.load_state_dict(arrays.to_torch_state_dict())
         figures, scenario = {}, scenario_of(self.config)
+        own_round = own_tiles_round(server_round)
         for h in range(self.config.clients):
             tests = {}
             for stage in evaluated_stages(self.config, server_round):
                 if (h, stage) not in self._test_sets:
                     self._test_sets[h, stage] = scenario.test_dataset(h, stage)
                 tests[stage] = self._test_sets[h, stage]
-            figures[h] = evaluate_hospital(self._model, tests, batch_size=self.config.batch_size)
+            # what a hospital holds: its tiles of the stage (and drift status) of the round
+            which = (scenario.stage_of(own_round), scenario.is_drifted(h, own_round))
+            if self._own_tiles.get(h, (None, None))[0] != which:
+                self._own_tiles[h] = (which, scenario.train_dataset(h, own_round))
+            own = self._own_tiles[h][1]
+            figures[h] = evaluate_hospital(
+                self._model, tests, own, batch_size=self.config.batch_size
+            )
         return figures
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:

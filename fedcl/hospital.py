@@ -26,7 +26,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from torch import nn
 
 from fedcl import seeds
@@ -34,7 +43,7 @@ from fedcl.config import RunConfig, data_keys
 from fedcl.configure import load_config
 from fedcl.data import NUM_CLASSES, TileDataset
 from fedcl.errors import FedclError
-from fedcl.evaluation import evaluate_hospital, evaluated_stages
+from fedcl.evaluation import evaluate_hospital, evaluated_stages, own_tiles_round
 from fedcl.models import build_model
 from fedcl.plugins import STRATEGIES
 from fedcl.scenarios import scenario_of
@@ -43,8 +52,10 @@ from fedcl.strategies.hospital_half import HospitalHalf, LocalRound
 from fedcl.strategies.replies import PARTITION_KEY
 from fedcl.training import resolve_device, train_local
 
-# Context.state entries: the hospital's tiles (with what they were generated from).
-_TRAIN_KEY, _TEST_KEY = "fedcl-train-data", "fedcl-test-data"
+# Context.state entries: the hospital's tiles (with what they were generated from); the
+# training tiles of this round and of the round before (the model of a stage's last
+# round is evaluated, own statistics, in the next stage's first round).
+_TRAIN_KEYS, _TEST_KEY = ("fedcl-train-data", "fedcl-train-data-before"), "fedcl-test-data"
 # Message key of a hospital's figures (a ConfigRecord: Flower's strategies aggregate the
 # one MetricRecord of a reply).
 EVALUATION_KEY = "evaluation"
@@ -63,26 +74,38 @@ def _fingerprint(config: RunConfig, hospital: int, **what: Any) -> str:
 
 
 def _cached_tiles(
-    state: RecordDict, name: str, fingerprint: str, build: Callable[[], TileDataset]
+    state: RecordDict, names: tuple[str, ...], fingerprint: str, build: Callable[[], TileDataset]
 ) -> TileDataset:
-    """Tiles kept in ``state[name]`` while ``fingerprint`` holds; built otherwise."""
-    cached = state.array_records.get(name)
-    meta = state.config_records.get(f"{name}-meta")
-    if cached is not None and meta is not None and meta.get("fingerprint") == fingerprint:
-        return TileDataset(cached["images"].numpy(), cached["masks"].numpy(), NUM_CLASSES)
+    """Tiles kept in one of ``state[names]`` while ``fingerprint`` holds; built otherwise.
+
+    Built tiles go into the first name; what it held moves to the next, and the last
+    one's tiles are dropped.
+    """
+    for name in names:
+        cached = state.array_records.get(name)
+        meta = state.config_records.get(f"{name}-meta")
+        if cached is not None and meta is not None and meta.get("fingerprint") == fingerprint:
+            return TileDataset(cached["images"].numpy(), cached["masks"].numpy(), NUM_CLASSES)
+    for older, newer in reversed(list(zip(names[1:], names[:-1], strict=True))):
+        if newer in state.array_records:
+            state[older] = state.array_records[newer]
+            state[f"{older}-meta"] = state.config_records[f"{newer}-meta"]
     data = build()
-    state[name] = ArrayRecord({"images": Array(data.images), "masks": Array(data.masks)})
-    state[f"{name}-meta"] = ConfigRecord({"fingerprint": fingerprint})
+    state[names[0]] = ArrayRecord({"images": Array(data.images), "masks": Array(data.masks)})
+    state[f"{names[0]}-meta"] = ConfigRecord({"fingerprint": fingerprint})
     return data
 
 
 def local_train_data(
-    config: RunConfig, hospital: int, server_round: int, state: RecordDict
+    config: RunConfig, hospital: int, server_round: int, state: RecordDict, keep: str = ""
 ) -> TileDataset:
-    """Return the tiles the hospital trains on this round, kept in ``state``.
+    """Return the tiles the hospital trains on in ``server_round``, kept in ``state``.
 
     Generated when first needed and again only when the stage or drift status
-    changes; the previous stage's tiles are then gone, as in the scenario.
+    changes. The tiles of the previous stage are kept until its last model has been
+    evaluated (the next round's message: :func:`handle_train`), then they are gone, as
+    in the scenario. ``keep``: a name of their own to keep them under instead (a
+    strategy that keeps old stages' tiles: the joint-training bound).
     """
     scenario = scenario_of(config)
     fingerprint = _fingerprint(
@@ -91,8 +114,9 @@ def local_train_data(
         stage=scenario.stage_of(server_round),
         drifted=scenario.is_drifted(hospital, server_round),
     )
+    names = (f"{_TRAIN_KEYS[0]}-{keep}",) if keep else _TRAIN_KEYS
     return _cached_tiles(
-        state, _TRAIN_KEY, fingerprint, lambda: scenario.train_dataset(hospital, server_round)
+        state, names, fingerprint, lambda: scenario.train_dataset(hospital, server_round)
     )
 
 
@@ -109,7 +133,7 @@ def local_test_sets(
     return {
         stage: _cached_tiles(
             state,
-            f"{_TEST_KEY}-{stage}",
+            (f"{_TEST_KEY}-{stage}",),
             _fingerprint(config, hospital, stage=stage, split="test"),
             lambda stage=stage: scenario.test_dataset(hospital, stage),  # type: ignore[misc]
         )
@@ -126,6 +150,39 @@ def _hospital(config: RunConfig, context: Context) -> int:
             f"(num-supernodes = clients)"
         )
     return hospital
+
+
+def local_round(
+    config: RunConfig,
+    hospital: int,
+    server_round: int,
+    *,
+    sent: ConfigRecord,
+    content: RecordDict,
+    state: RecordDict,
+    training: bool,
+) -> LocalRound:
+    """Return what a hospital knows of a round, its tiles kept in ``state``.
+
+    ``training``: a train message (it holds the model of the round before); else the
+    final evaluate one (the model of ``server_round`` itself).
+    """
+    model_round = server_round - 1 if training else server_round
+
+    def train_tiles(r: int, keep: str = "") -> TileDataset:
+        return local_train_data(config, hospital, r, state, keep)
+
+    return LocalRound(
+        config=config,
+        hospital=hospital,
+        server_round=server_round,
+        sent=sent,
+        content=content,
+        state=state,
+        model_round=model_round,
+        own_tiles=lambda: train_tiles(own_tiles_round(model_round)),
+        train_tiles=train_tiles,
+    )
 
 
 @dataclass(frozen=True)
@@ -145,13 +202,14 @@ class _Received:
 def _receive(msg: Message, context: Context) -> _Received:
     sent = msg.content.config_records["config"]
     config = load_config(sent, source=f"{msg.metadata.message_type} message", strict=False)
-    now = LocalRound(
-        config=config,
-        hospital=_hospital(config, context),
-        server_round=int(sent["server-round"]),  # type: ignore[arg-type]
+    now = local_round(
+        config,
+        _hospital(config, context),
+        int(sent["server-round"]),  # type: ignore[arg-type]
         sent=sent,
         content=msg.content,
         state=context.state,
+        training=msg.metadata.message_type == MessageType.TRAIN,
     )
     model = build_model(config.model, NUM_CLASSES)
     model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
@@ -161,13 +219,11 @@ def _receive(msg: Message, context: Context) -> _Received:
     return _Received(now=now, model=model, half=half)
 
 
-def _evaluation(
-    model: nn.Module, config: RunConfig, hospital: int, server_round: int, state: RecordDict
-) -> ConfigRecord:
-    """Score the model after ``server_round`` on the hospital's tiles; figures only."""
-    test_sets = local_test_sets(config, hospital, server_round, state)
-    figures = evaluate_hospital(model, test_sets, batch_size=config.batch_size)
-    return ConfigRecord({"server-round": server_round, **figures.to_record()})
+def _evaluation(now: LocalRound, model: nn.Module) -> ConfigRecord:
+    """Score the received model (of ``now.model_round``) on the hospital's tiles: figures only."""
+    test_sets = local_test_sets(now.config, now.hospital, now.model_round, now.state)
+    figures = evaluate_hospital(model, test_sets, now.own_tiles(), batch_size=now.config.batch_size)
+    return ConfigRecord({"server-round": now.model_round, **figures.to_record()})
 
 
 def handle_train(msg: Message, context: Context) -> Message:
@@ -181,12 +237,10 @@ def handle_train(msg: Message, context: Context) -> Message:
     config, hospital, server_round = got.config, got.now.hospital, got.now.server_round
     content = RecordDict()
     if config.evaluation == "hospitals":
-        content[EVALUATION_KEY] = _evaluation(
-            got.model, config, hospital, server_round - 1, context.state
-        )
+        content[EVALUATION_KEY] = _evaluation(got.now, got.model)
     result = train_local(
         got.model,
-        local_train_data(config, hospital, server_round, context.state),
+        got.half.training_tiles(got.now.train_tiles(server_round)),
         **config.local_schedule(),
         seed=round_seed(config.seed, hospital, server_round),
         penalties=got.half.penalties(got.model),
@@ -207,9 +261,8 @@ def handle_train(msg: Message, context: Context) -> Message:
 def handle_evaluate(msg: Message, context: Context) -> Message:
     """Score the received model (the run's last) on this hospital's test tiles; figures only."""
     got = _receive(msg, context)
-    hospital = got.now.hospital
-    evaluation = _evaluation(got.model, got.config, hospital, got.now.server_round, context.state)
-    metrics = MetricRecord({PARTITION_KEY: hospital})
+    evaluation = _evaluation(got.now, got.model)
+    metrics = MetricRecord({PARTITION_KEY: got.now.hospital})
     return Message(
         content=RecordDict({EVALUATION_KEY: evaluation, "metrics": metrics}), reply_to=msg
     )

@@ -3,6 +3,13 @@
 - Continual learning: ``R[i][j]`` = Dice on stage j's test data after stage i;
   ``ACC = mean_j R[T][j]``, ``BWT = mean_{j<T} (R[T][j] - R[j][j])``,
   ``forgetting = mean_{j<T} (max_{l<T} R[l][j] - R[T][j])`` (T = the last stage).
+- Readings (:data:`READINGS`): every Dice figure as run, with the hospitals' own
+  BatchNorm statistics (re-estimated on their training tiles: the headline) and with
+  oracle statistics (re-estimated on the test tiles: a diagnostic); see
+  :mod:`fedcl.evaluation`.
+- Robust to one round: a figure read at a point of the run (a stage end, the end) is
+  the mean of the last :data:`READ_ROUNDS` rounds there (within the stage); Dice moves
+  by up to 0.1 from one round to the next (one local epoch of Adam per round).
 - Drift detection: precision and recall of the rejections a strategy reports
   (``round_report`` with ``hospitals`` and ``decisions``) against the hospitals the
   scenario actually drifted in that round.
@@ -71,44 +78,77 @@ def detection(config: RunConfig, records: Sequence[dict[str, Any]]) -> dict[str,
 def dice_matrix(
     config: RunConfig, records: Sequence[dict[str, Any]], key: str = "dice_per_stage"
 ) -> list[list[float | None]]:
-    """Return the rows of ``R``: per-stage Dice recorded at the end of each stage reached.
+    """Return the rows of ``R``: per-stage Dice read at the end of each stage reached.
 
-    ``key``: ``dice_per_stage`` (as run) or ``dice_per_stage_local_stats`` (each
-    hospital's own re-estimated BatchNorm statistics; runs before 0.2 lack it: no rows).
+    Row i is the mean over the last :data:`READ_ROUNDS` rounds of stage i of each
+    stage's Dice (an entry only one of those rounds scored, a future stage's, is that
+    round's). ``key``: ``dice_per_stage`` or the same with a reading's suffix
+    (:data:`READINGS`); a run without that reading has no rows.
     """
     by_round = {r["round"]: r for r in records}
-    return [
-        list(by_round[end][key])
-        for end in scenario_of(config).stage_end_rounds()
-        if end in by_round and by_round[end].get(key) is not None
-    ]
+    scenario = scenario_of(config)
+    rows = []
+    for end in scenario.stage_end_rounds():
+        if end not in by_round or by_round[end].get(key) is None:
+            continue
+        rounds = [
+            by_round[r][key]
+            for r in read_rounds(config, end)
+            if r in by_round and by_round[r].get(key) is not None
+        ]
+        rows.append([_mean([row[j] for row in rounds]) for j in range(len(by_round[end][key]))])
+    return rows
 
 
+READ_ROUNDS = 2  # a figure read at a point of the run: the mean of this many last rounds
 LAST_ROUNDS = 3  # final_dice_last3: mean Dice over this many last rounds
+
+# Readings of every Dice figure, as key suffixes: as run, own statistics, oracle statistics.
+AS_RUN, OWN, ORACLE = "", "_own_stats", "_oracle_stats"
+READINGS = (AS_RUN, OWN, ORACLE)
+READING_NAMES = {
+    AS_RUN: "as run",
+    OWN: "own statistics",
+    ORACLE: "oracle statistics (diagnostic)",
+}
+
+
+def read_rounds(config: RunConfig, end: int) -> range:
+    """Return the rounds a figure read at round ``end`` averages (the last of its stage)."""
+    scenario = scenario_of(config)
+    stage = scenario.stage_of(end)
+    first = 1 if not scenario.staged else stage * config.rounds_per_stage + 1
+    return range(max(first, end - READ_ROUNDS + 1), end + 1)
 
 
 def summarize(config: RunConfig, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Build a run's ``summary.json`` from its config and its round records."""
+    """Build a run's ``summary.json`` from its config and its round records.
+
+    Every Dice figure in each reading (suffix ``""``, ``_own_stats``,
+    ``_oracle_stats``); a reading a model cannot have (no running statistics) is None.
+    """
     last = records[-1] if records else {}
-    matrix = dice_matrix(config, records)
-    local = dice_matrix(config, records, "dice_per_stage_local_stats")
-    if not any(v is not None for row in local for v in row):
-        local = []  # a model without running statistics, or a run before 0.2
-    return {
-        "final_dice": last.get("dice"),
-        # the last round's Dice moves by up to 0.1 from round to round (one local epoch
-        # of Adam per round); the mean of the last few is the steadier figure
+    by_round = {r["round"]: r for r in records}
+    end = last.get("round", 0)
+    summary: dict[str, Any] = {}
+    for reading in READINGS:
+        matrix = dice_matrix(config, records, f"dice_per_stage{reading}")
+        if not any(v is not None for row in matrix for v in row):
+            matrix = []  # no such reading: a model without running statistics
+        final = [
+            by_round[r].get(f"dice{reading}") for r in read_rounds(config, end) if r in by_round
+        ]
+        summary |= {
+            f"final_dice{reading}": _mean(final),
+            f"dice_per_hospital{reading}": last.get(f"dice_per_hospital{reading}"),
+            f"dice_matrix{reading}": matrix if matrix or not reading else None,
+            **{f"{k}{reading}": v for k, v in continual_metrics(matrix).items()},
+        }
+    return summary | {
         "final_dice_last3": _mean([r.get("dice") for r in records[1:][-LAST_ROUNDS:]]),
-        "dice_per_hospital": last.get("dice_per_hospital"),
-        "dice_matrix": matrix,
-        **continual_metrics(matrix),
-        # the same figures with each hospital's own BatchNorm statistics (fedcl.evaluation):
-        # what the weights know, apart from what the statistics describe; None without
-        "final_dice_local_stats": last.get("dice_local_stats"),
-        "dice_matrix_local_stats": local or None,
-        **{f"{k}_local_stats": v for k, v in continual_metrics(local).items()},
+        "read_rounds": READ_ROUNDS,
         "detection": detection(config, records),
-        "rounds": last.get("round", 0),
+        "rounds": end,
         "wall_seconds": round(sum(r.get("wall_seconds", 0.0) for r in records), 3),
         "strategy": config.strategy,
         "scenario": config.scenario,

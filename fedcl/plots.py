@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")  # headless: runs on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from fedcl.metrics import ORACLE, OWN, READING_NAMES  # noqa: E402
 
 
 def plot_dice(
@@ -32,9 +34,11 @@ def plot_dice(
         label = names[h] if h < len(names) else f"hospital {h}"
         ax.plot(rounds, values, lw=1, alpha=0.6, label=label)
     ax.plot(rounds, [_nan(r["dice"]) for r in records], "k-o", lw=2, ms=3, label="mean")
-    local = [_nan(r.get("dice_local_stats")) for r in records]
-    if any(v == v for v in local):  # not all NaN: the model has running statistics
-        ax.plot(rounds, local, "k--", lw=1.5, label="mean, local statistics")
+    for reading, style, color in ((OWN, "--", "k"), (ORACLE, ":", "grey")):
+        values = [_nan(r.get(f"dice{reading}")) for r in records]
+        if any(v == v for v in values):  # not all NaN: the model has running statistics
+            label = f"mean, {READING_NAMES[reading]}"
+            ax.plot(rounds, values, style, lw=1.5, color=color, label=label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel("mean foreground Dice (global model)")
@@ -140,19 +144,18 @@ def _name(hospital: Any, names: Sequence[str]) -> str:
 
 
 def plot_dice_matrix(
-    matrix: Sequence[Sequence[float | None]],
+    matrices: Mapping[str, Sequence[Sequence[float | None]]],
     path: Path,
     *,
     title: str = "",
-    local: Sequence[Sequence[float | None]] | None = None,
 ) -> None:
-    """Heat map of ``R[i][j]``: Dice on stage j's test data after stage i.
+    """Heat maps of ``R[i][j]``: Dice on stage j's test data after stage i, side by side.
 
-    With ``local`` (the same matrix with each hospital's own BatchNorm statistics), the
-    two side by side: what was forgotten as run, and what the weights still know.
+    ``matrices``: panel name -> matrix, e.g. as run, with the hospitals' own statistics
+    and with oracle statistics (:data:`fedcl.metrics.READINGS`); empty ones are left out.
     """
-    panels = [("as run", matrix)] + ([("local statistics", local)] if local else [])
-    size = max(len(matrix), 1)
+    panels = [(name, m) for name, m in matrices.items() if m]
+    size = max((len(m) for _, m in panels), default=1)
     fig, axes = plt.subplots(
         1, len(panels), figsize=((1.6 + 1.1 * size) * len(panels), 1.2 + 1.0 * size), dpi=110
     )
@@ -169,7 +172,9 @@ def plot_dice_matrix(
         ax.set_yticks(range(len(values)))
         ax.set_xlabel("test data of stage j")
         ax.set_ylabel("after stage i")
-        ax.set_title(f"{title}\n{name}" if local else title, fontsize=8)
+        if len(panels) > 1:
+            ax.set_title(name, fontsize=8)
+    fig.suptitle(title, fontsize=8)
     fig.colorbar(image, ax=list(axes), fraction=0.046, label="Dice")
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
@@ -184,8 +189,8 @@ def plot_comparison(
 ) -> None:
     """Plot strategies side by side: Dice per round, and final Dice / ACC / forgetting.
 
-    ACC and forgetting appear as run and with each hospital's own BatchNorm statistics
-    (where the runs have them).
+    Final Dice, ACC and forgetting appear with each hospital's own BatchNorm statistics
+    (the headline, where the runs have them) and as run.
 
     Curves are means over seeds with a band of one std; bars have std error bars.
     """
@@ -196,11 +201,12 @@ def plot_comparison(
     color = {name: palette(i % palette.N) for i, name in enumerate(names)}
     _curve_panel(left, curves, color)
     bars = {
-        "final_dice": "final Dice",
-        "acc": "ACC",
-        "forgetting": "forgetting",
-        "acc_local_stats": "ACC\n(local stats)",
-        "forgetting_local_stats": "forgetting\n(local stats)",
+        "final_dice_own_stats": "final Dice\n(own stats)",
+        "final_dice": "final Dice\n(as run)",
+        "acc_own_stats": "ACC\n(own stats)",
+        "forgetting_own_stats": "forgetting\n(own stats)",
+        "acc": "ACC\n(as run)",
+        "forgetting": "forgetting\n(as run)",
     }
     # only the groups some strategy has a figure for (no empty "forgetting" in iid)
     metrics = [m for m in bars if any(row[m][0] is not None for row in table.values())]

@@ -83,6 +83,8 @@ STRATEGIES = Registry(
         "fedbn": "fedcl.strategies.fedbn:FedBN",
         "silobn": "fedcl.strategies.fedbn:SiloBN",
         "lwf": "fedcl.strategies.lwf:LwF",
+        "joint": "fedcl.strategies.bounds:JointTraining",
+        "local-only": "fedcl.strategies.bounds:LocalOnly",
     },
     "fedcl.strategies",
     "package.module:ClassName",

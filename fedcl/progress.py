@@ -93,8 +93,10 @@ class RoundProgress:
 
 def summary_lines(summary: dict[str, Any], run_dir: str, lead: str = "done") -> list[str]:
     """Return a run's summary in one or two lines (``fedcl run``'s last, ``fedcl report``)."""
+    own_dice = summary.get("final_dice_own_stats")
+    own = "" if own_dice is None else f" ({_fmt(own_dice)} with own statistics)"
     first = (
-        f"{lead}: final Dice {_fmt(summary['final_dice'])} after {summary['rounds']} rounds "
+        f"{lead}: final Dice {_fmt(summary['final_dice'])}{own} after {summary['rounds']} rounds "
         f"in {summary['wall_seconds']:.1f} s; run directory {run_dir}"
     )
     lines = [first]
@@ -106,9 +108,9 @@ def summary_lines(summary: dict[str, Any], run_dir: str, lead: str = "done") -> 
             if summary[key] is not None and staged
         ]
         + [
-            # what the weights know, apart from the BatchNorm statistics (fedcl.evaluation)
-            f"{key.removesuffix('_local_stats')} {_fmt(summary[key])} with local statistics"
-            for key in ("acc_local_stats", "forgetting_local_stats")
+            # with the statistics a hospital can re-estimate itself (fedcl.evaluation)
+            f"{key.removesuffix('_own_stats')} {_fmt(summary[key])} with own statistics"
+            for key in ("acc_own_stats", "forgetting_own_stats")
             if summary.get(key) is not None and staged
         ]
         + [

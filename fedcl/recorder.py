@@ -7,7 +7,7 @@ Layout of ``RUN_DIR``::
     summary.json       final figures (see :func:`fedcl.metrics.summarize`)
     checkpoint.pt      round, global model state_dict, strategy state; atomic writes
     dice.png           Dice per round, per hospital and mean
-    dice_matrix.png    (staged scenarios) the stage x stage Dice matrix R as a heat map
+    dice_matrix.png    (staged scenarios) the stage x stage Dice matrix R, each reading
     dbc.png            (dbc) peer scores per hospital per round, rejections marked
 """
 
@@ -28,7 +28,7 @@ import torch
 from fedcl.config import RunConfig
 from fedcl.configure import unread_keys
 from fedcl.errors import FedclError
-from fedcl.metrics import summarize
+from fedcl.metrics import READING_NAMES, summarize
 from fedcl.scenarios import scenario_of
 from fedcl.strategies.dbc.settings import DBCSettings
 
@@ -184,10 +184,9 @@ def write_report(
     plot_dice(records, run_dir / "dice.png", title=title, names=names)
     if len(summary["dice_matrix"]) > 1:  # one stage: a 1 x 1 "matrix" says nothing
         plot_dice_matrix(
-            summary["dice_matrix"],
+            {name: summary[f"dice_matrix{r}"] for r, name in READING_NAMES.items()},
             run_dir / "dice_matrix.png",
             title=title,
-            local=summary["dice_matrix_local_stats"],
         )
     if any("peer_scores" in (r.get("aggregation") or {}) for r in records):
         dbc = config.section(DBCSettings)

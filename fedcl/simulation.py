@@ -36,6 +36,7 @@ FLOWER_ENV = {
     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",  # Ray's FutureWarning: keep new behaviour
 }
 
+
 def backend_config(config: RunConfig, cluster: str = "") -> dict[str, Any]:
     """Flower Ray backend settings.
 

@@ -32,7 +32,8 @@ class TensorBoardLog:
         step = int(record["round"])
         scalars = {
             "dice/mean": record.get("dice"),
-            "dice/mean, local statistics": record.get("dice_local_stats"),
+            "dice/mean, own statistics": record.get("dice_own_stats"),
+            "dice/mean, oracle statistics": record.get("dice_oracle_stats"),
             "loss/train": record.get("train_loss"),
             "loss/test": record.get("test_loss"),
         }

@@ -44,7 +44,8 @@ def assert_messages_carry_no_data(messages: Path, config: RunConfig, trained: in
             "server-round",
             "stages",
             "dice",
-            "dice-local-stats",
+            "dice-own-stats",
+            "dice-oracle-stats",
             "loss",
             "tiles",
         }

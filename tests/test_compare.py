@@ -56,9 +56,9 @@ def test_a_users_scenario_file_runs_end_to_end(tmp_path, ray_address):
     assert len(summary["dice_per_hospital"]) == 4
     assert len(summary["dice_matrix"]) == 2 and len(summary["dice_matrix"][0]) == 2
     assert summary["acc"] == pytest.approx(sum(summary["dice_matrix"][1]) / 2)
-    local = summary["dice_matrix_local_stats"]  # the same with the hospitals' own statistics
-    assert len(local) == 2 and summary["acc_local_stats"] == pytest.approx(sum(local[1]) / 2)
-    assert summary["forgetting_local_stats"] == pytest.approx(local[0][0] - local[1][0])
+    local = summary["dice_matrix_own_stats"]  # the same with the hospitals' own statistics
+    assert len(local) == 2 and summary["acc_own_stats"] == pytest.approx(sum(local[1]) / 2)
+    assert summary["forgetting_own_stats"] == pytest.approx(local[0][0] - local[1][0])
     assert set(summary["detection"]) == {"precision", "recall"}
     records = read_metrics(out)
     assert [r["stage"] for r in records] == [0, 0, 1]
@@ -135,7 +135,7 @@ def test_compare_writes_a_table_matching_the_runs(tmp_path, ray_address):
         assert rows[strategy]["seeds"] == "0 1"
     table = (out / "results.md").read_text()
     assert "| fedavg | 0,1 |" in table and "| fedmedian | 0,1 |" in table
-    assert "acc_local_stats" in table and "forgetting_local_stats" in table
+    assert "acc_own_stats" in table and "forgetting_own_stats" in table
     assert (out / "comparison.png").exists()
 
     # fedcl report rebuilds the same table from the run directories alone

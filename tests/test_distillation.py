@@ -11,9 +11,9 @@ from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from fedcl.configure import load_config
 from fedcl.data import NUM_CLASSES
 from fedcl.distillation import Distillation, distillation_loss
+from fedcl.hospital import local_round
 from fedcl.models import build_model
 from fedcl.strategies.contract import SentModel
-from fedcl.strategies.hospital_half import LocalRound
 from fedcl.strategies.lwf import TEACHER_KEY, TEMPERATURE_KEY, WEIGHT_KEY, LwF, LwFHospital
 from fedcl.training import recompute_batchnorm, train_local
 from tests.conftest import FakeGrid, random_tiles
@@ -67,7 +67,9 @@ def penalties(config, server_round, model, state, weight=1.0, teacher=None):
     """LwF's hospital half in a round whose message sends ``weight`` (and ``teacher``)."""
     sent = ConfigRecord({WEIGHT_KEY: weight, TEMPERATURE_KEY: 2.0})
     content = RecordDict({"config": sent} | ({TEACHER_KEY: teacher} if teacher else {}))
-    now = LocalRound(config, 0, server_round, sent, content, state)
+    now = local_round(
+        config, 0, server_round, sent=sent, content=content, state=state, training=True
+    )
     return LwFHospital(now).penalties(model)
 
 

@@ -209,14 +209,14 @@ def test_the_servers_tiles_can_be_real_public_tiles(bcss, tmp_path):
     for i, site in enumerate(["C8", "D8"]):
         _write(public, f"TCGA-{site}-P{i}-DX1.png", _codes([1, 2, 3, 4], seed=10 + i), seed=i)
     config = _config(f"bcss:{bcss}", server_data=f"bcss:{public}", reference_size=5, root_tiles=4)
-    reference, root = reference_images(config), root_dataset(config)
+    reference, root = reference_images(config, 1), root_dataset(config, 1)
     assert reference.shape == (5, SIZE, SIZE, 3) and len(root) == 4
     every = {tile.tobytes() for tile in reference}
     assert not every & {tile.tobytes() for tile in root.images}  # disjoint sets
     assert set(np.unique(root.masks)) <= {1, 2, 3, 4, IGNORE}  # labelled, grouped
     too_many = config.replace(reference_size=10)  # 12 tiles in all, 14 needed
     with pytest.raises(FedclError, match="has 12 usable 32-px tiles; the server needs 14"):
-        root_dataset(too_many)
+        root_dataset(too_many, 1)
     with pytest.raises(FedclError, match="no hospital holds"):
         _config(f"bcss:{bcss}", server_data=f"bcss:{bcss}")
     with pytest.raises(FedclError, match="config key 'server-data' must be 'synthetic' or"):
@@ -251,13 +251,13 @@ def test_the_reference_set_can_be_a_folder_of_unlabeled_tiles(bcss, tmp_path):
         _write(unlabeled, f"scan{i % 2}/tile{i}.png", _codes([1, 2, 3], seed=20 + i), seed=i)
     shutil.rmtree(unlabeled / "masks")
     config = _config(f"bcss:{bcss}", server_data=f"unlabeled:{unlabeled}", reference_size=7)
-    reference = reference_images(config)
+    reference = reference_images(config, 1)
     assert reference.shape == (7, SIZE, SIZE, 3)  # 3 images x 6 tiles, every tile usable
     with pytest.raises(FedclError, match="needs masks: server-data 'unlabeled:"):
         validate(config.replace(strategy="fltrust"))  # FLTrust's own check
     with pytest.raises(FedclError, match="unlabeled tiles have no masks to train on"):
         _config(f"unlabeled:{unlabeled}")
-    assert np.all(root_dataset(config.replace(root_tiles=2)).masks == IGNORE)
+    assert np.all(root_dataset(config.replace(root_tiles=2), 1).masks == IGNORE)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FedclError, match="has no images"):
-        reference_images(config.replace(server_data=f"unlabeled:{tmp_path / 'empty'}"))
+        reference_images(config.replace(server_data=f"unlabeled:{tmp_path / 'empty'}"), 1)

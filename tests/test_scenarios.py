@@ -247,20 +247,44 @@ def test_class_shift_masks_call_other_classes_background_in_training_and_skip_th
     assert np.array_equal(test.images, full.images)  # the images are unchanged
 
 
-def test_reference_set_covers_every_tissue_architecture_of_the_run():
+def test_with_every_stage_public_the_reference_set_covers_every_tissue_from_round_one():
     from fedcl import seeds
     from fedcl.data.reference import _broad_mix_tiles
 
-    config = staged(stage_shift="tissue", reference_size=6)
-    plain = _broad_mix_tiles(staged(stage_shift="stain", reference_size=6), 6, seeds.REFERENCE)
-    mixed = _broad_mix_tiles(config, 6, seeds.REFERENCE)
-    same = [a.tobytes() == b.tobytes() for a, b in zip(plain.images, mixed.images, strict=True)]
+    config = staged(stage_shift="tissue", reference_size=6, public_stages="all")
+    plain = staged(stage_shift="stain", reference_size=6, public_stages="all")
+    solid = _broad_mix_tiles(plain, 6, seeds.REFERENCE, 1).images
+    mixed = _broad_mix_tiles(config, 6, seeds.REFERENCE, 1).images
+    same = [a.tobytes() == b.tobytes() for a, b in zip(solid, mixed, strict=True)]
     assert same == [True, False, False] * 2  # solid, glandular, infiltrative in turn
+
+
+@pytest.mark.parametrize("which", ["reference", "root"])
+def test_the_servers_public_tiles_never_hold_a_stage_before_it_starts(which):
+    from fedcl.data import root_dataset
+
+    def tiles(server_round, public_stages="current", **keys):
+        config = staged(reference_size=6, root_tiles=6, public_stages=public_stages, **keys)
+        if which == "reference":
+            return reference_images(config, server_round).tobytes()
+        return root_dataset(config, server_round).images.tobytes()
+
+    config = staged()
+    first, last = 1, config.rounds  # stage 0's first round; the last stage's last
+    assert tiles(first) == tiles(last, "first") == tiles(first, "first")  # stage 0 only
+    assert tiles(last) == tiles(first, "all") == tiles(last, "all")  # every stage
+    assert tiles(first) != tiles(last)  # the set grows with the stages: the test can fail
+    # the class shift: a public label names only the classes annotated so far
+    if which == "root":
+        config = staged(stage_shift="classes", root_tiles=6)
+        known = {int(c) for c in np.unique(root_dataset(config, 1).masks)}
+        assert known <= {0, *stage_classes(config, 0)}
+        assert known != {0}  # some class of the first stage is labelled
 
 
 def test_reference_set_is_disjoint_from_hospital_data():
     config = RunConfig(clients=3, reference_size=6, **SMALL)
-    reference = {tile.tobytes() for tile in reference_images(config)}
+    reference = {tile.tobytes() for tile in reference_images(config, 1)}
     assert len(reference) == 6
     for h in range(3):
         for split in ("train", "test"):

@@ -120,9 +120,9 @@ def test_hospital_and_server_evaluation_give_the_same_figures(tmp_path, scenario
         for key in a.keys() - {"wall_seconds"}:
             expected = b[key] if b[key] is None else pytest.approx(b[key], rel=1e-6)
             assert a[key] == expected, (a["round"], key)
-    assert hospitals[0]["dice_local_stats"] is not None  # BatchNorm: a local figure too
+    assert hospitals[0]["dice_own_stats"] is not None  # BatchNorm: a re-estimated figure too
     summaries = [json.loads((runs[m] / "summary.json").read_text()) for m in runs]
-    assert summaries[0]["acc_local_stats"] == pytest.approx(summaries[1]["acc_local_stats"])
+    assert summaries[0]["acc_own_stats"] == pytest.approx(summaries[1]["acc_own_stats"])
 
 
 TINY = RunConfig(

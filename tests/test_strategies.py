@@ -16,6 +16,7 @@ from fedcl.configure import flower_run_config, is_builtin_key, load_config
 from fedcl.continuity import barlow_continuity
 from fedcl.data import NUM_CLASSES, Stain, TileDataset, generate_tiles, perturb
 from fedcl.errors import FedclError
+from fedcl.hospital import local_round
 from fedcl.models import build_model
 from fedcl.plugins import STRATEGIES
 from fedcl.recorder import read_checkpoint
@@ -25,7 +26,6 @@ from fedcl.strategies.contract import Configurable, SentModel, hospital_half_of
 from fedcl.strategies.dbc import DBCSettings, DynamicBarlowContinuity
 from fedcl.strategies.fltrust import fltrust_aggregate
 from fedcl.strategies.guard import GuardedStrategy
-from fedcl.strategies.hospital_half import LocalRound
 from fedcl.strategies.replies import by_partition, malformed_reason
 from fedcl.training import train_local
 from tests.conftest import FakeGrid
@@ -66,6 +66,12 @@ def reply(to: Message, state, partition, n=24):
         }
     )
     return Message(content=content, reply_to=to)
+
+
+def message_parts(message):
+    """A train message's parts as a hospital reads them (``local_round``'s keywords)."""
+    content = message.content
+    return {"sent": content["config"], "content": content, "state": RecordDict(), "training": True}
 
 
 @pytest.fixture(scope="module")
@@ -500,7 +506,9 @@ def test_only_fedprox_hospitals_add_a_proximal_term(federation, name, terms):
     model = build_model("unet", NUM_CLASSES)
     for message in messages:
         sent = message.content["config"]
-        now = LocalRound(config, 0, 1, sent, message.content, RecordDict())
+        now = local_round(
+            config, 0, 1, sent=sent, content=message.content, state=RecordDict(), training=True
+        )
         penalties = half(now).penalties(model)
         assert len(penalties) == terms
         if terms:  # (mu / 2) ||w - w0||^2 with the mu the server sent: 0 at the start
@@ -691,9 +699,55 @@ def test_a_plugin_strategy_declares_keys_and_a_hospital_half_in_its_module(feder
     first, second = (
         list(strategy.configure_train(r, arrays, sent_train, FakeGrid(2)))[0] for r in (1, 2)
     )
-    now = LocalRound(config, 0, 1, first.content["config"], first.content, RecordDict())
+    now = local_round(config, 0, 1, **message_parts(first))
     assert half(now).penalties(model) == []  # round 1: no anchor yet
-    now = LocalRound(config, 0, 2, second.content["config"], second.content, RecordDict())
+    now = local_round(config, 0, 2, **message_parts(second))
     (pull,) = half(now).penalties(model)  # round 2: the anchor is the model sent in round 2
     model.load_state_dict(federation[0])
     assert float(pull(None, None).detach()) == 0.0
+
+
+def test_the_joint_bound_trains_on_every_stage_seen_each_kept_once(monkeypatch):
+    from fedcl.scenarios.builtin import CatastrophicForgetting
+    from fedcl.strategies.bounds import JointHospital
+
+    config = load_config(
+        {"strategy": "joint", "scenario": "catastrophic-forgetting", "stages": 3}
+        | {"rounds-per-stage": 2, "clients": 2, "image-size": 32, "train-tiles": 4}
+    )
+    expected = {r: scenario_of(config).train_dataset(1, r) for r in (1, 2, 4, 5)}
+    calls = []
+    real = CatastrophicForgetting.train_dataset
+
+    def counting(self, hospital, server_round):
+        calls.append(server_round)
+        return real(self, hospital, server_round)
+
+    monkeypatch.setattr(CatastrophicForgetting, "train_dataset", counting)
+    state = RecordDict()
+
+    def tiles(server_round):
+        parts = {"sent": ConfigRecord(), "content": RecordDict(), "state": state}
+        now = local_round(config, 1, server_round, **parts, training=True)
+        return JointHospital(now).training_tiles(now.train_tiles(server_round)).images
+
+    assert tiles(1).tobytes() == expected[1].images.tobytes()  # stage 0: its own tiles
+    stage_2 = np.concatenate([expected[r].images for r in (2, 4, 5)])  # each stage's last
+    assert tiles(5).tobytes() == stage_2.tobytes()
+    generated = len(calls)
+    assert tiles(6).tobytes() == stage_2.tobytes() and len(calls) == generated  # kept
+
+
+def test_the_local_only_bound_keeps_every_weight_of_its_own_model():
+    from fedcl.strategies.bounds import LocalOnlyHospital
+
+    config = load_config({"strategy": "local-only"})
+    torch.manual_seed(0)
+    own, received = build_model("unet", NUM_CLASSES), build_model("unet", NUM_CLASSES)
+    state = RecordDict()
+    parts = {"sent": ConfigRecord(), "content": RecordDict(), "state": state, "training": True}
+    LocalOnlyHospital(local_round(config, 0, 1, **parts)).trained(own)
+    LocalOnlyHospital(local_round(config, 0, 2, **parts)).received(received)
+    mine, got = own.state_dict(), received.state_dict()
+    assert all(torch.equal(got[k], mine[k]) for k in mine)
+    assert LocalOnlyHospital.keeps_weights  # so the server cannot score it (evaluation)

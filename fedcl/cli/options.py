@@ -207,7 +207,6 @@ def preflight(config: RunConfig) -> None:
 
         check_strategy(config.strategy)  # a plug-in: importable, a Flower Strategy
     # start-up: imported where a command needs it (module docstring)
-    # start-up: imported where a command needs it (module docstring)
     from fedcl.data.reference import root_dataset
     from fedcl.scenarios.tiles import check_data
     from fedcl.training import resolve_device
@@ -215,4 +214,5 @@ def preflight(config: RunConfig) -> None:
     resolve_device(config.device)  # cuda requested but absent
     check_data(config)  # unreadable images, bad masks, too few tiles
     if config.server_data != "synthetic":
-        root_dataset(config)  # reads the reference set's tiles too, and counts both
+        # reads the reference set's tiles too, and counts both (real tiles: every round's)
+        root_dataset(config, 1)

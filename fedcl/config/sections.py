@@ -16,6 +16,7 @@ from fedcl.plugins import MODELS, SCENARIOS, STRATEGIES
 DEVICES = ("auto", "cpu", "cuda")
 BN_STATS = ("running", "recomputed")  # fedcl.training.train_local
 EVALUATIONS = ("hospitals", "server")  # fedcl.federation
+PUBLIC_STAGES = ("current", "first", "all")  # fedcl.data.reference.public_stages
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -214,4 +215,13 @@ class ServerKeys:
     )
     root_tiles: int = opt(
         32, "tiles in the server's labelled root set (fltrust)", section="server", rule=">= 1"
+    )
+    # A public atlas holds what is known, not what is to come: a server whose tiles
+    # cover the later stages' tissue from round 1 sees the future.
+    public_stages: str = opt(
+        "current",
+        "which stages' tissue (and classes) the server's generated tiles hold: current "
+        "(every stage begun so far), first, or all (from round 1)",
+        section="server",
+        choices=PUBLIC_STAGES,
     )

@@ -2,8 +2,11 @@
 
 By default (``server-data = "synthetic"``) both are generated from "a broad mix of
 stains" (every tile its own protocol) on seed streams disjoint from every hospital's
-data; when the stages of a run change the tissue architecture, the server's tiles take
-every architecture of the run in turn (a public atlas favours no stage). With
+data. When the stages of a run change the tissue architecture (or the annotated
+classes), the server's tiles take the architectures of the stages ``public-stages``
+allows in turn (a public atlas favours no stage): by default the stages begun so far,
+so the server's set changes at a stage boundary and never holds a stage to come
+(:func:`public_stages`). With
 ``server-data = "KIND:PATH"`` they are real tiles read from that folder (the real-data
 layouts of :mod:`fedcl.data.real`, every site in it), in a seeded order: the
 reference set from the start, the root set from after it. ``unlabeled:PATH`` (any
@@ -11,6 +14,9 @@ images, no masks) serves the reference set only: FLTrust's root set needs labels
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 
@@ -22,15 +28,52 @@ from fedcl.data.stain import Stain, perturb
 from fedcl.data.synthetic import NUM_CLASSES, generate_tiles
 from fedcl.errors import FedclError
 from fedcl.scenarios import scenario_of
-from fedcl.scenarios.tiles import stage_tissue
+from fedcl.scenarios.tiles import annotate, shifts, stage_classes, stage_tissue
+
+T = TypeVar("T")
 
 # Each server tile's stain is the reference stain shifted by this much: from mild to a
 # strong scanner/protocol change (see stain.perturb).
 BROAD_STAIN_MIX = 0.5
 
 
-def _broad_mix_tiles(config: RunConfig, count: int, domain: int) -> TileDataset:
-    tissues = [stage_tissue(config, stage) for stage in range(scenario_of(config).num_stages())]
+def public_stages(config: RunConfig, server_round: int) -> range:
+    """Return the stages whose tissue the server's generated tiles hold in ``server_round``.
+
+    ``public-stages``: ``current`` (every stage begun by ``server_round``), ``first``
+    or ``all`` (every stage of the run, from round 1).
+    """
+    scenario = scenario_of(config)
+    if config.public_stages == "all":
+        return range(scenario.num_stages())
+    if config.public_stages == "first":
+        return range(1)
+    return range(scenario.stage_of(server_round) + 1)
+
+
+def public_set(
+    config: RunConfig, build: Callable[[int], T]
+) -> Callable[[int], tuple[tuple[int, ...], T]]:
+    """Wrap ``build(server_round)`` (a server's tiles) to rebuild only when they change.
+
+    The returned function gives ``(stages, tiles)`` for a round: the public stages the
+    tiles hold (:func:`public_stages`) and ``build``'s result, kept while those stay.
+    """
+    kept: dict[tuple[int, ...], T] = {}
+
+    def of_round(server_round: int) -> tuple[tuple[int, ...], T]:
+        stages = tuple(public_stages(config, server_round))
+        if stages not in kept:
+            kept.clear()
+            kept[stages] = build(server_round)
+        return stages, kept[stages]
+
+    return of_round
+
+
+def _broad_mix_tiles(config: RunConfig, count: int, domain: int, server_round: int) -> TileDataset:
+    stages = public_stages(config, server_round)
+    tissues = [stage_tissue(config, stage) for stage in stages]
     images = np.empty((count, config.image_size, config.image_size, 3), np.uint8)
     masks = np.empty((count, config.image_size, config.image_size), np.uint8)
     for i in range(count):
@@ -43,6 +86,9 @@ def _broad_mix_tiles(config: RunConfig, count: int, domain: int) -> TileDataset:
             tissue=tissues[i % len(tissues)],
         )
         images[i], masks[i] = tile[0], mask[0]
+    if shifts(config, "classes"):  # labelled as a stage's annotators do: known classes only
+        known = tuple(c for stage in stages for c in stage_classes(config, stage))
+        masks = annotate(masks, known, "train")
     return TileDataset(images, masks, NUM_CLASSES)
 
 
@@ -65,23 +111,24 @@ def _real_tiles(config: RunConfig, start: int, count: int) -> TileDataset:
     return TileDataset(images[start : start + count], masks, NUM_CLASSES)
 
 
-def reference_images(config: RunConfig) -> np.ndarray:
-    """Return the server's public reference set: ``reference-size`` unlabeled tiles.
+def reference_images(config: RunConfig, server_round: int) -> np.ndarray:
+    """Return the server's public reference set in ``server_round``: ``reference-size`` tiles.
 
-    ``M x H x W x 3`` uint8; generated, each tile its own stain, or read from
-    ``server-data``.
+    ``M x H x W x 3`` uint8, unlabeled; generated, each tile its own stain, holding the
+    tissue of :func:`public_stages`; or read from ``server-data`` (the same every round).
     """
     if config.server_data != "synthetic":
         return _real_tiles(config, 0, config.reference_size).images
-    return _broad_mix_tiles(config, config.reference_size, seeds.REFERENCE).images
+    return _broad_mix_tiles(config, config.reference_size, seeds.REFERENCE, server_round).images
 
 
-def root_dataset(config: RunConfig) -> TileDataset:
-    """Return FLTrust's labelled server-side root set (``root-tiles``).
+def root_dataset(config: RunConfig, server_round: int) -> TileDataset:
+    """Return FLTrust's labelled server-side root set (``root-tiles``) in ``server_round``.
 
-    Generated with a broad stain mix, or read from ``server-data`` (after the tiles
-    of the reference set).
+    Generated with a broad stain mix and the tissue (and annotated classes) of
+    :func:`public_stages`, or read from ``server-data`` (after the tiles of the
+    reference set; the same every round).
     """
     if config.server_data != "synthetic":
         return _real_tiles(config, config.reference_size, config.root_tiles)
-    return _broad_mix_tiles(config, config.root_tiles, seeds.ROOT)
+    return _broad_mix_tiles(config, config.root_tiles, seeds.ROOT, server_round)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 # The headline figures of fedcl compare: final Dice where nothing is staged, ACC and
 # forgetting where it is (as run and with the hospitals' own statistics), the filter's
 # precision and recall where hospitals drift.
-STAGED_HEADLINE = ("acc", "forgetting", "acc_local_stats", "forgetting_local_stats")
+STAGED_HEADLINE = ("acc_own_stats", "forgetting_own_stats", "acc", "forgetting")
 DRIFT_HEADLINE = ("precision", "recall")
 
 
@@ -61,7 +61,7 @@ class Scenario:
     drifting: ClassVar[bool] = False
     """Whether some hospitals drift (:meth:`drifted_hospitals`: the ground truth a
     filter's precision and recall are measured against)."""
-    headline: ClassVar[tuple[str, ...]] = ("final_dice",)
+    headline: ClassVar[tuple[str, ...]] = ("final_dice_own_stats", "final_dice")
     """The summary figures ``fedcl compare`` puts in its headline table."""
     sections: ClassVar[tuple[type[Section], ...]] = ()
     """The scenario's own keys (:class:`~fedcl.config.Section` classes)."""

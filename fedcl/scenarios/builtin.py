@@ -79,7 +79,7 @@ class ClientDrift(Builtin):
     """A fraction of the hospitals train on shifted data (the spatial shift)."""
 
     drifting = True
-    headline = ("final_dice", *DRIFT_HEADLINE)
+    headline = ("final_dice_own_stats", "final_dice", *DRIFT_HEADLINE)
     sections: ClassVar[tuple[type[Section], ...]] = (DriftSettings,)
 
 

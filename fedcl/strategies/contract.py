@@ -134,4 +134,3 @@ def hospital_half_of(strategy: type) -> type[HospitalHalf]:
             f"of fedcl.strategies.hospital_half.HospitalHalf, got {half!r}"
         )
     return half
-

@@ -57,7 +57,6 @@ def byzantine(config: RunConfig, per_node: int) -> int:
     return max(0, (config.clients - 3) // per_node)
 
 
-
 class FedAvg(flower.FedAvg):
     """Flower's FedAvg (McMahan et al., AISTATS 2017)."""
 

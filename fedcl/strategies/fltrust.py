@@ -25,6 +25,7 @@ from torch import nn
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES, root_dataset
 from fedcl.data.real import parse_data
+from fedcl.data.reference import public_set
 from fedcl.errors import FedclError
 from fedcl.models import build_model
 from fedcl.strategies.contract import RoundReport, SentModel
@@ -105,7 +106,8 @@ class FLTrust(FedAvg):
     model_fn : callable
         Builds a fresh network of the federation's architecture.
     server_train : callable
-        ``server_train(model)`` trains ``model`` in place on the server's root set with
+        ``server_train(model, server_round)`` trains ``model`` in place on the server's
+        root set of the round (:func:`fedcl.data.reference.public_stages`) with
         the hospitals' local schedule.
     device : str or torch.device
         Where the server's own training runs.
@@ -131,7 +133,7 @@ class FLTrust(FedAvg):
         self,
         *,
         model_fn: Callable[[], nn.Module],
-        server_train: Callable[[nn.Module], None],
+        server_train: Callable[[nn.Module, int], None],
         device: str | torch.device = "cpu",
         sent: SentModel | None = None,
         **fedavg_kwargs: Any,
@@ -146,9 +148,10 @@ class FLTrust(FedAvg):
     @classmethod
     def from_config(cls, config: RunConfig, sent: SentModel) -> FLTrust:
         """Every hospital every round; the server trains on its root set as they do."""
-        root = root_dataset(config)
+        root_of = public_set(config, lambda server_round: root_dataset(config, server_round))
 
-        def server_train(model: nn.Module) -> None:
+        def server_train(model: nn.Module, server_round: int) -> None:
+            _, root = root_of(server_round)
             train_local(model, root, **config.local_schedule(), seed=config.seed)
 
         return cls(
@@ -170,7 +173,7 @@ class FLTrust(FedAvg):
             return None, None
         global_state = global_arrays.to_torch_state_dict()
         self.model.load_state_dict(global_state)
-        self.server_train(self.model)
+        self.server_train(self.model, server_round)
         server_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         client_states = [
             m.content.array_records[self.arrayrecord_key].to_torch_state_dict() for m in usable

@@ -7,10 +7,12 @@ strategy and calls the half's hooks at named moments, as Avalanche's plugins are
 
 1. :meth:`HospitalHalf.received`: the global model has arrived and is loaded (put back
    layers the hospital keeps to itself, re-estimate statistics);
-2. :meth:`HospitalHalf.penalties`: extra terms of the local loss (a proximal pull, a
+2. :meth:`HospitalHalf.training_tiles`: the tiles the round trains on are chosen (keep
+   the tiles of past stages: the joint-training bound);
+3. :meth:`HospitalHalf.penalties`: extra terms of the local loss (a proximal pull, a
    distillation toward a teacher, any penalty);
-3. :meth:`HospitalHalf.trained`: local training is over (keep local layers);
-4. :meth:`HospitalHalf.reply`: the reply is being built (add records to it).
+4. :meth:`HospitalHalf.trained`: local training is over (keep local layers);
+5. :meth:`HospitalHalf.reply`: the reply is being built (add records to it).
 
 A half reads its settings from the message (:attr:`LocalRound.sent`: the server half
 puts them into the train config, as Flower's FedProx sends ``proximal-mu``), and keeps
@@ -21,6 +23,7 @@ server's machinery (the guard, the catalog, the run's records).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -29,6 +32,7 @@ from torch import nn
 
 if TYPE_CHECKING:
     from fedcl.config import RunConfig
+    from fedcl.data.dataset import TileDataset
     from fedcl.training import Penalty
 
 
@@ -42,6 +46,10 @@ class LocalRound:
     sent: ConfigRecord  # the message's config record: where a server half puts its settings
     content: RecordDict  # the whole message content (arrays a strategy sends besides the model)
     state: RecordDict  # the hospital's Context.state: kept across rounds
+    model_round: int  # the round whose global model the message holds (train: server_round - 1)
+    own_tiles: Callable[[], TileDataset]  # the hospital's training tiles of model_round's round
+    # its training tiles of a round, kept in state (under a name of their own: keep="...")
+    train_tiles: Callable[..., TileDataset]
 
 
 class HospitalHalf:
@@ -65,6 +73,10 @@ class HospitalHalf:
 
     def received(self, model: nn.Module) -> None:
         """Take in the global model, just loaded into ``model`` (before evaluation, training)."""
+
+    def training_tiles(self, tiles: TileDataset) -> TileDataset:
+        """Return the tiles this round trains on; ``tiles``: the hospital's current ones."""
+        return tiles
 
     def penalties(self, model: nn.Module) -> list[Penalty]:
         """Return extra terms of the local loss (each ``penalty(images, logits)``)."""

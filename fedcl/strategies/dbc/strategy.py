@@ -34,6 +34,7 @@ from fedcl.continuity import (
 )
 from fedcl.data import NUM_CLASSES, reference_images
 from fedcl.data.dataset import images_to_tensor
+from fedcl.data.reference import public_set
 from fedcl.models import build_model
 from fedcl.scenarios import scenario_of
 from fedcl.strategies.contract import RoundReport, SentModel
@@ -100,16 +101,17 @@ class DynamicBarlowContinuity(FedAvg):
         device: str | torch.device = "cpu",
         drifted: Callable[[Hashable, int], bool] | None = None,
         sent: SentModel | None = None,
+        reference_of: Callable[[int], tuple[tuple[int, ...], torch.Tensor]] | None = None,
         **fedavg_kwargs: Any,
     ) -> None:
         super().__init__(**fedavg_kwargs)
+        self.device = device
+        self.reference_of = reference_of
+        self.reference_stages: tuple[int, ...] | None = None  # what reference_images holds
         self.settings = settings or DBCSettings()
         self.sent = sent or SentModel()
         self.filter = EvidenceFilter(self.settings, drifted)
-        # Channels-last: the scoring forward passes run faster on CPU (docs/BENCHMARKS.md).
-        self.reference_images = reference_images.to(device).contiguous(
-            memory_format=torch.channels_last
-        )
+        self._set_reference(reference_images)
         m, _, h, w = reference_images.shape
         self.pixel_index = pixel_index(m, h, w, self.settings.pixels_per_image, seed)
         self.model = model_fn()  # one instance, reloaded per reply: no re-construction
@@ -129,9 +131,12 @@ class DynamicBarlowContinuity(FedAvg):
         ``drifted`` (for the oracle filter only) asks the scenario.
         """
         scenario = scenario_of(config)
+        reference_of = public_set(
+            config, lambda server_round: images_to_tensor(reference_images(config, server_round))
+        )
         return cls(
             **sampling(config),
-            reference_images=images_to_tensor(reference_images(config)),
+            reference_images=reference_of(1)[1],
             model_fn=lambda: build_model(config.model, NUM_CLASSES),
             settings=config.section(DBCSettings),
             seed=config.seed,
@@ -140,6 +145,7 @@ class DynamicBarlowContinuity(FedAvg):
                 isinstance(hospital, int) and scenario.is_drifted(hospital, server_round)
             ),
             sent=sent,
+            reference_of=reference_of,
         )
 
     def summary(self) -> None:
@@ -160,9 +166,14 @@ class DynamicBarlowContinuity(FedAvg):
         """Score, filter, aggregate, consolidate, report (docs/dbc.md, steps 1-5)."""
         started = time.perf_counter()
         replies = list(replies)  # well formed: the guard screened them (strategies.guard)
+        changed = self._public_set(server_round)
 
         # 1. Score: the global model's outputs on R, and every reply's.
         z_global = self._outputs(self.sent().to_torch_state_dict())
+        if changed and self.anchor is not None:
+            # outputs on tiles that are gone say nothing of the new ones: the anchor starts
+            # again from the model the round began with, on the tiles the server now has
+            self.anchor, self.unconsolidated = z_global.clone(), None
         z_replies = [
             self._outputs(msg.content.array_records[self.arrayrecord_key].to_torch_state_dict())
             for msg in replies
@@ -190,6 +201,23 @@ class DynamicBarlowContinuity(FedAvg):
             seconds_consolidation=round(time.perf_counter() - scored, 4),
         )
         return arrays, metrics
+
+    def _public_set(self, server_round: int) -> bool:
+        """Take the round's public reference set; whether it changed (``public-stages``)."""
+        if self.reference_of is None:
+            return False
+        stages, images = self.reference_of(server_round)
+        # None: the first round, or the first after resuming a checkpoint without them
+        changed = self.reference_stages is not None and stages != self.reference_stages
+        self.reference_stages = stages
+        if images is not self._reference_source:
+            self._set_reference(images)
+        return changed
+
+    def _set_reference(self, images: torch.Tensor) -> None:
+        self._reference_source = images
+        # Channels-last: the scoring forward passes run faster on CPU (docs/BENCHMARKS.md).
+        self.reference_images = images.to(self.device).contiguous(memory_format=torch.channels_last)
 
     def _spatial(
         self,
@@ -317,6 +345,7 @@ class DynamicBarlowContinuity(FedAvg):
             "evidence": self.filter.state_dict(),
             "shifts": self.shifts.state_dict(),
             "unconsolidated": self.unconsolidated,
+            "reference_stages": self.reference_stages,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -329,6 +358,7 @@ class DynamicBarlowContinuity(FedAvg):
         else:  # a checkpoint before the detector: its calm history and shift length
             length = state.get("shift_length", 0)
             self.shifts.load_state_dict({"calm": state["movement"], "shift": [math.inf] * length})
+        self.reference_stages = state.get("reference_stages")  # the anchor's tiles
         unconsolidated = state.get("unconsolidated")  # absent in checkpoints before 2026-11-26
         self.unconsolidated = (
             None if unconsolidated is None else unconsolidated.to(self.reference_images.device)
