@@ -8,8 +8,10 @@ of its own (ablations). A run whose directory already holds a summary of the sam
 config is kept, and one with a checkpoint of the same config is resumed, so an
 interrupted comparison continues where it stopped when run again.
 :func:`write_comparison` reads the runs' ``summary.json`` files back and writes
-``results.md``, ``results.csv`` (mean and std over seeds) and ``comparison.png``;
-``fedcl report OUT`` rebuilds those from the run directories alone.
+``results.md``, ``results.csv`` (mean and std over seeds), ``per-seed.csv`` (every
+run's figures), ``paired.csv`` (paired differences against a baseline entry,
+:mod:`fedcl.study`) and ``comparison.png``; ``fedcl report OUT`` rebuilds those from the
+run directories alone.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from typing import Any
 
 from fedcl.config import RunConfig
 from fedcl.configure import from_run_dir
-from fedcl.entries import Entry
+from fedcl.entries import VARIANT, Entry
 from fedcl.errors import FedclError
 from fedcl.metrics import READINGS
 from fedcl.plots import plot_comparison
 from fedcl.plugins import SCENARIOS
 from fedcl.recorder import read_metrics
 from fedcl.scenarios import scenario_class, scenario_of
+from fedcl.study import CONFIDENCE, Paired, paired, seed_note
 
 # (summary path, column name) of every figure in the table: each Dice figure in every
 # reading (fedcl.metrics.READINGS: as run, own statistics, oracle statistics)
@@ -42,6 +45,9 @@ COLUMNS = (
     (("detection", "recall"), "recall"),
     (("wall_seconds",), "wall_seconds"),
 )
+# the entry paired differences are taken against when a comparison has it and the
+# command names no other (--baseline): the federated method every other one modifies
+BASELINE = "fedavg"
 
 
 def run_name(label: str, seed: int) -> str:
@@ -102,23 +108,26 @@ def run_all(
 
 def run_scenarios(
     base: RunConfig,
-    scenarios: Sequence[str],
+    scenarios: Sequence[Entry],
     entries: Sequence[Entry],
     seeds: Sequence[int],
     out: Path,
     run: Callable[[RunConfig, bool], None],
+    *,
+    baseline: str | None = None,
 ) -> list[Path]:
-    """:func:`run_all` per scenario into ``OUT/<scenario>`` and a table for each.
+    """:func:`run_all` per scenario entry into ``OUT/<entry>`` and a table for each.
 
-    Returns the comparison directories (one per scenario). Without ``scenarios`` the
-    base config's scenario runs into ``out`` itself. ``OUT/results.md`` has every
-    scenario directory in ``out``, also those an earlier command wrote (so commands
-    naming one scenario each can fill one comparison).
+    Returns the comparison directories (one per scenario entry: ``client-drift`` or
+    ``client-drift+drift-kind=annotation``, :func:`fedcl.entries.parse_entry` with
+    ``SCENARIOS``). Without ``scenarios`` the base config's scenario runs into ``out``
+    itself. ``OUT/results.md`` has every scenario directory in ``out``, also those an
+    earlier command wrote (so commands naming one scenario each can fill one
+    comparison). ``baseline``: the entry of the paired differences
+    (:func:`write_comparison`).
     """
-    for name in scenarios:
-        SCENARIOS.check(name)
     if scenarios:
-        configs = [(base.replace(scenario=name), out / path_safe(name)) for name in scenarios]
+        configs = [(s.config(base), out / path_safe(s.label)) for s in scenarios]
     else:
         configs = [(base, out)]
     for config, _ in configs:
@@ -126,17 +135,26 @@ def run_scenarios(
             entry.config(config)  # every entry valid in every scenario, before any run
     for config, directory in configs:
         run_all(config, entries, seeds, directory, run)
-        write_comparison(directory)
+        write_comparison(directory, baseline)
     if scenarios:
         write_overview(out)
     return [directory for _, directory in configs]
 
 
 def comparison_dirs(out: Path) -> list[Path]:
-    """Return the scenario sub-directories of a several-scenario comparison."""
+    """Return the scenario sub-directories of a several-scenario comparison.
+
+    The built-in scenarios in their order, each followed by its variants
+    (``client-drift+drift-kind=annotation``), then any other; by name within each.
+    """
     held = sorted(d for d in out.iterdir() if any(d.glob("*/summary.json"))) if out.is_dir() else []
-    builtin = [out / name for name in SCENARIOS.builtin]
-    return [d for d in builtin if d in held] + [d for d in held if d not in builtin]
+    builtin = list(SCENARIOS.builtin)
+
+    def rank(directory: Path) -> int:
+        name = directory.name.split(VARIANT)[0]
+        return builtin.index(name) if name in builtin else len(builtin)
+
+    return sorted(held, key=rank)  # stable: by name within a rank
 
 
 def headline(directory: Path) -> tuple[str, ...]:
@@ -178,7 +196,10 @@ def write_overview(out: Path) -> None:
             _cell(*tables[name][label][c]) if label in tables[name] else "-" for name, c in columns
         ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    parts = [(d / "results.md").read_text().replace("# fedcl compare:", "##") for d in dirs]
+    # titled by directory: a table's own title names its scenario, which variants share
+    parts = [
+        f"## scenario {d.name}\n" + (d / "results.md").read_text().partition("\n")[2] for d in dirs
+    ]
     (out / "results.md").write_text("\n".join(lines) + "\n\n" + "\n".join(parts))
 
 
@@ -256,6 +277,53 @@ def aggregate(
     return table
 
 
+def per_seed(
+    summaries: Sequence[dict[str, Any]], labels: Sequence[str]
+) -> dict[str, dict[int, dict[str, float | None]]]:
+    """Per entry label (in first-seen order) and seed: every column's figure of that run."""
+    runs: dict[str, dict[int, dict[str, float | None]]] = {}
+    for summary, label in zip(summaries, labels, strict=True):
+        figures = {column: _get(summary, path) for path, column in COLUMNS}
+        runs.setdefault(label, {})[int(summary["seed"])] = figures
+    return runs
+
+
+def paired_differences(
+    runs: dict[str, dict[int, dict[str, float | None]]],
+    baseline: str,
+    columns: Sequence[str],
+) -> dict[str, dict[str, Paired]]:
+    """Per entry other than ``baseline``, per column: entry minus baseline, seed for seed.
+
+    ``runs`` is :func:`per_seed`'s; only seeds both entries ran (and both have the
+    figure of) count (:func:`fedcl.study.paired`).
+    """
+    base = runs[baseline]
+    return {
+        label: {
+            column: paired(
+                {seed: figures[column] for seed, figures in seeds.items()},
+                {seed: figures[column] for seed, figures in base.items()},
+            )
+            for column in columns
+        }
+        for label, seeds in runs.items()
+        if label != baseline
+    }
+
+
+def _baseline(labels: Sequence[str], baseline: str | None) -> str | None:
+    """Return the entry to pair against: ``baseline`` if named, else :data:`BASELINE` if present."""
+    if baseline is None:
+        return BASELINE if BASELINE in labels else None
+    if path_safe(baseline) not in labels:
+        raise FedclError(
+            f"baseline {baseline!r} is not an entry of this comparison; its entries: "
+            + ", ".join(dict.fromkeys(labels))
+        )
+    return path_safe(baseline)
+
+
 def _cell(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "n/a"
@@ -268,13 +336,43 @@ def comparison_table(out: Path) -> dict[str, dict[str, Any]]:
     return aggregate(summaries, [label_of(d) for d in dirs])
 
 
-def write_comparison(out: Path) -> dict[str, dict[str, Any]]:
-    """Write ``results.md``, ``results.csv`` and ``comparison.png`` for the runs in ``out``."""
+def write_comparison(out: Path, baseline: str | None = None) -> dict[str, dict[str, Any]]:
+    """Write the tables and ``comparison.png`` for the runs in ``out``.
+
+    ``results.md`` and ``results.csv``: mean and std over seeds, which seeds are tuning
+    seeds (:func:`fedcl.study.seed_note`); ``per-seed.csv``: every run's figures. With a
+    baseline entry (``baseline``, else :data:`BASELINE` where the comparison has it)
+    ``results.md`` has a section of paired differences against it on the scenario's
+    headline figures (:func:`headline`), and ``paired.csv`` the same numbers.
+
+    Parameters
+    ----------
+    out : Path
+        A comparison directory: run directories ``<label>-s<seed>`` with a
+        ``summary.json``.
+    baseline : str or None, optional
+        The entry label to pair against. Default ``None``: :data:`BASELINE` if present,
+        else no paired differences.
+
+    Returns
+    -------
+    dict
+        :func:`aggregate`'s table.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``out`` holds no run directory with a ``summary.json``.
+    FedclError
+        If ``baseline`` is not an entry of the comparison.
+    """
     summaries, dirs = collect(out)
     if not summaries:
         raise FileNotFoundError(f"no run directories with a summary.json under {out}")
     labels = [label_of(d) for d in dirs]
+    against = _baseline(labels, baseline)
     table = aggregate(summaries, labels)
+    runs = per_seed(summaries, labels)
     scenario = summaries[0]["scenario"]
     columns = [c for _, c in COLUMNS]
     header = "| strategy | seeds | " + " | ".join(columns) + " |"
@@ -283,6 +381,7 @@ def write_comparison(out: Path) -> dict[str, dict[str, Any]]:
         "",
         "Mean ± std over seeds (n/a: not defined for this scenario or strategy).",
         workload(out),
+        *seed_note(seed for seeds in runs.values() for seed in seeds),
         "",
         header,
         "|" + "---|" * (len(columns) + 2),
@@ -291,6 +390,13 @@ def write_comparison(out: Path) -> dict[str, dict[str, Any]]:
         cells = " | ".join(_cell(*row[c]) for c in columns)
         seeds = ",".join(str(s) for s in row["seeds"])
         lines.append(f"| {strategy} | {seeds} | {cells} |")
+    claims = headline(out) if against else ()
+    differences = paired_differences(runs, against, claims) if against else {}
+    if against and differences:
+        lines += ["", *_paired_section(differences, against, claims)]
+        _write_paired_csv(out / "paired.csv", differences, against)
+    else:  # nothing to pair (no baseline, or the baseline alone): no stale file either
+        (out / "paired.csv").unlink(missing_ok=True)
     (out / "results.md").write_text("\n".join(lines) + "\n")
     with (out / "results.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -300,16 +406,56 @@ def write_comparison(out: Path) -> dict[str, dict[str, Any]]:
         for strategy, row in table.items():
             values = [v for c in columns for v in row[c]]
             writer.writerow(
-                [
-                    strategy,
-                    " ".join(str(s) for s in row["seeds"]),
-                    *["" if v is None else repr(v) for v in values],
-                ]
+                [strategy, " ".join(str(s) for s in row["seeds"]), *map(_number, values)]
             )
+    with (out / "per-seed.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["strategy", "seed", *columns])
+        for strategy, by_seed in runs.items():
+            for seed, figures in sorted(by_seed.items()):
+                writer.writerow([strategy, seed, *(_number(figures[c]) for c in columns)])
     plot_comparison(
         _curves(labels, dirs), table, out / "comparison.png", title=f"scenario {scenario}"
     )
     return table
+
+
+def _number(value: float | int | None) -> str:
+    """Return a figure as a CSV cell: every digit (``repr``), empty where there is none."""
+    return "" if value is None else repr(value)
+
+
+def _paired_section(
+    differences: dict[str, dict[str, Paired]], baseline: str, columns: Sequence[str]
+) -> list[str]:
+    """Return the lines of ``results.md``'s section of paired differences."""
+    lines = [
+        f"## Paired differences against {baseline}",
+        "",
+        (
+            f"Entry minus {baseline}, seed for seed on the seeds both ran: the mean "
+            f"difference, its {CONFIDENCE * 100:.0f} % interval (Student t over the per-seed "
+            "differences, n - 1 degrees of freedom; none for n = 1) and n. Every run's "
+            "figures: per-seed.csv."
+        ),
+        "",
+        "| strategy | " + " | ".join(columns) + " |",
+        "|" + "---|" * (len(columns) + 1),
+    ]
+    for label, row in differences.items():
+        lines.append(f"| {label} | " + " | ".join(row[c].cell() for c in columns) + " |")
+    return lines
+
+
+def _write_paired_csv(path: Path, differences: dict[str, dict[str, Paired]], baseline: str) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["strategy", "baseline", "column", "mean", "low", "high", "n", "seeds"])
+        for label, row in differences.items():
+            for column, d in row.items():
+                figures = (d.mean, d.low, d.high)
+                seeds = " ".join(str(s) for s in d.seeds)
+                writer.writerow([label, baseline, column, *map(_number, figures), d.n, seeds])
 
 
 def _curves(

@@ -72,6 +72,7 @@ STRATEGIES = Registry(
     "strategy",
     {
         "fedavg": "fedcl.strategies.flower:FedAvg",
+        "fedavg-server-stats": "fedcl.strategies.server_stats:FedAvgServerStats",
         "fedprox": "fedcl.strategies.fedprox:FedProx",
         "fedmedian": "fedcl.strategies.flower:FedMedian",
         "fedtrimmedavg": "fedcl.strategies.flower:FedTrimmedAvg",
@@ -94,6 +95,7 @@ MODELS = Registry(
     {
         "unet": "fedcl.models:unet",
         "unet-instance": "fedcl.models:unet_instance",
+        "unet-group": "fedcl.models:unet_group",
         "basic-unet": "fedcl.models:basic_unet",
         "smp-resnet18": "fedcl.models:smp_resnet18",
         "smp-resnet34": "fedcl.models:smp_resnet34",

@@ -20,9 +20,13 @@ from fedcl.compare import run_all, run_scenarios, write_comparison
 from fedcl.config import RunConfig
 from fedcl.configure import load_config
 from fedcl.entries import parse_entry
+from fedcl.errors import FedclError
+from fedcl.plugins import SCENARIOS
 from fedcl.processes import processes_with_env, stop_tagged
 from fedcl.recorder import read_metrics
+from fedcl.scenarios.sections import DriftSettings
 from fedcl.strategies.dbc import DBCSettings
+from fedcl.study import REPORTING_SEEDS, TUNING_SEEDS, paired, seed_note
 
 TINY = [
     "--image-size",
@@ -171,7 +175,8 @@ def test_report_rebuilds_a_runs_summary(tmp_path, ray_address, capsys):
     assert main(["report", str(out)]) == 0
     assert json.loads((out / "summary.json").read_text()) == before
     shown = capsys.readouterr().out  # read as a person would, not raw JSON
-    assert f"run: final Dice {before['final_dice']:.3f} after 1 rounds" in shown
+    own = f"({before['final_dice_own_stats']:.3f} with own statistics)"
+    assert f"run: final Dice {before['final_dice']:.3f} {own} after 1 rounds" in shown
     assert (out / "dice.png").exists()
     assert not (out / "dice_matrix.png").exists()  # one stage (iid): no 1 x 1 heat map
 
@@ -206,7 +211,7 @@ def _fake_run(calls):
 
 def test_entries_carry_their_own_settings_and_get_a_row_each(tmp_path):
     entries = [parse_entry("fedavg"), parse_entry("dbc+dbc-consolidation=off+dbc-steps=20")]
-    assert entries[1].strategy == "dbc"
+    assert entries[1].name == "dbc" and entries[1].kind == "strategy"
     assert entries[1].settings == {"dbc-consolidation": "off", "dbc-steps": 20}
     calls = []
     dirs = run_all(RunConfig(rounds=2), entries, [0, 1], tmp_path, _fake_run(calls))
@@ -257,11 +262,15 @@ def test_a_changed_dbc_setting_reruns_dbc_runs_only(tmp_path):
     assert [(c.strategy, c.section(DBCSettings).tau) for c, _ in calls] == [("dbc", 9.0)]
 
 
+def _scenarios(*texts):
+    return [parse_entry(text, SCENARIOS) for text in texts]
+
+
 def test_several_scenarios_get_a_table_each_and_an_overview(tmp_path, capsys):
     calls = []
     run_scenarios(
         RunConfig(rounds=3),
-        ["iid", "client-drift"],
+        _scenarios("iid", "client-drift"),
         [parse_entry("fedavg")],
         [0],
         tmp_path,
@@ -272,16 +281,16 @@ def test_several_scenarios_get_a_table_each_and_an_overview(tmp_path, capsys):
     assert (tmp_path / "client-drift" / "results.csv").exists()
     overview = (tmp_path / "results.md").read_text()
     assert "## scenario iid" in overview and "## scenario client-drift" in overview
-    header = "| strategy | iid: final_dice | client-drift: final_dice | client-drift: precision |"
+    header = "| strategy | iid: final_dice_own_stats | iid: final_dice | client-drift: final"
     assert header in overview
-    assert "| fedavg | 0.500 | 0.500 | n/a | n/a |" in overview
+    assert "| fedavg | n/a | 0.500 | n/a | 0.500 | n/a | n/a |" in overview  # no own_stats: n/a
     (tmp_path / "results.md").unlink()
     assert main(["report", str(tmp_path)]) == 0  # rebuilt from the runs alone
     assert (tmp_path / "results.md").read_text() == overview
     # a later command naming one scenario adds its directory, and the overview grows
     run_scenarios(
         RunConfig(rounds=3, rounds_per_stage=1),
-        ["catastrophic-forgetting"],
+        _scenarios("catastrophic-forgetting"),
         [parse_entry("fedavg")],
         [0],
         tmp_path,
@@ -293,11 +302,81 @@ def test_several_scenarios_get_a_table_each_and_an_overview(tmp_path, capsys):
     assert "## scenario iid" in (tmp_path / "results.md").read_text()
     # a command stopped before its scenario's table: the next one writes it
     (tmp_path / "client-drift" / "results.md").unlink()
-    run_scenarios(
-        RunConfig(rounds=3), ["iid"], [parse_entry("fedavg")], [0], tmp_path, _fake_run(calls)
-    )
+    fedavg = [parse_entry("fedavg")]
+    run_scenarios(RunConfig(rounds=3), _scenarios("iid"), fedavg, [0], tmp_path, _fake_run(calls))
     assert (tmp_path / "client-drift" / "results.md").exists()
     assert "## scenario client-drift" in (tmp_path / "results.md").read_text()
+
+
+def test_a_scenario_entry_gets_a_directory_a_table_and_columns_of_its_own(tmp_path):
+    calls = []
+    scenarios = _scenarios("client-drift+drift-kind=annotation", "iid", "client-drift")
+    entries = [parse_entry("fedavg"), parse_entry("dbc+dbc-steps=2")]
+    run_scenarios(RunConfig(rounds=3), scenarios, entries, [0], tmp_path, _fake_run(calls))
+    kinds = [(c.scenario, c.strategy, c.section(DriftSettings).drift_kind) for c, _ in calls]
+    assert kinds == [
+        ("client-drift", "fedavg", "annotation"),
+        ("client-drift", "dbc", "annotation"),
+        ("iid", "fedavg", "stain"),
+        ("iid", "dbc", "stain"),
+        ("client-drift", "fedavg", "stain"),
+        ("client-drift", "dbc", "stain"),
+    ]
+    assert calls[1][0].section(DBCSettings).steps == 2  # both entries' settings
+    variant = tmp_path / "client-drift+drift-kind=annotation"
+    assert 'drift-kind = "annotation"' in (variant / "fedavg-s0" / "config.toml").read_text()
+    assert (variant / "results.md").exists() and (variant / "results.csv").exists()
+    overview = (tmp_path / "results.md").read_text()
+    columns = overview.splitlines()[4]  # the headline table's header
+    assert columns.index("| iid: final_dice |") < columns.index(" client-drift: final_dice |")
+    assert columns.index(" client-drift: final_dice |") < columns.index(
+        " client-drift+drift-kind=annotation: final_dice |"
+    )  # the built-ins' order, a scenario's variants after it
+    sections = [line for line in overview.splitlines() if line.startswith("## scenario")]
+    assert sections == [
+        "## scenario iid",
+        "## scenario client-drift",
+        "## scenario client-drift+drift-kind=annotation",
+    ]
+    # run again: every run is complete (its config is the one written), nothing reruns
+    calls.clear()
+    run_scenarios(RunConfig(rounds=3), scenarios, entries, [0], tmp_path, _fake_run(calls))
+    assert calls == []
+    (tmp_path / "results.md").unlink()
+    assert main(["report", str(tmp_path)]) == 0  # rebuilt from the runs alone
+    assert (tmp_path / "results.md").read_text() == overview
+
+
+def test_a_scenario_entrys_bad_value_is_an_error_before_any_run(tmp_path):
+    calls = []
+    scenarios = _scenarios("client-drift", "client-drift+drift-kind=anotation")
+    with pytest.raises(FedclError, match="entry 'client-drift.*Did you mean 'annotation'"):
+        run_scenarios(RunConfig(), scenarios, [parse_entry("fedavg")], [0], tmp_path, calls.append)
+    assert calls == [] and not list(tmp_path.iterdir())
+
+
+def test_compare_runs_a_scenario_entry_from_the_command_line(tmp_path, monkeypatch, capsys):
+    import contextlib
+
+    import fedcl.cli
+    import fedcl.processes
+
+    calls = []
+    run = _fake_run(calls)
+    monkeypatch.setattr(fedcl.cli, "_simulate_with_progress", lambda c, _, r, __: run(c, r))
+    monkeypatch.setattr(fedcl.processes, "local_cluster", lambda: contextlib.nullcontext(""))
+    scenarios = "client-drift,client-drift+drift-kind=annotation+drift-strength=0.5"
+    command = ["compare", "--strategies", "fedavg", "--scenarios", scenarios, "--rounds", "2"]
+    assert main([*command, "--drift-ratio", "0.6", "--out", str(tmp_path)]) == 0
+    drift = [c.section(DriftSettings) for c, _ in calls]
+    assert [(d.drift_kind, d.drift_strength) for d in drift] == [
+        ("stain", 0.8),
+        ("annotation", 0.5),
+    ]
+    assert [c.drift_ratio for c, _ in calls] == [0.6, 0.6]  # the command's own keys
+    variant = "client-drift+drift-kind=annotation+drift-strength=0.5"
+    assert (tmp_path / variant / "fedavg-s0" / "summary.json").exists()
+    assert f"## scenario {variant}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -308,6 +387,27 @@ def test_several_scenarios_get_a_table_each_and_an_overview(tmp_path, capsys):
         (["--strategies", "dbc+seed=3"], "set by fedcl compare"),
         (["--strategies", "fedavgg"], "Did you mean 'fedavg'?"),
         (["--strategies", "all", "--scenarios", "iid,drift"], "unknown scenario 'drift'"),
+        (
+            ["--strategies", "fedavg", "--scenarios", "client-drift+drift-kindd=annotation"],
+            "Did you mean 'drift-kind'?",
+        ),
+        (
+            ["--strategies", "fedavg", "--scenarios", "client-drift+dbc-tau=2"],
+            "key 'dbc-tau' belongs to strategy dbc, not to scenario 'client-drift'",
+        ),
+        (
+            ["--strategies", "fedavg", "--scenarios", "iid+drift-kind=blur"],
+            (
+                "key 'drift-kind' belongs to scenario client-drift or scenario "
+                "drift-and-forgetting, not to scenario 'iid'"
+            ),
+        ),
+        (  # a row varies the strategy; the data varies by scenario entry
+            ["--strategies", "fedavg+drift-kind=blur", "--scenarios", "client-drift"],
+            "not to strategy 'fedavg'",
+        ),
+        (["--strategies", "fedavg", "--scenarios", "iid+scenario=iid"], "set by fedcl compare"),
+        (["--strategies", "fedavg,dbc", "--baseline", "lwf"], "'lwf' is not one of --strategies"),
     ],
 )
 def test_bad_comparison_entries_are_clear_errors_before_any_run(tmp_path, capsys, args, message):
@@ -324,7 +424,7 @@ def test_the_same_compare_command_continues_the_same_comparison(tmp_path, monkey
 
     outs = []
 
-    def fake_run_scenarios(base, scenarios, entries, seeds, out, run):
+    def fake_run_scenarios(base, scenarios, entries, seeds, out, run, baseline=None):
         outs.append(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.md").write_text("table\n")
@@ -351,3 +451,154 @@ def test_the_workload_line_names_the_stages_of_a_staged_comparison(tmp_path):
     (tmp_path / "fedavg-s0" / "config.toml").write_text(tomli_w.dumps(config.to_mapping()))
     line = workload(tmp_path)
     assert "6 rounds (2 stages of 3, stage shift tissue) of 1 local epoch(s)" in line
+
+
+# t_{0.975, n-1} from a printed table (not from scipy, which fedcl.study uses)
+T_975 = {2: 4.302653, 4: 2.776445}
+
+
+@pytest.mark.parametrize(
+    ("differences", "mean", "std"),
+    [
+        ([1.0, 2.0, 3.0], 2.0, 1.0),  # the sample std of 1, 2, 3 is 1
+        ([0.1, 0.3, 0.2, 0.0, 0.4], 0.2, 0.158114),  # sqrt(0.1 / 4)
+        ([0.5, 0.5, 0.5], 0.5, 0.0),  # the same on every seed: a zero-width interval
+        ([-3.0, 1.0, -1.0], -1.0, 2.0),
+    ],
+)
+def test_a_paired_difference_has_a_student_t_interval(differences, mean, std):
+    n = len(differences)
+    baseline = {seed: 10.0 + seed for seed in range(n)}
+    entry = {seed: baseline[seed] + d for seed, d in enumerate(differences)}
+    result = paired(entry, baseline)
+    half = T_975[n - 1] * std / n**0.5
+    assert result.n == n and result.seeds == tuple(range(n))
+    assert result.mean == pytest.approx(mean)
+    assert result.low == pytest.approx(mean - half, abs=1e-5)
+    assert result.high == pytest.approx(mean + half, abs=1e-5)
+
+
+def test_a_paired_difference_uses_only_the_seeds_both_have_a_figure_on():
+    entry = {10: 0.6, 11: None, 12: 0.9, 13: 0.8, 14: 0.7}
+    baseline = {10: 0.5, 11: 0.5, 12: 0.7, 13: None}  # 14: never ran
+    result = paired(entry, baseline)
+    assert result.seeds == (10, 12) and result.n == 2
+    assert result.mean == pytest.approx(0.15)
+    half = 12.706205 * (0.1 / 2**0.5) / 2**0.5  # t_{0.975, 1} x std / sqrt(2)
+    assert (result.low, result.high) == pytest.approx((0.15 - half, 0.15 + half), abs=1e-5)
+    assert result.cell() == f"+0.150 [{0.15 - half:.3f}, {0.15 + half:.3f}] n=2"
+
+
+def test_one_shared_seed_gives_a_difference_without_an_interval_and_none_gives_nothing():
+    one = paired({10: 0.7, 11: None}, {10: 0.75, 12: 0.5})
+    assert (one.mean, one.low, one.high, one.n, one.seeds) == (
+        pytest.approx(-0.05),
+        None,
+        None,
+        1,
+        (10,),
+    )
+    assert one.cell() == "-0.050 n=1"
+    none = paired({10: None}, {10: 0.5, 11: 0.5})
+    assert (none.mean, none.low, none.high, none.n, none.seeds) == (None, None, None, 0, ())
+    assert none.cell() == "n/a"
+    with pytest.raises(ValueError, match="confidence must be in"):
+        paired({0: 1.0}, {0: 0.0}, confidence=95)
+
+
+def test_the_reporting_seeds_are_five_seeds_no_constant_was_chosen_on():
+    assert TUNING_SEEDS == (0, 1, 2)
+    assert len(REPORTING_SEEDS) == 5 and not set(REPORTING_SEEDS) & set(TUNING_SEEDS)
+    (only_tuning,) = seed_note([2, 0, 1, 0])
+    assert only_tuning.startswith("Seeds 0, 1, 2: tuning seeds only")
+    assert only_tuning.endswith("(`--seeds 10,11,12,13,14`).")
+    assert seed_note([11, 10]) == [
+        "Seeds 10, 11: reporting seeds (no constant was chosen on them)."
+    ]
+    mixed = seed_note([0, 10, 2])
+    assert mixed[0] == "Seeds 0, 2: tuning seeds; 10: reporting seeds."
+    assert mixed[1].startswith("**Warning: this table mixes tuning seeds (0, 2) with reporting")
+
+
+def _runs(out, dice):
+    """Fake run directories: ``dice[label][seed]`` is the run's final Dice (iid)."""
+    for label, seeds in dice.items():
+        for seed, value in seeds.items():
+            run_dir = out / f"{label}-s{seed}"
+            run_dir.mkdir(parents=True)
+            summary = {"final_dice": value, "scenario": "iid", "seed": seed, "rounds": 2}
+            (run_dir / "summary.json").write_text(json.dumps(summary))
+            (run_dir / "metrics.jsonl").write_text("")
+
+
+def _csv(path):
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_comparison_writes_every_runs_figures_and_paired_differences_against_fedavg(tmp_path):
+    _runs(
+        tmp_path,
+        {
+            "fedavg": {2: 0.4, 10: 0.5, 11: 0.6, 12: 0.7},
+            "dbc": {2: 0.45, 10: 0.6, 11: 0.8, 12: 1.0, 13: 0.9},  # 13: fedavg has none
+            "lwf": {10: 0.6},
+        },
+    )
+    write_comparison(tmp_path)
+    rows = _csv(tmp_path / "per-seed.csv")
+    assert len(rows) == 10  # one a run, seeds in numeric order (not s10 before s2)
+    assert [(r["strategy"], r["seed"]) for r in rows[:4]] == [
+        ("dbc", "2"),
+        ("dbc", "10"),
+        ("dbc", "11"),
+        ("dbc", "12"),
+    ]
+    fedavg = {r["seed"]: r for r in rows if r["strategy"] == "fedavg"}
+    assert float(fedavg["11"]["final_dice"]) == 0.6 and fedavg["11"]["precision"] == ""
+    # dbc - fedavg on seeds 2, 10, 11, 12: 0.05, 0.1, 0.2, 0.3
+    mean, std = 0.1625, 0.110868  # by hand: sqrt(((-0.1125)^2 + ... + 0.1375^2) / 3)
+    half = 3.182446 * std / 2  # t_{0.975, 3} x std / sqrt(4)
+    text = (tmp_path / "results.md").read_text()
+    assert "## Paired differences against fedavg" in text
+    expected = f"+{mean:.3f} [{mean - half:.3f}, {mean + half:.3f}] n=4"
+    assert f"| dbc | n/a | {expected} |" in text  # headline: own statistics, as run
+    assert "| lwf | n/a | +0.100 n=1 |" in text
+    paired_rows = {(r["strategy"], r["column"]): r for r in _csv(tmp_path / "paired.csv")}
+    row = paired_rows["dbc", "final_dice"]
+    assert (row["baseline"], row["n"], row["seeds"]) == ("fedavg", "4", "2 10 11 12")
+    assert float(row["mean"]) == pytest.approx(mean)
+    assert float(row["low"]) == pytest.approx(mean - half, abs=1e-5)
+    assert float(row["high"]) == pytest.approx(mean + half, abs=1e-5)
+    assert paired_rows["dbc", "final_dice_own_stats"]["n"] == "0"
+    assert paired_rows["lwf", "final_dice"]["low"] == ""
+    # seed 2 is a tuning seed among reporting seeds: said, and warned of
+    assert "Seeds 2: tuning seeds; 10, 11, 12, 13: reporting seeds." in text
+    assert "**Warning: this table mixes tuning seeds (2) with reporting seeds" in text
+
+
+def test_the_baseline_alone_has_no_paired_differences(tmp_path):
+    _runs(tmp_path, {"fedavg": {10: 0.5, 11: 0.6}})
+    write_comparison(tmp_path)
+    assert "Paired differences" not in (tmp_path / "results.md").read_text()
+    assert not (tmp_path / "paired.csv").exists()
+    assert len(_csv(tmp_path / "per-seed.csv")) == 2
+
+
+def test_the_baseline_of_the_paired_differences_can_be_named(tmp_path, capsys):
+    _runs(tmp_path, {"dbc": {10: 0.6, 11: 0.8}, "lwf": {10: 0.5, 11: 0.6}})
+    write_comparison(tmp_path)  # no fedavg: no paired differences
+    assert "Paired differences" not in (tmp_path / "results.md").read_text()
+    assert not (tmp_path / "paired.csv").exists()
+    assert main(["report", str(tmp_path), "--baseline", "lwf"]) == 0
+    text = (tmp_path / "results.md").read_text()
+    assert "## Paired differences against lwf" in text
+    assert "| dbc | n/a | +0.150 [-0.485, 0.785] n=2 |" in text  # 0.15 +- 12.706 x 0.05
+    assert "| lwf |" not in text.split("## Paired differences")[1]
+    assert (tmp_path / "paired.csv").exists()
+    assert main(["report", str(tmp_path)]) == 0  # the baseline is the command's, not kept
+    assert not (tmp_path / "paired.csv").exists()
+    assert main(["report", str(tmp_path), "--baseline", "fedavg"]) == 2
+    assert "baseline 'fedavg' is not an entry of this comparison; its entries: dbc, lwf" in (
+        capsys.readouterr().err
+    )

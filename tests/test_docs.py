@@ -164,7 +164,10 @@ def test_the_docs_error_examples_are_what_fedcl_prints(session, tmp_path):
         assert done.stdout + done.stderr == output, f"{command}: the docs show another message"
 
 
-_NUMBERS = "zero one two three four five six seven eight nine ten eleven twelve thirteen"
+_NUMBERS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty"
+)
 
 
 def test_the_docs_count_and_list_the_built_in_strategies():

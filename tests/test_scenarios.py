@@ -11,7 +11,7 @@ from fedcl.config import RunConfig
 from fedcl.configure import from_toml, is_builtin_key, load_config
 from fedcl.data import NUM_CLASSES, reference_images
 from fedcl.data.real import IGNORE
-from fedcl.data.shifts import typical_change, typical_shift
+from fedcl.data.shifts import bias_annotations, typical_change, typical_shift
 from fedcl.data.stain import Stain, visible_change
 from fedcl.data.synthetic import SOLID, typical_tissue
 from fedcl.data.tissue import TISSUES
@@ -157,8 +157,131 @@ def test_label_noise_changes_labels_not_pixels():
     assert (clean.masks != shifted.masks).mean() > 0.2
 
 
+def _blocks(*blocks, size=10):
+    """One ``size x size`` mask: background, then ``(value, rows, columns)`` blocks."""
+    mask = np.zeros((1, size, size), np.uint8)
+    for value, rows, columns in blocks:
+        mask[0, rows, columns] = value
+    return mask
+
+
+EVERYWHERE = slice(None)
+
+
+@pytest.mark.parametrize(
+    ("mask", "strength", "expected"),
+    [
+        # strength 0.25: 1 px (cv2's 3 x 3 disk is a cross): a 6 x 6 region keeps 4 x 4
+        (_blocks((2, slice(2, 8), slice(2, 8))), 0.25, _blocks((2, slice(3, 7), slice(3, 7)))),
+        # the tile's edge is no boundary: only the side that meets the background moves
+        (
+            _blocks((1, EVERYWHERE, slice(0, 5))),
+            0.25,
+            _blocks((1, EVERYWHERE, slice(0, 4))),
+        ),
+        # IGNORE stays IGNORE, and the region shrinks away from it too
+        (
+            _blocks((IGNORE, EVERYWHERE, slice(0, 3)), (4, EVERYWHERE, slice(3, 10))),
+            0.25,
+            _blocks((IGNORE, EVERYWHERE, slice(0, 3)), (4, EVERYWHERE, slice(4, 10))),
+        ),
+        # strength 1: inflammatory is tumour; beside tumour it is one region, nothing erodes
+        (
+            _blocks((3, EVERYWHERE, slice(0, 5)), (1, EVERYWHERE, slice(5, 10))),
+            1.0,
+            _blocks((1, EVERYWHERE, EVERYWHERE)),
+        ),
+        # strength 0: nothing changes
+        (
+            _blocks((3, slice(2, 8), slice(2, 5)), (IGNORE, slice(2, 8), slice(5, 8))),
+            0.0,
+            _blocks((3, slice(2, 8), slice(2, 5)), (IGNORE, slice(2, 8), slice(5, 8))),
+        ),
+    ],
+)
+def test_biased_annotations_erode_regions_and_call_inflammation_tumour(mask, strength, expected):
+    before = mask.copy()
+    biased = bias_annotations(mask, strength, seed=0)
+    np.testing.assert_array_equal(biased, expected)
+    assert biased.dtype == np.uint8 and biased.shape == mask.shape
+    np.testing.assert_array_equal(mask, before)  # a new array
+
+
+def test_biased_annotations_are_deterministic_per_seed():
+    from fedcl.data.synthetic import generate_tiles
+
+    _, masks = generate_tiles(12, size=64, stain=Stain(), seed=np.random.SeedSequence(2))
+    first, again = (bias_annotations(masks, 0.5, seed=1) for _ in range(2))
+    np.testing.assert_array_equal(first, again)
+    # the seed draws which inflammatory regions are called tumour; the rims are the rule's
+    assert first.tobytes() != bias_annotations(masks, 0.5, seed=2).tobytes()
+
+
+def test_annotation_drift_biases_training_masks_the_same_way_not_pixels_or_tests():
+    config = drift(drift_kind="annotation", train_tiles=12, image_size=64)
+    h = scenario_of(config).drifted_hospitals()[0]
+    clean = hospital_dataset(config, h, "train")
+    biased = scenario_of(config).train_dataset(h, config.rounds)
+    np.testing.assert_array_equal(clean.images, biased.images)
+    changed = clean.masks != biased.masks
+    eroded = changed & (biased.masks == 0)
+    confused = changed & (clean.masks == 3) & (biased.masks == 1)
+    assert eroded.any() and confused.any()
+    np.testing.assert_array_equal(changed, eroded | confused)  # no other kind of change
+    # the clean test tiles are what the drifted hospital is scored on
+    test = scenario_of(config).test_dataset(h, 0)
+    np.testing.assert_array_equal(test.masks, hospital_dataset(config, h, "test").masks)
+    later = scenario_of(config).train_dataset(h, config.drift_start_round + 1)
+    assert biased.masks.tobytes() == later.masks.tobytes()  # every round of a stage alike
+
+
+def test_annotation_drift_sees_the_tissue_before_a_stage_picks_its_classes():
+    tiles = SMALL | {"image_size": 64, "train_tiles": 12}
+    config = _config(
+        "drift-and-forgetting",
+        **(tiles | {"stages": 3, "rounds_per_stage": 1}),
+        stage_shift="classes",
+        drift_kind="annotation",
+    )
+    full = hospital_dataset(RunConfig(**tiles), 0, "train")  # every class labelled
+    first = hospital_dataset(config, 0, "train", drifted=True)  # tumour and stroma annotated
+    assert set(np.unique(first.masks)) <= {0, 1, 2}
+    assert (first.masks[full.masks == 3] == 1).any()  # inflammation drawn as tumour
+    second = hospital_dataset(config, 0, "train", stage=1, drifted=True)  # inflammatory only
+    assert set(np.unique(second.masks)) <= {0, 3}
+
+
+def test_annotation_drift_on_real_tiles_keeps_ignored_pixels(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for site in ("a", "b"):
+        for i in range(2):
+            codes = np.kron(rng.choice([0, 1, 2, 3], size=(8, 12)), np.ones((8, 8), int))
+            codes[:16, :16] = 9  # an unannotated corner
+            for folder, array in (("masks", codes), ("images", np.stack([codes * 40] * 3, -1))):
+                (tmp_path / folder / site).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array.astype(np.uint8)).save(tmp_path / folder / site / f"{i}.png")
+    config = drift(
+        data=f"folder:{tmp_path}",
+        label_map="9:ignore 0:background 1:tumor 2:stroma 3:inflammatory",
+        clients=2,
+        drift_ratio=0.5,
+        drift_kind="annotation",
+        train_tiles=8,
+        test_tiles=2,
+    )
+    h = scenario_of(config).drifted_hospitals()[0]
+    clean = hospital_dataset(config, h, "train")
+    biased = hospital_dataset(config, h, "train", drifted=True)
+    np.testing.assert_array_equal(clean.images, biased.images)
+    assert (clean.masks == IGNORE).any()
+    np.testing.assert_array_equal(clean.masks == IGNORE, biased.masks == IGNORE)
+    assert (clean.masks != biased.masks).any()
+
+
 def test_zero_strength_drift_changes_nothing_but_the_label():
-    for kind in ("invert", "label-noise"):
+    for kind in ("invert", "label-noise", "annotation"):
         clean, shifted = _pair(kind, strength=0.0)
         np.testing.assert_array_equal(clean.images, shifted.images)
         np.testing.assert_array_equal(clean.masks, shifted.masks)

@@ -14,10 +14,11 @@ from flwr.serverapp.strategy import FedAvg, Strategy
 from fedcl.config import RunConfig
 from fedcl.configure import flower_run_config, is_builtin_key, load_config
 from fedcl.continuity import barlow_continuity
-from fedcl.data import NUM_CLASSES, Stain, TileDataset, generate_tiles, perturb
+from fedcl.data import NUM_CLASSES, Stain, TileDataset, generate_tiles, perturb, reference_images
 from fedcl.errors import FedclError
 from fedcl.hospital import local_round
 from fedcl.models import build_model
+from fedcl.normalization import local_norm_keys
 from fedcl.plugins import STRATEGIES
 from fedcl.recorder import read_checkpoint
 from fedcl.scenarios import scenario_of
@@ -27,7 +28,8 @@ from fedcl.strategies.dbc import DBCSettings, DynamicBarlowContinuity
 from fedcl.strategies.fltrust import fltrust_aggregate
 from fedcl.strategies.guard import GuardedStrategy
 from fedcl.strategies.replies import by_partition, malformed_reason
-from fedcl.training import train_local
+from fedcl.strategies.server_stats import FedAvgServerStats, unlabeled
+from fedcl.training import recompute_batchnorm, train_local
 from tests.conftest import FakeGrid
 
 SIZE = 32
@@ -452,6 +454,60 @@ def test_fltrust_trusts_aligned_updates_and_ignores_opposed_ones():
     assert torch.allclose(new["bn"], torch.tensor([2.0, 2.0, 2.0]))  # trust-weighted buffers
     same, trust = fltrust_aggregate(global_state, [opposed], server, {"w"})
     assert trust == [0.0] and torch.equal(same["w"], global_state["w"])
+
+
+def test_server_statistics_are_fedavg_with_the_statistics_of_the_reference_set(federation):
+    global_state, clean, _, _ = federation
+    reference = unlabeled(tiles(99, count=10, stain_shift=0.5).images)  # batches 4, 4, 2
+    strategy = FedAvgServerStats(
+        model_fn=model_fn,
+        tiles_of=lambda _round: reference,
+        batch_size=4,
+        min_available_nodes=1,
+        min_train_nodes=1,
+    )
+    _, messages = configure(strategy, global_state, 4)
+    replies = [
+        reply(m, s, p, n=10 + p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))
+    ]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    fedavg, _ = FedAvg().aggregate_train(1, replies)
+    direct = model_fn()
+    direct.load_state_dict(fedavg.to_torch_state_dict())
+    recompute_batchnorm(direct, reference, 4)
+    statistics = set(local_norm_keys(direct, "statistics"))
+    assert statistics and list(arrays) == list(fedavg)
+    ours, theirs, expected = (
+        arrays.to_torch_state_dict(),
+        fedavg.to_torch_state_dict(),
+        direct.state_dict(),
+    )
+    for name in fedavg:
+        if name in statistics:  # the direct re-estimation's, in the model's dtype
+            assert ours[name].dtype == expected[name].dtype, name
+            assert torch.equal(ours[name], expected[name]), name
+        else:  # FedAvg's, bit for bit
+            assert arrays[name].numpy().tobytes() == fedavg[name].numpy().tobytes(), name
+    assert all(int(ours[k]) == 3 for k in statistics if k.endswith("num_batches_tracked"))
+    mean = next(k for k in statistics if k.endswith("running_mean"))
+    assert not torch.allclose(ours[mean], theirs[mean])  # not the hospitals' average
+    again, _ = strategy.aggregate_train(1, replies)  # deterministic
+    assert all(again[k].numpy().tobytes() == arrays[k].numpy().tobytes() for k in arrays)
+
+
+def test_server_statistics_are_taken_on_the_public_reference_set():
+    config = RunConfig(strategy="fedavg-server-stats", image_size=32, reference_size=4)
+    inner = build_strategy(config).inner
+    assert isinstance(inner, FedAvgServerStats) and inner.batch_size == config.batch_size
+    tiles = inner.statistics_tiles(1)
+    assert tiles.images.tobytes() == reference_images(config, 1).tobytes()
+    assert inner.statistics_tiles(2) is tiles  # loaded once while the public stages stay
+
+
+@pytest.mark.parametrize("model", ["unet-instance", "unet-group"])
+def test_server_statistics_refuse_a_network_without_batchnorm(model):
+    with pytest.raises(FedclError, match=f"model '{model}' has none"):
+        load_config({"strategy": "fedavg-server-stats", "model": model})
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES.builtin))

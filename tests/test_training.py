@@ -8,6 +8,7 @@ from torch import nn
 from fedcl.data import NUM_CLASSES, Stain, TileDataset, generate_tiles
 from fedcl.errors import FedclError
 from fedcl.models import build_model
+from fedcl.normalization import batch_norms, has_running_stats
 from fedcl.plugins import MODELS
 from fedcl.strategies.fedprox import Proximal
 from fedcl.training import evaluate, resolve_device, segmentation_loss, train_local
@@ -123,11 +124,13 @@ def test_every_model_maps_tiles_to_class_logits(name):
     assert out.shape == (2, NUM_CLASSES, 64, 64)
 
 
-def test_instance_normalised_unet_carries_no_statistics_of_the_tiles_it_saw():
+@pytest.mark.parametrize("name", ["unet-instance", "unet-group"])
+def test_instance_or_group_normalised_unet_carries_no_statistics_of_the_tiles_it_saw(name):
     # Its outputs on a tile do not depend on what it was trained on besides its weights:
     # no running statistics in the state, and a tile's output is the same in a batch of
     # its own, in any other batch, and in train or eval mode.
-    model = build_model("unet-instance", NUM_CLASSES)
+    model = build_model(name, NUM_CLASSES)
+    assert not has_running_stats(model)
     assert not [k for k in model.state_dict() if "running" in k or "num_batches" in k]
     train_local(model, dataset(), epochs=1, batch_size=4, lr=1e-3, seed=0)
     tiles = torch.rand(4, 3, 64, 64)
@@ -139,6 +142,19 @@ def test_instance_normalised_unet_carries_no_statistics_of_the_tiles_it_saw():
     with torch.no_grad():
         gap = (batchnorm.eval()(tiles[:1]) - batchnorm.train()(tiles)[:1]).abs().max()
     assert gap > 1e-3  # the same check tells a BatchNorm network apart
+
+
+def test_the_group_normalised_unet_is_the_batchnorm_one_with_group_norms():
+    batch, group = build_model("unet", NUM_CLASSES), build_model("unet-group", NUM_CLASSES)
+    assert not batch_norms(group)
+    norms = [m for m in group.modules() if isinstance(m, nn.GroupNorm)]
+    assert len(norms) == len(batch_norms(batch))
+    # 8 groups where 8 divides the channels, one in the top layer of NUM_CLASSES channels
+    groups = {(8, channels) for channels in (16, 32, 64, 128)} | {(1, NUM_CLASSES)}
+    assert {(m.num_groups, m.num_channels) for m in norms} == groups
+    assert [(k, p.shape) for k, p in group.named_parameters()] == [
+        (k, p.shape) for k, p in batch.named_parameters()
+    ]  # the same weights, so the same parameter count (about 0.2 M)
 
 
 def test_unknown_model_name_suggests_the_closest():

@@ -101,8 +101,10 @@ def _add_compare_command(commands: Any, sections: tuple[type[Section], ...]) -> 
         description=(
             "Run every strategy x seed pair (each as fedcl run, into OUT/<strategy>-s<seed>) "
             "with the same options, then write OUT/results.md, OUT/results.csv (mean and "
-            "std over seeds) and OUT/comparison.png. Runs already complete are kept and "
-            "interrupted ones resumed, so running the same command again continues."
+            "std over seeds), OUT/per-seed.csv (every run), OUT/paired.csv (paired "
+            "differences against --baseline) and OUT/comparison.png. Runs already complete "
+            "are kept and interrupted ones resumed, so running the same command again "
+            "continues."
         ),
         epilog=OWN_FLAGS,
     )
@@ -116,15 +118,23 @@ def _add_compare_command(commands: Any, sections: tuple[type[Section], ...]) -> 
         ),
     )
     compare.add_argument(
-        "--seeds", default="0", metavar="0,1,...", help="comma-separated seeds (default: 0)"
+        "--seeds",
+        default="0",
+        metavar="0,1,...",
+        help=(
+            "comma-separated seeds (default: 0); choose constants on the tuning seeds 0,1,2 "
+            "and report on others, e.g. 10,11,12,13,14 (docs/evaluation.md)"
+        ),
     )
+    _add_baseline(compare)
     compare.add_argument(
         "--scenarios",
         metavar="A,B,...",
         help=(
             "comma-separated scenarios ('all' = the four built-ins), each into "
             "OUT/<scenario> with its own table, and OUT/results.md with all of them "
-            "(default: the one --scenario / --config names)"
+            "(default: the one --scenario / --config names); a name may carry settings "
+            "of its own, e.g. client-drift+drift-kind=annotation (a table each)"
         ),
     )
     add_run_options(
@@ -144,10 +154,23 @@ def _add_report_command(commands: Any) -> None:
         description=(
             "For a run directory: rewrite summary.json, dice.png, dice_matrix.png (staged) and "
             "dbc.png from config.toml and metrics.jsonl. For a fedcl compare directory: "
-            "rewrite results.md, results.csv and comparison.png from its runs."
+            "rewrite results.md, results.csv, per-seed.csv, paired.csv and comparison.png "
+            "from its runs."
         ),
     )
     report.add_argument("dir", metavar="DIR", help="run or comparison directory")
+    _add_baseline(report)
+
+
+def _add_baseline(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--baseline",
+        metavar="LABEL",
+        help=(
+            "entry the tables pair every other against: per seed, entry minus baseline, "
+            "mean and 95 %% interval (default: fedavg where the comparison has it)"
+        ),
+    )
 
 
 def _simulate_with_progress(
@@ -217,20 +240,24 @@ def _compare(args: argparse.Namespace) -> int:
 
     entries = [parse_entry(text) for text in parse_list(args.strategies, STRATEGIES.builtin)]
     seeds = _int_list(args.seeds, "--seeds")
-    scenarios = parse_list(args.scenarios, SCENARIOS.builtin) if args.scenarios else []
+    named = parse_list(args.scenarios, SCENARIOS.builtin) if args.scenarios else []
+    scenarios = [parse_entry(text, SCENARIOS) for text in named]  # before Ray starts
     if not entries or not seeds:
         raise FedclError("--strategies and --seeds must each name at least one value")
-    for name in scenarios:
-        SCENARIOS.check(name)  # before Ray starts
     for entry in entries:
-        check_strategy(entry.strategy)  # every name, before the first run starts
+        check_strategy(entry.name)  # every name, before the first run starts
+    labels = [path_safe(e.label) for e in entries]
+    if args.baseline is not None and path_safe(args.baseline) not in labels:
+        raise FedclError(
+            f"--baseline {args.baseline!r} is not one of --strategies: {', '.join(labels)}"
+        )
     if not hasattr(args, "out"):
         # named after what it runs, not when: the same command continues its comparison
 
         settings = resolve_config(args).replace(out="").to_mapping()
-        command = [settings, [e.label for e in entries], seeds, scenarios]
+        command = [settings, [e.label for e in entries], seeds, [s.label for s in scenarios]]
         digest = hashlib.sha256(json.dumps(command, sort_keys=True).encode()).hexdigest()[:8]
-        name = path_safe("+".join(scenarios) if scenarios else str(settings["scenario"]))
+        name = path_safe("+".join(named) if named else str(settings["scenario"]))
         args.out = f"runs/compare-{name}-{digest}"
         if Path(args.out).exists():
             print(f"fedcl compare: continuing {args.out} (finished runs are kept)")
@@ -249,6 +276,7 @@ def _compare(args: argparse.Namespace) -> int:
             seeds,
             out,
             lambda config, resume: _simulate_with_progress(config, args.verbose, resume, cluster),
+            baseline=args.baseline,
         )
     print((out / "results.md").read_text())
     return 0
@@ -262,6 +290,10 @@ def _report(args: argparse.Namespace) -> int:
 
     directory = Path(args.dir)
     if (directory / "metrics.jsonl").exists():
+        if args.baseline is not None:
+            raise FedclError(
+                f"--baseline pairs the entries of a comparison; {str(directory)!r} is one run"
+            )
         config = from_run_dir(directory)
         # start-up: imported where a command needs it (module docstring)
         from fedcl.progress import summary_lines
@@ -270,11 +302,11 @@ def _report(args: argparse.Namespace) -> int:
         print("\n".join(summary_lines(summary, str(directory), lead="run")))
         print(f"rewrote {directory / 'summary.json'} and the plots")
     elif any(directory.glob("*/summary.json")):
-        write_comparison(directory)
+        write_comparison(directory, args.baseline)
         print((directory / "results.md").read_text())
     elif scenarios := comparison_dirs(directory):
         for scenario in scenarios:
-            write_comparison(scenario)
+            write_comparison(scenario, args.baseline)
         write_overview(directory)
         print((directory / "results.md").read_text())
     else:

@@ -51,7 +51,8 @@ def named_sections(argv: Sequence[str]) -> tuple[type[Section], ...]:
         strategies += [entry.split(VARIANT)[0] for entry in every]
     scenarios = [named.scenario or file.get("scenario") or RunKeys.scenario]
     if named.scenarios:
-        scenarios += parse_list(named.scenarios, SCENARIOS.builtin)
+        every = parse_list(named.scenarios, SCENARIOS.builtin)
+        scenarios += [entry.split(VARIANT)[0] for entry in every]
     owners = [STRATEGIES.load(str(name)) for name in strategies]
     return sections_of(*owners, *(scenario_class(str(name)) for name in scenarios))
 

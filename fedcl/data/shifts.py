@@ -5,8 +5,11 @@ protocol, see :func:`drifted_stain`): the tiles are rendered from known H and E
 concentrations, so a new stain matrix is exact, where albumentations' ``HEStain`` would
 have to estimate the matrix back from RGB first. The image-domain shifts use albumentations
 (``GaussianBlur``, ``GaussNoise``, ``ImageCompression``); ``label-noise`` corrupts the
-masks (annotators who mislabel whole regions); ``invert`` blends the tile with its
-colour negative. ``strength`` in 0..1 scales every kind from none to extreme.
+masks (annotators who mislabel whole regions, each at random); ``annotation`` biases them
+the same way on every tile (annotators who call inflammation tumour and draw every region
+too tightly, :func:`bias_annotations`): what the weights learn changes, which no
+re-estimated normalisation statistic undoes. ``invert`` blends the tile with its colour
+negative. ``strength`` in 0..1 scales every kind from none to extreme.
 """
 
 from __future__ import annotations
@@ -14,15 +17,20 @@ from __future__ import annotations
 import functools
 import os
 
+import cv2
 import numpy as np
 
+from fedcl.data.real import IGNORE
 from fedcl.data.stain import Stain, perturb, shifted, visible_change
-from fedcl.data.synthetic import typical_tissue
+from fedcl.data.synthetic import CLASS_NAMES, typical_tissue
 from fedcl.scenarios.sections import DRIFT_KINDS
 
 __all__ = [
+    "CONFUSED",
     "DRIFT_KINDS",
     "IMAGE_KINDS",
+    "MAX_EROSION",
+    "bias_annotations",
     "drifted_stain",
     "shift_images",
     "shift_labels",
@@ -34,6 +42,12 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network call on imp
 import albumentations as A  # noqa: E402
 
 IMAGE_KINDS = ("blur", "noise", "jpeg", "invert")  # kinds that transform the pixels
+# drift-kind annotation: the class its annotators see as another (inflammatory infiltrates
+# called tumour: dense dark nuclei in both), and how far inside a region's boundary they
+# draw at strength 1: 4 px give about a quarter of the synthetic tiles' foreground to the
+# background (docs/scenarios.md)
+CONFUSED = (CLASS_NAMES.index("inflammatory"), CLASS_NAMES.index("tumor"))
+MAX_EROSION = 4
 
 
 @functools.cache
@@ -127,3 +141,53 @@ def shift_labels(masks: np.ndarray, strength: float, num_classes: int, seed: int
                 others = [c for c in range(num_classes) if c != label]
                 noisy[i][mask == label] = rng.choice(others)
     return noisy
+
+
+def bias_annotations(masks: np.ndarray, strength: float, seed: int) -> np.ndarray:
+    """Annotation drift: masks as a hospital's biased annotators draw them, every tile alike.
+
+    Two biases, in this order, both growing with ``strength``:
+
+    1. Class confusion: each connected region (8-connected) of class ``CONFUSED[0]``
+       (inflammatory) is labelled ``CONFUSED[1]`` (tumour) with probability
+       ``strength``, one draw per region from ``seed``.
+    2. Under-segmentation: every foreground region is drawn
+       ``r = round(MAX_EROSION * strength)`` px inside its boundary. A foreground
+       pixel with a pixel of another label (``IGNORE`` included) within a disk of
+       radius ``r`` becomes background (0); the tile's edge is no boundary (the region
+       goes on beyond it). Regions narrower than ``2 r + 1`` px vanish.
+
+    Background and :data:`~fedcl.data.real.IGNORE` pixels never change, and no pixel
+    becomes ``IGNORE``. Unlike ``label-noise`` (:func:`shift_labels`: a random new class
+    for random regions), the direction of every change is the same on every tile.
+
+    Parameters
+    ----------
+    masks : np.ndarray
+        ``N x H x W`` uint8 class ids: 0 background, 1..C-1 foreground (synthetic:
+        :data:`~fedcl.data.synthetic.CLASS_NAMES`), ``IGNORE`` (255) not a class.
+    strength : float
+        0 (the masks unchanged) .. 1 (every inflammatory region called tumour, 4-px
+        rims erased).
+    seed : int
+        Seed of the per-region draws of the confusion: the same masks, strength and
+        seed give the same result.
+
+    Returns
+    -------
+    np.ndarray
+        New ``N x H x W`` uint8 masks; ``masks`` is not changed.
+    """
+    rng = np.random.default_rng(seed)
+    source, target = CONFUSED
+    radius = int(round(MAX_EROSION * strength))
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    biased = masks.copy()
+    for mask in biased:  # views: each tile is changed in place
+        count, regions = cv2.connectedComponents((mask == source).astype(np.uint8), connectivity=8)
+        confused = 1 + np.flatnonzero(rng.random(count - 1) < strength)  # 0: not the class
+        mask[np.isin(regions, confused)] = target
+        # cv2's default border leaves the edge out of the minimum and the maximum
+        mixed = cv2.erode(mask, disk) != cv2.dilate(mask, disk)  # another label within r
+        mask[mixed & (mask != 0) & (mask != IGNORE)] = 0
+    return biased

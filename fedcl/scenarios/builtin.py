@@ -44,7 +44,7 @@ class Builtin(Scenario):
         if cls.drifting and config.section(DriftSettings).drift_kind == "stain":
             raise FedclError(
                 "drift-kind 'stain' re-renders synthetic tissue; with real data use "
-                "blur, noise, jpeg, label-noise or invert"
+                "blur, noise, jpeg, label-noise, annotation or invert"
             )
 
     @property

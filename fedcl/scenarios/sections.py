@@ -11,8 +11,11 @@ from dataclasses import dataclass
 
 from fedcl.config import Section, opt
 
-# How a drifting hospital's tiles differ (fedcl.data.shifts implements each).
-DRIFT_KINDS = ("stain", "blur", "noise", "jpeg", "label-noise", "invert")
+# How a drifting hospital's tiles differ (fedcl.data.shifts implements each): its pixels
+# (stain, blur, noise, jpeg, invert) or its training masks (label-noise: random regions
+# relabelled; annotation: biased annotators, the same bias on every tile, which no
+# normalisation of the images undoes).
+DRIFT_KINDS = ("stain", "blur", "noise", "jpeg", "label-noise", "invert", "annotation")
 # What changes at a stage boundary: the stain and class mix, the tissue architecture
 # (fedcl.data.tissue), or which classes the masks annotate.
 STAGE_SHIFTS = ("stain", "tissue", "classes")
@@ -27,7 +30,8 @@ class DriftSettings(Section):
 
     drift_kind: str = opt(
         "stain",
-        f"client-drift: {', '.join(DRIFT_KINDS)}",
+        f"client-drift: how a drifting hospital's training tiles differ: "
+        f"{', '.join(DRIFT_KINDS)} (docs/scenarios.md)",
         data=True,
         section="scenario",
         choices=DRIFT_KINDS,

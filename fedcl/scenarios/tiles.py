@@ -24,6 +24,7 @@ from fedcl.data.real import (
 )
 from fedcl.data.shifts import (
     IMAGE_KINDS,
+    bias_annotations,
     drifted_stain,
     shift_images,
     shift_labels,
@@ -120,6 +121,9 @@ def hospital_dataset(
 
     The test split is a disjoint seed stream with the same site stain. Drifted tiles
     are the same tissue as the clean ones (same seed stream), shifted by ``drift-kind``.
+    Biased annotators (``annotation``) see the tissue before a stage's protocol picks
+    the classes they label (``stage-shift = classes``, :func:`annotate`); the other
+    kinds act on the tiles as the stage hands them over.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -130,24 +134,22 @@ def hospital_dataset(
     shift_seed = int(seeds.stream(config.seed, seeds.DRIFT, hospital, stage).generate_state(1)[0])
     if config.data != "synthetic":
         images, masks = real_split(config, hospital, split)
-        if drifted and kind in IMAGE_KINDS:
-            images = shift_images(images, kind, strength, shift_seed)
-        if drifted and kind == "label-noise":
-            masks = shift_labels(masks, strength, NUM_CLASSES, shift_seed)
-        return TileDataset(images, masks, NUM_CLASSES)
-    stain = site_stain(config, hospital, stage)
-    if drifted and kind == "stain":
-        stain = drifted_stain(stain, seeds.rng(config.seed, seeds.DRIFT, hospital), strength)
-    stream = seeds.stream(config.seed, seeds.TILES, hospital, SPLITS.index(split), stage)
-    images, masks = generate_tiles(
-        config.train_tiles if split == "train" else config.test_tiles,
-        size=config.image_size,
-        stain=stain,
-        seed=stream,
-        class_mix=stage_class_mix(config, stage),
-        tissue=stage_tissue(config, stage),
-    )
-    if shifts(config, "classes"):
+    else:
+        stain = site_stain(config, hospital, stage)
+        if drifted and kind == "stain":
+            stain = drifted_stain(stain, seeds.rng(config.seed, seeds.DRIFT, hospital), strength)
+        stream = seeds.stream(config.seed, seeds.TILES, hospital, SPLITS.index(split), stage)
+        images, masks = generate_tiles(
+            config.train_tiles if split == "train" else config.test_tiles,
+            size=config.image_size,
+            stain=stain,
+            seed=stream,
+            class_mix=stage_class_mix(config, stage),
+            tissue=stage_tissue(config, stage),
+        )
+    if drifted and kind == "annotation":
+        masks = bias_annotations(masks, strength, shift_seed)
+    if shifts(config, "classes"):  # staged: synthetic data only (Builtin.check)
         masks = annotate(masks, stage_classes(config, stage), split)
     if drifted and kind in IMAGE_KINDS:
         images = shift_images(images, kind, strength, shift_seed)

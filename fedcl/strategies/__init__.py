@@ -2,10 +2,10 @@
 
 Built in: ``fedavg``, ``fedmedian``, ``fedtrimmedavg``, ``krum``, ``multikrum``,
 ``bulyan`` (Flower's own, :mod:`fedcl.strategies.flower`), ``fedprox``, ``fltrust``,
-``dbc``, ``fedbn``, ``silobn`` and ``lwf``; their names and modules are listed once, in
-:data:`fedcl.plugins.STRATEGIES`. A user's strategy plugs in as ``--strategy
-package.module:ClassName`` (any Flower ``Strategy`` subclass, with an optional hospital
-half) or by name through the entry-point group ``fedcl.strategies``.
+``dbc``, ``fedbn``, ``silobn``, ``fedavg-server-stats`` and ``lwf``; their names and
+modules are listed once, in :data:`fedcl.plugins.STRATEGIES`. A user's strategy plugs
+in as ``--strategy package.module:ClassName`` (any Flower ``Strategy`` subclass, with an
+optional hospital half) or by name through the entry-point group ``fedcl.strategies``.
 
 - :mod:`~fedcl.strategies.catalog`: names to classes; :func:`build_strategy`;
 - :mod:`~fedcl.strategies.contract`: what a strategy may offer (``Protocol`` s, the
@@ -37,6 +37,7 @@ _EXPORTS = {
     "FLTrust": "fltrust",
     "FedBN": "fedbn",
     "SiloBN": "fedbn",
+    "FedAvgServerStats": "server_stats",
     "FedProx": "fedprox",
     "LwF": "lwf",
 }
