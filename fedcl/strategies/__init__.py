@@ -2,7 +2,8 @@
 
 Built in: ``fedavg``, ``fedmedian``, ``fedtrimmedavg``, ``krum``, ``multikrum``,
 ``bulyan`` (Flower's own, :mod:`fedcl.strategies.flower`), ``fedprox``, ``fltrust``,
-``dbc``, ``fedbn``, ``silobn``, ``fedavg-server-stats`` and ``lwf``; their names and
+``dbc``, ``fedbn``, ``silobn``, ``fedavg-server-stats``, ``lwf`` and the bounds ``joint``
+and ``local-only`` (:mod:`fedcl.strategies.bounds`); their names and
 modules are listed once, in :data:`fedcl.plugins.STRATEGIES`. A user's strategy plugs
 in as ``--strategy package.module:ClassName`` (any Flower ``Strategy`` subclass, with an
 optional hospital half) or by name through the entry-point group ``fedcl.strategies``.
@@ -38,6 +39,8 @@ _EXPORTS = {
     "FedBN": "fedbn",
     "SiloBN": "fedbn",
     "FedAvgServerStats": "server_stats",
+    "JointTraining": "bounds",
+    "LocalOnly": "bounds",
     "FedProx": "fedprox",
     "LwF": "lwf",
 }
