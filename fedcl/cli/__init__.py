@@ -231,7 +231,6 @@ def _int_list(text: str, flag: str) -> list[int]:
 def _compare(args: argparse.Namespace) -> int:
 
     # start-up: imported where a command needs it (module docstring)
-    # start-up: imported where a command needs it (module docstring)
     from fedcl.compare import path_safe, run_scenarios
     from fedcl.entries import parse_entry, parse_list
     from fedcl.plugins import SCENARIOS, STRATEGIES
