@@ -374,6 +374,8 @@ def write_comparison(out: Path, baseline: str | None = None) -> dict[str, dict[s
     table = aggregate(summaries, labels)
     runs = per_seed(summaries, labels)
     scenario = summaries[0]["scenario"]
+    if out.name.startswith(f"{scenario}+"):  # a scenario entry's directory: its keys too
+        scenario = out.name
     columns = [c for _, c in COLUMNS]
     header = "| strategy | seeds | " + " | ".join(columns) + " |"
     lines = [

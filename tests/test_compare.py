@@ -325,7 +325,9 @@ def test_a_scenario_entry_gets_a_directory_a_table_and_columns_of_its_own(tmp_pa
     assert calls[1][0].section(DBCSettings).steps == 2  # both entries' settings
     variant = tmp_path / "client-drift+drift-kind=annotation"
     assert 'drift-kind = "annotation"' in (variant / "fedavg-s0" / "config.toml").read_text()
-    assert (variant / "results.md").exists() and (variant / "results.csv").exists()
+    title = (variant / "results.md").read_text().partition("\n")[0]
+    assert title == "# fedcl compare: scenario client-drift+drift-kind=annotation"
+    assert (variant / "results.csv").exists()
     overview = (tmp_path / "results.md").read_text()
     columns = overview.splitlines()[4]  # the headline table's header
     assert columns.index("| iid: final_dice |") < columns.index(" client-drift: final_dice |")

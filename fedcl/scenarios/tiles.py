@@ -181,7 +181,9 @@ def provenance(config: RunConfig) -> dict[str, object]:
     return {
         "data": config.data,
         "hospitals": {str(h): source for h, source in enumerate(hospital_sources(config))},
-        "reference_set": f"{config.reference_size} tiles, {server_tiles} (dbc)",
+        "reference_set": (
+            f"{config.reference_size} tiles, {server_tiles} (dbc, fedavg-server-stats)"
+        ),
         "root_set": f"{config.root_tiles} labelled tiles, {server_tiles} (fltrust)",
         "evaluation": f"at the {config.evaluation}, on {config.test_tiles} held-out tiles per "
         "hospital and stage",
