@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The study behind docs/RESULTS.md (version 0.4's protocol, docs/evaluation.md):
+# every strategy, the baselines and the bounds x six scenarios x the reporting seeds.
+#
+#   bash docs/results/v04-protocol/study.sh          # the full study (resumes: run it again)
+#   SMOKE=1 bash docs/results/v04-protocol/study.sh  # the same table on a tiny workload
+#
+# Constants were chosen on the tuning seeds 0, 1, 2 only (fedcl.study.TUNING_SEEDS); the
+# table is read on the reporting seeds 10-14, on which nothing was chosen.
+set -euo pipefail
+export NO_ALBUMENTATIONS_UPDATE=1
+
+# 12 strategies; FedAvg with server-side statistics and with a GroupNorm network (what a
+# drift win owes to normalisation); the joint-training upper and local-only lower bounds
+STRATEGIES="fedavg,fedprox,fedmedian,fedtrimmedavg,krum,multikrum,bulyan,fltrust,fedbn,silobn,lwf,dbc"
+STRATEGIES+=",fedavg-server-stats,fedavg+model=unet-group,joint,local-only"
+# stain drift (undone by normalisation) and annotation drift (in the weights); the tissue
+# and the class stage shift
+SCENARIOS="iid,client-drift,client-drift+drift-kind=annotation,catastrophic-forgetting"
+SCENARIOS+=",catastrophic-forgetting+stage-shift=classes,drift-and-forgetting"
+
+if [[ "${SMOKE:-0}" == 1 ]]; then
+    # one seed, 3 hospitals, 3 stages of 2 rounds, tiny tiles: 96 runs (version 0.3's smoke
+    # table, 48 runs of this size, took 8 min 40 s on 2 cores; this one is not timed yet)
+    exec fedcl compare --strategies "$STRATEGIES" --scenarios "$SCENARIOS" --seeds 10 \
+        --clients 3 --stages 3 --rounds-per-stage 2 --rounds 6 --image-size 32 \
+        --train-tiles 16 --test-tiles 8 --batch-size 8 --reference-size 8 --root-tiles 8 \
+        --baseline fedavg --out "${OUT:-runs/v04-protocol-smoke}"
+fi
+exec fedcl compare --strategies "$STRATEGIES" --scenarios "$SCENARIOS" \
+    --seeds 10,11,12,13,14 --baseline fedavg --out "${OUT:-docs/results/v04-protocol}"
