@@ -43,6 +43,8 @@ COLUMNS = (
     *(((f + r,), f + r) for r in READINGS for f in ("acc", "bwt", "forgetting")),
     (("detection", "precision"), "precision"),
     (("detection", "recall"), "recall"),
+    (("boundaries", "precision"), "boundary_precision"),
+    (("boundaries", "recall"), "boundary_recall"),
     (("wall_seconds",), "wall_seconds"),
 )
 # the entry paired differences are taken against when a comparison has it and the

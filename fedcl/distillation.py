@@ -10,12 +10,21 @@ data of an old stage: only the current tiles and one frozen model.
 
 The federated form (``lwf`` strategy) is FedAvg whose hospitals train this way; the
 teacher of stage ``s`` is the first global model a hospital receives in stage ``s``.
+DBC's temporal side (``dbc`` strategy) uses the same penalty with a teacher its server
+chose, and may also distil on the public reference tiles (:class:`PublicDistillation`)
+and measure the difference as Barlow continuity instead of KL (:data:`TERMS`).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from fedcl.continuity.behaviour import barlow_continuity_loss
+
+# How a student's outputs are held to a teacher's: "kl", the softened KL divergence
+# (LwF); "barlow", DBC's Barlow continuity between their class probabilities per pixel.
+TERMS = ("kl", "barlow")
 
 
 def distillation_loss(
@@ -44,6 +53,26 @@ def distillation_loss(
     return temperature**2 * kl.mean()
 
 
+def continuity_term(
+    student: torch.Tensor, teacher: torch.Tensor, *, term: str, temperature: float
+) -> torch.Tensor:
+    """How far the student's logits are from the teacher's, ``B x C x H x W`` each.
+
+    ``kl``: :func:`distillation_loss`. ``barlow``: the Barlow continuity loss between
+    the two models' class probabilities, every pixel of the batch a row (softened by
+    ``temperature`` as KL's are).
+    """
+    if term == "kl":
+        return distillation_loss(student, teacher, temperature)
+    if term == "barlow":
+        rows = [
+            torch.softmax(x / temperature, dim=1).movedim(1, -1).reshape(-1, x.shape[1])
+            for x in (teacher.detach(), student)
+        ]
+        return barlow_continuity_loss(rows[0], rows[1])
+    raise ValueError(f"term must be one of {TERMS}, got {term!r}")
+
+
 class Distillation:
     """A training penalty: ``weight * distillation_loss(model(x), teacher(x), T)``.
 
@@ -56,19 +85,81 @@ class Distillation:
         Weight of the distillation term beside the segmentation loss (LwF's lambda).
     temperature : float
         Softmax temperature of both models' outputs.
+    term : str
+        ``kl`` (LwF's) or ``barlow`` (:func:`continuity_term`).
     """
 
-    def __init__(self, teacher: nn.Module, *, weight: float, temperature: float) -> None:
+    def __init__(
+        self, teacher: nn.Module, *, weight: float, temperature: float, term: str = "kl"
+    ) -> None:
         if weight < 0 or temperature <= 0:
             raise ValueError(
                 f"distillation needs weight >= 0 and temperature > 0, got {weight}, {temperature}"
             )
+        if term not in TERMS:
+            raise ValueError(f"term must be one of {TERMS}, got {term!r}")
         self.teacher = teacher.eval().requires_grad_(False)
         self.weight = weight
         self.temperature = temperature
+        self.term = term
 
     def __call__(self, images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """Return the penalty of a batch: ``images`` ``B x 3 x H x W``, the model's ``logits``."""
         with torch.no_grad():
             soft_labels = self.teacher(images)
-        return self.weight * distillation_loss(logits, soft_labels, self.temperature)
+        return self.weight * self.held(logits, soft_labels)
+
+    def held(self, logits: torch.Tensor, soft_labels: torch.Tensor) -> torch.Tensor:
+        """The unweighted term between the student's ``logits`` and the teacher's."""
+        return continuity_term(logits, soft_labels, term=self.term, temperature=self.temperature)
+
+
+class PublicDistillation(Distillation):
+    """The same penalty on public tiles: each step, a batch of them through both models.
+
+    The current batch's images and logits are not used: the student (the model being
+    trained, in its training mode) sees the next ``batch_size`` tiles of a seeded
+    permutation of ``images``, drawn again when it runs out.
+
+    Parameters
+    ----------
+    student : nn.Module
+        The model being trained (the penalty runs it forward once more per step).
+    teacher : nn.Module
+        The frozen model.
+    images : torch.Tensor
+        ``M x 3 x H x W`` public tiles in 0..1.
+    batch_size : int
+        Public tiles per step.
+    seed : int
+        Seeds the order of the public tiles.
+    **kwargs
+        :class:`Distillation`'s ``weight``, ``temperature`` and ``term``.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        images: torch.Tensor,
+        *,
+        batch_size: int,
+        seed: int,
+        **kwargs: float | str,
+    ) -> None:
+        super().__init__(teacher, **kwargs)  # type: ignore[arg-type]
+        self.student = student
+        self.images = images
+        self.batch_size = max(1, min(batch_size, len(images)))
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order: list[int] = []
+
+    def __call__(self, images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Return the penalty on the next batch of public tiles (the arguments unused)."""
+        if len(self.order) < self.batch_size:
+            self.order = torch.randperm(len(self.images), generator=self.generator).tolist()
+        batch, self.order = self.order[: self.batch_size], self.order[self.batch_size :]
+        public = self.images[batch].to(images.device)
+        with torch.no_grad():
+            soft_labels = self.teacher(public)
+        return self.weight * self.held(self.student(public), soft_labels)

@@ -13,6 +13,9 @@
 - Drift detection: precision and recall of the rejections a strategy reports
   (``round_report`` with ``hospitals`` and ``decisions``) against the hospitals the
   scenario actually drifted in that round.
+- Stage-boundary detection: precision and recall of the rounds a strategy reports a
+  shift starting in (``shift_started``) against the scenario's stage boundaries, a
+  boundary found when a shift starts within :data:`BOUNDARY_SLACK` rounds of it.
 """
 
 from __future__ import annotations
@@ -72,6 +75,43 @@ def detection(config: RunConfig, records: Sequence[dict[str, Any]]) -> dict[str,
     return {
         "precision": tp / (tp + fp) if tp + fp else None,
         "recall": tp / (tp + fn) if tp + fn else None,
+    }
+
+
+BOUNDARY_SLACK = 1  # a shift found this many rounds from a stage's first round finds it
+
+
+def boundaries(config: RunConfig, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Precision and recall of the shifts a strategy reports against the stage boundaries.
+
+    A boundary is the first round of every stage after the first. A reported shift
+    (``shift_started`` in a round's report) is right when it lies within
+    :data:`BOUNDARY_SLACK` rounds of a boundary; a boundary is found when some shift
+    does. Precision is None when no shift was reported, recall when the scenario has
+    no boundary; both None when the strategy reports no shift detection at all.
+    ``found``: the rounds shifts were reported in.
+    """
+    found, reported = [], False
+    for record in records:
+        report = record.get("aggregation") or {}
+        if "shift_started" in report:
+            reported = True
+            if report["shift_started"]:
+                found.append(record["round"])
+    if not reported:
+        return {"precision": None, "recall": None, "found": None}
+    scenario = scenario_of(config)
+    truth = [end + 1 for end in scenario.stage_end_rounds()[:-1]] if scenario.staged else []
+
+    def near(a: int, b: int) -> bool:
+        return abs(a - b) <= BOUNDARY_SLACK
+
+    right = [f for f in found if any(near(f, b) for b in truth)]
+    hit = [b for b in truth if any(near(f, b) for f in found)]
+    return {
+        "precision": len(right) / len(found) if found else None,
+        "recall": len(hit) / len(truth) if truth else None,
+        "found": found,
     }
 
 
@@ -148,6 +188,10 @@ def summarize(config: RunConfig, records: Sequence[dict[str, Any]]) -> dict[str,
         "final_dice_last3": _mean([r.get("dice") for r in records[1:][-LAST_ROUNDS:]]),
         "read_rounds": READ_ROUNDS,
         "detection": detection(config, records),
+        "boundaries": boundaries(config, records),
+        "extra_bytes_per_round": _mean(
+            [(r.get("aggregation") or {}).get("extra_bytes", 0) for r in records[1:]]
+        ),
         "rounds": end,
         "wall_seconds": round(sum(r.get("wall_seconds", 0.0) for r in records), 3),
         "strategy": config.strategy,

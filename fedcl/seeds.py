@@ -16,6 +16,7 @@ REFERENCE = 4  # the server's public reference set: (tile,)
 ROOT = 5  # FLTrust's labelled root set: (tile,)
 DRIFT = 6  # which hospitals drift, and how: () / (hospital,)
 STAGE = 7  # a forgetting stage's stain and class mix: (stage,)
+PUBLIC_ORDER = 8  # the public tiles' order in a hospital's teacher term: (hospital, round)
 
 
 def stream(seed: int, domain: int, *keys: int) -> np.random.SeedSequence:

@@ -10,7 +10,7 @@ from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
 from fedcl.configure import load_config
 from fedcl.data import NUM_CLASSES
-from fedcl.distillation import Distillation, distillation_loss
+from fedcl.distillation import Distillation, PublicDistillation, continuity_term, distillation_loss
 from fedcl.hospital import local_round
 from fedcl.models import build_model
 from fedcl.strategies.contract import SentModel
@@ -61,6 +61,54 @@ def test_distilling_keeps_the_model_closer_to_its_teacher():
 def test_invalid_distillation_settings_are_refused():
     with pytest.raises(ValueError, match="temperature > 0"):
         Distillation(build_model("unet", NUM_CLASSES), weight=1.0, temperature=0.0)
+    with pytest.raises(ValueError, match="term must be one of"):
+        Distillation(build_model("unet", NUM_CLASSES), weight=1.0, temperature=1.0, term="l2")
+
+
+@pytest.mark.parametrize("term", ["kl", "barlow"])
+def test_a_continuity_term_is_zero_for_the_teacher_itself_and_positive_otherwise(term):
+    torch.manual_seed(0)
+    teacher = torch.randn(2, 5, 8, 8)
+    student = teacher.clone().requires_grad_(True)
+    same = continuity_term(student, teacher, term=term, temperature=2.0)
+    assert float(same.detach()) == pytest.approx(0.0, abs=1e-3)
+    moved = continuity_term(student + torch.randn(2, 5, 8, 8), teacher, term=term, temperature=2.0)
+    assert float(moved.detach()) > 0.01
+    moved.backward()
+    assert student.grad is not None and float(student.grad.abs().sum()) > 0
+
+
+class _Recorder(torch.nn.Module):
+    """A student that remembers which tiles it saw (each tile's first pixel is its index)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, NUM_CLASSES, 1)
+        self.seen: list[int] = []
+
+    def forward(self, x):
+        self.seen.extend(int(v) for v in x[:, 0, 0, 0])
+        return self.conv(x)
+
+
+def test_public_distillation_runs_the_student_on_every_public_tile_once_per_pass():
+    images = torch.rand(10, 3, 4, 4)
+    images[:, 0, 0, 0] = torch.arange(10, dtype=torch.float32)
+    student, teacher = _Recorder(), _Recorder()
+    penalty = PublicDistillation(
+        student, teacher, images, batch_size=4, seed=3, weight=0.5, temperature=2.0
+    )
+    unused = torch.zeros(2, 3, 4, 4)
+    values = [penalty(unused, torch.zeros(2, NUM_CLASSES, 4, 4)) for _ in range(5)]
+    # 4 + 4 tiles of one permutation, then a fresh one (2 left over are not enough)
+    assert len(set(student.seen[:8])) == 8 and len(set(student.seen[8:16])) == 8
+    assert len(student.seen) == 20
+    assert student.seen == teacher.seen  # both models see the same public batch
+    assert all(v.requires_grad for v in values)  # the student's outputs carry gradients
+    again = PublicDistillation(_Recorder(), _Recorder(), images, batch_size=4, seed=3,
+                               weight=0.5, temperature=2.0)  # fmt: skip
+    again(unused, unused)
+    assert again.student.seen == student.seen[:4]  # the seed fixes the order
 
 
 def penalties(config, server_round, model, state, weight=1.0, teacher=None):

@@ -1,7 +1,7 @@
 import pytest
 
 from fedcl.config import RunConfig
-from fedcl.metrics import continual_metrics, detection, summarize
+from fedcl.metrics import boundaries, continual_metrics, detection, summarize
 from fedcl.recorder import RunRecorder
 
 
@@ -58,6 +58,24 @@ def test_detection_is_undefined_without_reported_decisions():
     assert detection(config, [{"round": 1}]) == {"precision": None, "recall": None}
 
 
+def test_boundary_detection_counts_a_shift_within_one_round_of_a_stage_start():
+    # stages start in rounds 4, 7, 10; shifts found in 5 (right), 8 (right), 2 (wrong)
+    config = RunConfig(scenario="catastrophic-forgetting", stages=4, rounds_per_stage=3, rounds=12)
+    records = [
+        {"round": r, "aggregation": {"shift_started": r in (2, 5, 8)}} for r in range(1, 13)
+    ]
+    result = boundaries(config, records)
+    assert result == {"precision": pytest.approx(2 / 3), "recall": pytest.approx(2 / 3),
+                      "found": [2, 5, 8]}  # fmt: skip
+    # an unstaged run has no boundary: any shift is a false alarm, recall undefined
+    iid = RunConfig(scenario="iid", rounds=12)
+    assert boundaries(iid, records) == {"precision": 0.0, "recall": None, "found": [2, 5, 8]}
+    quiet = [{"round": r, "aggregation": {"shift_started": False}} for r in range(1, 13)]
+    assert boundaries(iid, quiet) == {"precision": None, "recall": None, "found": []}
+    # a strategy without a shift detector reports nothing
+    assert boundaries(config, [{"round": 1}]) == {"precision": None, "recall": None, "found": None}
+
+
 def test_summary_has_every_design_key():
     config = RunConfig(scenario="catastrophic-forgetting", stages=2, rounds_per_stage=1, rounds=2)
     records = [
@@ -73,6 +91,8 @@ def test_summary_has_every_design_key():
         "bwt",
         "forgetting",
         "detection",
+        "boundaries",
+        "extra_bytes_per_round",
         "rounds",
         "wall_seconds",
         "strategy",

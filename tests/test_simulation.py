@@ -456,12 +456,16 @@ def test_a_hospital_that_times_out_costs_only_its_update(tmp_path, monkeypatch):
 
 
 RESUMED = {
-    # DBC with a short warm-up: its anchor and history must survive the kill too.
+    # DBC with a short warm-up and a hair-trigger detector (it names the hospitals' teacher
+    # in rounds 6 and 7 of this run), killed in round 8: its anchor, history and teacher
+    # must survive the kill, and the hospitals get the teacher again.
     "dbc": (
         TINY.replace(
-            clients=3, rounds=5, strategy="dbc", sections=(DBCSettings(warmup=1),), reference_size=8
+            scenario="catastrophic-forgetting", stages=3, rounds_per_stage=3, rounds=9
+        ).replace(
+            strategy="dbc", sections=(DBCSettings(warmup=1, rho=0.0, window=2),), reference_size=8
         ),
-        3,
+        8,
     ),
     # LwF killed in the middle of its second stage (rounds 5-8): the hospitals' teacher
     # is gone with the processes and must come back from the checkpoint.
@@ -513,10 +517,19 @@ def test_a_run_killed_mid_round_resumes_to_the_same_final_model(tmp_path, strate
     for key in whole_model:
         assert torch.equal(resumed_model[key], whole_model[key]), key
 
-    def without_time(value):  # timings differ between any two runs
+    def without_time(value):  # timings differ between any two runs, and so do resends
         if isinstance(value, dict):
-            return {k: without_time(v) for k, v in value.items() if "seconds" not in k}
+            return {
+                k: without_time(v)
+                for k, v in value.items()
+                if "seconds" not in k and k != "extra_bytes"
+            }
         return [without_time(v) for v in value] if isinstance(value, list) else value
+
+    if strategy == "dbc":  # a teacher was in use when the run was killed, and sent again
+        reports = {r["round"]: r.get("aggregation", {}) for r in read_metrics(killed)}
+        assert reports[done].get("teacher_round", 0) > 0
+        assert reports[done + 1]["extra_bytes"] > 0
 
     assert without_time(read_metrics(killed)) == without_time(read_metrics(whole))
     summaries = [json.loads((d / "summary.json").read_text()) for d in (killed, whole)]

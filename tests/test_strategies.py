@@ -24,7 +24,9 @@ from fedcl.recorder import read_checkpoint
 from fedcl.scenarios import scenario_of
 from fedcl.strategies.catalog import build_strategy, strategy_class
 from fedcl.strategies.contract import Configurable, SentModel, hospital_half_of
+from fedcl.distillation import Distillation, PublicDistillation
 from fedcl.strategies.dbc import DBCSettings, DynamicBarlowContinuity
+from fedcl.strategies.dbc.hospital import TEACHER_KEY, TEACHER_ROUND_KEY, DBCHospital
 from fedcl.strategies.fltrust import fltrust_aggregate
 from fedcl.strategies.guard import GuardedStrategy
 from fedcl.strategies.replies import by_partition, malformed_reason
@@ -389,6 +391,87 @@ def test_movement_after_consolidation_is_measured_from_where_it_says(federation,
     assert report["movement"] == pytest.approx(expected, rel=1e-6)
     if movement_from == "aggregate":  # consolidation moved the model: the two differ
         assert report["movement"] != pytest.approx(statistics.median(report["anchor_scores"]))
+
+
+def test_dbc_names_a_teacher_when_a_shift_begins_and_sends_it_once_to_each_hospital(federation):
+    global_state, clean, _, images = federation
+    settings = dict(warmup=0, filter=False, consolidation="off")
+    strategy = dbc(images, **settings)
+
+    def one_round(server_round, state, answering=4):
+        """Teacher arrays per node the round's messages carried; the teacher named; the report."""
+        arrays = ArrayRecord(state)
+        messages = list(strategy.configure_train(server_round, arrays, ConfigRecord(), FakeGrid(4)))
+        got = {m.metadata.dst_node_id: m.content.array_records.get(TEACHER_KEY) for m in messages}
+        named = {m.content.config_records["config"][TEACHER_ROUND_KEY] for m in messages}
+        replies = [reply(m, c, p) for p, (m, c) in enumerate(zip(messages, clean, strict=True))]
+        strategy.aggregate_train(server_round, replies[:answering])
+        lost = {m.metadata.dst_node_id for m in messages[answering:]}
+        return got, named, strategy.round_report, lost
+
+    strategy.inner.shifts.calm = [1e-9] * 4  # round 2 jumps far above calm: a shift begins
+    got, named, report, _ = one_round(2, global_state)
+    assert set(got.values()) == {None} and named == {0} and report["shift_started"]
+    assert report["teacher_round"] == 2 and report["extra_bytes"] == 0
+    teacher = strategy.inner.teacher.to_torch_state_dict()  # the model round 2 started from
+    assert all(torch.equal(teacher[k], global_state[k]) for k in global_state)
+    strategy.inner.shifts.calm = [1e9] * 4  # calm again: the same teacher stays
+    got, named, report, lost = one_round(3, clean[0], answering=3)  # one reply is lost
+    assert None not in got.values() and named == {2} and not report["shift_started"]
+    assert report["extra_bytes"] == 4 * got[1].count_bytes()
+    got, named, report, _ = one_round(4, clean[1])
+    assert {node for node, g in got.items() if g is not None} == lost  # only where it failed
+    assert named == {2} and report["teacher_round"] == 2
+    got, _, _, _ = one_round(5, clean[1])
+    assert set(got.values()) == {None}
+    # a checkpoint keeps it; after a resume (the hospitals' state gone) it goes to all
+    resumed = dbc(images, **settings)
+    resumed.load_state_dict(strategy.state_dict())
+    strategy = resumed
+    got, named, _, _ = one_round(6, clean[2])
+    assert named == {2} and None not in got.values()
+    assert all(torch.equal(got[1].to_torch_state_dict()[k], teacher[k]) for k in teacher)
+    # with the hospitals' term off, no teacher is ever named
+    off = dbc(images, **settings, teacher_weight=0.0)
+    off.inner.shifts.calm = [1e-9] * 4
+    _, messages = configure(off, global_state, 4)
+    off.aggregate_train(2, [reply(m, c, p) for p, (m, c) in enumerate(zip(messages, clean, strict=True))])
+    assert off.round_report["shift_started"] and off.inner.teacher is None
+
+
+def dbc_penalties(config, server_round, model, state, teacher_round, teacher=None):
+    """DBC's hospital half in a train message naming ``teacher_round`` (and sending ``teacher``)."""
+    sent = ConfigRecord({TEACHER_ROUND_KEY: teacher_round})
+    content = RecordDict({"config": sent} | ({TEACHER_KEY: teacher} if teacher else {}))
+    now = local_round(
+        config, 1, server_round, sent=sent, content=content, state=state, training=True
+    )
+    return DBCHospital(now).penalties(model)
+
+
+def test_dbcs_hospitals_hold_to_the_teacher_the_server_named_on_own_and_public_tiles():
+    config = load_config(
+        {"strategy": "dbc", "scenario": "catastrophic-forgetting", "image-size": 32}
+        | {"reference-size": 6, "batch-size": 4, "stages": 2, "rounds-per-stage": 3}
+    )
+    model, named = build_model("unet", NUM_CLASSES), build_model("unet", NUM_CLASSES)
+    torch.nn.init.constant_(next(named.parameters()), 3.0)
+    teacher, state = ArrayRecord(named.state_dict()), RecordDict()
+    assert dbc_penalties(config, 3, model, state, 0) == []  # no shift found yet
+    own, public = dbc_penalties(config, 5, model, state, 4, teacher)
+    assert type(own) is Distillation and isinstance(public, PublicDistillation)
+    assert torch.equal(next(own.teacher.parameters()), next(named.parameters()))
+    assert public.student is model and (own.weight, own.term) == (1.0, "kl")
+    expected = torch.from_numpy(reference_images(config, 5)).permute(0, 3, 1, 2).float() / 255
+    assert torch.allclose(public.images, expected)  # the public tiles the server scores on
+    (later, _) = dbc_penalties(config, 6, model, state, 4)  # kept in the hospital's state
+    assert torch.equal(next(later.teacher.parameters()), next(named.parameters()))
+    with pytest.raises(FedclError, match="never sent it"):
+        dbc_penalties(config, 7, model, state, 6)  # a teacher it never got
+    own_only = config.with_keys({"dbc-teacher-public": False, "dbc-teacher-term": "barlow"})
+    (penalty,) = dbc_penalties(own_only, 6, model, state, 4)
+    assert penalty.term == "barlow"
+    assert dbc_penalties(config.with_keys({"dbc-teacher-weight": 0.0}), 6, model, state, 4) == []
 
 
 def test_dbc_keeps_the_global_model_when_every_reply_is_rejected(federation):

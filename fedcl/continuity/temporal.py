@@ -64,16 +64,22 @@ class ShiftDetector:
         self.rho, self.window, self.bound = rho, window, bound
         self.calm: list[float] = []  # movements of the calm rounds
         self.shift: list[float] = []  # movements of the current shift's rounds
+        self.started = False  # whether the last update began a shift
 
     def update(self, movement: float) -> bool:
-        """Record a round's movement; return whether to consolidate this round."""
+        """Record a round's movement; return whether to consolidate this round.
+
+        :attr:`started` says whether this round began a shift (the first round above
+        the calm level, or a new shift on top of the last one).
+        """
         if not shared_shift(self.calm, movement, self.rho, self.window):
             self.calm.append(movement)
-            self.shift = []
+            self.shift, self.started = [], False
             return False
         if self.shift and movement > (1 + self.rho) * min(self.shift):
             self.shift = []  # a new shift on top of the last one
         self.shift.append(movement)
+        self.started = len(self.shift) == 1
         return not self.bound or len(self.shift) <= self.bound
 
     def state_dict(self) -> dict[str, list[float]]:

@@ -75,11 +75,15 @@ class RoundReport(TypedDict, total=False):
     """Hospitals that sent nothing this round (the guard)."""
     skipped: str
     """Why the round kept the global model (the guard: too few usable replies)."""
+    extra_bytes: int
+    """Bytes the strategy sent this round beside FedAvg's messages (a teacher, say)."""
     # DBC's own (docs/dbc.md, "What a round logs")
     anchor_scores: Sequence[float | None]
     all_rejected: bool
     movement: float | None
     shift_length: int
+    shift_started: bool  # this round began a shift (the boundary detection reads it)
+    teacher_round: int  # the round of the hospitals' teacher (0: none)
     consolidation: dict[str, Any] | None
     seconds_scoring: float
     seconds_consolidation: float

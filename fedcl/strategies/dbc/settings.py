@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from fedcl.config import Section, opt
 from fedcl.continuity import CONSOLIDATION_OPTIMIZERS, REPRESENTATIONS
+from fedcl.distillation import TERMS
 from fedcl.errors import FedclError
 
 FILTER_RULES = ("evidence", "round", "oracle")
@@ -58,6 +59,27 @@ class DBCSettings(Section):
     beta: float = opt(0.9, "DBC: EMA weight of the anchor's past", section="dbc", rule="[0, 1)")
     # The model is still near random in the first rounds.
     warmup: int = opt(3, "DBC: rounds before the anchor starts", section="dbc", rule=">= 0")
+    # The temporal side at the hospitals: from the round after the detector finds a
+    # shift, every hospital holds its training to the global model the shift began
+    # from (the teacher), until the next shift; 0 turns it off.
+    teacher_weight: float = opt(
+        1.0,
+        "DBC: weight of the hospitals' term toward the model before the shift (0: off)",
+        section="dbc",
+        rule=">= 0",
+    )
+    teacher_temperature: float = opt(
+        2.0, "DBC: softmax temperature of the hospitals' teacher term", section="dbc", rule="> 0"
+    )
+    # "kl": distillation (LwF's); "barlow": Barlow continuity of the class probabilities.
+    teacher_term: str = opt(
+        "kl", "DBC: the hospitals' teacher term: kl or barlow", section="dbc", choices=TERMS
+    )
+    # The reference set is public: a hospital holds the student to the teacher on its
+    # tiles besides its own current ones.
+    teacher_public: bool = opt(
+        True, "DBC: hospitals also hold to the teacher on the public tiles", section="dbc"
+    )
     # "adaptive": only while the hospitals share a shift ("always" costs new learning in
     # rounds where nothing shifted).
     consolidation: str = opt(

@@ -1,10 +1,14 @@
 """The Dynamic Barlow Continuity strategy (``--strategy dbc``).
 
 A Flower ``FedAvg`` whose ``aggregate_train`` first scores every reply on the server's
-public reference set and rejects the outliers, then consolidates the aggregate toward
-the EMA anchor of the global model's past behaviour (docs/dbc.md). The math is
+public reference set and rejects the outliers, watches the global model's movement on
+it for a shift all hospitals share, and then guides the hospitals' training: from the
+round after a shift it sends them the model from before it, to hold their training to
+(:mod:`fedcl.strategies.dbc.hospital`); it can also consolidate the aggregate toward
+the EMA anchor of the global model's past behaviour itself (docs/dbc.md). The math is
 in :mod:`fedcl.continuity`; this class wires it into Flower and keeps the state that
-lives across rounds (the anchor, each hospital's evidence, the movement history).
+lives across rounds (the anchor, the teacher, each hospital's evidence, the movement
+history).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Any, ClassVar
 
 import torch
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
+from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from torch import nn
 
@@ -38,6 +43,7 @@ from fedcl.data.reference import public_set
 from fedcl.models import build_model
 from fedcl.scenarios import scenario_of
 from fedcl.strategies.contract import RoundReport, SentModel
+from fedcl.strategies.dbc.hospital import TEACHER_KEY, TEACHER_ROUND_KEY, DBCHospital
 from fedcl.strategies.dbc.settings import DBCSettings
 from fedcl.strategies.flower import sampling
 from fedcl.strategies.replies import partition_of
@@ -88,6 +94,7 @@ class DynamicBarlowContinuity(FedAvg):
         and the seconds spent (fedcl writes it into ``metrics.jsonl``).
     """
 
+    hospital = DBCHospital
     sections: ClassVar[tuple[type[Section], ...]] = (DBCSettings,)
     server_tiles: ClassVar[tuple[str, ...]] = ("reference_set",)  # the public tiles it scores on
 
@@ -122,6 +129,11 @@ class DynamicBarlowContinuity(FedAvg):
         )
         # Z of the last aggregate before consolidation (only when consolidation changed it)
         self.unconsolidated: torch.Tensor | None = None
+        # The hospitals' teacher: the global model the last detected shift began from
+        self.teacher: ArrayRecord | None = None
+        self.teacher_round = 0  # the round that shift was found in (0: none yet)
+        self.taught: set[int] = set()  # nodes that hold it (none after a resume)
+        self.sending: set[int] = set()  # nodes this round's messages carry it to
         self.round_report: RoundReport | None = None
 
     @classmethod
@@ -152,6 +164,22 @@ class DynamicBarlowContinuity(FedAvg):
         """Log the DBC settings after FedAvg's summary."""
         super().summary()
         log(logging.INFO, "\t└──> DBC: %s", self.settings)
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """FedAvg's messages, naming the teacher; it goes to each hospital once."""
+        config[TEACHER_ROUND_KEY] = self.teacher_round
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        self.sending = set()
+        if self.teacher is not None:
+            for message in messages:
+                node = message.metadata.dst_node_id
+                if node not in self.taught:
+                    # FedAvg's messages share one payload: this one gets its own
+                    message.content = RecordDict(dict(message.content) | {TEACHER_KEY: self.teacher})
+                    self.sending.add(node)
+        return messages
 
     def _outputs(self, state_dict: dict[str, torch.Tensor]) -> torch.Tensor:
         self.model.load_state_dict(state_dict)
@@ -191,16 +219,34 @@ class DynamicBarlowContinuity(FedAvg):
         consolidation: dict[str, Any] | None = None
         if arrays is not None and self.anchor is not None:
             arrays, consolidation = self._consolidate(arrays, shift)
+        started = movement is not None and self.shifts.started
+        extra_bytes = self._teach(server_round, replies, started)
         # 5. Report.
         self.round_report = scores | RoundReport(
             all_rejected=arrays is None,
             movement=movement,
             shift_length=len(self.shifts.shift),
+            shift_started=started,
+            teacher_round=self.teacher_round,
+            extra_bytes=extra_bytes,
             consolidation=consolidation,
             seconds_scoring=round(scored - started, 4),
             seconds_consolidation=round(time.perf_counter() - scored, 4),
         )
         return arrays, metrics
+
+    def _teach(self, server_round: int, replies: list[Message], started: bool) -> int:
+        """Name a new teacher when a shift began this round; return the bytes sent to teach.
+
+        The teacher is the global model this round started from: the last one trained
+        before the shift. A hospital holds it once it has answered a message that
+        carried it.
+        """
+        sent = self.teacher.count_bytes() * len(self.sending) if self.teacher is not None else 0
+        self.taught |= self.sending & {msg.metadata.src_node_id for msg in replies}
+        if started and self.settings.teacher_weight > 0:
+            self.teacher, self.teacher_round, self.taught = self.sent(), server_round, set()
+        return sent
 
     def _public_set(self, server_round: int) -> bool:
         """Take the round's public reference set; whether it changed (``public-stages``)."""
@@ -346,6 +392,8 @@ class DynamicBarlowContinuity(FedAvg):
             "shifts": self.shifts.state_dict(),
             "unconsolidated": self.unconsolidated,
             "reference_stages": self.reference_stages,
+            "teacher": None if self.teacher is None else self.teacher.to_torch_state_dict(),
+            "teacher_round": self.teacher_round,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -359,6 +407,10 @@ class DynamicBarlowContinuity(FedAvg):
             length = state.get("shift_length", 0)
             self.shifts.load_state_dict({"calm": state["movement"], "shift": [math.inf] * length})
         self.reference_stages = state.get("reference_stages")  # the anchor's tiles
+        teacher = state.get("teacher")  # absent in checkpoints before version 0.4
+        self.teacher = None if teacher is None else ArrayRecord(teacher)
+        self.teacher_round = state.get("teacher_round", 0)
+        self.taught = set()  # the hospitals' state is gone: send it again
         unconsolidated = state.get("unconsolidated")  # absent in checkpoints before 2026-11-26
         self.unconsolidated = (
             None if unconsolidated is None else unconsolidated.to(self.reference_images.device)

@@ -1,0 +1,78 @@
+"""DBC's hospital half: hold the training to the model from before the shift.
+
+When the server's shift detector finds a shift all hospitals share (the movement of
+the global model's behaviour on the reference set jumps above its calm level), the
+server freezes the global model that round started from (the last calm round's) as
+the *teacher* and sends it once to each hospital. From then until the next shift every
+hospital adds a term toward it to its local loss: on its current tiles and, the
+reference set being public, on the public tiles too (:mod:`fedcl.distillation`). No
+stage boundary is read from the scenario: the server alone decides when, by what it
+measures.
+"""
+
+from __future__ import annotations
+
+from flwr.app import ConfigRecord
+from torch import nn
+
+from fedcl import seeds
+from fedcl.data import NUM_CLASSES, reference_images
+from fedcl.data.dataset import images_to_tensor
+from fedcl.distillation import Distillation, PublicDistillation
+from fedcl.errors import FedclError
+from fedcl.models import build_model
+from fedcl.strategies.dbc.settings import DBCSettings
+from fedcl.strategies.hospital_half import HospitalHalf
+from fedcl.training import Penalty, device_of
+
+# Message keys: the teacher's arrays (content, sent once per hospital and teacher) and
+# the round whose start model it is (train config; 0: no teacher yet).
+TEACHER_KEY, TEACHER_ROUND_KEY = "dbc-teacher", "dbc-teacher-round"
+# Context.state entry of a hospital's teacher (and its "-meta": the teacher's round).
+_STATE_KEY = "fedcl-dbc-teacher"
+
+
+class DBCHospital(HospitalHalf):
+    """Add the teacher terms to the local loss once the server has named a teacher."""
+
+    def penalties(self, model: nn.Module) -> list[Penalty]:
+        """The term on the current tiles, and on the public tiles (``dbc-teacher-public``)."""
+        now = self.now
+        settings = now.config.section(DBCSettings)
+        teacher_round = int(now.sent.get(TEACHER_ROUND_KEY, 0))  # type: ignore[arg-type]
+        if settings.teacher_weight == 0 or teacher_round == 0:
+            return []
+        arrays = now.content.array_records.get(TEACHER_KEY)
+        if arrays is not None:
+            now.state[_STATE_KEY] = arrays
+            now.state[f"{_STATE_KEY}-meta"] = ConfigRecord({"round": teacher_round})
+        meta = now.state.config_records.get(f"{_STATE_KEY}-meta")
+        if meta is None or meta.get("round") != teacher_round:
+            raise FedclError(
+                f"hospital {now.hospital}: the server names the teacher of round "
+                f"{teacher_round} but never sent it to this hospital (it holds "
+                f"{'none' if meta is None else 'round ' + str(meta.get('round'))})"
+            )
+        teacher = build_model(now.config.model, NUM_CLASSES)
+        teacher.load_state_dict(now.state.array_records[_STATE_KEY].to_torch_state_dict())
+        teacher.to(device_of(model))
+        terms = {
+            "weight": settings.teacher_weight,
+            "temperature": settings.teacher_temperature,
+            "term": settings.teacher_term,
+        }
+        penalties: list[Penalty] = [Distillation(teacher, **terms)]  # type: ignore[arg-type]
+        if settings.teacher_public:
+            public = images_to_tensor(reference_images(now.config, now.server_round))
+            order = seeds.stream(now.config.seed, seeds.PUBLIC_ORDER, now.hospital, now.server_round)
+            penalties.append(
+                PublicDistillation(
+                    model,
+                    teacher,
+                    public,
+                    batch_size=now.config.batch_size,
+                    seed=int(order.generate_state(1)[0]),
+                    **terms,
+                )
+            )
+        return penalties
