@@ -110,7 +110,7 @@ class Distillation:
         return self.weight * self.held(logits, soft_labels)
 
     def held(self, logits: torch.Tensor, soft_labels: torch.Tensor) -> torch.Tensor:
-        """The unweighted term between the student's ``logits`` and the teacher's."""
+        """Return the unweighted term between the student's ``logits`` and the teacher's."""
         return continuity_term(logits, soft_labels, term=self.term, temperature=self.temperature)
 
 

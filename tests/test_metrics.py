@@ -61,9 +61,7 @@ def test_detection_is_undefined_without_reported_decisions():
 def test_boundary_detection_counts_a_shift_within_one_round_of_a_stage_start():
     # stages start in rounds 4, 7, 10; shifts found in 5 (right), 8 (right), 2 (wrong)
     config = RunConfig(scenario="catastrophic-forgetting", stages=4, rounds_per_stage=3, rounds=12)
-    records = [
-        {"round": r, "aggregation": {"shift_started": r in (2, 5, 8)}} for r in range(1, 13)
-    ]
+    records = [{"round": r, "aggregation": {"shift_started": r in (2, 5, 8)}} for r in range(1, 13)]
     result = boundaries(config, records)
     assert result == {"precision": pytest.approx(2 / 3), "recall": pytest.approx(2 / 3),
                       "found": [2, 5, 8]}  # fmt: skip

@@ -15,6 +15,7 @@ from fedcl.config import RunConfig
 from fedcl.configure import flower_run_config, is_builtin_key, load_config
 from fedcl.continuity import barlow_continuity
 from fedcl.data import NUM_CLASSES, Stain, TileDataset, generate_tiles, perturb, reference_images
+from fedcl.distillation import Distillation, PublicDistillation
 from fedcl.errors import FedclError
 from fedcl.hospital import local_round
 from fedcl.models import build_model
@@ -24,7 +25,6 @@ from fedcl.recorder import read_checkpoint
 from fedcl.scenarios import scenario_of
 from fedcl.strategies.catalog import build_strategy, strategy_class
 from fedcl.strategies.contract import Configurable, SentModel, hospital_half_of
-from fedcl.distillation import Distillation, PublicDistillation
 from fedcl.strategies.dbc import DBCSettings, DynamicBarlowContinuity
 from fedcl.strategies.dbc.hospital import TEACHER_KEY, TEACHER_ROUND_KEY, DBCHospital
 from fedcl.strategies.fltrust import fltrust_aggregate
@@ -435,7 +435,8 @@ def test_dbc_names_a_teacher_when_a_shift_begins_and_sends_it_once_to_each_hospi
     off = dbc(images, **settings, teacher_weight=0.0)
     off.inner.shifts.calm = [1e-9] * 4
     _, messages = configure(off, global_state, 4)
-    off.aggregate_train(2, [reply(m, c, p) for p, (m, c) in enumerate(zip(messages, clean, strict=True))])
+    replies = [reply(m, c, p) for p, (m, c) in enumerate(zip(messages, clean, strict=True))]
+    off.aggregate_train(2, replies)
     assert off.round_report["shift_started"] and off.inner.teacher is None
 
 

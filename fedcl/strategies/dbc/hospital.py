@@ -36,7 +36,7 @@ class DBCHospital(HospitalHalf):
     """Add the teacher terms to the local loss once the server has named a teacher."""
 
     def penalties(self, model: nn.Module) -> list[Penalty]:
-        """The term on the current tiles, and on the public tiles (``dbc-teacher-public``)."""
+        """Return the term on the current tiles, and on the public ones (``dbc-teacher-public``)."""
         now = self.now
         settings = now.config.section(DBCSettings)
         teacher_round = int(now.sent.get(TEACHER_ROUND_KEY, 0))  # type: ignore[arg-type]
@@ -64,7 +64,9 @@ class DBCHospital(HospitalHalf):
         penalties: list[Penalty] = [Distillation(teacher, **terms)]  # type: ignore[arg-type]
         if settings.teacher_public:
             public = images_to_tensor(reference_images(now.config, now.server_round))
-            order = seeds.stream(now.config.seed, seeds.PUBLIC_ORDER, now.hospital, now.server_round)
+            order = seeds.stream(
+                now.config.seed, seeds.PUBLIC_ORDER, now.hospital, now.server_round
+            )
             penalties.append(
                 PublicDistillation(
                     model,

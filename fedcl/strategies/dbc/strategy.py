@@ -177,7 +177,8 @@ class DynamicBarlowContinuity(FedAvg):
                 node = message.metadata.dst_node_id
                 if node not in self.taught:
                     # FedAvg's messages share one payload: this one gets its own
-                    message.content = RecordDict(dict(message.content) | {TEACHER_KEY: self.teacher})
+                    own = dict(message.content) | {TEACHER_KEY: self.teacher}
+                    message.content = RecordDict(own)
                     self.sending.add(node)
         return messages
 
