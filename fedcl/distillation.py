@@ -17,6 +17,8 @@ and measure the difference as Barlow continuity instead of KL (:data:`TERMS`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -145,9 +147,9 @@ class PublicDistillation(Distillation):
         *,
         batch_size: int,
         seed: int,
-        **kwargs: float | str,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(teacher, **kwargs)  # type: ignore[arg-type]
+        super().__init__(teacher, **kwargs)
         self.student = student
         self.images = images
         self.batch_size = max(1, min(batch_size, len(images)))

@@ -12,6 +12,8 @@ measures.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flwr.app import ConfigRecord
 from torch import nn
 
@@ -56,12 +58,12 @@ class DBCHospital(HospitalHalf):
         teacher = build_model(now.config.model, NUM_CLASSES)
         teacher.load_state_dict(now.state.array_records[_STATE_KEY].to_torch_state_dict())
         teacher.to(device_of(model))
-        terms = {
+        terms: dict[str, Any] = {
             "weight": settings.teacher_weight,
             "temperature": settings.teacher_temperature,
             "term": settings.teacher_term,
         }
-        penalties: list[Penalty] = [Distillation(teacher, **terms)]  # type: ignore[arg-type]
+        penalties: list[Penalty] = [Distillation(teacher, **terms)]
         if settings.teacher_public:
             public = images_to_tensor(reference_images(now.config, now.server_round))
             order = seeds.stream(
