@@ -463,7 +463,9 @@ RESUMED = {
         TINY.replace(
             scenario="catastrophic-forgetting", stages=3, rounds_per_stage=3, rounds=9
         ).replace(
-            strategy="dbc", sections=(DBCSettings(warmup=1, rho=0.0, window=2),), reference_size=8
+            strategy="dbc",
+            sections=(DBCSettings(warmup=1, rho=0.0, calm_rounds=2),),
+            reference_size=8,
         ),
         8,
     ),

@@ -431,6 +431,7 @@ def test_dbc_names_a_teacher_when_a_shift_begins_and_sends_it_once_to_each_hospi
     got, named, _, _ = one_round(6, clean[2])
     assert named == {2} and None not in got.values()
     assert all(torch.equal(got[1].to_torch_state_dict()[k], teacher[k]) for k in teacher)
+    assert dbc(images, calm_rounds=5).inner.shifts.window == 5  # the level's calm rounds
     # with the hospitals' term off, no teacher is ever named
     off = dbc(images, **settings, teacher_weight=0.0)
     off.inner.shifts.calm = [1e-9] * 4
@@ -473,6 +474,13 @@ def test_dbcs_hospitals_hold_to_the_teacher_the_server_named_on_own_and_public_t
     (penalty,) = dbc_penalties(own_only, 6, model, state, 4)
     assert penalty.term == "barlow"
     assert dbc_penalties(config.with_keys({"dbc-teacher-weight": 0.0}), 6, model, state, 4) == []
+    # on the public tiles alone, those the server had before the shift (round 3: stage 0)
+    teachers = config.with_keys({"dbc-teacher-own": False, "dbc-teacher-public-set": "teacher"})
+    (public,) = dbc_penalties(teachers, 6, model, state, 4)
+    expected = torch.from_numpy(reference_images(config, 3)).permute(0, 3, 1, 2).float() / 255
+    assert isinstance(public, PublicDistillation) and torch.allclose(public.images, expected)
+    later_set = torch.from_numpy(reference_images(config, 6)).permute(0, 3, 1, 2).float() / 255
+    assert not torch.allclose(public.images, later_set)  # stage 1's tissue is in round 6's
 
 
 def test_dbc_keeps_the_global_model_when_every_reply_is_rejected(federation):

@@ -38,7 +38,7 @@ class DBCHospital(HospitalHalf):
     """Add the teacher terms to the local loss once the server has named a teacher."""
 
     def penalties(self, model: nn.Module) -> list[Penalty]:
-        """Return the term on the current tiles, and on the public ones (``dbc-teacher-public``)."""
+        """Return the terms on the current tiles and on the public ones (``dbc-teacher-*``)."""
         now = self.now
         settings = now.config.section(DBCSettings)
         teacher_round = int(now.sent.get(TEACHER_ROUND_KEY, 0))  # type: ignore[arg-type]
@@ -63,9 +63,13 @@ class DBCHospital(HospitalHalf):
             "temperature": settings.teacher_temperature,
             "term": settings.teacher_term,
         }
-        penalties: list[Penalty] = [Distillation(teacher, **terms)]
+        penalties: list[Penalty] = [Distillation(teacher, **terms)] if settings.teacher_own else []
         if settings.teacher_public:
-            public = images_to_tensor(reference_images(now.config, now.server_round))
+            # the teacher's set: the server's in the last round before the shift
+            public_round = (
+                now.server_round if settings.teacher_public_set == "current" else teacher_round - 1
+            )
+            public = images_to_tensor(reference_images(now.config, max(public_round, 1)))
             order = seeds.stream(
                 now.config.seed, seeds.PUBLIC_ORDER, now.hospital, now.server_round
             )

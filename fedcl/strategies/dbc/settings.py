@@ -18,6 +18,7 @@ from fedcl.errors import FedclError
 FILTER_RULES = ("evidence", "round", "oracle")
 CONSOLIDATION_MODES = ("always", "adaptive", "off")
 MOVEMENT_FROM = ("start", "aggregate")
+TEACHER_PUBLIC_SETS = ("current", "teacher")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,10 +76,21 @@ class DBCSettings(Section):
     teacher_term: str = opt(
         "kl", "DBC: the hospitals' teacher term: kl or barlow", section="dbc", choices=TERMS
     )
-    # The reference set is public: a hospital holds the student to the teacher on its
-    # tiles besides its own current ones.
+    # Where the hospitals hold the student to the teacher: their own current tiles
+    # (LwF's place), and, the reference set being public, its tiles: the round's set
+    # ("current"), or the set the server had when it named the teacher ("teacher": the
+    # tissue the teacher knew, so the term leaves the new tissue to be learned).
+    teacher_own: bool = opt(
+        True, "DBC: hospitals hold to the teacher on their current tiles", section="dbc"
+    )
     teacher_public: bool = opt(
-        True, "DBC: hospitals also hold to the teacher on the public tiles", section="dbc"
+        True, "DBC: hospitals hold to the teacher on the public tiles", section="dbc"
+    )
+    teacher_public_set: str = opt(
+        "current",
+        "DBC: the public tiles of the teacher term: the round's (current) or the teacher's",
+        section="dbc",
+        choices=TEACHER_PUBLIC_SETS,
     )
     # "adaptive": only while the hospitals share a shift ("always" costs new learning in
     # rounds where nothing shifted).
@@ -112,7 +124,17 @@ class DBCSettings(Section):
     rho: float = opt(
         3.0, "DBC adaptive: consolidate above (1 + rho) x recent", section="dbc", rule=">= 0"
     )
-    window: int = opt(10, "DBC: rounds of history (evidence, adaptive)", section="dbc", rule=">= 1")
+    window: int = opt(
+        10, "DBC evidence: rounds of a hospital's history", section="dbc", rule=">= 1"
+    )
+    # The calm level a shift jumps from: the median movement of this many last calm
+    # rounds (at least 2 are needed). Few: the level follows learning as it slows down.
+    calm_rounds: int = opt(
+        3,
+        "DBC: a shift jumps above the median of this many calm rounds",
+        section="dbc",
+        rule=">= 2",
+    )
     # adaptive: True, the calm history starts after warm-up; False, with round 2 (round
     # 1 leaves the random start). After warm-up, a short stage had no calm level to
     # jump from.

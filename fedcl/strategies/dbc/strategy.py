@@ -125,7 +125,9 @@ class DynamicBarlowContinuity(FedAvg):
         self.model.to(device).to(memory_format=torch.channels_last)
         self.anchor: torch.Tensor | None = None
         self.shifts = ShiftDetector(
-            rho=self.settings.rho, window=self.settings.window, bound=self.settings.shift_rounds
+            rho=self.settings.rho,
+            window=self.settings.calm_rounds,
+            bound=self.settings.shift_rounds,
         )
         # Z of the last aggregate before consolidation (only when consolidation changed it)
         self.unconsolidated: torch.Tensor | None = None
