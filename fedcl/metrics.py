@@ -100,8 +100,7 @@ def boundaries(config: RunConfig, records: Sequence[dict[str, Any]]) -> dict[str
                 found.append(record["round"])
     if not reported:
         return {"precision": None, "recall": None, "found": None}
-    scenario = scenario_of(config)
-    truth = [end + 1 for end in scenario.stage_end_rounds()[:-1]] if scenario.staged else []
+    truth = scenario_of(config).stage_boundaries()
 
     def near(a: int, b: int) -> bool:
         return abs(a - b) <= BOUNDARY_SLACK

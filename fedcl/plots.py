@@ -58,15 +58,19 @@ def plot_dbc(
     title: str = "",
     tau: float | None = None,
     names: Sequence[str] = (),
+    boundaries: Sequence[int] = (),
 ) -> None:
     """Plot DBC's peer score per hospital per round; rejections and threshold marked.
 
-    With the evidence rule (rounds report ``evidence``), a second panel shows each
-    hospital's evidence against ``tau``, the line above which it is rejected.
+    With the evidence rule (rounds report ``evidence``), a panel shows each hospital's
+    evidence against ``tau``, the line above which it is rejected; where rounds report
+    a movement, a last panel shows it with the shifts found (a teacher named) and the
+    scenario's stage ``boundaries`` (first rounds of a new stage) to judge them by.
     """
     series, evidence, rejected, thresholds = _dbc_series(records)
-    panels = 2 if evidence and tau is not None else 1
-    fig, axes = plt.subplots(panels, 1, figsize=(6.4, 4.0 * panels), dpi=110, squeeze=False)
+    moved = any((r.get("aggregation") or {}).get("movement") is not None for r in records)
+    panels = 1 + bool(evidence and tau is not None) + moved
+    fig, axes = plt.subplots(panels, 1, figsize=(6.4, 3.4 * panels), dpi=110, squeeze=False)
     ax = axes[0][0]
     order = sorted(series, key=lambda h: (h is None, h))
     for hospital in order:
@@ -81,9 +85,10 @@ def plot_dbc(
     ax.set_yscale("symlog", linthresh=1e-3)
     ax.set_ylabel("peer score L_BC(consensus, reply)")
     ax.set_title(title, fontsize=9)
-    if panels == 2:
-        assert tau is not None
+    if evidence and tau is not None:
         _evidence_panel(axes[1][0], evidence, tau, names)
+    if moved:
+        _movement_panel(axes[-1][0], records, boundaries)
     for row in axes:
         row[0].xaxis.set_major_locator(MaxNLocator(integer=True))
         row[0].set_xlabel("round")
@@ -135,6 +140,28 @@ def _evidence_panel(ax: Any, evidence: Series, tau: float, names: Sequence[str])
     ax.set_ylim(bottom, max(top, tau + 0.1 * (top - bottom)))  # the line in view
     ax.set_ylabel("evidence: mean log(peer / typical peer)")
     ax.legend(fontsize=7, ncol=2, loc="lower left")
+
+
+def _movement_panel(ax: Any, records: Sequence[dict[str, Any]], boundaries: Sequence[int]) -> None:
+    moves, found = [], []
+    for record in records:
+        report = record.get("aggregation") or {}
+        if report.get("movement") is not None:
+            moves.append((record["round"], report["movement"]))
+            if report.get("shift_started"):
+                found.append((record["round"], report["movement"]))
+    xs, ys = zip(*moves, strict=True)
+    ax.plot(xs, ys, "-o", color="0.35", ms=3, lw=1, label="movement")
+    for i, first in enumerate(boundaries):
+        ax.axvline(
+            first, color="tab:green", ls=":", lw=1.5, label="a stage starts" if not i else None
+        )
+    if found:
+        xs, ys = zip(*found, strict=True)
+        ax.plot(xs, ys, "r^", ms=9, label="shift found: a teacher named")
+    ax.set_yscale("log")
+    ax.set_ylabel("movement: median L_BC(global, reply)")
+    ax.legend(fontsize=7, loc="best")
 
 
 def _name(hospital: Any, names: Sequence[str]) -> str:

@@ -191,7 +191,8 @@ def write_report(
     if any("peer_scores" in (r.get("aggregation") or {}) for r in records):
         dbc = config.section(DBCSettings)
         tau = dbc.tau if dbc.filter_rule == "evidence" else None
-        plot_dbc(records, run_dir / "dbc.png", title=title, tau=tau, names=names)
+        starts = scenario_of(config).stage_boundaries()
+        plot_dbc(records, run_dir / "dbc.png", title=title, tau=tau, names=names, boundaries=starts)
     return summary
 
 

@@ -110,3 +110,30 @@ def test_a_run_starting_in_a_directory_removes_an_earlier_summary(tmp_path):
     RunRecorder(RunConfig(out=str(tmp_path)))
     assert not (tmp_path / "summary.json").exists()
     assert (tmp_path / "config.toml").exists() and (tmp_path / "metrics.jsonl").exists()
+
+
+def test_dbcs_plot_shows_the_movement_the_shifts_found_and_the_stage_starts(tmp_path):
+    from PIL import Image
+
+    from fedcl.plots import plot_dbc
+
+    records = [
+        {
+            "round": r,
+            "aggregation": {
+                "hospitals": [0, 1],
+                "decisions": ["accepted"] * 2,
+                "peer_scores": [0.01, 0.02],
+                "movement": None if r == 1 else 0.05 * r,
+                "shift_started": r == 4,
+            },
+        }
+        for r in range(1, 7)
+    ]
+    plot_dbc(records, tmp_path / "with.png", boundaries=[4])
+    for record in records:
+        record["aggregation"]["movement"] = None
+    plot_dbc(records, tmp_path / "without.png")
+    # one panel more, of the same height, where rounds report a movement
+    heights = [Image.open(tmp_path / f"{n}.png").size[1] for n in ("with", "without")]
+    assert heights[0] == 2 * heights[1]

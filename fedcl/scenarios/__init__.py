@@ -112,6 +112,10 @@ class Scenario:
         per_stage = self.config.rounds_per_stage
         return min(max(server_round - 1, 0) // per_stage, self.config.stages - 1)
 
+    def stage_boundaries(self) -> list[int]:
+        """Return the first round of every stage after the first (none without stages)."""
+        return [end + 1 for end in self.stage_end_rounds()[:-1]] if self.staged else []
+
     def stage_end_rounds(self) -> list[int]:
         """Return the last round of every stage (where the stage x stage matrix gets a row)."""
         if not self.staged:
