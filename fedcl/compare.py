@@ -40,7 +40,7 @@ from fedcl.study import CONFIDENCE, Paired, paired, seed_note
 COLUMNS = (
     *((("final_dice" + r,), "final_dice" + r) for r in READINGS),
     (("final_dice_last3",), "dice_last3"),
-    *(((f + r,), f + r) for r in READINGS for f in ("acc", "bwt", "forgetting")),
+    *(((f + r,), f + r) for r in READINGS for f in ("acc", "bwt", "forgetting", "newest")),
     (("detection", "precision"), "precision"),
     (("detection", "recall"), "recall"),
     (("boundaries", "precision"), "boundary_precision"),

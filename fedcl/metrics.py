@@ -2,7 +2,8 @@
 
 - Continual learning: ``R[i][j]`` = Dice on stage j's test data after stage i;
   ``ACC = mean_j R[T][j]``, ``BWT = mean_{j<T} (R[T][j] - R[j][j])``,
-  ``forgetting = mean_{j<T} (max_{l<T} R[l][j] - R[T][j])`` (T = the last stage).
+  ``forgetting = mean_{j<T} (max_{l<T} R[l][j] - R[T][j])``, ``newest = R[T][T]``
+  (T = the last stage).
 - Readings (:data:`READINGS`): every Dice figure as run, with the hospitals' own
   BatchNorm statistics (re-estimated on their training tiles: the headline) and with
   oracle statistics (re-estimated on the test tiles: a diagnostic); see
@@ -31,13 +32,14 @@ Matrix = Sequence[Sequence[float | None]]
 
 
 def continual_metrics(matrix: Matrix) -> dict[str, float | None]:
-    """ACC, BWT and forgetting of a stage x stage Dice matrix.
+    """ACC, BWT, forgetting and the newest stage's Dice of a stage x stage Dice matrix.
 
-    With one stage, BWT and forgetting are undefined (None); missing entries (None)
-    are skipped.
+    ``newest`` is ``R[T][T]``, the last stage's Dice at the end: how well the newest
+    data was learned (what holding on to the old stages may cost). With one stage, BWT
+    and forgetting are undefined (None); missing entries (None) are skipped.
     """
     if not matrix:
-        return {"acc": None, "bwt": None, "forgetting": None}
+        return {"acc": None, "bwt": None, "forgetting": None, "newest": None}
     last = len(matrix) - 1
     final = matrix[last]
     acc = _mean([final[j] for j in range(len(final))])
@@ -45,7 +47,8 @@ def continual_metrics(matrix: Matrix) -> dict[str, float | None]:
     forgetting = _mean(
         [_sub(_max([matrix[i][j] for i in range(last)]), final[j]) for j in range(last)]
     )
-    return {"acc": acc, "bwt": bwt, "forgetting": forgetting}
+    newest = final[last] if last < len(final) else None
+    return {"acc": acc, "bwt": bwt, "forgetting": forgetting, "newest": newest}
 
 
 def detection(config: RunConfig, records: Sequence[dict[str, Any]]) -> dict[str, float | None]:

@@ -16,6 +16,7 @@ def test_continual_metrics_on_a_hand_made_matrix():
     assert result["bwt"] == pytest.approx(((0.4 - 0.8) + (0.6 - 0.7)) / 2)
     # forgetting: max over earlier rows minus final, for stages 0 and 1
     assert result["forgetting"] == pytest.approx(((0.8 - 0.4) + (0.7 - 0.6)) / 2)
+    assert result["newest"] == 0.9  # the last stage's Dice at the end
 
 
 def test_no_forgetting_when_old_stages_improve():
@@ -25,7 +26,8 @@ def test_no_forgetting_when_old_stages_improve():
 
 
 def test_single_stage_has_acc_but_no_bwt_or_forgetting():
-    assert continual_metrics([[0.66]]) == {"acc": 0.66, "bwt": None, "forgetting": None}
+    expected = {"acc": 0.66, "bwt": None, "forgetting": None, "newest": 0.66}
+    assert continual_metrics([[0.66]]) == expected
 
 
 def record(round_, hospitals, decisions):
