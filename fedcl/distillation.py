@@ -22,8 +22,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from fedcl.continuity.behaviour import barlow_continuity_loss
-
 # How a student's outputs are held to a teacher's: "kl", the softened KL divergence
 # (LwF); "barlow", DBC's Barlow continuity between their class probabilities per pixel.
 TERMS = ("kl", "barlow")
@@ -67,6 +65,9 @@ def continuity_term(
     if term == "kl":
         return distillation_loss(student, teacher, temperature)
     if term == "barlow":
+        # server-side math a kl hospital (LwF's) never needs: imported where it is used
+        from fedcl.continuity.behaviour import barlow_continuity_loss
+
         rows = [
             torch.softmax(x / temperature, dim=1).movedim(1, -1).reshape(-1, x.shape[1])
             for x in (teacher.detach(), student)
