@@ -57,7 +57,10 @@ def _to_arrays(model: nn.Module) -> ArrayRecord:
 
 
 class DynamicBarlowContinuity(FedAvg):
-    """FedAvg guarded and consolidated by Barlow continuity on a public reference set.
+    """FedAvg guarded by Barlow continuity on a public reference set, which finds shifts.
+
+    When every hospital shifts, its hospital half (:class:`DBCHospital`) holds the
+    hospitals' training to the model from before the shift.
 
     Its own keys are :class:`~fedcl.strategies.dbc.settings.DBCSettings` (``dbc-*``).
 
@@ -90,8 +93,9 @@ class DynamicBarlowContinuity(FedAvg):
     ----------
     round_report : dict or None
         What the last ``aggregate_train`` decided and measured, per hospital: peer and
-        anchor scores, decisions, the threshold, the consolidation losses and steps,
-        and the seconds spent (fedcl writes it into ``metrics.jsonl``).
+        anchor scores, decisions, the threshold, the movement, whether a shift began,
+        the teacher's round, the bytes sent beyond FedAvg's, the consolidation losses
+        and steps, and the seconds spent (fedcl writes it into ``metrics.jsonl``).
     """
 
     hospital = DBCHospital
