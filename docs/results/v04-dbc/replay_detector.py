@@ -18,7 +18,7 @@ from fedcl.continuity import ShiftDetector
 
 
 def movements(run: Path) -> list[tuple[int, float]]:
-    """(round, movement) up to and including the run's first detection."""
+    """Return (round, movement) up to and including the run's first detection."""
     series = []
     for line in (run / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
@@ -31,6 +31,7 @@ def movements(run: Path) -> list[tuple[int, float]]:
 
 
 def fired(series: list[tuple[int, float]], rho: float, window: int) -> list[int]:
+    """Return the rounds a detector (``rho``, ``window`` calm rounds) begins a shift in."""
     detector = ShiftDetector(rho=rho, window=window, bound=3)
     found = []
     for server_round, movement in series:
