@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -405,7 +406,10 @@ def test_dbc_names_a_teacher_when_a_shift_begins_and_sends_it_once_to_each_hospi
         got = {m.metadata.dst_node_id: m.content.array_records.get(TEACHER_KEY) for m in messages}
         named = {m.content.config_records["config"][TEACHER_ROUND_KEY] for m in messages}
         replies = [reply(m, c, p) for p, (m, c) in enumerate(zip(messages, clean, strict=True))]
+        began = time.perf_counter()
         strategy.aggregate_train(server_round, replies[:answering])
+        report = strategy.round_report
+        assert 0 <= report["seconds_scoring"] <= time.perf_counter() - began  # a duration
         lost = {m.metadata.dst_node_id for m in messages[answering:]}
         return got, named, strategy.round_report, lost
 

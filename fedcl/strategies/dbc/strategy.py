@@ -226,14 +226,14 @@ class DynamicBarlowContinuity(FedAvg):
         consolidation: dict[str, Any] | None = None
         if arrays is not None and self.anchor is not None:
             arrays, consolidation = self._consolidate(arrays, shift)
-        started = movement is not None and self.shifts.started
-        extra_bytes = self._teach(server_round, replies, started)
+        shift_began = movement is not None and self.shifts.started
+        extra_bytes = self._teach(server_round, replies, shift_began)
         # 5. Report.
         self.round_report = scores | RoundReport(
             all_rejected=arrays is None,
             movement=movement,
             shift_length=len(self.shifts.shift),
-            shift_started=started,
+            shift_started=shift_began,
             teacher_round=self.teacher_round,
             extra_bytes=extra_bytes,
             consolidation=consolidation,
@@ -242,7 +242,7 @@ class DynamicBarlowContinuity(FedAvg):
         )
         return arrays, metrics
 
-    def _teach(self, server_round: int, replies: list[Message], started: bool) -> int:
+    def _teach(self, server_round: int, replies: list[Message], shift_began: bool) -> int:
         """Name a new teacher when a shift began this round; return the bytes sent to teach.
 
         The teacher is the global model this round started from: the last one trained
@@ -251,7 +251,7 @@ class DynamicBarlowContinuity(FedAvg):
         """
         sent = self.teacher.count_bytes() * len(self.sending) if self.teacher is not None else 0
         self.taught |= self.sending & {msg.metadata.src_node_id for msg in replies}
-        if started and self.settings.teacher_weight > 0:
+        if shift_began and self.settings.teacher_weight > 0:
             self.teacher, self.teacher_round, self.taught = self.sent(), server_round, set()
         return sent
 
