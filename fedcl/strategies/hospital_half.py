@@ -30,6 +30,10 @@ from typing import TYPE_CHECKING, ClassVar
 from flwr.app import ConfigRecord, RecordDict
 from torch import nn
 
+from fedcl.data import NUM_CLASSES
+from fedcl.models import build_model
+from fedcl.training import device_of
+
 if TYPE_CHECKING:
     from fedcl.config import RunConfig
     from fedcl.data.dataset import TileDataset
@@ -87,3 +91,9 @@ class HospitalHalf:
 
     def reply(self, content: RecordDict) -> None:
         """Add what this strategy sends back besides the weights and metrics to ``content``."""
+
+    def kept_model(self, name: str, like: nn.Module) -> nn.Module:
+        """Return the model kept in ``Context.state[name]`` (a teacher), on ``like``'s device."""
+        kept = build_model(self.now.config.model, NUM_CLASSES)
+        kept.load_state_dict(self.now.state.array_records[name].to_torch_state_dict())
+        return kept.to(device_of(like))

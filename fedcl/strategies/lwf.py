@@ -30,14 +30,12 @@ from flwr.serverapp.strategy import FedAvg
 from torch import nn
 
 from fedcl.config import RunConfig, Section, opt
-from fedcl.data import NUM_CLASSES
 from fedcl.distillation import Distillation
-from fedcl.models import build_model
 from fedcl.scenarios import scenario_of
 from fedcl.strategies.contract import SentModel
 from fedcl.strategies.flower import sampling
 from fedcl.strategies.hospital_half import HospitalHalf
-from fedcl.training import Penalty, device_of
+from fedcl.training import Penalty
 
 # Message keys of the train config and content (read by the hospital half).
 WEIGHT_KEY, TEMPERATURE_KEY, TEACHER_KEY = "distill-weight", "distill-temperature", "teacher"
@@ -88,9 +86,7 @@ class LwFHospital(HospitalHalf):
         if teacher_arrays is not None:
             now.state[_STATE_KEY] = teacher_arrays
             now.state[f"{_STATE_KEY}-meta"] = ConfigRecord({"stage": stage})
-        teacher = build_model(now.config.model, NUM_CLASSES)
-        teacher.load_state_dict(now.state.array_records[_STATE_KEY].to_torch_state_dict())
-        teacher.to(device_of(model))
+        teacher = self.kept_model(_STATE_KEY, model)
         return [Distillation(teacher, weight=weight, temperature=temperature)]
 
 

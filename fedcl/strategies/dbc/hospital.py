@@ -18,14 +18,13 @@ from flwr.app import ConfigRecord
 from torch import nn
 
 from fedcl import seeds
-from fedcl.data import NUM_CLASSES, reference_images
+from fedcl.data import reference_images
 from fedcl.data.dataset import images_to_tensor
 from fedcl.distillation import Distillation, PublicDistillation
 from fedcl.errors import FedclError
-from fedcl.models import build_model
 from fedcl.strategies.dbc.settings import DBCSettings
 from fedcl.strategies.hospital_half import HospitalHalf
-from fedcl.training import Penalty, device_of
+from fedcl.training import Penalty
 
 # Message keys: the teacher's arrays (content, sent once per hospital and teacher) and
 # the round whose start model it is (train config; 0: no teacher yet).
@@ -55,9 +54,7 @@ class DBCHospital(HospitalHalf):
                 f"{teacher_round} but never sent it to this hospital (it holds "
                 f"{'none' if meta is None else 'round ' + str(meta.get('round'))})"
             )
-        teacher = build_model(now.config.model, NUM_CLASSES)
-        teacher.load_state_dict(now.state.array_records[_STATE_KEY].to_torch_state_dict())
-        teacher.to(device_of(model))
+        teacher = self.kept_model(_STATE_KEY, model)
         terms: dict[str, Any] = {
             "weight": settings.teacher_weight,
             "temperature": settings.teacher_temperature,
