@@ -84,6 +84,7 @@ STRATEGIES = Registry(
         "fedbn": "fedcl.strategies.fedbn:FedBN",
         "silobn": "fedcl.strategies.fedbn:SiloBN",
         "lwf": "fedcl.strategies.lwf:LwF",
+        "ewc": "fedcl.strategies.ewc:FederatedEWC",
         "joint": "fedcl.strategies.bounds:JointTraining",
         "local-only": "fedcl.strategies.bounds:LocalOnly",
     },

@@ -477,10 +477,21 @@ RESUMED = {
         ).replace(strategy="lwf"),
         6,
     ),
+    # EWC killed in its third stage: the hospitals' importance and anchor are gone with
+    # the processes and come back from the checkpoint (or, killed in the stage's first
+    # round, the importance of the stages before, and the hospitals estimate anew).
+    "ewc": (
+        TINY.replace(
+            scenario="catastrophic-forgetting", stages=3, rounds_per_stage=2, rounds=6
+        ).replace(strategy="ewc"),
+        5,
+    ),
 }
 
 
-@pytest.mark.parametrize("strategy", ["dbc", pytest.param("lwf", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "strategy", ["dbc", *(pytest.param(s, marks=pytest.mark.slow) for s in ("lwf", "ewc"))]
+)
 def test_a_run_killed_mid_round_resumes_to_the_same_final_model(tmp_path, strategy):
     config, recorded = RESUMED[strategy]
     killed = tmp_path / "killed"
@@ -528,9 +539,10 @@ def test_a_run_killed_mid_round_resumes_to_the_same_final_model(tmp_path, strate
             }
         return [without_time(v) for v in value] if isinstance(value, list) else value
 
+    reports = {r["round"]: r.get("aggregation", {}) for r in read_metrics(killed)}
     if strategy == "dbc":  # a teacher was in use when the run was killed, and sent again
-        reports = {r["round"]: r.get("aggregation", {}) for r in read_metrics(killed)}
         assert reports[done].get("teacher_round", 0) > 0
+    if strategy in ("dbc", "ewc"):  # what the hospitals held came again after the resume
         assert reports[done + 1]["extra_bytes"] > 0
 
     assert without_time(read_metrics(killed)) == without_time(read_metrics(whole))

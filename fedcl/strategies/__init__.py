@@ -2,15 +2,15 @@
 
 Built in: ``fedavg``, ``fedmedian``, ``fedtrimmedavg``, ``krum``, ``multikrum``,
 ``bulyan`` (Flower's own, :mod:`fedcl.strategies.flower`), ``fedprox``, ``fltrust``,
-``dbc``, ``fedbn``, ``silobn``, ``fedavg-server-stats``, ``lwf`` and the bounds ``joint``
-and ``local-only`` (:mod:`fedcl.strategies.bounds`); their names and
-modules are listed once, in :data:`fedcl.plugins.STRATEGIES`. A user's strategy plugs
+``dbc``, ``fedbn``, ``silobn``, ``fedavg-server-stats``, ``lwf``, ``ewc`` and the bounds
+``joint`` and ``local-only`` (:mod:`fedcl.strategies.bounds`); their names and modules
+are listed once, in :data:`fedcl.plugins.STRATEGIES`. A user's strategy plugs
 in as ``--strategy package.module:ClassName`` (any Flower ``Strategy`` subclass, with an
 optional hospital half) or by name through the entry-point group ``fedcl.strategies``.
 
 - :mod:`~fedcl.strategies.catalog`: names to classes; :func:`build_strategy`;
 - :mod:`~fedcl.strategies.contract`: what a strategy may offer (``Protocol`` s, the
-  round report) and :class:`SentModel`;
+  round report), :class:`SentModel` and :class:`SentOnce`;
 - :mod:`~fedcl.strategies.hospital_half`: the hooks of a hospital half;
 - :mod:`~fedcl.strategies.guard`: the guard every strategy runs inside.
 
@@ -31,6 +31,7 @@ _EXPORTS = {
     "GuardedStrategy": "guard",
     "ReplyGuard": "guard",
     "SentModel": "contract",
+    "SentOnce": "contract",
     "RoundReport": "contract",
     "HospitalHalf": "hospital_half",
     "LocalRound": "hospital_half",
@@ -43,6 +44,7 @@ _EXPORTS = {
     "LocalOnly": "bounds",
     "FedProx": "fedprox",
     "LwF": "lwf",
+    "FederatedEWC": "ewc",
 }
 
 

@@ -13,14 +13,17 @@ interface is declared here, each as a ``Protocol`` the guard and the catalog che
 - a hospital half: the class attribute ``hospital``, a
   :class:`~fedcl.strategies.hospital_half.HospitalHalf` subclass (see
   :func:`hospital_half_of`).
+
+What it gives one besides the run's configuration: :class:`SentModel` (the global model
+each round started from) and :class:`SentOnce` (records each hospital must be sent once).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
 
-from flwr.app import ArrayRecord
+from flwr.app import ArrayRecord, Message, RecordDict
 
 from fedcl.errors import FedclError
 from fedcl.strategies.hospital_half import HospitalHalf
@@ -51,6 +54,47 @@ class SentModel:
         return self.arrays
 
 
+class SentOnce:
+    """Records a server half sends each hospital once: a teacher, an importance estimate.
+
+    :meth:`attach` adds them to a round's train message of every node that does not hold
+    them yet; a node holds them once it has answered such a message (a node whose reply
+    did not come back gets them again). New records (:meth:`set`) go to every node
+    again, and so do the same ones after a resume (:meth:`forget`: the hospitals'
+    ``Context.state`` is gone).
+    """
+
+    def __init__(self) -> None:
+        self.records: dict[str, ArrayRecord] = {}
+        self.holding: set[int] = set()  # nodes that hold the current records
+        self.sending: set[int] = set()  # nodes this round's messages carry them to
+
+    def set(self, records: Mapping[str, ArrayRecord]) -> None:
+        """Send ``records`` (message content keys to arrays) from the next round on."""
+        self.records, self.holding = dict(records), set()
+
+    def forget(self) -> None:
+        """Send the records to every node again (after a resume)."""
+        self.holding = set()
+
+    def attach(self, messages: Iterable[Message]) -> list[Message]:
+        """Return ``messages``, the records added to those of nodes that lack them."""
+        messages, self.sending = list(messages), set()
+        for message in messages if self.records else ():
+            node = message.metadata.dst_node_id
+            if node not in self.holding:
+                # FedAvg's messages share one payload: this one gets its own
+                message.content = RecordDict(dict(message.content) | self.records)
+                self.sending.add(node)
+        return messages
+
+    def delivered(self, replies: Iterable[Message]) -> int:
+        """Note who answered a message that carried the records; return the bytes sent."""
+        sent = sum(r.count_bytes() for r in self.records.values()) * len(self.sending)
+        self.holding |= self.sending & {msg.metadata.src_node_id for msg in replies}
+        return sent
+
+
 class RoundReport(TypedDict, total=False):
     """What a strategy (and the guard) reports of one aggregation, per round.
 
@@ -76,7 +120,8 @@ class RoundReport(TypedDict, total=False):
     skipped: str
     """Why the round kept the global model (the guard: too few usable replies)."""
     extra_bytes: int
-    """Bytes the strategy sent this round beside FedAvg's messages (a teacher, say)."""
+    """Bytes the strategy's messages carried this round beside FedAvg's, both ways (a
+    teacher sent, an estimate sent back)."""
     # DBC's own (docs/dbc.md, "What a round logs")
     anchor_scores: Sequence[float | None]
     all_rejected: bool

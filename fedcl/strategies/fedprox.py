@@ -7,6 +7,7 @@ its local loss (``w_global``: the weights it received; Flower leaves this to the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -32,25 +33,47 @@ class ProximalSettings(Section):
 
 
 class Proximal:
-    """A training penalty: ``(mu / 2) * ||w - w_0||^2`` over ``model``'s trainable parameters.
+    """A training penalty: ``(mu / 2) * sum_i omega_i (w_i - a_i)^2`` over trainable parameters.
+
+    FedProx's term (``omega = 1``, ``a`` the weights received) and, with an importance
+    per weight, EWC's (:mod:`fedcl.strategies.ewc`).
 
     Parameters
     ----------
     model : nn.Module
-        The model being trained; ``w_0`` is a copy of its parameters at construction.
+        The model being trained.
     mu : float
-        The proximal weight (> 0).
+        The penalty's weight (> 0).
+    anchor : mapping of str to torch.Tensor, optional
+        Where to hold each parameter, by name; default its value at construction.
+    importance : mapping of str to torch.Tensor, optional
+        ``omega``, by parameter name; default 1 everywhere.
     """
 
-    def __init__(self, model: nn.Module, mu: float) -> None:
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.anchor = [p.detach().clone() for p in self.params]
+    def __init__(
+        self,
+        model: nn.Module,
+        mu: float,
+        *,
+        anchor: Mapping[str, torch.Tensor] | None = None,
+        importance: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in named]
+        self.anchor = [
+            (p if anchor is None else anchor[n]).detach().clone().to(p.device) for n, p in named
+        ]
+        self.importance = (
+            None if importance is None else [importance[n].to(p.device) for n, p in named]
+        )
         self.mu = mu
 
     def __call__(self, images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """Return the penalty (independent of the batch)."""
-        drift = sum(((p - a) ** 2).sum() for p, a in zip(self.params, self.anchor, strict=True))
-        return 0.5 * self.mu * drift  # type: ignore[return-value]
+        squares = [(p - a) ** 2 for p, a in zip(self.params, self.anchor, strict=True)]
+        if self.importance is not None:
+            squares = [s * w for s, w in zip(squares, self.importance, strict=True)]
+        return 0.5 * self.mu * sum(s.sum() for s in squares)  # type: ignore[return-value]
 
 
 class ProximalHospital(HospitalHalf):

@@ -21,7 +21,7 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Any, ClassVar
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
@@ -42,7 +42,7 @@ from fedcl.data.dataset import images_to_tensor
 from fedcl.data.reference import public_set
 from fedcl.models import build_model
 from fedcl.scenarios import scenario_of
-from fedcl.strategies.contract import RoundReport, SentModel
+from fedcl.strategies.contract import RoundReport, SentModel, SentOnce
 from fedcl.strategies.dbc.hospital import TEACHER_KEY, TEACHER_ROUND_KEY, DBCHospital
 from fedcl.strategies.dbc.settings import DBCSettings
 from fedcl.strategies.flower import sampling
@@ -138,8 +138,7 @@ class DynamicBarlowContinuity(FedAvg):
         # The hospitals' teacher: the global model the last detected shift began from
         self.teacher: ArrayRecord | None = None
         self.teacher_round = 0  # the round that shift was found in (0: none yet)
-        self.taught: set[int] = set()  # nodes that hold it (none after a resume)
-        self.sending: set[int] = set()  # nodes this round's messages carry it to
+        self.once = SentOnce()  # sends it to each hospital once
         self.round_report: RoundReport | None = None
 
     @classmethod
@@ -176,17 +175,7 @@ class DynamicBarlowContinuity(FedAvg):
     ) -> Iterable[Message]:
         """FedAvg's messages, naming the teacher; it goes to each hospital once."""
         config[TEACHER_ROUND_KEY] = self.teacher_round
-        messages = list(super().configure_train(server_round, arrays, config, grid))
-        self.sending = set()
-        if self.teacher is not None:
-            for message in messages:
-                node = message.metadata.dst_node_id
-                if node not in self.taught:
-                    # FedAvg's messages share one payload: this one gets its own
-                    own = dict(message.content) | {TEACHER_KEY: self.teacher}
-                    message.content = RecordDict(own)
-                    self.sending.add(node)
-        return messages
+        return self.once.attach(super().configure_train(server_round, arrays, config, grid))
 
     def _outputs(self, state_dict: dict[str, torch.Tensor]) -> torch.Tensor:
         self.model.load_state_dict(state_dict)
@@ -249,10 +238,10 @@ class DynamicBarlowContinuity(FedAvg):
         before the shift. A hospital holds it once it has answered a message that
         carried it.
         """
-        sent = self.teacher.count_bytes() * len(self.sending) if self.teacher is not None else 0
-        self.taught |= self.sending & {msg.metadata.src_node_id for msg in replies}
+        sent = self.once.delivered(replies)
         if shift_began and self.settings.teacher_weight > 0:
-            self.teacher, self.teacher_round, self.taught = self.sent(), server_round, set()
+            self.teacher, self.teacher_round = self.sent(), server_round
+            self.once.set({TEACHER_KEY: self.teacher})
         return sent
 
     def _public_set(self, server_round: int) -> bool:
@@ -417,7 +406,8 @@ class DynamicBarlowContinuity(FedAvg):
         teacher = state.get("teacher")  # absent in checkpoints before version 0.4
         self.teacher = None if teacher is None else ArrayRecord(teacher)
         self.teacher_round = state.get("teacher_round", 0)
-        self.taught = set()  # the hospitals' state is gone: send it again
+        # the hospitals' state is gone: send it again
+        self.once.set({} if self.teacher is None else {TEACHER_KEY: self.teacher})
         unconsolidated = state.get("unconsolidated")  # absent in checkpoints before 2026-11-26
         self.unconsolidated = (
             None if unconsolidated is None else unconsolidated.to(self.reference_images.device)
