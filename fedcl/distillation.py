@@ -13,18 +13,56 @@ teacher of stage ``s`` is the first global model a hospital receives in stage ``
 DBC's temporal side (``dbc`` strategy) uses the same penalty with a teacher its server
 chose, and may also distil on the public reference tiles (:class:`PublicDistillation`)
 and measure the difference as Barlow continuity instead of KL (:data:`TERMS`).
+
+Under the class shift a new stage's masks call the old classes background, and the
+old model calls the new classes background. KL then holds the student to "background"
+where the new labels say otherwise. The ``mib`` term is MiB's unbiased distillation
+(Cermelli et al., CVPR 2020): the classes the hospital's current masks annotate are
+folded into background in both models' distributions before they are compared, so
+the term keeps the old classes and leaves the new ones to the labels. (MiB's other half,
+an unbiased cross-entropy, changes the segmentation loss itself and is not here.)
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from fedcl.data.real import IGNORE
+
+if TYPE_CHECKING:
+    from fedcl.data.dataset import TileDataset
+
 # How a student's outputs are held to a teacher's: "kl", the softened KL divergence
-# (LwF); "barlow", DBC's Barlow continuity between their class probabilities per pixel.
-TERMS = ("kl", "barlow")
+# (LwF); "barlow", DBC's Barlow continuity between their class probabilities per pixel;
+# "mib", KL with the currently annotated classes folded into background.
+TERMS = ("kl", "barlow", "mib")
+
+
+def annotated_classes(masks: np.ndarray) -> tuple[int, ...]:
+    """Return the foreground classes ``masks`` label (background and ``IGNORE`` left out)."""
+    return tuple(int(c) for c in np.unique(masks) if c not in (0, IGNORE))
+
+
+def current_classes(term: str, tiles: TileDataset) -> tuple[int, ...]:
+    """Return the classes the ``mib`` term folds: those ``tiles`` annotate (none otherwise)."""
+    return annotated_classes(tiles.masks) if term == "mib" else ()
+
+
+def folded(log_probs: torch.Tensor, into_background: Sequence[int]) -> torch.Tensor:
+    """Merge the classes ``into_background`` into class 0 of ``B x C x H x W`` log-probabilities.
+
+    Returns ``B x (C - k) x H x W`` log-probabilities: background (with the merged
+    classes: their log-sum-exp) first, then the other classes in order.
+    """
+    merged = [0, *into_background]
+    kept = [c for c in range(1, log_probs.shape[1]) if c not in merged]
+    background = torch.logsumexp(log_probs[:, merged], dim=1, keepdim=True)
+    return torch.cat([background, log_probs[:, kept]], dim=1)
 
 
 def distillation_loss(
@@ -54,16 +92,30 @@ def distillation_loss(
 
 
 def continuity_term(
-    student: torch.Tensor, teacher: torch.Tensor, *, term: str, temperature: float
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    *,
+    term: str,
+    temperature: float,
+    new_classes: Sequence[int] = (),
 ) -> torch.Tensor:
     """How far the student's logits are from the teacher's, ``B x C x H x W`` each.
 
     ``kl``: :func:`distillation_loss`. ``barlow``: the Barlow continuity loss between
     the two models' class probabilities, every pixel of the batch a row (softened by
-    ``temperature`` as KL's are).
+    ``temperature`` as KL's are). ``mib``: the KL divergence after ``new_classes`` (the
+    classes the current masks annotate) are folded into background in both
+    (:func:`folded`).
     """
     if term == "kl":
         return distillation_loss(student, teacher, temperature)
+    if term == "mib":
+        log_student, log_teacher = (
+            folded(nn.functional.log_softmax(x / temperature, dim=1), new_classes)
+            for x in (student, teacher.detach())
+        )
+        kl = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)
+        return temperature**2 * kl.mean()
     if term == "barlow":
         # server-side math a kl hospital (LwF's) never needs: imported where it is used
         from fedcl.continuity.behaviour import barlow_continuity_loss
@@ -89,11 +141,19 @@ class Distillation:
     temperature : float
         Softmax temperature of both models' outputs.
     term : str
-        ``kl`` (LwF's) or ``barlow`` (:func:`continuity_term`).
+        ``kl`` (LwF's), ``barlow`` or ``mib`` (:func:`continuity_term`).
+    new_classes : sequence of int
+        ``mib``: the classes the hospital's current masks annotate.
     """
 
     def __init__(
-        self, teacher: nn.Module, *, weight: float, temperature: float, term: str = "kl"
+        self,
+        teacher: nn.Module,
+        *,
+        weight: float,
+        temperature: float,
+        term: str = "kl",
+        new_classes: Sequence[int] = (),
     ) -> None:
         if weight < 0 or temperature <= 0:
             raise ValueError(
@@ -105,6 +165,7 @@ class Distillation:
         self.weight = weight
         self.temperature = temperature
         self.term = term
+        self.new_classes = tuple(new_classes)
 
     def __call__(self, images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """Return the penalty of a batch: ``images`` ``B x 3 x H x W``, the model's ``logits``."""
@@ -114,7 +175,13 @@ class Distillation:
 
     def held(self, logits: torch.Tensor, soft_labels: torch.Tensor) -> torch.Tensor:
         """Return the unweighted term between the student's ``logits`` and the teacher's."""
-        return continuity_term(logits, soft_labels, term=self.term, temperature=self.temperature)
+        return continuity_term(
+            logits,
+            soft_labels,
+            term=self.term,
+            temperature=self.temperature,
+            new_classes=self.new_classes,
+        )
 
 
 class PublicDistillation(Distillation):
@@ -137,7 +204,7 @@ class PublicDistillation(Distillation):
     seed : int
         Seeds the order of the public tiles.
     **kwargs
-        :class:`Distillation`'s ``weight``, ``temperature`` and ``term``.
+        :class:`Distillation`'s ``weight``, ``temperature``, ``term``, ``new_classes``.
     """
 
     def __init__(

@@ -4,17 +4,34 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
 from fedcl.configure import load_config
 from fedcl.data import NUM_CLASSES
-from fedcl.distillation import Distillation, PublicDistillation, continuity_term, distillation_loss
+from fedcl.data.real import IGNORE
+from fedcl.distillation import (
+    Distillation,
+    PublicDistillation,
+    annotated_classes,
+    continuity_term,
+    distillation_loss,
+    folded,
+)
 from fedcl.hospital import local_round
 from fedcl.models import build_model
+from fedcl.scenarios.tiles import stage_classes
 from fedcl.strategies.contract import SentModel
-from fedcl.strategies.lwf import TEACHER_KEY, TEMPERATURE_KEY, WEIGHT_KEY, LwF, LwFHospital
+from fedcl.strategies.lwf import (
+    TEACHER_KEY,
+    TEMPERATURE_KEY,
+    TERM_KEY,
+    WEIGHT_KEY,
+    LwF,
+    LwFHospital,
+)
 from fedcl.training import recompute_batchnorm, train_local
 from tests.conftest import FakeGrid, random_tiles
 
@@ -182,3 +199,43 @@ def test_lwf_tells_the_hospitals_how_to_distil():
         expected = models[1].to_torch_state_dict()
         assert all(torch.equal(teacher[k], expected[k]) for k in expected)
     assert all(TEACHER_KEY not in m.content.array_records for m in later)
+
+
+def test_the_mib_term_leaves_the_newly_annotated_classes_to_the_labels():
+    # one pixel: the teacher calls it background, the student class 3 (annotated now)
+    teacher = torch.tensor([4.0, 0.0, 0.0, 0.0, 0.0]).view(1, 5, 1, 1)
+    student = torch.tensor([0.0, 0.0, 0.0, 4.0, 0.0]).view(1, 5, 1, 1)
+    kl = continuity_term(student, teacher, term="kl", temperature=1.0)
+    mib = continuity_term(student, teacher, term="mib", temperature=1.0, new_classes=(3,))
+    assert float(kl) > 1.0 and float(mib) < 0.05 * float(kl)
+    # but it holds the old classes: the student moving class 1 into class 2 costs the same
+    old = torch.tensor([0.0, 4.0, 0.0, 0.0, 0.0]).view(1, 5, 1, 1)
+    moved = torch.tensor([0.0, 0.0, 4.0, 0.0, 0.0]).view(1, 5, 1, 1)
+    assert float(continuity_term(moved, old, term="mib", temperature=1.0, new_classes=(3,))) == (
+        pytest.approx(float(continuity_term(moved, old, term="kl", temperature=1.0)), rel=0.05)
+    )
+    # nothing newly annotated: it is the KL term
+    a, b = torch.randn(2, 5, 3, 3), torch.randn(2, 5, 3, 3)
+    assert float(continuity_term(a, b, term="mib", temperature=2.0)) == pytest.approx(
+        float(distillation_loss(a, b, 2.0)), rel=1e-5
+    )
+    log_probs = torch.log_softmax(torch.randn(2, 5, 3, 3), dim=1)
+    merged = folded(log_probs, (2, 4))
+    assert merged.shape == (2, 3, 3, 3)
+    assert torch.allclose(merged.exp().sum(1), torch.ones(2, 3, 3), atol=1e-5)
+    expected = log_probs[:, [0, 2, 4]].exp().sum(1)
+    assert torch.allclose(merged[:, 0].exp(), expected, atol=1e-6)
+    masks = np.array([[0, 2], [IGNORE, 2]], dtype=np.uint8)
+    assert annotated_classes(masks) == (2,)
+
+
+def test_lwf_with_the_mib_term_folds_the_classes_a_hospital_annotates_now():
+    config = load_config(
+        {"scenario": "catastrophic-forgetting", "stage-shift": "classes", "stages": 3}
+        | {"rounds-per-stage": 2, "image-size": 32, "train-tiles": 8}
+    )
+    sent = ConfigRecord({WEIGHT_KEY: 1.0, TEMPERATURE_KEY: 2.0, TERM_KEY: "mib"})
+    content = RecordDict({"config": sent})
+    now = local_round(config, 0, 3, sent=sent, content=content, state=RecordDict(), training=True)
+    (penalty,) = LwFHospital(now).penalties(build_model("unet", NUM_CLASSES))
+    assert penalty.term == "mib" and penalty.new_classes == stage_classes(config, 1)

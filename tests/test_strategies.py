@@ -16,9 +16,9 @@ from fedcl.config import RunConfig
 from fedcl.configure import flower_run_config, is_builtin_key, load_config
 from fedcl.continuity import barlow_continuity
 from fedcl.data import NUM_CLASSES, Stain, TileDataset, generate_tiles, perturb, reference_images
-from fedcl.distillation import Distillation, PublicDistillation
+from fedcl.distillation import Distillation, PublicDistillation, annotated_classes
 from fedcl.errors import FedclError
-from fedcl.hospital import local_round
+from fedcl.hospital import local_round, local_train_data
 from fedcl.models import build_model
 from fedcl.normalization import local_norm_keys
 from fedcl.plugins import STRATEGIES
@@ -476,7 +476,11 @@ def test_dbcs_hospitals_hold_to_the_teacher_the_server_named_on_own_and_public_t
         dbc_penalties(config, 7, model, state, 6)  # a teacher it never got
     own_only = config.with_keys({"dbc-teacher-public": False, "dbc-teacher-term": "barlow"})
     (penalty,) = dbc_penalties(own_only, 6, model, state, 4)
-    assert penalty.term == "barlow"
+    assert penalty.term == "barlow" and penalty.new_classes == ()
+    mib = config.with_keys({"dbc-teacher-term": "mib"})
+    own, public = dbc_penalties(mib, 6, model, state, 4)
+    annotated = annotated_classes(local_train_data(mib, 1, 6, RecordDict()).masks)
+    assert own.new_classes == public.new_classes == annotated != ()
     assert dbc_penalties(config.with_keys({"dbc-teacher-weight": 0.0}), 6, model, state, 4) == []
     # on the public tiles alone, those the server had before the shift (round 3: stage 0)
     teachers = config.with_keys({"dbc-teacher-own": False, "dbc-teacher-public-set": "teacher"})

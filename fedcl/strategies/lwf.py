@@ -30,7 +30,7 @@ from flwr.serverapp.strategy import FedAvg
 from torch import nn
 
 from fedcl.config import RunConfig, Section, opt
-from fedcl.distillation import Distillation
+from fedcl.distillation import Distillation, current_classes
 from fedcl.scenarios import scenario_of
 from fedcl.strategies.contract import SentModel
 from fedcl.strategies.flower import sampling
@@ -39,6 +39,7 @@ from fedcl.training import Penalty
 
 # Message keys of the train config and content (read by the hospital half).
 WEIGHT_KEY, TEMPERATURE_KEY, TEACHER_KEY = "distill-weight", "distill-temperature", "teacher"
+TERM_KEY = "distill-term"
 # Context.state entry of a hospital's teacher (and its "-meta": the stage it teaches).
 _STATE_KEY = "fedcl-teacher"
 
@@ -58,6 +59,14 @@ class LwFSettings(Section):
     )
     temperature: float = opt(
         2.0, "LwF: softmax temperature of the distillation", section="strategy", rule="> 0"
+    )
+    # mib: MiB's unbiased distillation (the class shift's background-aware baseline)
+    term: str = opt(
+        "kl",
+        "LwF: the distillation: kl, or mib (the classes the current masks annotate "
+        "folded into background; for the class shift)",
+        section="strategy",
+        choices=("kl", "mib"),
     )
 
 
@@ -87,7 +96,16 @@ class LwFHospital(HospitalHalf):
             now.state[_STATE_KEY] = teacher_arrays
             now.state[f"{_STATE_KEY}-meta"] = ConfigRecord({"stage": stage})
         teacher = self.kept_model(_STATE_KEY, model)
-        return [Distillation(teacher, weight=weight, temperature=temperature)]
+        term = str(now.sent.get(TERM_KEY, "kl"))
+        return [
+            Distillation(
+                teacher,
+                weight=weight,
+                temperature=temperature,
+                term=term,
+                new_classes=current_classes(term, now.train_tiles(now.server_round)),
+            )
+        ]
 
 
 class LwF(FedAvg):
@@ -99,6 +117,8 @@ class LwF(FedAvg):
         Weight of the distillation term beside the segmentation loss (LwF's lambda).
     temperature : float
         Softmax temperature of the distillation.
+    term : str
+        ``kl`` or ``mib`` (:func:`fedcl.distillation.continuity_term`).
     stage_of : callable
         ``stage_of(server_round)``: the 0-based stage a round belongs to.
     **kwargs
@@ -116,6 +136,7 @@ class LwF(FedAvg):
             **sampling(config),
             distill_weight=own.weight,
             temperature=own.temperature,
+            term=own.term,
             stage_of=scenario_of(config).stage_of,
         )
 
@@ -125,11 +146,13 @@ class LwF(FedAvg):
         distill_weight: float,
         temperature: float,
         stage_of: Callable[[int], int],
+        term: str = "kl",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.distill_weight = distill_weight
         self.temperature = temperature
+        self.term = term
         self.stage_of = stage_of
         self.teacher: ArrayRecord | None = None  # the global model at the current stage's start
         self.teacher_stage = 0
@@ -144,6 +167,7 @@ class LwF(FedAvg):
             self.teacher, self.teacher_stage, self.resumed = arrays, stage, False
         config[WEIGHT_KEY] = self.distill_weight
         config[TEMPERATURE_KEY] = self.temperature
+        config[TERM_KEY] = self.term
         messages = list(super().configure_train(server_round, arrays, config, grid))
         if self.resumed and self.teacher is not None:
             for message in messages:

@@ -20,7 +20,7 @@ from torch import nn
 from fedcl import seeds
 from fedcl.data import reference_images
 from fedcl.data.dataset import images_to_tensor
-from fedcl.distillation import Distillation, PublicDistillation
+from fedcl.distillation import Distillation, PublicDistillation, current_classes
 from fedcl.errors import FedclError
 from fedcl.strategies.dbc.settings import DBCSettings
 from fedcl.strategies.hospital_half import HospitalHalf
@@ -59,6 +59,9 @@ class DBCHospital(HospitalHalf):
             "weight": settings.teacher_weight,
             "temperature": settings.teacher_temperature,
             "term": settings.teacher_term,
+            "new_classes": current_classes(
+                settings.teacher_term, now.train_tiles(now.server_round)
+            ),
         }
         penalties: list[Penalty] = [Distillation(teacher, **terms)] if settings.teacher_own else []
         if settings.teacher_public:

@@ -74,7 +74,7 @@ class DBCSettings(Section):
     )
     # "kl": distillation (LwF's); "barlow": Barlow continuity of the class probabilities.
     teacher_term: str = opt(
-        "kl", "DBC: the hospitals' teacher term: kl or barlow", section="dbc", choices=TERMS
+        "kl", "DBC: the hospitals' teacher term: kl, barlow or mib", section="dbc", choices=TERMS
     )
     # Where the hospitals hold the student to the teacher: their own current tiles
     # (LwF's place), and, the reference set being public, its tiles: the round's set
