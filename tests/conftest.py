@@ -85,6 +85,10 @@ def flower_task():
         setattr(TaskIdentity, name, value)
 
 
+# Flower's own aggregators: no hospital half, so their hospitals run FedAvg's round
+FLOWER_OWN = ("fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
+
+
 class FakeGrid:
     def __init__(self, n):
         self.n = n

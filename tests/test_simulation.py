@@ -28,6 +28,7 @@ from fedcl.plugins import STRATEGIES
 from fedcl.processes import _alive, _stat, local_cluster, processes_with_env, stop_tagged
 from fedcl.recorder import read_metrics
 from fedcl.strategies.dbc import DBCSettings
+from tests.conftest import FLOWER_OWN
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,7 +141,13 @@ TINY = RunConfig(
 )
 
 
-@pytest.mark.parametrize("name", sorted(STRATEGIES.builtin))
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.slow) if name in FLOWER_OWN else name
+        for name in sorted(STRATEGIES.builtin)
+    ],
+)
 def test_every_builtin_strategy_runs_two_rounds(tmp_path, name, ray_address):
     run = run_fedcl(TINY.replace(strategy=name), tmp_path, name, ray_address)
     summary = json.loads((run / "summary.json").read_text())

@@ -30,10 +30,11 @@ from fedcl.strategies.dbc import DBCSettings, DynamicBarlowContinuity
 from fedcl.strategies.dbc.hospital import TEACHER_KEY, TEACHER_ROUND_KEY, DBCHospital
 from fedcl.strategies.fltrust import fltrust_aggregate
 from fedcl.strategies.guard import GuardedStrategy
+from fedcl.strategies.hospital_half import HospitalHalf
 from fedcl.strategies.replies import by_partition, malformed_reason
 from fedcl.strategies.server_stats import FedAvgServerStats, unlabeled
 from fedcl.training import recompute_batchnorm, train_local
-from tests.conftest import FakeGrid
+from tests.conftest import FLOWER_OWN, FakeGrid
 
 SIZE = 32
 
@@ -737,6 +738,24 @@ def test_every_strategy_drops_a_malformed_or_hostile_reply(federation, name, kin
              "wrong-dtype": "dtype", "missing-key": "missing", "huge-norm": "update norm",
              "no-weight": "num-examples"}  # fmt: skip
     assert words[kind] in dropped[0]["reason"]
+
+
+# Their two-round Ray runs (test_simulation) are slow-marked: checked here in-process.
+@pytest.mark.parametrize("name", FLOWER_OWN)
+def test_flowers_own_aggregators_aggregate_inside_the_guard(federation, name):
+    assert hospital_half_of(strategy_class(name)) is HospitalHalf
+    global_state, clean, _, _ = federation
+    strategy, _ = _guarded(name)
+    _, messages = configure(strategy, global_state, 6)
+    states = [*clean, clean[0], clean[1]]
+    replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, states, strict=True))]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays is not None and list(arrays.keys()) == list(global_state)
+    for key, value in arrays.items():
+        assert value.dtype == ArrayRecord(global_state)[key].dtype  # ints stay ints
+        assert np.isfinite(value.numpy()).all()
+    moved = [k for k in global_state if not np.array_equal(arrays[k].numpy(), global_state[k])]
+    assert moved  # an aggregate of the trained replies, not the model sent
 
 
 def test_an_error_reply_costs_only_that_hospital(federation):
