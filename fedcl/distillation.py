@@ -202,7 +202,9 @@ class PublicDistillation(Distillation):
     batch_size : int
         Public tiles per step.
     seed : int
-        Seeds the order of the public tiles.
+        Seeds the order of the public tiles (and their augmentation).
+    augment : bool
+        Flip and turn each batch (a random one of the 8 symmetries of a square tile).
     **kwargs
         :class:`Distillation`'s ``weight``, ``temperature``, ``term``, ``new_classes``.
     """
@@ -215,6 +217,7 @@ class PublicDistillation(Distillation):
         *,
         batch_size: int,
         seed: int,
+        augment: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(teacher, **kwargs)
@@ -223,6 +226,7 @@ class PublicDistillation(Distillation):
         self.batch_size = max(1, min(batch_size, len(images)))
         self.generator = torch.Generator().manual_seed(seed)
         self.order: list[int] = []
+        self.augment = augment
 
     def __call__(self, images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """Return the penalty on the next batch of public tiles (the arguments unused)."""
@@ -230,6 +234,49 @@ class PublicDistillation(Distillation):
             self.order = torch.randperm(len(self.images), generator=self.generator).tolist()
         batch, self.order = self.order[: self.batch_size], self.order[self.batch_size :]
         public = self.images[batch].to(images.device)
+        if self.augment:  # a seeded flip and quarter turn of the whole batch
+            flip, turns = (
+                torch.randint(0, 2, (1,), generator=self.generator),
+                torch.randint(0, 4, (1,), generator=self.generator),
+            )
+            public = torch.rot90(public.flip(-1) if flip else public, int(turns), dims=(-2, -1))
         with torch.no_grad():
             soft_labels = self.teacher(public)
         return self.weight * self.held(self.student(public), soft_labels)
+
+
+def distil(
+    model: nn.Module,
+    teacher: nn.Module,
+    images: torch.Tensor,
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    temperature: float,
+    term: str = "kl",
+) -> float:
+    """Train ``model`` in place toward ``teacher`` on public tiles alone; return the mean loss.
+
+    ``steps`` fresh-Adam steps on augmented batches (:class:`PublicDistillation`), the
+    model in training mode (its BatchNorm statistics move with the batches: re-estimate
+    them after). The server-side alternative to distilling at the hospitals.
+    """
+    term_of = PublicDistillation(
+        model, teacher, images, batch_size=batch_size, seed=seed, augment=True,
+        weight=1.0, temperature=temperature, term=term,
+    )  # fmt: skip
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    was_training, total = model.training, 0.0
+    model.train()
+    unused = torch.empty(0, device=images.device)
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = term_of(unused, unused)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach())
+    model.train(was_training)
+    return total / max(steps, 1)

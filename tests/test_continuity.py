@@ -26,6 +26,7 @@ from fedcl.continuity import (
     shared_shift,
     update_anchor,
 )
+from fedcl.continuity.consolidation import choose_mix, mixed
 from fedcl.data import NUM_CLASSES
 from fedcl.models import build_model
 
@@ -408,3 +409,35 @@ def test_a_network_can_name_the_layers_dbc_uses():
     model.fedcl_input_layers = ("nope",)
     with pytest.raises(ValueError, match="_Named.fedcl_input_layers"):
         input_parameters(model, images)
+
+
+def test_a_mix_of_two_models_is_their_interpolation_and_keeps_integer_buffers():
+    start = {"w": torch.zeros(3), "n": torch.tensor(5)}
+    end = {"w": torch.ones(3) * 4, "n": torch.tensor(9)}
+    assert torch.equal(mixed(start, end, 0.25)["w"], torch.ones(3))
+    assert int(mixed(start, end, 0.25)["n"]) == 5  # BatchNorm's batch count: not a weight
+    assert torch.equal(mixed(start, end, 0.0)["w"], start["w"])
+
+
+def test_the_mix_chosen_on_r_is_between_the_two_behaviours_and_loaded_into_the_model():
+    torch.manual_seed(0)
+    model = build_model("unet", NUM_CLASSES)
+    images = torch.rand(4, 3, 32, 32)
+    index = pixel_index(4, 32, 32, 64, seed=0)
+
+    def outputs(m):
+        with torch.no_grad():
+            return model_outputs(m, images, index)
+
+    teacher = copy.deepcopy(model.state_dict())
+    other = build_model("unet", NUM_CLASSES)
+    aggregate = copy.deepcopy(other.state_dict())
+    alpha, scores = choose_mix(model, teacher, aggregate, outputs, grid=5)
+    assert len(scores) == 5 and scores[[0, 0.25, 0.5, 0.75, 1.0].index(alpha)] == min(scores)
+    assert 0 < alpha < 1  # two unrelated networks: neither end is nearest both
+    held = model.state_dict()
+    expected = mixed(aggregate, teacher, alpha)
+    assert all(torch.equal(held[k], expected[k]) for k in expected)
+    # the same model twice: nothing to mix, the aggregate (alpha 0) kept
+    alpha, _ = choose_mix(model, aggregate, aggregate, outputs, grid=5)
+    assert alpha == 0.0

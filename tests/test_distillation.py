@@ -17,6 +17,7 @@ from fedcl.distillation import (
     PublicDistillation,
     annotated_classes,
     continuity_term,
+    distil,
     distillation_loss,
     folded,
 )
@@ -102,9 +103,11 @@ class _Recorder(torch.nn.Module):
         super().__init__()
         self.conv = torch.nn.Conv2d(3, NUM_CLASSES, 1)
         self.seen: list[int] = []
+        self.batches: list[torch.Tensor] = []
 
     def forward(self, x):
         self.seen.extend(int(v) for v in x[:, 0, 0, 0])
+        self.batches.append(x.detach().clone())
         return self.conv(x)
 
 
@@ -239,3 +242,31 @@ def test_lwf_with_the_mib_term_folds_the_classes_a_hospital_annotates_now():
     now = local_round(config, 0, 3, sent=sent, content=content, state=RecordDict(), training=True)
     (penalty,) = LwFHospital(now).penalties(build_model("unet", NUM_CLASSES))
     assert penalty.term == "mib" and penalty.new_classes == stage_classes(config, 1)
+
+
+def test_public_batches_can_be_augmented_and_the_server_can_distil_on_them():
+    torch.manual_seed(0)
+    images = torch.rand(6, 3, 8, 8)
+    student, teacher = _Recorder(), _Recorder()
+    penalty = PublicDistillation(student, teacher, images, batch_size=6, seed=1, augment=True,
+                                 weight=1.0, temperature=2.0)  # fmt: skip
+    penalty(images, images)
+    (seen,) = student.batches
+    symmetries = [
+        torch.rot90(images.flip(-1) if flip else images, k, dims=(-2, -1))
+        for flip in (0, 1)
+        for k in range(4)
+    ]
+    order = torch.randperm(6, generator=torch.Generator().manual_seed(1))
+    assert any(torch.equal(seen, s[order]) for s in symmetries)  # one of the 8, whole batch
+    # distillation at the server: the student moves toward the teacher; the teacher stays
+    model, frozen = build_model("unet", NUM_CLASSES), build_model("unet", NUM_CLASSES)
+    before = {k: v.clone() for k, v in frozen.state_dict().items()}
+    tiles = torch.rand(8, 3, 32, 32)
+    start = float(continuity_term(model.eval()(tiles), frozen.eval()(tiles), term="kl",
+                                  temperature=2.0).detach())  # fmt: skip
+    distil(model, frozen, tiles, steps=15, lr=1e-3, batch_size=4, seed=0, temperature=2.0)
+    after = float(continuity_term(model.eval()(tiles), frozen.eval()(tiles), term="kl",
+                                  temperature=2.0).detach())  # fmt: skip
+    assert after < start
+    assert all(torch.equal(v, before[k]) for k, v in frozen.state_dict().items())

@@ -446,6 +446,40 @@ def test_dbc_names_a_teacher_when_a_shift_begins_and_sends_it_once_to_each_hospi
     assert off.round_report["shift_started"] and off.inner.teacher is None
 
 
+@pytest.mark.parametrize("by", ["teacher", "mix"])
+def test_dbc_can_consolidate_toward_the_teacher_it_names(federation, by):
+    global_state, clean, _, images = federation
+    strategy = dbc(images, warmup=0, filter=False, consolidate_by=by, steps=3, mix_grid=3)
+    strategy.inner.shifts.calm = [1e-9] * 4  # round 2 jumps far above calm: a shift begins
+    arrays = ArrayRecord(global_state)
+    messages = list(strategy.configure_train(2, arrays, ConfigRecord(), FakeGrid(4)))
+    replies = [reply(m, c, p) for p, (m, c) in enumerate(zip(messages, clean, strict=True))]
+    consolidated, _ = strategy.aggregate_train(2, replies)
+    report = strategy.round_report["consolidation"]
+    assert report["by"] == by and report["shift"]  # the teacher: the model round 2 began from
+    plain = dbc(images, warmup=0, filter=False, consolidation="off")
+    _, again = configure(plain, global_state, 4)
+    aggregate, _ = plain.aggregate_train(
+        2, [reply(m, c, p) for p, (m, c) in enumerate(zip(again, clean, strict=True))]
+    )
+    state, average = consolidated.to_torch_state_dict(), aggregate.to_torch_state_dict()
+    key = next(k for k, v in global_state.items() if v.is_floating_point() and v.ndim == 4)
+    if by == "teacher":
+        assert report["steps"] == 3 and report["loss"] >= 0
+        assert not torch.equal(state[key], average[key])  # distilled, statistics re-estimated
+    else:
+        assert len(report["mix_scores"]) == 3 and report["mix"] in (0.0, 0.5, 1.0)
+        expected = torch.lerp(average[key], global_state[key], report["mix"])
+        assert torch.allclose(state[key], expected, atol=1e-6)
+    # no teacher yet (no shift found): nothing to consolidate toward
+    calm = dbc(images, warmup=0, filter=False, consolidate_by=by)
+    _, messages = configure(calm, global_state, 4)
+    calm.aggregate_train(
+        1, [reply(m, c, p) for p, (m, c) in enumerate(zip(messages, clean, strict=True))]
+    )
+    assert calm.round_report["consolidation"] is None
+
+
 def dbc_penalties(config, server_round, model, state, teacher_round, teacher=None):
     """DBC's hospital half in a train message naming ``teacher_round`` (and sending ``teacher``)."""
     sent = ConfigRecord({TEACHER_ROUND_KEY: teacher_round})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -204,3 +204,50 @@ def _normalized_step(params: list[nn.Parameter], lr: float) -> Callable[[], None
 
 _STEPS = {"adam": _adam_step, "normalized": _normalized_step}
 CONSOLIDATION_OPTIMIZERS = tuple(_STEPS)  # the steps consolidate can take
+
+
+def mixed(
+    start: Mapping[str, torch.Tensor], end: Mapping[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
+    """Return ``(1 - alpha) * start + alpha * end``, entry by entry (integers: ``start``'s)."""
+    return {
+        k: torch.lerp(v, end[k].to(v), alpha) if v.is_floating_point() else v.clone()
+        for k, v in start.items()
+    }
+
+
+def choose_mix(
+    model: nn.Module,
+    teacher: Mapping[str, torch.Tensor],
+    aggregate: Mapping[str, torch.Tensor],
+    outputs: Callable[[nn.Module], torch.Tensor],
+    *,
+    grid: int,
+    lambda_offdiag: float | None = None,
+) -> tuple[float, list[float]]:
+    """Choose the mix of the teacher's weights into the aggregate's, on the reference set.
+
+    For ``alpha`` in ``grid`` even steps from 0 (the aggregate) to 1 (the teacher),
+    ``theta_alpha = (1 - alpha) * aggregate + alpha * teacher`` scores
+    ``L_BC(Z(teacher), Z(theta_alpha)) + L_BC(Z(aggregate), Z(theta_alpha))``: how far its
+    behaviour on R is from what the federation knew and from what it just learned. The
+    lowest score wins (ties: the smallest ``alpha``). ``model`` holds the winner after.
+
+    Returns
+    -------
+    tuple
+        ``alpha`` and every grid point's score.
+    """
+    ends = []
+    for state in (teacher, aggregate):
+        model.load_state_dict(state)
+        ends.append(outputs(model))
+    alphas = [i / (grid - 1) for i in range(grid)] if grid > 1 else [0.0]
+    scores = []
+    for alpha in alphas:
+        model.load_state_dict(mixed(aggregate, teacher, alpha))
+        z = outputs(model)
+        scores.append(sum(float(barlow_continuity_loss(e, z, lambda_offdiag)) for e in ends))
+    best = min(range(len(alphas)), key=lambda i: (scores[i], i))
+    model.load_state_dict(mixed(aggregate, teacher, alphas[best]))
+    return alphas[best], scores

@@ -17,6 +17,7 @@ from fedcl.errors import FedclError
 
 FILTER_RULES = ("evidence", "round", "oracle")
 CONSOLIDATION_MODES = ("always", "adaptive", "off")
+CONSOLIDATE_BY = ("anchor", "teacher", "mix")
 MOVEMENT_FROM = ("start", "aggregate")
 TEACHER_PUBLIC_SETS = ("current", "teacher")
 
@@ -96,6 +97,23 @@ class DBCSettings(Section):
     # rounds where nothing shifted).
     consolidation: str = opt(
         "adaptive", "DBC: always, adaptive or off", section="dbc", choices=CONSOLIDATION_MODES
+    )
+    # How: "anchor", Barlow steps toward the EMA of the global model's outputs on R (the
+    # first version's); "teacher", distillation toward the hospitals' teacher on
+    # augmented public tiles, BatchNorm statistics re-estimated on them after; "mix",
+    # the teacher's weights mixed into the aggregate's, the mix chosen on R.
+    consolidate_by: str = opt(
+        "anchor",
+        "DBC consolidation: anchor (steps toward the output anchor), teacher (distil "
+        "toward the teacher on public tiles) or mix (weights mixed with the teacher's)",
+        section="dbc",
+        choices=CONSOLIDATE_BY,
+    )
+    mix_grid: int = opt(
+        11,
+        "DBC mix: mixes tried, evenly from the aggregate (0) to the teacher (1)",
+        section="dbc-variants",
+        rule=">= 2",
     )
     # Every consolidated step trades new-stage learning for old-stage memory.
     steps: int = opt(1, "DBC: consolidation steps per round, at most", section="dbc", rule=">= 0")

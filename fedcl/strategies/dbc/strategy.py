@@ -27,6 +27,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from torch import nn
 
+from fedcl import seeds
 from fedcl.config import RunConfig, Section
 from fedcl.continuity import (
     EvidenceFilter,
@@ -37,9 +38,11 @@ from fedcl.continuity import (
     pixel_index,
     update_anchor,
 )
+from fedcl.continuity.consolidation import choose_mix
 from fedcl.data import NUM_CLASSES, reference_images
 from fedcl.data.dataset import images_to_tensor
 from fedcl.data.reference import public_set
+from fedcl.distillation import distil
 from fedcl.models import build_model
 from fedcl.scenarios import scenario_of
 from fedcl.strategies.contract import RoundReport, SentModel, SentOnce
@@ -47,7 +50,8 @@ from fedcl.strategies.dbc.hospital import TEACHER_KEY, TEACHER_ROUND_KEY, DBCHos
 from fedcl.strategies.dbc.settings import DBCSettings
 from fedcl.strategies.flower import sampling
 from fedcl.strategies.replies import partition_of
-from fedcl.training import resolve_device
+from fedcl.strategies.server_stats import unlabeled
+from fedcl.training import recompute_batchnorm, resolve_device
 
 ACCEPTED, OUTLIER = "accepted", "rejected-outlier"
 
@@ -113,9 +117,11 @@ class DynamicBarlowContinuity(FedAvg):
         drifted: Callable[[Hashable, int], bool] | None = None,
         sent: SentModel | None = None,
         reference_of: Callable[[int], tuple[tuple[int, ...], torch.Tensor]] | None = None,
+        batch_size: int = 16,
         **fedavg_kwargs: Any,
     ) -> None:
         super().__init__(**fedavg_kwargs)
+        self.seed, self.batch_size, self.model_fn = seed, batch_size, model_fn
         self.device = device
         self.reference_of = reference_of
         self.reference_stages: tuple[int, ...] | None = None  # what reference_images holds
@@ -126,6 +132,7 @@ class DynamicBarlowContinuity(FedAvg):
         m, _, h, w = reference_images.shape
         self.pixel_index = pixel_index(m, h, w, self.settings.pixels_per_image, seed)
         self.model = model_fn()  # one instance, reloaded per reply: no re-construction
+        self.teacher_model: nn.Module | None = None  # distillation at the server only
         self.model.to(device).to(memory_format=torch.channels_last)
         self.anchor: torch.Tensor | None = None
         self.shifts = ShiftDetector(
@@ -163,6 +170,7 @@ class DynamicBarlowContinuity(FedAvg):
             ),
             sent=sent,
             reference_of=reference_of,
+            batch_size=config.batch_size,
         )
 
     def summary(self) -> None:
@@ -179,10 +187,7 @@ class DynamicBarlowContinuity(FedAvg):
 
     def _outputs(self, state_dict: dict[str, torch.Tensor]) -> torch.Tensor:
         self.model.load_state_dict(state_dict)
-        with torch.no_grad():
-            return model_outputs(
-                self.model, self.reference_images, self.pixel_index, self.settings.representation
-            )
+        return self._model_outputs(self.model)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -210,13 +215,15 @@ class DynamicBarlowContinuity(FedAvg):
         arrays, metrics = None, None
         if accepted:
             arrays, metrics = super().aggregate_train(server_round, accepted)
-        # 4. Temporal consolidation toward the anchor, while a shift all share lasts.
+        # 4. The temporal side: a shift found names the hospitals' teacher; consolidation
+        # toward the anchor (or the teacher) while a shift all share lasts.
         movement, shift = self._temporal(server_round, z_global, z_replies, scores)
-        consolidation: dict[str, Any] | None = None
-        if arrays is not None and self.anchor is not None:
-            arrays, consolidation = self._consolidate(arrays, shift)
         shift_began = movement is not None and self.shifts.started
         extra_bytes = self._teach(server_round, replies, shift_began)
+        consolidation: dict[str, Any] | None = None
+        toward = self.anchor if self.settings.consolidate_by == "anchor" else self.teacher
+        if arrays is not None and toward is not None:
+            arrays, consolidation = self._consolidate(server_round, arrays, shift)
         # 5. Report.
         self.round_report = scores | RoundReport(
             all_rejected=arrays is None,
@@ -260,6 +267,10 @@ class DynamicBarlowContinuity(FedAvg):
         self._reference_source = images
         # Channels-last: the scoring forward passes run faster on CPU (docs/BENCHMARKS.md).
         self.reference_images = images.to(self.device).contiguous(memory_format=torch.channels_last)
+        # the same tiles as a dataset (uint8, masks unused): for re-estimating statistics
+        self.reference_tiles = unlabeled(
+            (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        )
 
     def _spatial(
         self,
@@ -337,11 +348,62 @@ class DynamicBarlowContinuity(FedAvg):
             found = [a for _, a in accepted if a is not None]
         return statistics.median(found) if found else None
 
-    def _consolidate(self, arrays: ArrayRecord, shift: bool) -> tuple[ArrayRecord, dict[str, Any]]:
+    def _consolidate(
+        self, server_round: int, arrays: ArrayRecord, shift: bool
+    ) -> tuple[ArrayRecord, dict[str, Any]]:
+        mode, by = self.settings.consolidation, self.settings.consolidate_by
+        active = mode == "always" or (mode == "adaptive" and shift)
+        if by == "anchor":
+            return self._toward_anchor(arrays, shift, self.settings.steps if active else 0)
+        report: dict[str, Any] = {"mode": mode, "by": by, "shift": shift, "steps": 0}
+        if not active:
+            return arrays, report
+        assert self.teacher is not None
+        state, teacher = arrays.to_torch_state_dict(), self.teacher.to_torch_state_dict()
+        if by == "mix":
+            alpha, scores = choose_mix(
+                self.model,
+                teacher,
+                state,
+                self._model_outputs,
+                grid=self.settings.mix_grid,
+                lambda_offdiag=self.settings.offdiag,
+            )
+            return (_to_arrays(self.model) if alpha > 0 else arrays), report | {
+                "mix": alpha,
+                "mix_scores": scores,
+            }
+        # by == "teacher": distil on the public tiles, then their statistics
+        if self.teacher_model is None:
+            self.teacher_model = self.model_fn().to(self.device)
+        self.teacher_model.load_state_dict(teacher)
+        self.model.load_state_dict(state)
+        order = seeds.stream(self.seed, seeds.SERVER_DISTIL, server_round).generate_state(1)[0]
+        loss = distil(
+            self.model,
+            self.teacher_model,
+            self.reference_images,
+            steps=self.settings.steps,
+            lr=self.settings.lr,
+            batch_size=self.batch_size,
+            seed=int(order),
+            temperature=self.settings.teacher_temperature,
+        )
+        recompute_batchnorm(self.model, self.reference_tiles, self.batch_size)
+        return _to_arrays(self.model), report | {"steps": self.settings.steps, "loss": loss}
+
+    def _model_outputs(self, model: nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            return model_outputs(
+                model, self.reference_images, self.pixel_index, self.settings.representation
+            )
+
+    def _toward_anchor(
+        self, arrays: ArrayRecord, shift: bool, steps: int
+    ) -> tuple[ArrayRecord, dict[str, Any]]:
         assert self.anchor is not None
         settings = self.settings
         mode = settings.consolidation
-        steps = settings.steps if mode == "always" or (mode == "adaptive" and shift) else 0
         rows = None
         if settings.confident > 0:  # only what the old model knew
             rows = self.anchor.max(dim=1).values >= settings.confident
