@@ -383,8 +383,11 @@ def test_movement_after_consolidation_is_measured_from_where_it_says(federation,
     restored.load_state_dict(strategy.state_dict())  # the reference survives a checkpoint
     _, messages = configure(restored, arrays.to_torch_state_dict(), 4)
     replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
+    anchor = restored.inner.anchor.clone()
     restored.aggregate_train(3, replies)
     report = restored.round_report
+    held = [barlow_continuity(anchor, restored.inner._outputs(state)) for state in clean]
+    assert report["anchor_continuity"] == pytest.approx(held, rel=1e-6)  # the anchor before
     if movement_from == "start":
         expected = statistics.median(report["anchor_scores"])
     else:

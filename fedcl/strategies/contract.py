@@ -124,6 +124,9 @@ class RoundReport(TypedDict, total=False):
     teacher sent, an estimate sent back)."""
     # DBC's own (docs/dbc.md, "What a round logs")
     anchor_scores: Sequence[float | None]
+    # per reply, L_BC(anchor, reply) before the anchor moves on: beside the last round's
+    # consolidation loss_after, how much of it the next local training undid
+    anchor_continuity: Sequence[float]
     all_rejected: bool
     movement: float | None
     shift_length: int

@@ -209,6 +209,11 @@ class DynamicBarlowContinuity(FedAvg):
         ]
         # 2. Spatial filter against the peer consensus.
         scores = self._spatial(server_round, replies, z_global, z_replies)
+        if self.anchor is not None:  # before the anchor moves on: what consolidation aimed at
+            lam = self.settings.offdiag
+            scores["anchor_continuity"] = [
+                barlow_continuity(self.anchor, z, lam) for z in z_replies
+            ]
         accepted = [m for m, d in zip(replies, scores["decisions"], strict=True) if d == ACCEPTED]
         scored = time.perf_counter()
         # 3. Aggregate the accepted replies (FedAvg, weights num-examples).
