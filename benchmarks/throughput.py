@@ -1,9 +1,13 @@
 """Local training throughput: tiles/s of a hospital inside fedcl vs the same loop bare.
 
-Inside fedcl: the whole train handler of a simulated hospital (Ray actor with
-``client-cpus`` threads): message in, cached tiles, model rebuilt and loaded, local
-epochs, reply out; rounds 2.. only (round 1 also generates the tiles). Bare: the same
-``train_local`` on the same tiles in this process with the same number of threads.
+Inside fedcl: the train handler of a simulated hospital (Ray actor with ``client-cpus``
+threads), rounds 2.. only (round 1 also generates the tiles), split as the handler
+reports it: receiving (model rebuilt and loaded, tiles from state), evaluating the
+model received (every stage seen, three readings), training (the local epochs, the
+hospital half's hooks). Bare: the same ``train_local`` on the same tiles in this process
+with the same number of threads. ``ratio``: training inside fedcl against the bare loop;
+``handler_ratio``: the whole handler against it; ``evaluation_share``: evaluation's part
+of the handler.
 
     python benchmarks/throughput.py            # 5 hospitals x 4 rounds x 200 tiles
     python benchmarks/throughput.py --smoke
@@ -49,8 +53,8 @@ def bare_seconds(config: RunConfig, repeats: int) -> list[float]:
         torch.set_num_threads(threads)
 
 
-def fedcl_seconds(config: RunConfig, directory: Path) -> list[float]:
-    """Seconds of the train handler inside a fedcl simulation, rounds 2.."""
+def fedcl_seconds(config: RunConfig, directory: Path) -> list[dict[str, float]]:
+    """Seconds of the train handler inside a fedcl simulation and its phases, rounds 2.."""
     from fedcl.simulation import simulate
 
     here = str(Path(__file__).parent)
@@ -61,7 +65,7 @@ def fedcl_seconds(config: RunConfig, directory: Path) -> list[float]:
 
     simulate(config.replace(out=str(directory / "run")), client_app=timed_clients.app)
     records = [json.loads(line) for line in times.read_text().splitlines()]
-    return [r["seconds"] for r in records if r["round"] >= 2]
+    return [r for r in records if r["round"] >= 2]
 
 
 def main() -> None:
@@ -76,11 +80,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         inside = fedcl_seconds(config, Path(tmp))
     bare = bare_seconds(config, repeats=len(inside))
-    fedcl_rate, bare_rate = tiles / statistics.median(inside), tiles / statistics.median(bare)
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in inside)
+
+    bare_rate = tiles / statistics.median(bare)
     result(
-        fedcl_tiles_per_s=fedcl_rate,
+        fedcl_tiles_per_s=tiles / median("training"),
         bare_tiles_per_s=bare_rate,
-        ratio=fedcl_rate / bare_rate,
+        ratio=tiles / median("training") / bare_rate,
+        handler_ratio=tiles / median("seconds") / bare_rate,
+        evaluation_share=statistics.median(r["evaluation"] / r["seconds"] for r in inside),
+        receive_seconds=median("receive"),
         samples=len(inside),
         threads=max(1, int(config.client_cpus)),
     )

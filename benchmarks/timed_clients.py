@@ -1,4 +1,4 @@
-"""fedcl's hospital ClientApp, timed: each call's seconds go to ``$FEDCL_BENCH_TIMES``."""
+"""fedcl's hospital ClientApp, timed: each call's seconds and phases to ``$FEDCL_BENCH_TIMES``."""
 
 import json
 import os
@@ -8,7 +8,7 @@ from pathlib import Path
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedcl.hospital import handle_evaluate, handle_train
+from fedcl.hospital import SECONDS_PREFIX, handle_evaluate, handle_train
 
 app = ClientApp()
 
@@ -19,10 +19,17 @@ def train(msg: Message, context: Context) -> Message:
     start = time.perf_counter()
     reply = handle_train(msg, context)
     seconds = time.perf_counter() - start
+    metrics = reply.content.metric_records["metrics"]
     record = {
         "round": int(msg.content.config_records["config"]["server-round"]),
         "hospital": int(context.node_config["partition-id"]),
         "seconds": seconds,
+        # the handler's own split (fedcl.hospital.SECONDS_PREFIX)
+        **{
+            k.removeprefix(SECONDS_PREFIX): v
+            for k, v in metrics.items()
+            if k.startswith(SECONDS_PREFIX)
+        },
     }
     with Path(os.environ["FEDCL_BENCH_TIMES"]).open("a") as handle:
         handle.write(json.dumps(record) + "\n")

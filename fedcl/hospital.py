@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,9 @@ _TRAIN_KEYS, _TEST_KEY = ("fedcl-train-data", "fedcl-train-data-before"), "fedcl
 # Message key of a hospital's figures (a ConfigRecord: Flower's strategies aggregate the
 # one MetricRecord of a reply).
 EVALUATION_KEY = "evaluation"
+# Reply metrics: the seconds a train message spent receiving (the model rebuilt and
+# loaded, the tiles from state), evaluating and training (the hospital half's hooks too).
+SECONDS_PREFIX = "seconds-"
 
 
 def round_seed(seed: int, hospital: int, server_round: int) -> int:
@@ -233,11 +237,14 @@ def handle_train(msg: Message, context: Context) -> Message:
     hospital's figures for the model it received (the model after the previous round),
     so evaluation costs no message of its own; :func:`handle_evaluate` scores the last.
     """
+    started = time.perf_counter()
     got = _receive(msg, context)
     config, hospital, server_round = got.config, got.now.hospital, got.now.server_round
     content = RecordDict()
+    received = time.perf_counter()
     if config.evaluation == "hospitals":
         content[EVALUATION_KEY] = _evaluation(got.now, got.model)
+    evaluated = time.perf_counter()
     result = train_local(
         got.model,
         got.half.training_tiles(got.now.train_tiles(server_round)),
@@ -246,12 +253,17 @@ def handle_train(msg: Message, context: Context) -> Message:
         penalties=got.half.penalties(got.model),
     )
     got.half.trained(got.model)
+    trained = time.perf_counter()
     content["arrays"] = ArrayRecord(got.model.cpu().state_dict())
     content["metrics"] = MetricRecord(
         {
             "train-loss": result.loss,
             "num-examples": result.num_examples,  # FedAvg weight: samples, not batches
             PARTITION_KEY: hospital,
+            # where the handler's time went (FedAvg averages them over the hospitals)
+            f"{SECONDS_PREFIX}receive": received - started,
+            f"{SECONDS_PREFIX}evaluation": evaluated - received,
+            f"{SECONDS_PREFIX}training": trained - evaluated,
         }
     )
     got.half.reply(content)

@@ -196,10 +196,27 @@ def summarize(config: RunConfig, records: Sequence[dict[str, Any]]) -> dict[str,
         ),
         "rounds": end,
         "wall_seconds": round(sum(r.get("wall_seconds", 0.0) for r in records), 3),
+        "hospital_seconds": hospital_seconds(records),
         "strategy": config.strategy,
         "scenario": config.scenario,
         "seed": config.seed,
     }
+
+
+def hospital_seconds(records: Sequence[dict[str, Any]]) -> dict[str, float | None] | None:
+    """Return the hospitals' mean seconds per phase of a round, and evaluation's share.
+
+    From round 2 on (round 1's handler also starts the hospital and generates its
+    tiles); None when the records have no timings (a plug-in's strategy may not
+    aggregate the replies' metrics, or a run of one round).
+    """
+    timed = [r["hospital_seconds"] for r in records[2:] if r.get("hospital_seconds")]
+    if not timed:
+        return None
+    phases = {k: statistics.fmean(t.get(k, 0.0) for t in timed) for k in timed[0]}
+    total = sum(phases.values())
+    share = phases.get("evaluation", 0.0) / total if total > 0 else None
+    return {k: round(v, 4) for k, v in phases.items()} | {"evaluation_share": share}
 
 
 def _mean(values: Sequence[float | None]) -> float | None:

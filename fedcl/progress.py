@@ -121,6 +121,14 @@ def summary_lines(summary: dict[str, Any], run_dir: str, lead: str = "done") -> 
     )
     if extra:
         lines.append("      " + ", ".join(extra))
+    timing = summary.get("hospital_seconds")
+    if timing and timing.get("evaluation_share") is not None:
+        lines.append(
+            f"      a hospital's round: {timing.get('training', 0):.1f} s training, "
+            f"{timing.get('evaluation', 0):.1f} s evaluating "
+            f"({100 * timing['evaluation_share']:.0f} %), {timing.get('receive', 0):.1f} s "
+            "receiving"
+        )
     return lines
 
 

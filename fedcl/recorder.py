@@ -122,7 +122,12 @@ class RunRecorder:
         ``dice_per_stage``, ...; :func:`fedcl.evaluation.round_evaluation`).
         """
         now = time.perf_counter()
-        train_loss = self._train.pop(server_round, {}).get("train-loss")
+        train = self._train.pop(server_round, {})
+        train_loss = train.get("train-loss")
+        # the hospitals' mean seconds per phase of their train handler (fedcl.hospital)
+        phases = {
+            k.removeprefix("seconds-"): v for k, v in train.items() if k.startswith("seconds-")
+        }
         # null, not NaN, for a Dice that does not exist (no tile has the class)
         record: dict[str, Any] = json_safe(
             {
@@ -132,6 +137,8 @@ class RunRecorder:
                 "wall_seconds": round(now - self._last, 4),
             }
         )
+        if phases:
+            record["hospital_seconds"] = {k: round(v, 4) for k, v in phases.items()}
         if server_round in self._reports:
             record["aggregation"] = self._reports.pop(server_round)
         self._last = now

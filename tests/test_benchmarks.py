@@ -19,7 +19,10 @@ FITTED = {"round_s_per_hospital", "gib_per_hospital"}
     ("script", "keys"),
     [
         ("overhead.py", {"fedcl_wall_s", "bare_wall_s", "ratio"}),
-        ("throughput.py", {"fedcl_tiles_per_s", "bare_tiles_per_s", "ratio"}),
+        (
+            "throughput.py",
+            {"fedcl_tiles_per_s", "bare_tiles_per_s", "ratio", "handler_ratio", "evaluation_share"},
+        ),
         ("dbc_cost.py", {"share_n3_r8", "share_n3_r32"}),
         pytest.param(
             "scale.py",

@@ -1,7 +1,7 @@
 import pytest
 
 from fedcl.config import RunConfig
-from fedcl.metrics import boundaries, continual_metrics, detection, summarize
+from fedcl.metrics import boundaries, continual_metrics, detection, hospital_seconds, summarize
 from fedcl.recorder import RunRecorder
 
 
@@ -74,6 +74,20 @@ def test_boundary_detection_counts_a_shift_within_one_round_of_a_stage_start():
     assert boundaries(iid, quiet) == {"precision": None, "recall": None, "found": []}
     # a strategy without a shift detector reports nothing
     assert boundaries(config, [{"round": 1}]) == {"precision": None, "recall": None, "found": None}
+
+
+def test_a_hospitals_round_is_split_into_its_phases_from_round_two_on():
+    timed = [
+        {"round": 0},
+        {"round": 1, "hospital_seconds": {"receive": 9.0, "evaluation": 9.0, "training": 9.0}},
+        {"round": 2, "hospital_seconds": {"receive": 0.5, "evaluation": 1.0, "training": 2.5}},
+        {"round": 3, "hospital_seconds": {"receive": 0.5, "evaluation": 3.0, "training": 2.5}},
+    ]
+    result = hospital_seconds(timed)
+    assert result == {"receive": 0.5, "evaluation": 2.0, "training": 2.5,
+                      "evaluation_share": pytest.approx(0.4)}  # fmt: skip
+    assert hospital_seconds(timed[:2]) is None  # round 1 starts the hospitals: not counted
+    assert hospital_seconds([{"round": r} for r in range(4)]) is None
 
 
 def test_summary_has_every_design_key():

@@ -154,6 +154,9 @@ def test_every_builtin_strategy_runs_two_rounds(tmp_path, name, ray_address):
     assert summary["strategy"] == name and summary["rounds"] == 2
     assert 0 <= summary["final_dice"] <= 1
     records = read_metrics(run)
+    if name == "fedavg":  # the hospitals' handler, phase by phase
+        assert set(records[2]["hospital_seconds"]) == {"receive", "evaluation", "training"}
+        assert 0 < summary["hospital_seconds"]["evaluation_share"] < 1
     if name == "dbc":
         report = records[2]["aggregation"]
         assert report["hospitals"] == [0, 1, 2]
