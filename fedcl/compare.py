@@ -64,9 +64,12 @@ def label_of(run_dir: Path) -> str:
 
 def _same_config(run_dir: Path, config: RunConfig) -> bool:
     try:
-        return from_run_dir(run_dir) == config
+        kept = from_run_dir(run_dir)
     except FedclError:
         return False
+    # a run that scored every round has every figure of one that scores the read rounds
+    every = kept.evaluate_rounds == "every"
+    return kept == config or (every and kept.replace(evaluate_rounds="read") == config)
 
 
 def _finished(run_dir: Path, config: RunConfig) -> bool:

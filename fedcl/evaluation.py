@@ -36,7 +36,7 @@ from torch import nn
 
 from fedcl.config import RunConfig
 from fedcl.data.dataset import TileDataset
-from fedcl.metrics import AS_RUN, ORACLE, OWN, READINGS
+from fedcl.metrics import AS_RUN, ORACLE, OWN, READINGS, summary_rounds
 from fedcl.normalization import has_running_stats
 from fedcl.scenarios import scenario_of
 from fedcl.training import evaluate, recompute_batchnorm
@@ -81,8 +81,12 @@ def evaluated_stages(config: RunConfig, server_round: int) -> range:
     """Stages whose test tiles the model after ``server_round`` is scored on.
 
     Every stage seen so far; every stage at the end of a stage (a row of the stage x
-    stage matrix, whose later columns show what an old model knows of the future).
+    stage matrix, whose later columns show what an old model knows of the future). With
+    ``evaluate-rounds = "read"``, none in a round no summary figure reads
+    (:func:`fedcl.metrics.summary_rounds`).
     """
+    if config.evaluate_rounds == "read" and server_round not in summary_rounds(config):
+        return range(0)
     scenario = scenario_of(config)
     if server_round in scenario.stage_end_rounds():
         return range(scenario.num_stages())
@@ -122,7 +126,7 @@ def evaluate_hospital(
     stages, loss, tiles = [], [], []
     dice: dict[str, list[float]] = {reading: [] for reading in READINGS}
     adapted = None
-    if has_running_stats(model):
+    if has_running_stats(model) and test_sets:
         adapted = copy.deepcopy(model)
         recompute_batchnorm(adapted, own, batch_size)
     for stage, data in sorted(test_sets.items()):
@@ -172,7 +176,11 @@ def round_evaluation(
 
     def per_hospital(pick: str) -> list[float | None]:
         return [
-            _mean(getattr(figures[h], pick)[figures[h].stages.index(s)] for s in seen)
+            _mean(
+                getattr(figures[h], pick)[figures[h].stages.index(s)]
+                for s in seen
+                if s in figures[h].stages
+            )
             if h in figures
             else None
             for h in range(config.clients)

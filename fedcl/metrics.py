@@ -163,6 +163,17 @@ def read_rounds(config: RunConfig, end: int) -> range:
     return range(max(first, end - READ_ROUNDS + 1), end + 1)
 
 
+def summary_rounds(config: RunConfig) -> set[int]:
+    """Return the rounds whose figures ``summary.json`` reads.
+
+    The :func:`read_rounds` of every stage end (the stage x stage matrix, the final
+    Dice) and the last :data:`LAST_ROUNDS` rounds (``final_dice_last3``).
+    """
+    ends = scenario_of(config).stage_end_rounds()
+    read = {r for end in ends for r in read_rounds(config, end)}
+    return read | set(range(max(1, config.rounds - LAST_ROUNDS + 1), config.rounds + 1))
+
+
 def summarize(config: RunConfig, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Build a run's ``summary.json`` from its config and its round records.
 

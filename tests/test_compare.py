@@ -252,6 +252,19 @@ def test_a_comparison_run_again_keeps_complete_runs_and_resumes_interrupted_ones
     assert [(c.seed, c.rounds, resume) for c, resume in calls] == [(0, 3, False)]
 
 
+def test_a_run_that_scored_every_round_serves_a_comparison_that_reads_fewer(tmp_path):
+    entries, calls = [parse_entry("fedavg")], []
+    run_all(RunConfig(rounds=2), entries, [0], tmp_path, _fake_run(calls))
+    calls.clear()  # every figure of a read-rounds run is in it: kept
+    read = RunConfig(rounds=2, evaluate_rounds="read")
+    run_all(read, entries, [0], tmp_path, _fake_run(calls))
+    assert calls == []
+    run_all(read, entries, [1], tmp_path, _fake_run(calls))  # but not the other way round
+    calls.clear()
+    run_all(RunConfig(rounds=2), entries, [1], tmp_path, _fake_run(calls))
+    assert [(c.seed, c.evaluate_rounds) for c, _ in calls] == [(1, "every")]
+
+
 def test_a_changed_dbc_setting_reruns_dbc_runs_only(tmp_path):
     entries = [parse_entry("fedavg"), parse_entry("dbc")]
     calls = []

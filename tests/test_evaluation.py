@@ -20,7 +20,7 @@ from fedcl.evaluation import (
     round_evaluation,
 )
 from fedcl.hospital import local_round, local_test_sets
-from fedcl.metrics import summarize
+from fedcl.metrics import summarize, summary_rounds
 from fedcl.models import build_model
 from fedcl.normalization import has_running_stats, local_norm_keys
 from fedcl.plugins import STRATEGIES
@@ -50,6 +50,24 @@ def test_evaluated_stages_are_the_seen_ones_and_every_one_at_a_stage_end(
     config, server_round, expected
 ):
     assert list(evaluated_stages(config, server_round)) == expected
+
+
+def test_the_read_rounds_are_the_ones_a_summary_figure_reads():
+    default = RunConfig(scenario="catastrophic-forgetting", stages=3, rounds_per_stage=5, rounds=15)
+    assert summary_rounds(default) == {4, 5, 9, 10, 13, 14, 15}
+    assert summary_rounds(RunConfig(rounds=15)) == {13, 14, 15}
+    assert summary_rounds(RunConfig(rounds=2)) == {1, 2}
+    read = STAGED.replace(evaluate_rounds="read")  # rounds 1-6, stages end in 2, 4, 6
+    assert [list(evaluated_stages(read, r)) for r in range(7)] == [
+        [], [0], [0, 1, 2], [0, 1], [0, 1, 2], [0, 1, 2], [0, 1, 2]
+    ]  # fmt: skip
+    # a round scored nowhere: every hospital sent empty figures, no Dice at all
+    model = build_model("unet", NUM_CLASSES)
+    empty = evaluate_hospital(model, {}, random_tiles(4), batch_size=4)
+    assert empty.stages == () and empty.dice_own_stats == ()
+    record = round_evaluation(read, 0, {0: empty, 1: empty})
+    assert record["dice"] is None and record["dice_per_hospital"] == [None] * read.clients
+    assert record["not_evaluated"] == [2, 3, 4]  # those that sent nothing are still named
 
 
 def figures(stages, dice, own=None, loss=None, oracle=None):

@@ -182,6 +182,24 @@ def test_lwf_is_fedavg_in_the_first_stage_and_distils_in_the_next(tmp_path, ray_
     assert lwf[2]["dice_per_hospital"] != fedavg[2]["dice_per_hospital"]  # stage 2 distils
 
 
+@pytest.mark.slow  # two staged runs (~2 min); the read rounds are unit-tested
+def test_scoring_only_the_read_rounds_leaves_every_summary_figure_as_it_was(tmp_path, ray_address):
+    staged = TINY.replace(
+        scenario="catastrophic-forgetting", stages=3, rounds_per_stage=3, rounds=9
+    ).replace(strategy="lwf")
+    every = run_fedcl(staged, tmp_path, "every", ray_address)
+    read = run_fedcl(staged.replace(evaluate_rounds="read"), tmp_path, "read", ray_address)
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (every, read)]
+    for key, value in summaries[0].items():
+        if "seconds" not in key:
+            assert summaries[1][key] == value, key
+    records = read_metrics(read)
+    assert [r["round"] for r in records if r["dice"] is None] == [0, 1, 4]  # not read
+    same = read_metrics(every)
+    assert all(records[r]["dice_per_stage_own_stats"] == same[r]["dice_per_stage_own_stats"]
+               for r in (2, 3, 5, 6, 7, 8, 9))  # fmt: skip
+
+
 def test_a_users_strategy_and_model_run_through_dotted_paths(tmp_path, ray_address):
     # the hospitals (Ray workers) build the plug-in model too, not only the server
     config = TINY.replace(strategy="plugin_strategy:HalfStep", model="plugin_model:tiny")

@@ -16,6 +16,7 @@ from fedcl.plugins import MODELS, SCENARIOS, STRATEGIES
 DEVICES = ("auto", "cpu", "cuda")
 BN_STATS = ("running", "recomputed")  # fedcl.training.train_local
 EVALUATIONS = ("hospitals", "server")  # fedcl.federation
+EVALUATE_ROUNDS = ("every", "read")  # fedcl.evaluation.evaluated_stages
 PUBLIC_STAGES = ("current", "first", "all")  # fedcl.data.reference.public_stages
 
 
@@ -125,6 +126,15 @@ class TrainingKeys:
         "who scores the global model: hospitals (their own test tiles) or server",
         section="training",
         choices=EVALUATIONS,
+    )
+    # Scoring every stage seen in every round costs about as much as training in a staged
+    # run; "read" scores only the rounds a summary figure reads (the last two of every
+    # stage, the last three of the run): the same summary, fewer per-round curve points.
+    evaluate_rounds: str = opt(
+        "every",
+        "rounds whose model is scored: every, or read (only those summary.json reads)",
+        section="training",
+        choices=EVALUATE_ROUNDS,
     )
 
 
