@@ -27,7 +27,13 @@ from fedcl.scenarios import scenario_of
 from fedcl.strategies.catalog import build_strategy, strategy_class
 from fedcl.strategies.contract import Configurable, SentModel, hospital_half_of
 from fedcl.strategies.dbc import DBCSettings, DynamicBarlowContinuity
-from fedcl.strategies.dbc.hospital import TEACHER_KEY, TEACHER_ROUND_KEY, DBCHospital
+from fedcl.strategies.dbc.hospital import (
+    TEACHER_KEY,
+    TEACHER_ROUND_KEY,
+    TEACHER_SCALE_KEY,
+    DBCHospital,
+)
+from fedcl.strategies.dbc.settings import TEACHER_STRENGTHS
 from fedcl.strategies.fltrust import fltrust_aggregate
 from fedcl.strategies.guard import GuardedStrategy
 from fedcl.strategies.hospital_half import HospitalHalf
@@ -449,6 +455,41 @@ def test_dbc_names_a_teacher_when_a_shift_begins_and_sends_it_once_to_each_hospi
     assert off.round_report["shift_started"] and off.inner.teacher is None
 
 
+def test_the_teacher_terms_strength_can_follow_the_federations_movement(federation):
+    global_state, clean, _, images = federation
+    settings = dict(warmup=0, filter=False, consolidation="off")
+    strategies = {s: dbc(images, **settings, teacher_strength=s) for s in TEACHER_STRENGTHS}
+    for strength, strategy in strategies.items():
+        strategy.inner.shifts.calm = [1e-9] * 4  # round 2 starts a shift
+        scales, movements, state = [], [], global_state
+        for server_round in (2, 3, 4):
+            arrays = ArrayRecord(state)
+            messages = list(
+                strategy.configure_train(server_round, arrays, ConfigRecord(), FakeGrid(4))
+            )
+            scales.append(messages[0].content.config_records["config"][TEACHER_SCALE_KEY])
+            replies = [reply(m, c, p) for p, (m, c) in enumerate(zip(messages, clean, strict=True))]
+            aggregated, _ = strategy.aggregate_train(server_round, replies)
+            strategy.inner.shifts.calm = [1e9] * 4  # calm from now on: the same teacher
+            movements.append(strategy.round_report["movement"])
+            state = aggregated.to_torch_state_dict()
+        if strength == "constant":
+            assert scales == [1.0, 1.0, 1.0]
+        else:  # round 3: the shift's own movement; round 4: round 3's over it
+            assert scales[:2] == [1.0, 1.0]
+            assert scales[2] == pytest.approx(min(1.0, movements[1] / movements[0]))
+            assert scales[2] < 1.0  # the shift's round moved most
+    config = load_config(
+        {"strategy": "dbc", "scenario": "catastrophic-forgetting", "image-size": 32}
+        | {"reference-size": 6, "batch-size": 4, "stages": 2, "rounds-per-stage": 3}
+        | {"dbc-teacher-public": False}
+    )
+    teacher = ArrayRecord(build_model("unet", NUM_CLASSES).state_dict())
+    model = build_model("unet", NUM_CLASSES)
+    (held,) = dbc_penalties(config, 5, model, RecordDict(), 4, teacher, scale=0.25)
+    assert held.weight == pytest.approx(0.25)  # teacher-weight 1 x the server's factor
+
+
 @pytest.mark.parametrize("by", ["teacher", "mix"])
 def test_dbc_can_consolidate_toward_the_teacher_it_names(federation, by):
     global_state, clean, _, images = federation
@@ -483,9 +524,9 @@ def test_dbc_can_consolidate_toward_the_teacher_it_names(federation, by):
     assert calm.round_report["consolidation"] is None
 
 
-def dbc_penalties(config, server_round, model, state, teacher_round, teacher=None):
+def dbc_penalties(config, server_round, model, state, teacher_round, teacher=None, scale=1.0):
     """DBC's hospital half in a train message naming ``teacher_round`` (and sending ``teacher``)."""
-    sent = ConfigRecord({TEACHER_ROUND_KEY: teacher_round})
+    sent = ConfigRecord({TEACHER_ROUND_KEY: teacher_round, TEACHER_SCALE_KEY: scale})
     content = RecordDict({"config": sent} | ({TEACHER_KEY: teacher} if teacher else {}))
     now = local_round(
         config, 1, server_round, sent=sent, content=content, state=state, training=True

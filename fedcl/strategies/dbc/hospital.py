@@ -26,9 +26,11 @@ from fedcl.strategies.dbc.settings import DBCSettings
 from fedcl.strategies.hospital_half import HospitalHalf
 from fedcl.training import Penalty
 
-# Message keys: the teacher's arrays (content, sent once per hospital and teacher) and
-# the round whose start model it is (train config; 0: no teacher yet).
+# Message keys: the teacher's arrays (content, sent once per hospital and teacher), the
+# round whose start model it is (train config; 0: no teacher yet), and the factor of the
+# term's weight this round (train config; dbc-teacher-strength).
 TEACHER_KEY, TEACHER_ROUND_KEY = "dbc-teacher", "dbc-teacher-round"
+TEACHER_SCALE_KEY = "dbc-teacher-scale"
 # Context.state entry of a hospital's teacher (and its "-meta": the teacher's round).
 _STATE_KEY = "fedcl-dbc-teacher"
 
@@ -55,8 +57,9 @@ class DBCHospital(HospitalHalf):
                 f"{'none' if meta is None else 'round ' + str(meta.get('round'))})"
             )
         teacher = self.kept_model(_STATE_KEY, model)
+        scale = float(now.sent.get(TEACHER_SCALE_KEY, 1.0))  # type: ignore[arg-type]
         terms: dict[str, Any] = {
-            "weight": settings.teacher_weight,
+            "weight": settings.teacher_weight * scale,
             "temperature": settings.teacher_temperature,
             "term": settings.teacher_term,
             "new_classes": current_classes(

@@ -20,6 +20,7 @@ CONSOLIDATION_MODES = ("always", "adaptive", "off")
 CONSOLIDATE_BY = ("anchor", "teacher", "mix")
 MOVEMENT_FROM = ("start", "aggregate")
 TEACHER_PUBLIC_SETS = ("current", "teacher")
+TEACHER_STRENGTHS = ("constant", "movement")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,6 +93,17 @@ class DBCSettings(Section):
         "DBC: the public tiles of the teacher term: the round's (current) or the teacher's",
         section="dbc",
         choices=TEACHER_PUBLIC_SETS,
+    )
+    # How strongly, round by round: "constant" (teacher-weight until the next shift), or
+    # "movement": teacher-weight x the last round's movement over the shift's first (at
+    # most 1): hold hard while the federation's behaviour on R moves as at the shift,
+    # less as the new stage settles (the server's scores set it; it sends the factor).
+    teacher_strength: str = opt(
+        "constant",
+        "DBC: the teacher term's weight round by round: constant, or movement (scaled by "
+        "the last round's movement over the shift's)",
+        section="dbc",
+        choices=TEACHER_STRENGTHS,
     )
     # "adaptive": only while the hospitals share a shift ("always" costs new learning in
     # rounds where nothing shifted).

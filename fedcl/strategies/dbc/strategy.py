@@ -46,7 +46,12 @@ from fedcl.distillation import distil
 from fedcl.models import build_model
 from fedcl.scenarios import scenario_of
 from fedcl.strategies.contract import RoundReport, SentModel, SentOnce
-from fedcl.strategies.dbc.hospital import TEACHER_KEY, TEACHER_ROUND_KEY, DBCHospital
+from fedcl.strategies.dbc.hospital import (
+    TEACHER_KEY,
+    TEACHER_ROUND_KEY,
+    TEACHER_SCALE_KEY,
+    DBCHospital,
+)
 from fedcl.strategies.dbc.settings import DBCSettings
 from fedcl.strategies.flower import sampling
 from fedcl.strategies.replies import partition_of
@@ -146,6 +151,10 @@ class DynamicBarlowContinuity(FedAvg):
         self.teacher: ArrayRecord | None = None
         self.teacher_round = 0  # the round that shift was found in (0: none yet)
         self.once = SentOnce()  # sends it to each hospital once
+        # the movement of the round the teacher was named in, and of the last round
+        # (dbc-teacher-strength = movement scales the term by their ratio)
+        self.shift_movement: float | None = None
+        self.last_movement: float | None = None
         self.round_report: RoundReport | None = None
 
     @classmethod
@@ -183,7 +192,19 @@ class DynamicBarlowContinuity(FedAvg):
     ) -> Iterable[Message]:
         """FedAvg's messages, naming the teacher; it goes to each hospital once."""
         config[TEACHER_ROUND_KEY] = self.teacher_round
+        config[TEACHER_SCALE_KEY] = self.teacher_scale()
         return self.once.attach(super().configure_train(server_round, arrays, config, grid))
+
+    def teacher_scale(self) -> float:
+        """Return the factor of the hospitals' teacher weight for the next round.
+
+        1 with ``teacher-strength = constant``; with ``movement``, the last round's
+        movement over the movement of the round the teacher was named in, at most 1.
+        """
+        moved, at_shift = self.last_movement, self.shift_movement
+        if self.settings.teacher_strength == "constant" or moved is None or not at_shift:
+            return 1.0
+        return min(1.0, moved / at_shift)
 
     def _outputs(self, state_dict: dict[str, torch.Tensor]) -> torch.Tensor:
         self.model.load_state_dict(state_dict)
@@ -224,6 +245,8 @@ class DynamicBarlowContinuity(FedAvg):
         # toward the anchor (or the teacher) while a shift all share lasts.
         movement, shift = self._temporal(server_round, z_global, z_replies, scores)
         shift_began = movement is not None and self.shifts.started
+        if movement is not None:
+            self.last_movement = movement
         extra_bytes = self._teach(server_round, replies, shift_began)
         consolidation: dict[str, Any] | None = None
         toward = self.anchor if self.settings.consolidate_by == "anchor" else self.teacher
@@ -236,6 +259,7 @@ class DynamicBarlowContinuity(FedAvg):
             shift_length=len(self.shifts.shift),
             shift_started=shift_began,
             teacher_round=self.teacher_round,
+            teacher_scale=self.teacher_scale(),
             extra_bytes=extra_bytes,
             consolidation=consolidation,
             seconds_scoring=round(scored - started, 4),
@@ -254,6 +278,7 @@ class DynamicBarlowContinuity(FedAvg):
         if shift_began and self.settings.teacher_weight > 0:
             self.teacher, self.teacher_round = self.sent(), server_round
             self.once.set({TEACHER_KEY: self.teacher})
+            self.shift_movement = self.last_movement
         return sent
 
     def _public_set(self, server_round: int) -> bool:
@@ -457,6 +482,8 @@ class DynamicBarlowContinuity(FedAvg):
             "reference_stages": self.reference_stages,
             "teacher": None if self.teacher is None else self.teacher.to_torch_state_dict(),
             "teacher_round": self.teacher_round,
+            "shift_movement": self.shift_movement,
+            "last_movement": self.last_movement,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -473,6 +500,8 @@ class DynamicBarlowContinuity(FedAvg):
         teacher = state.get("teacher")  # absent in checkpoints before version 0.4
         self.teacher = None if teacher is None else ArrayRecord(teacher)
         self.teacher_round = state.get("teacher_round", 0)
+        self.shift_movement = state.get("shift_movement")
+        self.last_movement = state.get("last_movement")
         # the hospitals' state is gone: send it again
         self.once.set({} if self.teacher is None else {TEACHER_KEY: self.teacher})
         unconsolidated = state.get("unconsolidated")  # absent in checkpoints before 2026-11-26
