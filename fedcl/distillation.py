@@ -19,8 +19,10 @@ old model calls the new classes background. KL then holds the student to "backgr
 where the new labels say otherwise. The ``mib`` term is MiB's unbiased distillation
 (Cermelli et al., CVPR 2020): the classes the hospital's current masks annotate are
 folded into background in both models' distributions before they are compared, so
-the term keeps the old classes and leaves the new ones to the labels. (MiB's other half,
-an unbiased cross-entropy, changes the segmentation loss itself and is not here.)
+the term keeps the old classes and leaves the new ones to the labels. MiB's other half,
+:class:`UnbiasedLoss` (a strategy's ``unbiased-loss`` key), does the same for the
+labels: a pixel the current masks call background may be an old class, so the
+segmentation loss reads background as "background or any class not annotated now".
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedcl.data import NUM_CLASSES
 from fedcl.data.real import IGNORE
+from fedcl.training import segmentation_loss
 
 if TYPE_CHECKING:
     from fedcl.data.dataset import TileDataset
@@ -280,3 +284,40 @@ def distil(
         total += float(loss.detach())
     model.train(was_training)
     return total / max(steps, 1)
+
+
+class UnbiasedLoss(nn.Module):
+    """MiB's unbiased segmentation loss: unannotated classes count as background.
+
+    The classes ``1..C-1`` not in ``annotated`` are folded into background in the
+    model's distribution (:func:`folded`) and the labels renumbered to match, then
+    fedcl's loss (:func:`fedcl.training.segmentation_loss`) is taken on the folded
+    distribution: a background pixel predicted as an old class costs nothing.
+
+    Parameters
+    ----------
+    annotated : sequence of int
+        The foreground classes the current masks annotate.
+    num_classes : int
+        ``C``, background included.
+    """
+
+    def __init__(self, annotated: Sequence[int], num_classes: int) -> None:
+        super().__init__()
+        self.unannotated = [c for c in range(1, num_classes) if c not in annotated]
+        kept = [0, *(c for c in range(1, num_classes) if c in annotated)]
+        index = torch.zeros(max(num_classes, IGNORE + 1), dtype=torch.long)
+        index[kept] = torch.arange(len(kept))
+        index[IGNORE] = IGNORE
+        self.index = index  # old class number -> folded one
+        self.base = segmentation_loss()
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Return the loss of ``logits`` ``B x C x H x W`` against integer ``labels``."""
+        log_probs = folded(nn.functional.log_softmax(logits, dim=1), self.unannotated)
+        return self.base(log_probs, self.index.to(labels.device)[labels.long()])
+
+
+def unbiased_loss(tiles: TileDataset) -> UnbiasedLoss:
+    """Return MiB's unbiased loss for the classes ``tiles`` annotate."""
+    return UnbiasedLoss(annotated_classes(tiles.masks), NUM_CLASSES)

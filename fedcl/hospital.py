@@ -251,6 +251,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         **config.local_schedule(),
         seed=round_seed(config.seed, hospital, server_round),
         penalties=got.half.penalties(got.model),
+        criterion=got.half.criterion(),
     )
     got.half.trained(got.model)
     trained = time.perf_counter()

@@ -114,6 +114,7 @@ def train_local(
     seed: int = 0,
     bn_stats: str = "recomputed",
     penalties: Sequence[Penalty] = (),
+    criterion: nn.Module | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` for ``epochs`` passes.
 
@@ -143,6 +144,9 @@ def train_local(
         Extra loss terms, each called with a batch's images and the model's logits,
         added in order (a strategy's hospital half gives them: FedProx's proximal
         term, LwF's :class:`~fedcl.distillation.Distillation`).
+    criterion : nn.Module, optional
+        The segmentation loss ``criterion(logits, labels)``; default
+        :func:`segmentation_loss` (a hospital half may give another: MiB's unbiased one).
     """
     if bn_stats not in BN_STATS:
         raise ValueError(f"unknown bn_stats {bn_stats!r}; known: {', '.join(BN_STATS)}")
@@ -150,7 +154,7 @@ def train_local(
     device = device_of(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(optimizer, params, lr)
-    loss_fn = segmentation_loss()
+    loss_fn = criterion if criterion is not None else segmentation_loss()
     generator = torch.Generator().manual_seed(seed)
     total, steps = 0.0, 0
     for _ in range(epochs):

@@ -15,6 +15,7 @@ from fedcl.data.real import IGNORE
 from fedcl.distillation import (
     Distillation,
     PublicDistillation,
+    UnbiasedLoss,
     annotated_classes,
     continuity_term,
     distil,
@@ -29,11 +30,12 @@ from fedcl.strategies.lwf import (
     TEACHER_KEY,
     TEMPERATURE_KEY,
     TERM_KEY,
+    UNBIASED_KEY,
     WEIGHT_KEY,
     LwF,
     LwFHospital,
 )
-from fedcl.training import recompute_batchnorm, train_local
+from fedcl.training import recompute_batchnorm, segmentation_loss, train_local
 from tests.conftest import FakeGrid, random_tiles
 
 
@@ -270,3 +272,49 @@ def test_public_batches_can_be_augmented_and_the_server_can_distil_on_them():
                                   temperature=2.0).detach())  # fmt: skip
     assert after < start
     assert all(torch.equal(v, before[k]) for k, v in frozen.state_dict().items())
+
+
+def test_the_unbiased_loss_lets_a_background_pixel_be_an_old_class():
+    torch.manual_seed(0)
+    labels = torch.zeros(1, 4, 4, dtype=torch.long)
+    labels[0, :2] = 3  # the class annotated now; the rest is "background"
+    old_class = torch.full((1, NUM_CLASSES, 4, 4), -4.0)
+    old_class[0, 3, :2] = 4.0  # right where class 3 is
+    old_class[0, 1, 2:] = 4.0  # the background pixels predicted as class 1 (an old class)
+    background = old_class.clone()
+    background[0, 1, 2:], background[0, 0, 2:] = -4.0, 4.0
+    biased, unbiased = segmentation_loss(), UnbiasedLoss((3,), NUM_CLASSES)
+    assert float(biased(old_class, labels)) > float(biased(background, labels)) + 0.5
+    # unbiased: calling an unannotated pixel class 1 costs what calling it background does
+    assert float(unbiased(old_class, labels)) == pytest.approx(
+        float(unbiased(background, labels)), abs=1e-4
+    )
+    # every class annotated: nothing folded, fedcl's own loss
+    logits = torch.randn(2, NUM_CLASSES, 4, 4)
+    full = torch.randint(0, NUM_CLASSES, (2, 4, 4))
+    everything = UnbiasedLoss(tuple(range(1, NUM_CLASSES)), NUM_CLASSES)
+    assert float(everything(logits, full)) == pytest.approx(float(biased(logits, full)), rel=1e-5)
+    ignored = full.clone()
+    ignored[0, 0, 0] = IGNORE  # real data's unannotated pixels stay out of the score
+    assert torch.isfinite(everything(logits, ignored))
+
+
+def test_lwf_can_train_with_the_unbiased_loss_from_the_second_stage_on():
+    config = load_config(
+        {"scenario": "catastrophic-forgetting", "stage-shift": "classes", "stages": 3}
+        | {"rounds-per-stage": 2, "image-size": 32, "train-tiles": 8}
+    )
+
+    def half(server_round, unbiased):
+        sent = ConfigRecord({WEIGHT_KEY: 1.0, TEMPERATURE_KEY: 2.0, TERM_KEY: "mib",
+                             UNBIASED_KEY: unbiased})  # fmt: skip
+        now = local_round(config, 0, server_round, sent=sent, content=RecordDict({"config": sent}),
+                          state=RecordDict(), training=True)  # fmt: skip
+        return LwFHospital(now)
+
+    assert half(2, True).criterion() is None  # stage 0: nothing to keep
+    assert half(3, False).criterion() is None
+    unbiased = half(3, True).criterion()
+    assert isinstance(unbiased, UnbiasedLoss)
+    assert unbiased.unannotated == [c for c in range(1, NUM_CLASSES) if c not in
+                                    stage_classes(config, 1)]  # fmt: skip

@@ -16,7 +16,7 @@ from fedcl.config import RunConfig
 from fedcl.configure import flower_run_config, is_builtin_key, load_config
 from fedcl.continuity import barlow_continuity
 from fedcl.data import NUM_CLASSES, Stain, TileDataset, generate_tiles, perturb, reference_images
-from fedcl.distillation import Distillation, PublicDistillation, annotated_classes
+from fedcl.distillation import Distillation, PublicDistillation, UnbiasedLoss, annotated_classes
 from fedcl.errors import FedclError
 from fedcl.hospital import local_round, local_train_data
 from fedcl.models import build_model
@@ -560,6 +560,13 @@ def test_dbcs_hospitals_hold_to_the_teacher_the_server_named_on_own_and_public_t
     own, public = dbc_penalties(mib, 6, model, state, 4)
     annotated = annotated_classes(local_train_data(mib, 1, 6, RecordDict()).masks)
     assert own.new_classes == public.new_classes == annotated != ()
+    unbiased = mib.with_keys({"dbc-unbiased-loss": True})
+    for keys, named, expected in ((unbiased, 0, type(None)), (unbiased, 4, UnbiasedLoss),
+                                  (mib, 4, type(None))):  # fmt: skip
+        sent = ConfigRecord({TEACHER_ROUND_KEY: named})
+        now = local_round(keys, 1, 6, sent=sent, content=RecordDict({"config": sent}),
+                          state=state, training=True)  # fmt: skip
+        assert isinstance(DBCHospital(now).criterion(), expected)  # MiB's loss with a teacher
     assert dbc_penalties(config.with_keys({"dbc-teacher-weight": 0.0}), 6, model, state, 4) == []
     # on the public tiles alone, those the server had before the shift (round 3: stage 0)
     teachers = config.with_keys({"dbc-teacher-own": False, "dbc-teacher-public-set": "teacher"})

@@ -10,7 +10,8 @@ strategy and calls the half's hooks at named moments, as Avalanche's plugins are
 2. :meth:`HospitalHalf.training_tiles`: the tiles the round trains on are chosen (keep
    the tiles of past stages: the joint-training bound);
 3. :meth:`HospitalHalf.penalties`: extra terms of the local loss (a proximal pull, a
-   distillation toward a teacher, any penalty);
+   distillation toward a teacher, any penalty), and :meth:`HospitalHalf.criterion`: the
+   segmentation loss itself, where a strategy changes it (MiB's unbiased one);
 4. :meth:`HospitalHalf.trained`: local training is over (keep local layers);
 5. :meth:`HospitalHalf.reply`: the reply is being built (add records to it).
 
@@ -85,6 +86,10 @@ class HospitalHalf:
     def penalties(self, model: nn.Module) -> list[Penalty]:
         """Return extra terms of the local loss (each ``penalty(images, logits)``)."""
         return []
+
+    def criterion(self) -> nn.Module | None:
+        """Return the segmentation loss of this round's training (None: fedcl's own)."""
+        return None
 
     def trained(self, model: nn.Module) -> None:
         """Finish the round's training of ``model`` (before the reply is built)."""

@@ -30,7 +30,7 @@ from flwr.serverapp.strategy import FedAvg
 from torch import nn
 
 from fedcl.config import RunConfig, Section, opt
-from fedcl.distillation import Distillation, current_classes
+from fedcl.distillation import Distillation, current_classes, unbiased_loss
 from fedcl.scenarios import scenario_of
 from fedcl.strategies.contract import SentModel
 from fedcl.strategies.flower import sampling
@@ -39,7 +39,7 @@ from fedcl.training import Penalty
 
 # Message keys of the train config and content (read by the hospital half).
 WEIGHT_KEY, TEMPERATURE_KEY, TEACHER_KEY = "distill-weight", "distill-temperature", "teacher"
-TERM_KEY = "distill-term"
+TERM_KEY, UNBIASED_KEY = "distill-term", "unbiased-loss"
 # Context.state entry of a hospital's teacher (and its "-meta": the stage it teaches).
 _STATE_KEY = "fedcl-teacher"
 
@@ -67,6 +67,13 @@ class LwFSettings(Section):
         "folded into background; for the class shift)",
         section="strategy",
         choices=("kl", "mib"),
+    )
+    # MiB's other half: the labels' background may be an old class
+    unbiased_loss: bool = opt(
+        False,
+        "LwF: MiB's unbiased loss from the second stage on (classes not annotated now "
+        "count as background; for the class shift)",
+        section="strategy",
     )
 
 
@@ -96,7 +103,7 @@ class LwFHospital(HospitalHalf):
             now.state[_STATE_KEY] = teacher_arrays
             now.state[f"{_STATE_KEY}-meta"] = ConfigRecord({"stage": stage})
         teacher = self.kept_model(_STATE_KEY, model)
-        term = str(now.sent.get(TERM_KEY, "kl"))
+        term = self._term()
         return [
             Distillation(
                 teacher,
@@ -106,6 +113,19 @@ class LwFHospital(HospitalHalf):
                 new_classes=current_classes(term, now.train_tiles(now.server_round)),
             )
         ]
+
+    def criterion(self) -> nn.Module | None:
+        """MiB's unbiased loss from the second stage on with ``unbiased-loss`` (else fedcl's)."""
+        now = self.now
+        if (
+            not now.sent.get(UNBIASED_KEY)
+            or scenario_of(now.config).stage_of(now.server_round) == 0
+        ):
+            return None
+        return unbiased_loss(now.train_tiles(now.server_round))
+
+    def _term(self) -> str:
+        return str(self.now.sent.get(TERM_KEY, "kl"))
 
 
 class LwF(FedAvg):
@@ -119,6 +139,8 @@ class LwF(FedAvg):
         Softmax temperature of the distillation.
     term : str
         ``kl`` or ``mib`` (:func:`fedcl.distillation.continuity_term`).
+    unbiased : bool
+        MiB's unbiased loss at the hospitals from the second stage on.
     stage_of : callable
         ``stage_of(server_round)``: the 0-based stage a round belongs to.
     **kwargs
@@ -137,6 +159,7 @@ class LwF(FedAvg):
             distill_weight=own.weight,
             temperature=own.temperature,
             term=own.term,
+            unbiased=own.unbiased_loss,
             stage_of=scenario_of(config).stage_of,
         )
 
@@ -147,12 +170,14 @@ class LwF(FedAvg):
         temperature: float,
         stage_of: Callable[[int], int],
         term: str = "kl",
+        unbiased: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.distill_weight = distill_weight
         self.temperature = temperature
         self.term = term
+        self.unbiased = unbiased
         self.stage_of = stage_of
         self.teacher: ArrayRecord | None = None  # the global model at the current stage's start
         self.teacher_stage = 0
@@ -168,6 +193,7 @@ class LwF(FedAvg):
         config[WEIGHT_KEY] = self.distill_weight
         config[TEMPERATURE_KEY] = self.temperature
         config[TERM_KEY] = self.term
+        config[UNBIASED_KEY] = self.unbiased
         messages = list(super().configure_train(server_round, arrays, config, grid))
         if self.resumed and self.teacher is not None:
             for message in messages:

@@ -20,7 +20,12 @@ from torch import nn
 from fedcl import seeds
 from fedcl.data import reference_images
 from fedcl.data.dataset import images_to_tensor
-from fedcl.distillation import Distillation, PublicDistillation, current_classes
+from fedcl.distillation import (
+    Distillation,
+    PublicDistillation,
+    current_classes,
+    unbiased_loss,
+)
 from fedcl.errors import FedclError
 from fedcl.strategies.dbc.settings import DBCSettings
 from fedcl.strategies.hospital_half import HospitalHalf
@@ -37,6 +42,14 @@ _STATE_KEY = "fedcl-dbc-teacher"
 
 class DBCHospital(HospitalHalf):
     """Add the teacher terms to the local loss once the server has named a teacher."""
+
+    def criterion(self) -> nn.Module | None:
+        """MiB's unbiased loss once a teacher is named, with ``unbiased-loss`` (else fedcl's)."""
+        settings = self.now.config.section(DBCSettings)
+        named = int(self.now.sent.get(TEACHER_ROUND_KEY, 0))  # type: ignore[arg-type]
+        if not settings.unbiased_loss or settings.teacher_weight == 0 or named == 0:
+            return None
+        return unbiased_loss(self.now.train_tiles(self.now.server_round))
 
     def penalties(self, model: nn.Module) -> list[Penalty]:
         """Return the terms on the current tiles and on the public ones (``dbc-teacher-*``)."""

@@ -78,6 +78,14 @@ class DBCSettings(Section):
     teacher_term: str = opt(
         "kl", "DBC: the hospitals' teacher term: kl, barlow or mib", section="dbc", choices=TERMS
     )
+    # MiB's other half, with the mib term: once a teacher is named, the hospitals read
+    # their masks' background as "background or a class not annotated now".
+    unbiased_loss: bool = opt(
+        False,
+        "DBC: once a teacher is named, MiB's unbiased loss at the hospitals (classes not "
+        "annotated now count as background; for the class shift)",
+        section="dbc",
+    )
     # Where the hospitals hold the student to the teacher: their own current tiles
     # (LwF's place), and, the reference set being public, its tiles: the round's set
     # ("current"), or the set the server had when it named the teacher ("teacher": the
