@@ -35,6 +35,9 @@ def main() -> None:
         cells = []
         for rnd in sorted(runs[0]):
             stage = (rnd - 1) // args.rounds_per_stage
+            if any(run[rnd] is None or run[rnd][stage] is None for run in runs):  # not scored
+                cells.append("-")
+                continue
             current = statistics.fmean(run[rnd][stage] for run in runs)
             first = statistics.fmean(run[rnd][0] for run in runs)
             cells.append(f"{current:.2f}/{first:.2f}")
