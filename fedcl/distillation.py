@@ -89,8 +89,22 @@ def distillation_loss(
     torch.Tensor
         A scalar: ``T^2 * mean over pixels of KL(p_teacher || p_student)``.
     """
-    log_student = nn.functional.log_softmax(student / temperature, dim=1)
-    log_teacher = nn.functional.log_softmax(teacher.detach() / temperature, dim=1)
+    return _softened_kl(student, teacher, temperature)
+
+
+def _softened_kl(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    temperature: float,
+    into_background: Sequence[int] = (),
+) -> torch.Tensor:
+    """``T^2`` x the mean per-pixel KL, ``into_background`` folded in both (:func:`folded`)."""
+    log_student, log_teacher = (
+        folded(nn.functional.log_softmax(x / temperature, dim=1), into_background)
+        if into_background
+        else nn.functional.log_softmax(x / temperature, dim=1)
+        for x in (student, teacher.detach())
+    )
     kl = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)
     return temperature**2 * kl.mean()
 
@@ -114,12 +128,7 @@ def continuity_term(
     if term == "kl":
         return distillation_loss(student, teacher, temperature)
     if term == "mib":
-        log_student, log_teacher = (
-            folded(nn.functional.log_softmax(x / temperature, dim=1), new_classes)
-            for x in (student, teacher.detach())
-        )
-        kl = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)
-        return temperature**2 * kl.mean()
+        return _softened_kl(student, teacher, temperature, new_classes)
     if term == "barlow":
         # server-side math a kl hospital (LwF's) never needs: imported where it is used
         from fedcl.continuity.behaviour import barlow_continuity_loss
