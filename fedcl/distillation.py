@@ -27,7 +27,7 @@ segmentation loss reads background as "background or any class not annotated now
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,9 +52,12 @@ def annotated_classes(masks: np.ndarray) -> tuple[int, ...]:
     return tuple(int(c) for c in np.unique(masks) if c not in (0, IGNORE))
 
 
-def current_classes(term: str, tiles: TileDataset) -> tuple[int, ...]:
-    """Return the classes the ``mib`` term folds: those ``tiles`` annotate (none otherwise)."""
-    return annotated_classes(tiles.masks) if term == "mib" else ()
+def current_classes(term: str, tiles: Callable[[], TileDataset]) -> tuple[int, ...]:
+    """Return the classes the ``mib`` term folds: those ``tiles()`` annotate (none otherwise).
+
+    ``tiles`` is called only for ``mib``: the other terms need no masks.
+    """
+    return annotated_classes(tiles().masks) if term == "mib" else ()
 
 
 def folded(log_probs: torch.Tensor, into_background: Sequence[int]) -> torch.Tensor:

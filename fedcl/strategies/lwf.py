@@ -103,14 +103,14 @@ class LwFHospital(HospitalHalf):
             now.state[_STATE_KEY] = teacher_arrays
             now.state[f"{_STATE_KEY}-meta"] = ConfigRecord({"stage": stage})
         teacher = self.kept_model(_STATE_KEY, model)
-        term = self._term()
+        term = str(now.sent.get(TERM_KEY, "kl"))
         return [
             Distillation(
                 teacher,
                 weight=weight,
                 temperature=temperature,
                 term=term,
-                new_classes=current_classes(term, now.train_tiles(now.server_round)),
+                new_classes=current_classes(term, lambda: now.train_tiles(now.server_round)),
             )
         ]
 
@@ -123,9 +123,6 @@ class LwFHospital(HospitalHalf):
         ):
             return None
         return unbiased_loss(now.train_tiles(now.server_round))
-
-    def _term(self) -> str:
-        return str(self.now.sent.get(TERM_KEY, "kl"))
 
 
 class LwF(FedAvg):

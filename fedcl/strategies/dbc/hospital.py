@@ -76,7 +76,7 @@ class DBCHospital(HospitalHalf):
             "temperature": settings.teacher_temperature,
             "term": settings.teacher_term,
             "new_classes": current_classes(
-                settings.teacher_term, now.train_tiles(now.server_round)
+                settings.teacher_term, lambda: now.train_tiles(now.server_round)
             ),
         }
         penalties: list[Penalty] = [Distillation(teacher, **terms)] if settings.teacher_own else []
