@@ -8,7 +8,8 @@ from pathlib import Path
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedcl.hospital import SECONDS_PREFIX, handle_evaluate, handle_train
+from fedcl.hospital import handle_evaluate, handle_train
+from fedcl.metrics import SECONDS_PREFIX
 
 app = ClientApp()
 
@@ -24,7 +25,7 @@ def train(msg: Message, context: Context) -> Message:
         "round": int(msg.content.config_records["config"]["server-round"]),
         "hospital": int(context.node_config["partition-id"]),
         "seconds": seconds,
-        # the handler's own split (fedcl.hospital.SECONDS_PREFIX)
+        # the handler's own split (fedcl.metrics.SECONDS_PREFIX)
         **{
             k.removeprefix(SECONDS_PREFIX): v
             for k, v in metrics.items()

@@ -45,6 +45,7 @@ from fedcl.configure import load_config
 from fedcl.data import NUM_CLASSES, TileDataset
 from fedcl.errors import FedclError
 from fedcl.evaluation import evaluate_hospital, evaluated_stages, own_tiles_round
+from fedcl.metrics import SECONDS_PREFIX
 from fedcl.models import build_model
 from fedcl.plugins import STRATEGIES
 from fedcl.scenarios import scenario_of
@@ -60,9 +61,6 @@ _TRAIN_KEYS, _TEST_KEY = ("fedcl-train-data", "fedcl-train-data-before"), "fedcl
 # Message key of a hospital's figures (a ConfigRecord: Flower's strategies aggregate the
 # one MetricRecord of a reply).
 EVALUATION_KEY = "evaluation"
-# Reply metrics: the seconds a train message spent receiving (the model rebuilt and
-# loaded, the tiles from state), evaluating and training (the hospital half's hooks too).
-SECONDS_PREFIX = "seconds-"
 
 
 def round_seed(seed: int, hospital: int, server_round: int) -> int:
@@ -261,7 +259,9 @@ def handle_train(msg: Message, context: Context) -> Message:
             "train-loss": result.loss,
             "num-examples": result.num_examples,  # FedAvg weight: samples, not batches
             PARTITION_KEY: hospital,
-            # where the handler's time went (FedAvg averages them over the hospitals)
+            # where the handler's time went: receiving (model rebuilt and loaded, tiles
+            # from state), evaluating, training with the hospital half's hooks (FedAvg
+            # averages them over the hospitals)
             f"{SECONDS_PREFIX}receive": received - started,
             f"{SECONDS_PREFIX}evaluation": evaluated - received,
             f"{SECONDS_PREFIX}training": trained - evaluated,

@@ -214,6 +214,11 @@ def summarize(config: RunConfig, records: Sequence[dict[str, Any]]) -> dict[str,
     }
 
 
+# Reply metrics of a hospital's train handler: the seconds it spent per phase
+# (fedcl.hospital writes them, the recorder collects them as hospital_seconds).
+SECONDS_PREFIX = "seconds-"
+
+
 def hospital_seconds(records: Sequence[dict[str, Any]]) -> dict[str, float | None] | None:
     """Return the hospitals' mean seconds per phase of a round, and evaluation's share.
 

@@ -28,7 +28,7 @@ import torch
 from fedcl.config import RunConfig
 from fedcl.configure import unread_keys
 from fedcl.errors import FedclError
-from fedcl.metrics import READING_NAMES, summarize
+from fedcl.metrics import READING_NAMES, SECONDS_PREFIX, summarize
 from fedcl.scenarios import scenario_of
 from fedcl.strategies.dbc.settings import DBCSettings
 
@@ -126,7 +126,9 @@ class RunRecorder:
         train_loss = train.get("train-loss")
         # the hospitals' mean seconds per phase of their train handler (fedcl.hospital)
         phases = {
-            k.removeprefix("seconds-"): v for k, v in train.items() if k.startswith("seconds-")
+            k.removeprefix(SECONDS_PREFIX): v
+            for k, v in train.items()
+            if k.startswith(SECONDS_PREFIX)
         }
         # null, not NaN, for a Dice that does not exist (no tile has the class)
         record: dict[str, Any] = json_safe(
