@@ -60,8 +60,8 @@ class SentOnce:
     :meth:`attach` adds them to a round's train message of every node that does not hold
     them yet; a node holds them once it has answered such a message (a node whose reply
     did not come back gets them again). New records (:meth:`set`) go to every node
-    again, and so do the same ones after a resume (:meth:`forget`: the hospitals'
-    ``Context.state`` is gone).
+    again; a strategy restored from a checkpoint sets its records again, since the
+    hospitals' ``Context.state`` is gone.
     """
 
     def __init__(self) -> None:
@@ -72,10 +72,6 @@ class SentOnce:
     def set(self, records: Mapping[str, ArrayRecord]) -> None:
         """Send ``records`` (message content keys to arrays) from the next round on."""
         self.records, self.holding = dict(records), set()
-
-    def forget(self) -> None:
-        """Send the records to every node again (after a resume)."""
-        self.holding = set()
 
     def attach(self, messages: Iterable[Message]) -> list[Message]:
         """Return ``messages``, the records added to those of nodes that lack them."""

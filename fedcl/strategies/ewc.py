@@ -114,10 +114,6 @@ def normalised(importance: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
     return {n: v / mean if mean > 0 else v.clone() for n, v in importance.items()}
 
 
-def _tensors(record: ArrayRecord) -> dict[str, torch.Tensor]:
-    return record.to_torch_state_dict()
-
-
 class EWCHospital(HospitalHalf):
     """EWC's hospital half: estimate the Fisher diagonal at a stage's start, then hold."""
 
@@ -139,8 +135,8 @@ class EWCHospital(HospitalHalf):
         meta = now.state.config_records.get(f"{_IMPORTANCE}-meta")
         held = 0 if meta is None else int(meta["stage"])  # type: ignore[arg-type]
         if held == stage:
-            importance = _tensors(now.state.array_records[_IMPORTANCE])
-            anchor = _tensors(now.state.array_records[_ANCHOR])
+            importance = now.state.array_records[_IMPORTANCE].to_torch_state_dict()
+            anchor = now.state.array_records[_ANCHOR].to_torch_state_dict()
             return [Proximal(model, weight, anchor=anchor, importance=importance)]
         if held != stage - 1:
             raise FedclError(
@@ -151,7 +147,7 @@ class EWCHospital(HospitalHalf):
         self.estimate = fisher_diagonal(model, now.own_tiles(), now.config.batch_size)
         own = normalised(self.estimate)
         if held > 0:
-            before = _tensors(now.state.array_records[_IMPORTANCE])
+            before = now.state.array_records[_IMPORTANCE].to_torch_state_dict()
             own = {n: v + before[n].to(v.device) for n, v in own.items()}
         return [Proximal(model, weight, importance=own)]
 
@@ -238,11 +234,11 @@ class FederatedEWC(FedAvg):
         total = sum(w for _, w in estimates)
         mean: dict[str, torch.Tensor] = {}
         for record, w in estimates:
-            for name, value in _tensors(record).items():
+            for name, value in record.to_torch_state_dict().items():
                 mean[name] = mean.get(name, torch.zeros_like(value)) + value * (w / total)
         importance = normalised(mean)
         if self.importance is not None:
-            before = _tensors(self.importance)
+            before = self.importance.to_torch_state_dict()
             importance = {n: v + before[n] for n, v in importance.items()}
         self.importance, self.importance_stage = ArrayRecord(importance), stage
         self.anchor = self.sent()
@@ -256,9 +252,11 @@ class FederatedEWC(FedAvg):
     def state_dict(self) -> dict[str, Any]:
         """Return the importance, its stage and the anchor (for checkpoints)."""
         return {
-            "importance": None if self.importance is None else _tensors(self.importance),
+            "importance": None
+            if self.importance is None
+            else self.importance.to_torch_state_dict(),
             "importance_stage": self.importance_stage,
-            "anchor": None if self.anchor is None else _tensors(self.anchor),
+            "anchor": None if self.anchor is None else self.anchor.to_torch_state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
