@@ -45,7 +45,7 @@ from fedcl.configure import load_config
 from fedcl.data import NUM_CLASSES, TileDataset
 from fedcl.errors import FedclError
 from fedcl.evaluation import evaluate_hospital, evaluated_stages, own_tiles_round
-from fedcl.metrics import SECONDS_PREFIX
+from fedcl.metrics import HOSPITAL_PHASES, SECONDS_PREFIX
 from fedcl.models import build_model
 from fedcl.plugins import STRATEGIES
 from fedcl.scenarios import scenario_of
@@ -262,9 +262,14 @@ def handle_train(msg: Message, context: Context) -> Message:
             # where the handler's time went: receiving (model rebuilt and loaded, tiles
             # from state), evaluating, training with the hospital half's hooks (FedAvg
             # averages them over the hospitals)
-            f"{SECONDS_PREFIX}receive": received - started,
-            f"{SECONDS_PREFIX}evaluation": evaluated - received,
-            f"{SECONDS_PREFIX}training": trained - evaluated,
+            **{
+                f"{SECONDS_PREFIX}{phase}": seconds
+                for phase, seconds in zip(
+                    HOSPITAL_PHASES,
+                    (received - started, evaluated - received, trained - evaluated),
+                    strict=True,
+                )
+            },
         }
     )
     got.half.reply(content)

@@ -22,7 +22,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from fedcl.config import RunConfig
@@ -217,6 +217,23 @@ def summarize(config: RunConfig, records: Sequence[dict[str, Any]]) -> dict[str,
 # Reply metrics of a hospital's train handler: the seconds it spent per phase
 # (fedcl.hospital writes them, the recorder collects them as hospital_seconds).
 SECONDS_PREFIX = "seconds-"
+HOSPITAL_PHASES = ("receive", "evaluation", "training")
+
+
+def without_timing(value: Any, also: Collection[str] = ()) -> Any:
+    """Return a record, summary or any JSON value with every timing key removed.
+
+    Timings (``wall_seconds``, ``hospital_seconds``, ``seconds-*``) differ between two
+    runs of one config; everything else a run writes must not. ``also``: more keys to
+    drop at any depth.
+    """
+    if isinstance(value, dict):
+        return {
+            k: without_timing(v, also)
+            for k, v in value.items()
+            if "seconds" not in k and k not in also
+        }
+    return [without_timing(v, also) for v in value] if isinstance(value, list) else value
 
 
 def hospital_seconds(records: Sequence[dict[str, Any]]) -> dict[str, float | None] | None:

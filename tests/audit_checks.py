@@ -5,6 +5,7 @@ from pathlib import Path
 
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES
+from fedcl.metrics import HOSPITAL_PHASES, SECONDS_PREFIX
 from fedcl.models import build_model
 
 
@@ -37,7 +38,10 @@ def assert_messages_carry_no_data(messages: Path, config: RunConfig, trained: in
                 else:
                     assert isinstance(value, int | float | str), (name, key)
     for content in replies.values():
-        assert set(content["metrics"]["metrics"]) == {"train-loss", "num-examples", "partition-id"}
+        timings = {f"{SECONDS_PREFIX}{phase}" for phase in HOSPITAL_PHASES}
+        assert set(content["metrics"]["metrics"]) == {
+            "train-loss", "num-examples", "partition-id", *timings,
+        }  # fmt: skip
         assert set(content["configs"]) == {"evaluation"}
         figures = content["configs"]["evaluation"]
         assert set(figures) == {

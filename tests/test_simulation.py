@@ -23,6 +23,7 @@ from fedcl.cli import main
 from fedcl.config import RunConfig
 from fedcl.configure import from_toml
 from fedcl.data import NUM_CLASSES
+from fedcl.metrics import without_timing
 from fedcl.models import build_model
 from fedcl.plugins import STRATEGIES
 from fedcl.processes import _alive, _stat, local_cluster, processes_with_env, stop_tagged
@@ -96,10 +97,7 @@ def test_training_changes_the_global_model(two_runs):
 
 def test_same_seed_gives_bit_identical_runs(two_runs):
     _, run_a, run_b = two_runs
-    strip = [{k: v for k, v in r.items() if k != "wall_seconds"} for r in read_metrics(run_a)]
-    assert strip == [
-        {k: v for k, v in r.items() if k != "wall_seconds"} for r in read_metrics(run_b)
-    ]
+    assert without_timing(read_metrics(run_a)) == without_timing(read_metrics(run_b))
     weights_a = torch.load(run_a / "checkpoint.pt")["model"]
     weights_b = torch.load(run_b / "checkpoint.pt")["model"]
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
@@ -115,11 +113,11 @@ def test_hospital_and_server_evaluation_give_the_same_figures(tmp_path, scenario
         mode: run_fedcl(config.replace(evaluation=mode), tmp_path, mode, ray_address)
         for mode in ("hospitals", "server")
     }
-    hospitals, server = (read_metrics(runs[m]) for m in ("hospitals", "server"))
+    hospitals, server = (without_timing(read_metrics(runs[m])) for m in ("hospitals", "server"))
     assert [r["round"] for r in hospitals] == [r["round"] for r in server] == [0, 1, 2]
     for a, b in zip(hospitals, server, strict=True):
         assert a.keys() == b.keys()
-        for key in a.keys() - {"wall_seconds"}:
+        for key in a.keys():
             expected = b[key] if b[key] is None else pytest.approx(b[key], rel=1e-6)
             assert a[key] == expected, (a["round"], key)
     assert hospitals[0]["dice_own_stats"] is not None  # BatchNorm: a re-estimated figure too
@@ -190,9 +188,7 @@ def test_scoring_only_the_read_rounds_leaves_every_summary_figure_as_it_was(tmp_
     every = run_fedcl(staged, tmp_path, "every", ray_address)
     read = run_fedcl(staged.replace(evaluate_rounds="read"), tmp_path, "read", ray_address)
     summaries = [json.loads((d / "summary.json").read_text()) for d in (every, read)]
-    for key, value in summaries[0].items():
-        if "seconds" not in key:
-            assert summaries[1][key] == value, key
+    assert without_timing(summaries[1]) == without_timing(summaries[0])
     records = read_metrics(read)
     assert [r["round"] for r in records if r["dice"] is None] == [0, 1, 4]  # not read
     same = read_metrics(every)
@@ -558,22 +554,15 @@ def test_a_run_killed_mid_round_resumes_to_the_same_final_model(tmp_path, strate
     for key in whole_model:
         assert torch.equal(resumed_model[key], whole_model[key]), key
 
-    def without_time(value):  # timings differ between any two runs, and so do resends
-        if isinstance(value, dict):
-            return {
-                k: without_time(v)
-                for k, v in value.items()
-                if "seconds" not in k and k != "extra_bytes"
-            }
-        return [without_time(v) for v in value] if isinstance(value, list) else value
-
     reports = {r["round"]: r.get("aggregation", {}) for r in read_metrics(killed)}
     if strategy == "dbc":  # a teacher was in use when the run was killed, and sent again
         assert reports[done].get("teacher_round", 0) > 0
     if strategy in ("dbc", "ewc"):  # what the hospitals held came again after the resume
         assert reports[done + 1]["extra_bytes"] > 0
 
-    assert without_time(read_metrics(killed)) == without_time(read_metrics(whole))
+    # resends after a resume add bytes a whole run does not send
+    records = [without_timing(read_metrics(d), also={"extra_bytes"}) for d in (killed, whole)]
+    assert records[0] == records[1]
     summaries = [json.loads((d / "summary.json").read_text()) for d in (killed, whole)]
     for key in ("final_dice", "dice_matrix", "acc", "detection", "rounds"):
         assert summaries[0][key] == summaries[1][key], key

@@ -23,9 +23,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
+
+from fedcl.metrics import without_timing
 
 TINY = [
     "--seeds", "0", "--clients", "3", "--rounds-per-stage", "2", "--train-tiles", "24",
@@ -34,15 +35,9 @@ TINY = [
 ]  # fmt: skip
 
 
-def _without_time(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_time(v) for k, v in value.items() if "seconds" not in k}
-    return [_without_time(v) for v in value] if isinstance(value, list) else value
-
-
 def fingerprint(run: Path) -> dict[str, str]:
     """Hashes of a run's summary (timings aside) and of its final model."""
-    summary = _without_time(json.loads((run / "summary.json").read_text()))
+    summary = without_timing(json.loads((run / "summary.json").read_text()))
     model = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
     digest = hashlib.sha256()
     for key in sorted(model):
