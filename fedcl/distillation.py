@@ -17,9 +17,10 @@ and measure the difference as Barlow continuity instead of KL (:data:`TERMS`).
 Under the class shift a new stage's masks call the old classes background, and the
 old model calls the new classes background. KL then holds the student to "background"
 where the new labels say otherwise. The ``mib`` term is MiB's unbiased distillation
-(Cermelli et al., CVPR 2020): the classes the hospital's current masks annotate are
-folded into background in both models' distributions before they are compared, so
-the term keeps the old classes and leaves the new ones to the labels. MiB's other half,
+(Cermelli et al., CVPR 2020): the classes the hospital's current masks annotate and
+the teacher was not trained on are folded into background in both models'
+distributions before they are compared, so the term keeps the old classes and leaves
+the new ones to the labels; where no class is new it is the KL term. MiB's other half,
 :class:`UnbiasedLoss` (a strategy's ``unbiased-loss`` key), does the same for the
 labels: a pixel the current masks call background may be an old class, so the
 segmentation loss reads background as "background or any class not annotated now".
@@ -27,7 +28,7 @@ segmentation loss reads background as "background or any class not annotated now
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 # How a student's outputs are held to a teacher's: "kl", the softened KL divergence
 # (LwF); "barlow", DBC's Barlow continuity between their class probabilities per pixel;
-# "mib", KL with the currently annotated classes folded into background.
+# "mib", KL with the newly annotated classes folded into background.
 TERMS = ("kl", "barlow", "mib")
 
 
@@ -52,12 +53,31 @@ def annotated_classes(masks: np.ndarray) -> tuple[int, ...]:
     return tuple(int(c) for c in np.unique(masks) if c not in (0, IGNORE))
 
 
-def current_classes(term: str, tiles: Callable[[], TileDataset]) -> tuple[int, ...]:
-    """Return the classes the ``mib`` term folds: those ``tiles()`` annotate (none otherwise).
+def class_bits(classes: Iterable[int]) -> int:
+    """Return a set of classes as one integer (bit ``c`` set for class ``c``): a message value."""
+    return sum(1 << c for c in set(classes))
 
-    ``tiles`` is called only for ``mib``: the other terms need no masks.
+
+def bits_classes(bits: int) -> tuple[int, ...]:
+    """Return the foreground classes of :func:`class_bits`' integer, in order."""
+    return tuple(c for c in range(1, NUM_CLASSES) if bits >> c & 1)
+
+
+def current_classes(
+    term: str, tiles: Callable[[], TileDataset], teacher_classes: Sequence[int] | None = None
+) -> tuple[int, ...]:
+    """Return the classes the ``mib`` term folds (none for the other terms).
+
+    Those ``tiles()`` annotate that the teacher was not trained on: ``teacher_classes``
+    where the strategy knows them (DBC's server does), else every annotated class (a
+    stage's teacher knew none of a new stage's classes). Where every class was
+    annotated before, nothing is folded and ``mib`` is ``kl`` exactly. ``tiles`` is
+    called only for ``mib``: the other terms need no masks.
     """
-    return annotated_classes(tiles().masks) if term == "mib" else ()
+    if term != "mib":
+        return ()
+    annotated = annotated_classes(tiles().masks)
+    return tuple(c for c in annotated if c not in (teacher_classes or ()))
 
 
 def folded(log_probs: torch.Tensor, into_background: Sequence[int]) -> torch.Tensor:
@@ -124,9 +144,8 @@ def continuity_term(
 
     ``kl``: :func:`distillation_loss`. ``barlow``: the Barlow continuity loss between
     the two models' class probabilities, every pixel of the batch a row (softened by
-    ``temperature`` as KL's are). ``mib``: the KL divergence after ``new_classes`` (the
-    classes the current masks annotate) are folded into background in both
-    (:func:`folded`).
+    ``temperature`` as KL's are). ``mib``: the KL divergence after ``new_classes``
+    (:func:`current_classes`) are folded into background in both (:func:`folded`).
     """
     if term == "kl":
         return distillation_loss(student, teacher, temperature)
@@ -159,7 +178,7 @@ class Distillation:
     term : str
         ``kl`` (LwF's), ``barlow`` or ``mib`` (:func:`continuity_term`).
     new_classes : sequence of int
-        ``mib``: the classes the hospital's current masks annotate.
+        ``mib``: the classes folded into background (:func:`current_classes`).
     """
 
     def __init__(
@@ -330,6 +349,12 @@ class UnbiasedLoss(nn.Module):
         return self.base(log_probs, self.index.to(labels.device)[labels.long()])
 
 
-def unbiased_loss(tiles: TileDataset) -> UnbiasedLoss:
-    """Return MiB's unbiased loss for the classes ``tiles`` annotate."""
-    return UnbiasedLoss(annotated_classes(tiles.masks), NUM_CLASSES)
+def unbiased_loss(tiles: TileDataset) -> UnbiasedLoss | None:
+    """Return MiB's unbiased loss for the classes ``tiles`` annotate.
+
+    None (fedcl's own loss, exactly) where they annotate every class: nothing to fold.
+    """
+    annotated = annotated_classes(tiles.masks)
+    if len(annotated) == NUM_CLASSES - 1:
+        return None
+    return UnbiasedLoss(annotated, NUM_CLASSES)

@@ -16,7 +16,14 @@ from fedcl.config import RunConfig
 from fedcl.configure import flower_run_config, is_builtin_key, load_config
 from fedcl.continuity import barlow_continuity
 from fedcl.data import NUM_CLASSES, Stain, TileDataset, generate_tiles, perturb, reference_images
-from fedcl.distillation import Distillation, PublicDistillation, UnbiasedLoss, annotated_classes
+from fedcl.distillation import (
+    Distillation,
+    PublicDistillation,
+    UnbiasedLoss,
+    annotated_classes,
+    bits_classes,
+    class_bits,
+)
 from fedcl.errors import FedclError
 from fedcl.hospital import local_round, local_train_data
 from fedcl.models import build_model
@@ -24,10 +31,13 @@ from fedcl.normalization import local_norm_keys
 from fedcl.plugins import STRATEGIES
 from fedcl.recorder import read_checkpoint
 from fedcl.scenarios import scenario_of
+from fedcl.scenarios.tiles import stage_classes
 from fedcl.strategies.catalog import build_strategy, strategy_class
 from fedcl.strategies.contract import Configurable, SentModel, hospital_half_of
 from fedcl.strategies.dbc import DBCSettings, DynamicBarlowContinuity
 from fedcl.strategies.dbc.hospital import (
+    ANNOTATED_KEY,
+    TEACHER_CLASSES_KEY,
     TEACHER_KEY,
     TEACHER_ROUND_KEY,
     TEACHER_SCALE_KEY,
@@ -524,14 +534,24 @@ def test_dbc_can_consolidate_toward_the_teacher_it_names(federation, by):
     assert calm.round_report["consolidation"] is None
 
 
-def dbc_penalties(config, server_round, model, state, teacher_round, teacher=None, scale=1.0):
-    """DBC's hospital half in a train message naming ``teacher_round`` (and sending ``teacher``)."""
+def dbc_half(config, server_round, state, teacher_round, teacher=None, scale=1.0, classes=None):
+    """DBC's hospital half in a train message naming ``teacher_round`` (and sending ``teacher``).
+
+    ``classes``: the teacher's classes (class_bits) the server names, if any.
+    """
     sent = ConfigRecord({TEACHER_ROUND_KEY: teacher_round, TEACHER_SCALE_KEY: scale})
+    if classes is not None:
+        sent[TEACHER_CLASSES_KEY] = classes
     content = RecordDict({"config": sent} | ({TEACHER_KEY: teacher} if teacher else {}))
     now = local_round(
         config, 1, server_round, sent=sent, content=content, state=state, training=True
     )
-    return DBCHospital(now).penalties(model)
+    return DBCHospital(now)
+
+
+def dbc_penalties(config, server_round, model, state, teacher_round, teacher=None, **kwargs):
+    """The terms :func:`dbc_half` adds to the local loss."""
+    return dbc_half(config, server_round, state, teacher_round, teacher, **kwargs).penalties(model)
 
 
 def test_dbcs_hospitals_hold_to_the_teacher_the_server_named_on_own_and_public_tiles():
@@ -556,17 +576,14 @@ def test_dbcs_hospitals_hold_to_the_teacher_the_server_named_on_own_and_public_t
     own_only = config.with_keys({"dbc-teacher-public": False, "dbc-teacher-term": "barlow"})
     (penalty,) = dbc_penalties(own_only, 6, model, state, 4)
     assert penalty.term == "barlow" and penalty.new_classes == ()
-    mib = config.with_keys({"dbc-teacher-term": "mib"})
-    own, public = dbc_penalties(mib, 6, model, state, 4)
+    # the tissue shift annotates every class in every stage: MiB's halves are KL and
+    # fedcl's own loss there, whatever the teacher knew
+    mib = config.with_keys({"dbc-teacher-term": "mib", "dbc-unbiased-loss": True})
     annotated = annotated_classes(local_train_data(mib, 1, 6, RecordDict()).masks)
-    assert own.new_classes == public.new_classes == annotated != ()
-    unbiased = mib.with_keys({"dbc-unbiased-loss": True})
-    for keys, named, expected in ((unbiased, 0, type(None)), (unbiased, 4, UnbiasedLoss),
-                                  (mib, 4, type(None))):  # fmt: skip
-        sent = ConfigRecord({TEACHER_ROUND_KEY: named})
-        now = local_round(keys, 1, 6, sent=sent, content=RecordDict({"config": sent}),
-                          state=state, training=True)  # fmt: skip
-        assert isinstance(DBCHospital(now).criterion(), expected)  # MiB's loss with a teacher
+    assert annotated == tuple(range(1, NUM_CLASSES))
+    own, public = dbc_penalties(mib, 6, model, state, 4, classes=class_bits(annotated))
+    assert own.new_classes == public.new_classes == ()
+    assert dbc_half(mib, 6, state, 4).criterion() is None
     assert dbc_penalties(config.with_keys({"dbc-teacher-weight": 0.0}), 6, model, state, 4) == []
     # on the public tiles alone, those the server had before the shift (round 3: stage 0)
     teachers = config.with_keys({"dbc-teacher-own": False, "dbc-teacher-public-set": "teacher"})
@@ -575,6 +592,65 @@ def test_dbcs_hospitals_hold_to_the_teacher_the_server_named_on_own_and_public_t
     assert isinstance(public, PublicDistillation) and torch.allclose(public.images, expected)
     later_set = torch.from_numpy(reference_images(config, 6)).permute(0, 3, 1, 2).float() / 255
     assert not torch.allclose(public.images, later_set)  # stage 1's tissue is in round 6's
+
+
+def test_dbcs_mib_term_folds_the_classes_its_teacher_was_not_trained_on():
+    config = load_config(
+        {"strategy": "dbc", "scenario": "catastrophic-forgetting", "stage-shift": "classes"}
+        | {"stages": 3, "rounds-per-stage": 2, "image-size": 32, "train-tiles": 8}
+        | {"reference-size": 6, "batch-size": 4, "dbc-teacher-term": "mib"}
+    )
+    model, state = build_model("unet", NUM_CLASSES), RecordDict()
+    teacher = ArrayRecord(build_model("unet", NUM_CLASSES).state_dict())
+    first, second = stage_classes(config, 0), stage_classes(config, 1)  # round 3: stage 1
+    own, public = dbc_penalties(config, 3, model, state, 3, teacher, classes=class_bits(first))
+    assert own.new_classes == public.new_classes == second
+    # a teacher trained on them already (a shift found inside a stage): the KL term
+    (own, _) = dbc_penalties(config, 4, model, state, 3, classes=class_bits((*first, *second)))
+    assert own.new_classes == ()
+    # no classes named (replies without them): every annotated class counts as new
+    (own, _) = dbc_penalties(config, 4, model, state, 3)
+    assert own.new_classes == second
+    # the reply tells the server which classes the round's masks annotate
+    content = RecordDict()
+    dbc_half(config, 4, state, 3).reply(content)
+    assert bits_classes(content.config_records[ANNOTATED_KEY]["classes"]) == second
+    content = RecordDict()
+    dbc_half(config.with_keys({"dbc-teacher-term": "kl"}), 4, state, 3).reply(content)
+    assert ANNOTATED_KEY not in content  # only the mib term needs them
+    # MiB's unbiased loss: with a teacher, where classes are unannotated
+    unbiased = config.with_keys({"dbc-unbiased-loss": True})
+    assert dbc_half(unbiased, 4, state, 0).criterion() is None  # no teacher yet
+    loss = dbc_half(unbiased, 4, state, 3).criterion()
+    assert isinstance(loss, UnbiasedLoss) and dbc_half(config, 4, state, 3).criterion() is None
+    assert loss.unannotated == [c for c in range(1, NUM_CLASSES) if c not in second]
+
+
+def test_dbc_tells_its_hospitals_which_classes_the_teacher_was_trained_on(federation):
+    global_state, clean, _, images = federation
+    strategy = dbc(images, warmup=0, filter=False, consolidation="off")
+
+    def one_round(server_round, classes, state=global_state):
+        messages = list(
+            strategy.configure_train(server_round, ArrayRecord(state), ConfigRecord(), FakeGrid(4))
+        )
+        replies = [reply(m, c, p) for p, (m, c) in enumerate(zip(messages, clean, strict=True))]
+        for msg, annotated in zip(replies, classes, strict=True):
+            msg.content[ANNOTATED_KEY] = ConfigRecord({"classes": class_bits(annotated)})
+        strategy.aggregate_train(server_round, replies)
+        return {m.content.config_records["config"][TEACHER_CLASSES_KEY] for m in messages}
+
+    strategy.inner.shifts.calm = [1e9] * 4  # calm
+    assert one_round(1, [(1,), (1, 2), (1,), (2,)]) == {0}  # no teacher yet
+    strategy.inner.shifts.calm = [1e-9] * 4  # round 2 is a shift: its start model the teacher
+    assert one_round(2, [(3,)] * 4) == {0}
+    strategy.inner.shifts.calm = [1e9] * 4
+    assert one_round(3, [(3,)] * 4) == {class_bits((1, 2))}  # what rounds before 2 annotated
+    resumed = dbc(images, warmup=0, filter=False, consolidation="off")
+    resumed.load_state_dict(strategy.state_dict())
+    strategy = resumed
+    assert one_round(4, [(3,)] * 4) == {class_bits((1, 2))}
+    assert strategy.inner.annotated == class_bits((1, 2, 3))
 
 
 def test_dbc_keeps_the_global_model_when_every_reply_is_rejected(federation):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flwr.app import ConfigRecord
+from flwr.app import ConfigRecord, RecordDict
 from torch import nn
 
 from fedcl import seeds
@@ -23,6 +23,9 @@ from fedcl.data.dataset import images_to_tensor
 from fedcl.distillation import (
     Distillation,
     PublicDistillation,
+    annotated_classes,
+    bits_classes,
+    class_bits,
     current_classes,
     unbiased_loss,
 )
@@ -32,10 +35,13 @@ from fedcl.strategies.hospital_half import HospitalHalf
 from fedcl.training import Penalty
 
 # Message keys: the teacher's arrays (content, sent once per hospital and teacher), the
-# round whose start model it is (train config; 0: no teacher yet), and the factor of the
-# term's weight this round (train config; dbc-teacher-strength).
+# round whose start model it is (train config; 0: no teacher yet), the factor of the
+# term's weight this round (train config; dbc-teacher-strength), and the classes the
+# teacher was trained on (train config, distillation.class_bits). With the mib term a
+# hospital replies with the classes its masks annotate (a ConfigRecord, "classes").
 TEACHER_KEY, TEACHER_ROUND_KEY = "dbc-teacher", "dbc-teacher-round"
-TEACHER_SCALE_KEY = "dbc-teacher-scale"
+TEACHER_SCALE_KEY, TEACHER_CLASSES_KEY = "dbc-teacher-scale", "dbc-teacher-classes"
+ANNOTATED_KEY = "dbc-annotated"
 # Context.state entry of a hospital's teacher (and its "-meta": the teacher's round).
 _STATE_KEY = "fedcl-dbc-teacher"
 
@@ -76,7 +82,9 @@ class DBCHospital(HospitalHalf):
             "temperature": settings.teacher_temperature,
             "term": settings.teacher_term,
             "new_classes": current_classes(
-                settings.teacher_term, lambda: now.train_tiles(now.server_round)
+                settings.teacher_term,
+                lambda: now.train_tiles(now.server_round),
+                bits_classes(int(now.sent.get(TEACHER_CLASSES_KEY, 0))),  # type: ignore[arg-type]
             ),
         }
         penalties: list[Penalty] = [Distillation(teacher, **terms)] if settings.teacher_own else []
@@ -100,3 +108,10 @@ class DBCHospital(HospitalHalf):
                 )
             )
         return penalties
+
+    def reply(self, content: RecordDict) -> None:
+        """With the ``mib`` term: tell the server the classes this round's masks annotate."""
+        now = self.now
+        if now.config.section(DBCSettings).teacher_term == "mib":
+            annotated = annotated_classes(now.train_tiles(now.server_round).masks)
+            content[ANNOTATED_KEY] = ConfigRecord({"classes": class_bits(annotated)})

@@ -47,6 +47,8 @@ from fedcl.models import build_model
 from fedcl.scenarios import scenario_of
 from fedcl.strategies.contract import RoundReport, SentModel, SentOnce
 from fedcl.strategies.dbc.hospital import (
+    ANNOTATED_KEY,
+    TEACHER_CLASSES_KEY,
     TEACHER_KEY,
     TEACHER_ROUND_KEY,
     TEACHER_SCALE_KEY,
@@ -151,6 +153,10 @@ class DynamicBarlowContinuity(FedAvg):
         self.teacher: ArrayRecord | None = None
         self.teacher_round = 0  # the round that shift was found in (0: none yet)
         self.once = SentOnce()  # sends it to each hospital once
+        # the classes the hospitals' masks annotated so far (mib term; class_bits), and
+        # those annotated before the teacher's round: the classes it was trained on
+        self.annotated = 0
+        self.teacher_classes = 0
         # the movement of the round the teacher was named in, and of the last round
         # (dbc-teacher-strength = movement scales the term by their ratio)
         self.shift_movement: float | None = None
@@ -193,6 +199,7 @@ class DynamicBarlowContinuity(FedAvg):
         """FedAvg's messages, naming the teacher; it goes to each hospital once."""
         config[TEACHER_ROUND_KEY] = self.teacher_round
         config[TEACHER_SCALE_KEY] = self.teacher_scale()
+        config[TEACHER_CLASSES_KEY] = self.teacher_classes
         return self.once.attach(super().configure_train(server_round, arrays, config, grid))
 
     def teacher_scale(self) -> float:
@@ -277,8 +284,13 @@ class DynamicBarlowContinuity(FedAvg):
         sent = self.once.delivered(replies)
         if shift_began and self.settings.teacher_weight > 0:
             self.teacher, self.teacher_round = self.sent(), server_round
+            self.teacher_classes = self.annotated  # before this round's replies
             self.once.set({TEACHER_KEY: self.teacher})
             self.shift_movement = self.last_movement
+        for msg in replies:
+            annotated = msg.content.config_records.get(ANNOTATED_KEY)
+            if annotated is not None:
+                self.annotated |= int(annotated["classes"])  # type: ignore[arg-type]
         return sent
 
     def _public_set(self, server_round: int) -> bool:
@@ -484,6 +496,8 @@ class DynamicBarlowContinuity(FedAvg):
             "teacher_round": self.teacher_round,
             "shift_movement": self.shift_movement,
             "last_movement": self.last_movement,
+            "annotated": self.annotated,
+            "teacher_classes": self.teacher_classes,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -502,6 +516,8 @@ class DynamicBarlowContinuity(FedAvg):
         self.teacher_round = state.get("teacher_round", 0)
         self.shift_movement = state.get("shift_movement")
         self.last_movement = state.get("last_movement")
+        self.annotated = state.get("annotated", 0)
+        self.teacher_classes = state.get("teacher_classes", 0)
         # the hospitals' state is gone: send it again
         self.once.set({} if self.teacher is None else {TEACHER_KEY: self.teacher})
         unconsolidated = state.get("unconsolidated")  # absent in checkpoints before 2026-11-26
