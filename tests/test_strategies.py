@@ -566,7 +566,7 @@ def test_dbcs_hospitals_hold_to_the_teacher_the_server_named_on_own_and_public_t
     own, public = dbc_penalties(config, 5, model, state, 4, teacher)
     assert type(own) is Distillation and isinstance(public, PublicDistillation)
     assert torch.equal(next(own.teacher.parameters()), next(named.parameters()))
-    assert public.student is model and (own.weight, own.term) == (1.0, "kl")
+    assert public.student is model and (own.weight, own.term) == (1.0, "mib")
     expected = torch.from_numpy(reference_images(config, 5)).permute(0, 3, 1, 2).float() / 255
     assert torch.allclose(public.images, expected)  # the public tiles the server scores on
     (later, _) = dbc_penalties(config, 6, model, state, 4)  # kept in the hospital's state

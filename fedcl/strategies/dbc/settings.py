@@ -74,16 +74,19 @@ class DBCSettings(Section):
     teacher_temperature: float = opt(
         2.0, "DBC: softmax temperature of the hospitals' teacher term", section="dbc", rule="> 0"
     )
-    # "kl": distillation (LwF's); "barlow": Barlow continuity of the class probabilities.
+    # "mib": distillation (LwF's KL) with the classes annotated now that the teacher was
+    # not trained on folded into background (MiB's; KL exactly where no class is new);
+    # "kl": plain distillation; "barlow": Barlow continuity of the class probabilities.
     teacher_term: str = opt(
-        "kl", "DBC: the hospitals' teacher term: kl, barlow or mib", section="dbc", choices=TERMS
+        "mib", "DBC: the hospitals' teacher term: mib, kl or barlow", section="dbc", choices=TERMS
     )
-    # MiB's other half, with the mib term: once a teacher is named, the hospitals read
-    # their masks' background as "background or a class not annotated now".
+    # MiB's other half: once a teacher is named, the hospitals read their masks'
+    # background as "background or a class not annotated now" (fedcl's own loss where
+    # every class is annotated).
     unbiased_loss: bool = opt(
-        False,
+        True,
         "DBC: once a teacher is named, MiB's unbiased loss at the hospitals (classes not "
-        "annotated now count as background; for the class shift)",
+        "annotated now count as background; no change where every class is)",
         section="dbc",
     )
     # Where the hospitals hold the student to the teacher: their own current tiles
