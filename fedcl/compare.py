@@ -64,7 +64,8 @@ def label_of(run_dir: Path) -> str:
 
 def _same_config(run_dir: Path, config: RunConfig) -> bool:
     try:
-        kept = from_run_dir(run_dir)
+        # where it was written does not matter: a moved or cloned results folder keeps its runs
+        kept = from_run_dir(run_dir).replace(out=config.out)
     except FedclError:
         return False
     # a run that scored every round has every figure of one that scores the read rounds

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -247,6 +248,10 @@ def test_a_comparison_run_again_keeps_complete_runs_and_resumes_interrupted_ones
     (tmp_path / "fedavg-s0" / "summary.json").write_text(json.dumps(summary | {"rounds": 1}))
     run_all(RunConfig(rounds=2), entries, [0, 1], tmp_path, _fake_run(calls))
     assert [(c.seed, resume) for c, resume in calls] == [(0, False)]
+    calls.clear()  # the folder moved (a fresh clone elsewhere): its runs are still complete
+    shutil.copytree(tmp_path, tmp_path.parent / "moved")
+    run_all(RunConfig(rounds=2), entries, [0, 1], tmp_path.parent / "moved", _fake_run(calls))
+    assert calls == []
     calls.clear()  # a different config: the old runs are not this comparison's, run again
     run_all(RunConfig(rounds=3), entries, [0], tmp_path, _fake_run(calls))
     assert [(c.seed, c.rounds, resume) for c, resume in calls] == [(0, 3, False)]
