@@ -18,12 +18,20 @@ FITTED = {"round_s_per_hospital", "gib_per_hospital"}
 @pytest.mark.parametrize(
     ("script", "keys"),
     [
-        ("overhead.py", {"fedcl_wall_s", "bare_wall_s", "ratio"}),
+        pytest.param(
+            "overhead.py",
+            {"fedcl_wall_s", "bare_wall_s", "ratio"},
+            marks=pytest.mark.slow,  # a whole simulation and the bare loop: ~1 minute
+        ),
         (
             "throughput.py",
             {"fedcl_tiles_per_s", "bare_tiles_per_s", "ratio", "handler_ratio", "evaluation_share"},
         ),
-        ("dbc_cost.py", {"share_n3_r8", "share_n3_r32"}),
+        pytest.param(
+            "dbc_cost.py",
+            {"share_n3_r8", "share_n3_r32"},
+            marks=pytest.mark.slow,  # two DBC federations: ~1 minute
+        ),
         pytest.param(
             "scale.py",
             {"round_s_per_hospital", "gib_per_hospital", "max_peak_gib"},

@@ -75,6 +75,7 @@ def _commands(pids):
     return [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:150] for pid in pids]
 
 
+@pytest.mark.slow  # a real comparison, terminated (~50 s); deployment's is in the default run
 def test_a_terminated_comparison_leaves_no_ray_process_behind(tmp_path):
     # the shared Ray head's daemons outlived a SIGTERM once a run had started: Ray's
     # driver handles SIGTERM itself and ends the process without unwinding Python

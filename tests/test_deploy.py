@@ -165,6 +165,7 @@ def test_deploy_local_runs_dbc_to_completion(tmp_path, tls):
     assert_messages_carry_no_data(audit, config, trained=2 * 2)
 
 
+@pytest.mark.slow  # ~90 s; stopping every process is checked by the termination test
 def test_deploy_local_reports_a_serverapp_failure_and_stops_everything(tmp_path):
     plugin = tmp_path / "plugins"
     plugin.mkdir()

@@ -88,6 +88,7 @@ def test_semicol_by_subfolder_and_folder_with_label_map_and_split_file(tmp_path)
     assert set(np.unique(data.masks)) <= {1, 2, 4, IGNORE}
 
 
+@pytest.mark.slow  # a whole run (~50 s); the readers are unit-tested
 def test_a_run_on_bcss_data_end_to_end(bcss, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["run", "--data", f"bcss:{bcss}", "--clients", "2", "--rounds", "1", "--out", str(out)]

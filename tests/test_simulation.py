@@ -29,7 +29,6 @@ from fedcl.plugins import STRATEGIES
 from fedcl.processes import _alive, _stat, local_cluster, processes_with_env, stop_tagged
 from fedcl.recorder import read_metrics
 from fedcl.strategies.dbc import DBCSettings
-from tests.conftest import FLOWER_OWN
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,7 +102,10 @@ def test_same_seed_gives_bit_identical_runs(two_runs):
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
 
 
-@pytest.mark.parametrize("scenario", ["iid", "client-drift"])
+@pytest.mark.parametrize(
+    "scenario",
+    [pytest.param("iid", marks=pytest.mark.slow), "client-drift"],  # drift: the harder case
+)
 def test_hospital_and_server_evaluation_give_the_same_figures(tmp_path, scenario, ray_address):
     config = RunConfig(
         scenario=scenario, clients=3, rounds=2, image_size=32, train_tiles=12, test_tiles=6,
@@ -139,10 +141,17 @@ TINY = RunConfig(
 )
 
 
+# Two strategies run end to end by default (DBC: a server and a hospital half that send
+# each other more than weights; LwF: a hospital half with a kept teacher); every
+# strategy's halves are checked in-process (test_strategies.py), each through Ray here
+# with -m slow.
+RUN_BY_DEFAULT = ("dbc", "lwf")
+
+
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param(name, marks=pytest.mark.slow) if name in FLOWER_OWN else name
+        name if name in RUN_BY_DEFAULT else pytest.param(name, marks=pytest.mark.slow)
         for name in sorted(STRATEGIES.builtin)
     ],
 )
@@ -240,6 +249,7 @@ def test_a_users_scenario_runs_end_to_end_by_dotted_path(tmp_path, ray_address):
     assert all(0 <= d <= 1 for d in read_metrics(run)[-1]["dice_per_hospital"])
 
 
+@pytest.mark.slow  # installs a package (~80 s); the dotted path runs by default
 def test_a_users_scenario_runs_end_to_end_by_entry_point(tmp_path):
     # An installed package registers it: a distribution on the path with the entry point.
     dist = tmp_path / "site" / "fedcl_demo-0.1.dist-info"
@@ -260,6 +270,7 @@ def test_a_users_scenario_runs_end_to_end_by_entry_point(tmp_path):
     assert summary["scenario"] == "blurred" and summary["rounds"] == 2
 
 
+@pytest.mark.slow  # ~45 s; every Ray run of the suite attaches to the session's cluster
 def test_a_run_attaches_to_an_existing_ray_cluster_and_leaves_it_running(tmp_path, ray_address):
     run = run_fedcl(TINY, tmp_path, "cluster", ray_address)
     summary = json.loads((run / "summary.json").read_text())
@@ -271,6 +282,7 @@ def test_a_run_attaches_to_an_existing_ray_cluster_and_leaves_it_running(tmp_pat
     assert status.returncode == 0, status.stderr  # the cluster outlives the run
 
 
+@pytest.mark.slow  # starts a second cluster (~60 s)
 def test_a_local_cluster_stops_itself_and_nothing_else(ray_address):
     def alive(address: str) -> bool:
         status = ["ray", "status", f"--address={address}"]
@@ -316,6 +328,7 @@ def test_a_mark_found_in_every_environment_is_refused(mark):
         processes_with_env(mark)
 
 
+@pytest.mark.slow  # a run with its own Ray beside the session's (~100 s)
 def test_without_an_address_a_run_starts_its_own_ray_beside_a_running_cluster(
     tmp_path, ray_address
 ):
@@ -382,6 +395,7 @@ def test_device_auto_falls_back_to_cpu():
 
 
 @pytest.mark.skipif(shutil.which("flwr") is None, reason="flwr CLI not on PATH")
+@pytest.mark.slow  # Flower's own launcher (~85 s); fedcl run is the suite's path
 def test_flwr_run_dot_runs_the_same_app_beside_a_running_ray_cluster(tmp_path, ray_address):
     # The session's cluster (`ray start --head`) is running: Flower's own simulation
     # calls ray.init() without an address, which joined it and hung; the ClientApp
@@ -456,6 +470,7 @@ def test_a_failing_hospital_costs_only_its_update_and_messages_carry_no_data(tmp
     assert_messages_carry_no_data(messages, config, trained=3 * 3 - 1)
 
 
+@pytest.mark.slow  # waits out a timeout (~110 s); a failing hospital runs by default
 def test_a_hospital_that_times_out_costs_only_its_update(tmp_path, monkeypatch):
     from fedcl.simulation import simulate
 
@@ -514,7 +529,9 @@ RESUMED = {
 
 
 @pytest.mark.parametrize(
-    "strategy", ["dbc", *(pytest.param(s, marks=pytest.mark.slow) for s in ("lwf", "ewc"))]
+    "strategy",
+    # ~3 minutes each; tools/same_figures.py also kills and resumes a run
+    [pytest.param(s, marks=pytest.mark.slow) for s in ("dbc", "lwf", "ewc")],
 )
 def test_a_run_killed_mid_round_resumes_to_the_same_final_model(tmp_path, strategy):
     config, recorded = RESUMED[strategy]
