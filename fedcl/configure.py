@@ -36,8 +36,15 @@ from fedcl.scenarios import scenario_class
 PLUGIN_KEYS = "plugin-keys"
 # Keys whose default changed after run directories were first written: the value a run
 # recorded without the key ran with (from_run_dir): until version 0.3 stages shifted
-# stain and class mix, and DBC's evidence had no floor (docs/decision-log.md).
-RECORDED_BEFORE: dict[str, Scalar] = {"stage-shift": "stain", "dbc-evidence-floor": 0.0}
+# stain and class mix, and DBC's evidence had no floor; DBC's hospitals held to their
+# teacher by KL without MiB's loss until its two halves became the default
+# (docs/decision-log.md).
+RECORDED_BEFORE: dict[str, Scalar] = {
+    "stage-shift": "stain",
+    "dbc-evidence-floor": 0.0,
+    "dbc-teacher-term": "kl",
+    "dbc-unbiased-loss": False,
+}
 
 
 def sections_for(strategy: str, scenario: str) -> tuple[type[Section], ...]:

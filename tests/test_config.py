@@ -93,10 +93,12 @@ def test_a_run_recorded_before_a_key_existed_is_read_as_it_ran(tmp_path):
 
     old = load_config({"strategy": "dbc", "scenario": "catastrophic-forgetting"}).to_mapping()
     del old["stage-shift"], old["dbc-evidence-floor"]
+    del old["dbc-teacher-term"], old["dbc-unbiased-loss"]
     (tmp_path / "config.toml").write_text(tomli_w.dumps(old))
     shift = from_run_dir(tmp_path).section(StageShiftSettings).stage_shift
     assert shift == "stain" == RECORDED_BEFORE["stage-shift"]
-    assert from_run_dir(tmp_path).section(DBCSettings).evidence_floor == 0.0
+    dbc = from_run_dir(tmp_path).section(DBCSettings)
+    assert (dbc.evidence_floor, dbc.teacher_term, dbc.unbiased_loss) == (0.0, "kl", False)
     user = from_toml(tmp_path / "config.toml")  # a user's file
     assert user.section(StageShiftSettings).stage_shift == "tissue"
 
