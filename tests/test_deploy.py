@@ -9,17 +9,20 @@ import sys
 import textwrap
 import time
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import flwr
 import pytest
+import tomli_w
 import yaml
 from audit_checks import assert_messages_carry_no_data
 
-from fedcl.configure import from_toml
-from fedcl.deploy.local import LocalDeployment
-from fedcl.deploy.topology import compose_file, render_compose, services
-from fedcl.processes import processes_with_env
+from fedcl.configure import flower_run_config, from_toml, load_config
+from fedcl.deploy.certs import write_node_keys
+from fedcl.deploy.local import LocalDeployment, follow_run
+from fedcl.deploy.topology import Network, compose_file, render_compose, services
+from fedcl.processes import free_port, processes_with_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +30,7 @@ TINY = [
     "--rounds", "2", "--image-size", "32", "--train-tiles", "8", "--test-tiles", "4",
     "--batch-size", "4", "--reference-size", "8",
 ]  # fmt: skip
+TINY_KEYS = {"image-size": 32, "train-tiles": 8, "test-tiles": 4, "batch-size": 4}
 
 
 @pytest.mark.parametrize(
@@ -241,3 +245,61 @@ def test_deploy_local_runs_a_plugin_strategy_with_a_hospital_half_by_entry_point
     # the run's own keys are in its config.toml (this process does not know "pull")
     assert tomllib.loads((out / "config.toml").read_text())["pull-weight"] == 5.0
     assert _processes_from(out) == []
+
+
+def test_only_registered_hospitals_join_a_tls_deployment(tmp_path):
+    out, workdir = tmp_path / "run", tmp_path / "run" / "deployment"
+    deployment = LocalDeployment(2, workdir, tls=True)
+    link = next(s for s in deployment.services if s.name == "superlink")
+    assert "--enable-supernode-auth" in link.args
+    # an intruder: it trusts the CA and reaches the SuperLink, but its key was never
+    # registered (it even claims hospital 0's partition)
+    keys = write_node_keys(tmp_path / "intruder", 1)
+    port = free_port()
+    network = Network(
+        bind="127.0.0.1",
+        host=lambda _name: "127.0.0.1",
+        port=lambda name: port if name == "supernode-0" else deployment.network.port(name),
+    )
+    tls = replace(deployment.tls, node_keys=str(keys[0].parent))
+    intruder = next(s for s in services(2, network, tls) if s.name == "supernode-0")
+    config = load_config({"clients": 2, "rounds": 1, "out": str(out)} | TINY_KEYS)
+    config_file = workdir / "run-config.toml"
+    with deployment:
+        with (tmp_path / "intruder.log").open("wb") as log:
+            process = subprocess.Popen(
+                intruder.command, stdout=log, stderr=subprocess.STDOUT, env=deployment.env,
+                cwd=tmp_path, start_new_session=True,
+            )  # fmt: skip
+        try:
+            assert process.wait(timeout=120) != 0  # refused: the SuperNode gives up
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+        refusal = (tmp_path / "intruder.log").read_text()
+        assert "Failed to activate SuperNode" in refusal, refusal
+        # the SuperLink logs the refused key
+        link_log = deployment.log("superlink").read_text()
+        assert "No SuperNode found with the given public key" in link_log
+        assert _pem_body(keys[0]) in link_log.replace("\\n", "")
+        # the registered hospitals joined, and the run goes on without the intruder
+        config_file.write_text(tomli_w.dumps(flower_run_config(config)))
+        run = follow_run(
+            deployment.connection, config_file, out, config.rounds,
+            check_alive=deployment.check_alive,
+        )  # fmt: skip
+    assert run["status"] == "finished:completed"
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(records[-1]["dice_per_hospital"]) == 2
+    assert _processes_from(tmp_path) == []
+
+
+def _pem_body(public_key: Path) -> str:
+    """The base64 body of an OpenSSH public key file as PEM (how Flower logs a key)."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_ssh_public_key(public_key.read_bytes())
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    return "".join(pem.splitlines()[1:-1])

@@ -1,9 +1,14 @@
-"""A throwaway certificate authority and one server certificate for a deployment.
+"""A throwaway certificate authority, one server certificate and the hospitals' node keys.
 
 Flower's TLS needs a CA certificate (every client verifies with it) and a server
 certificate + key for each daemon that listens (SuperLink, SuperNodes). One server
 certificate with every service name as a subject alternative name serves them all;
 for production, issue one per host from your institution's CA instead.
+
+SuperNode authentication needs a key pair per hospital (:func:`write_node_keys`): the
+SuperNode signs its requests with the private key, which never leaves the hospital;
+the consortium registers the public key with the SuperLink (``flwr supernode
+register``), which then accepts no other SuperNode.
 """
 
 from __future__ import annotations
@@ -14,7 +19,43 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedcl.deploy.topology import Tls
+from fedcl.deploy.topology import Tls, node_key
+
+
+def write_node_keys(directory: Path, hospitals: int) -> list[Path]:
+    """Write a SuperNode key pair per hospital; return the public keys' paths.
+
+    ``directory/supernode-H`` (the private key, OpenSSH format, mode 0600: what
+    ``flower-supernode --auth-supernode-private-key`` reads) and ``supernode-H.pub``
+    (the public key, OpenSSH format: what ``flwr supernode register`` reads), on
+    NIST P-384 as Flower's guide uses.
+    """
+    # imported only to write keys: cryptography loads slowly
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    directory.mkdir(parents=True, exist_ok=True)
+    public_keys = []
+    for hospital in range(hospitals):
+        key = ec.generate_private_key(ec.SECP384R1())
+        private = directory / node_key(hospital)
+        private.unlink(missing_ok=True)  # a new key, never an old file's mode
+        private.touch(mode=0o600)
+        private.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
+            )
+        )
+        public = private.with_name(f"{private.name}.pub")
+        public.write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+            )
+        )
+        public_keys.append(public)
+    return public_keys
 
 
 def write_certificates(directory: Path, names: Iterable[str], days: int = 30) -> Tls:
@@ -30,7 +71,6 @@ def write_certificates(directory: Path, names: Iterable[str], days: int = 30) ->
     days
         Validity of both certificates.
     """
-    # imported only to write certificates: cryptography loads slowly
     # imported only to write certificates: cryptography loads slowly
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization

@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import tomli_w
 
 from fedcl.config import RunConfig
 from fedcl.configure import flower_run_config
-from fedcl.deploy.certs import write_certificates
+from fedcl.deploy.certs import write_certificates, write_node_keys
 from fedcl.deploy.topology import Network, Tls, services
 from fedcl.processes import free_port, terminate_raises
 from fedcl.simulation import FLOWER_ENV
@@ -72,7 +73,10 @@ class LocalDeployment:
     workdir
         Logs (``logs/<service>.log``), Flower homes and, with ``tls``, certificates.
     tls
-        Generate a throwaway CA and run every connection over TLS.
+        Generate a throwaway CA and run every connection over TLS; with it, a key pair
+        per hospital, registered with the SuperLink before any SuperNode starts, so
+        that the SuperLink accepts those SuperNodes and no other
+        (``--enable-supernode-auth``).
     client_threads
         Torch/OpenMP threads of each ClientApp process (``OMP_NUM_THREADS``), as Ray
         gives each simulated hospital ``client-cpus`` threads: N hospitals training at
@@ -99,9 +103,14 @@ class LocalDeployment:
 
         self.network = Network(bind=HOST, host=lambda _name: HOST, port=port)
         self.tls: Tls | None = None
+        self.node_keys: list[Path] = []
         if tls:
             names = [s.name for s in services(hospitals, self.network)]
-            self.tls = write_certificates(workdir / "certificates", names)
+            certificates = workdir / "certificates"
+            self.tls = replace(
+                write_certificates(certificates, names), node_keys=str(certificates)
+            )
+            self.node_keys = write_node_keys(certificates, hospitals)
         self.services = services(hospitals, self.network, self.tls)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         # Flower's programs (and the app processes they start) from this interpreter's
@@ -127,9 +136,13 @@ class LocalDeployment:
     def start(self) -> None:
         """Start the services in order; wait for each daemon's health endpoint."""
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        registered = False
         for service in self.services:
             for needed in service.after:
                 self.wait_healthy(needed)
+            if service.program == "flower-supernode" and not registered:
+                self.register_nodes()
+                registered = True
             home = self.workdir / "flwr-home" / service.name  # no shared app cache
             home.mkdir(parents=True, exist_ok=True)
             env = self.env | dict(service.environment) | {"FLWR_HOME": str(home)}
@@ -148,6 +161,17 @@ class LocalDeployment:
         for service in self.services:
             if service.serves:
                 self.wait_healthy(service.name)
+
+    def register_nodes(self) -> None:
+        """Register every hospital's public key with the SuperLink (with node keys only).
+
+        ``flwr supernode register`` through the Control API, as a consortium's operator
+        would; the SuperLink then accepts exactly these SuperNodes.
+        """
+        if self.tls is None or self.tls.node_keys is None:
+            return
+        for public_key in self.node_keys:
+            self.connection.flwr("supernode", "register", str(public_key), CONNECTION)
 
     def wait_healthy(self, name: str, timeout: float = 60) -> None:
         """Wait until service ``name`` answers ``GET /health`` with 200."""

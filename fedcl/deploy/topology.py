@@ -40,11 +40,22 @@ CLIENTAPP_ENVIRONMENT = SUPEREXEC_ENVIRONMENT | {"OMP_NUM_THREADS": "1"}
 
 @dataclass(frozen=True)
 class Tls:
-    """Certificate files as the processes see them (see :mod:`fedcl.deploy.certs`)."""
+    """Certificate and key files as the processes see them (see :mod:`fedcl.deploy.certs`).
+
+    ``node_keys``: the folder of the hospitals' SuperNode keys (:func:`node_key`);
+    set, the SuperLink accepts only SuperNodes whose public key was registered with it
+    (``--enable-supernode-auth``, which Flower allows only over TLS).
+    """
 
     ca: str  # the CA every client verifies servers with
     cert: str  # server certificate (SANs: every service name, localhost, 127.0.0.1)
     key: str
+    node_keys: str | None = None
+
+
+def node_key(hospital: int) -> str:
+    """File name of a hospital's SuperNode private key (``.pub``: its public key)."""
+    return f"supernode-{hospital}"
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,12 @@ def _server_tls(tls: Tls | None) -> list[str]:
     return ["--ssl-certfile", tls.cert, "--ssl-keyfile", tls.key, "--ssl-ca-certfile", tls.ca]
 
 
+def _node_auth(tls: Tls | None, hospital: int) -> list[str]:
+    if tls is None or tls.node_keys is None:
+        return []
+    return ["--auth-supernode-private-key", f"{tls.node_keys}/{node_key(hospital)}"]
+
+
 def services(hospitals: int, network: Network, tls: Tls | None = None) -> list[Service]:
     """Every process of a deployment with ``hospitals`` SuperNodes, in start order."""
     link = Service(
@@ -111,6 +128,7 @@ def services(hospitals: int, network: Network, tls: Tls | None = None) -> list[S
         "flower-superlink",
         (
             *(_server_tls(tls) or ["--insecure"]),
+            *(["--enable-supernode-auth"] if tls and tls.node_keys else []),
             "--host", network.bind,
             "--port", str(network.port("superlink")),
             "--isolation", "process",
@@ -138,6 +156,7 @@ def services(hospitals: int, network: Network, tls: Tls | None = None) -> list[S
                 "--port", str(network.port(supernode(h))),
                 "--isolation", "process",
                 "--node-config", f"partition-id={h} num-partitions={hospitals}",
+                *_node_auth(tls, h),
             ),
             serves=True,
             after=("superlink",),
@@ -197,8 +216,13 @@ def app_image(service: str) -> str:
 
 
 def compose_tls() -> Tls:
-    """Certificate paths inside the containers (``./certificates`` mounted read-only)."""
-    return Tls(ca=f"{CERT_DIR}/ca.pem", cert=f"{CERT_DIR}/server.pem", key=f"{CERT_DIR}/server.key")
+    """Certificate and key paths inside the containers (``./certificates`` mounted read-only)."""
+    return Tls(
+        ca=f"{CERT_DIR}/ca.pem",
+        cert=f"{CERT_DIR}/server.pem",
+        key=f"{CERT_DIR}/server.key",
+        node_keys=CERT_DIR,
+    )
 
 
 def _healthcheck(port: int, tls: bool) -> dict[str, Any]:
