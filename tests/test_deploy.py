@@ -303,3 +303,18 @@ def _pem_body(public_key: Path) -> str:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()
     return "".join(pem.splitlines()[1:-1])
+
+
+def test_deploy_certs_writes_each_hospitals_key_pair_and_register_needs_them(tmp_path, capsys):
+    from fedcl.cli import main
+
+    keys = tmp_path / "keys"
+    assert main(["deploy", "register", str(keys), "--hospitals", "2"]) == 2
+    assert "fedcl deploy certs" in capsys.readouterr().err  # says how to make them
+    assert main(["deploy", "certs", str(keys), "--hospitals", "2"]) == 0
+    assert "fedcl deploy register" in capsys.readouterr().out
+    for h in range(2):
+        private, public = keys / f"supernode-{h}", keys / f"supernode-{h}.pub"
+        assert private.stat().st_mode & 0o077 == 0  # the hospital's secret
+        assert public.read_text().startswith("ecdsa-sha2-nistp384 ")  # what Flower reads
+    assert (keys / "supernode-0.pub").read_text() != (keys / "supernode-1.pub").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,14 +62,32 @@ def add_commands(commands: Any, sections: tuple[type[Section], ...] = ()) -> Non
     )  # fmt: skip
     certs = targets.add_parser(
         "certs",
-        help="write a throwaway CA + server certificate for the TLS compose file",
+        help="write a throwaway CA, server certificate and hospital keys for the TLS compose file",
         description=(
             "Write ca.pem, server.pem and server.key into DIR (default ./certificates), "
-            "valid for every service name of an N-hospital compose deployment."
+            "valid for every service name of an N-hospital compose deployment, and a "
+            "SuperNode key pair per hospital (supernode-H, supernode-H.pub) for SuperNode "
+            "authentication."
         ),
     )
     certs.add_argument("dir", nargs="?", default="certificates", metavar="DIR")
     certs.add_argument("--hospitals", type=int, default=3, metavar="N")
+    register = targets.add_parser(
+        "register",
+        help="register the hospitals' public keys with a running SuperLink",
+        description=(
+            "Register DIR/supernode-H.pub (H = 0..N-1, written by `fedcl deploy certs`) "
+            "with the SuperLink at --superlink over TLS (verified with DIR/ca.pem), with "
+            "`flwr supernode register`: the SuperLink then accepts those SuperNodes and "
+            "no other."
+        ),
+    )
+    register.add_argument("dir", nargs="?", default="certificates", metavar="DIR")
+    register.add_argument("--hospitals", type=int, default=3, metavar="N")
+    register.add_argument(
+        "--superlink", default="127.0.0.1:8000", metavar="HOST:PORT",
+        help="the SuperLink's Control API (default 127.0.0.1:8000, the compose file's)",
+    )  # fmt: skip
 
 
 def deploy(args: argparse.Namespace) -> int:
@@ -82,16 +101,53 @@ def deploy(args: argparse.Namespace) -> int:
         return 0
     if args.target == "certs":
         # start-up: imported where a command needs it (module docstring)
-        from fedcl.deploy.certs import write_certificates
+        from fedcl.deploy.certs import write_certificates, write_node_keys
 
         _check_hospitals(args.hospitals)
         names = [s.name for s in topology.services(args.hospitals, topology.compose_network())]
         tls = write_certificates(Path(args.dir), names)
+        public_keys = write_node_keys(Path(args.dir), args.hospitals)
         print(f"wrote {tls.ca}, {tls.cert}, {tls.key}")
+        print(f"wrote a SuperNode key pair per hospital: {', '.join(map(str, public_keys))}")
         # Flower's images run as user app: the daemons must be able to read the key.
         print(f"for docker compose: sudo chown -R 49999:49999 {args.dir}")
+        register = f"fedcl deploy register {args.dir} --hospitals {args.hospitals}"
+        print(f"once the SuperLink runs: {register}")
         return 0
+    if args.target == "register":
+        return _register(args)
     return _deploy_local(args)
+
+
+def _register(args: argparse.Namespace) -> int:
+    # start-up: imported where a command needs it (module docstring)
+    import tempfile
+
+    from fedcl.deploy.local import CONNECTION, Connection, DeploymentError
+    from fedcl.deploy.topology import node_key
+
+    _check_hospitals(args.hospitals)
+    directory = Path(args.dir).resolve()
+    ca = directory / "ca.pem"
+    keys = [directory / f"{node_key(h)}.pub" for h in range(args.hospitals)]
+    missing = [str(p) for p in (ca, *keys) if not p.exists()]
+    if missing:
+        raise FedclError(
+            f"missing {', '.join(missing)}: write them with `fedcl deploy certs {args.dir} "
+            f"--hospitals {args.hospitals}`"
+        )
+    with tempfile.TemporaryDirectory() as home:
+        connection = Connection(args.superlink, str(ca), Path(home), dict(os.environ))
+        for hospital, key in enumerate(keys):
+            try:
+                answer = connection.flwr("supernode", "register", str(key), CONNECTION)
+            except DeploymentError as err:
+                if "already in use" not in str(err):  # registered before: nothing to do
+                    raise
+                print(f"hospital {hospital}: {key} was registered already")
+                continue
+            print(f"hospital {hospital}: {key} registered as node {answer['node-id']}")
+    return 0
 
 
 def _check_hospitals(hospitals: int) -> None:

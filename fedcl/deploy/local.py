@@ -253,8 +253,8 @@ class Connection:
     def _cli_env(self) -> dict[str, str]:
         self.home.mkdir(parents=True, exist_ok=True)
         connection: dict[str, Any] = {"address": self.address}
-        if self.ca:
-            connection["root-certificates"] = self.ca
+        if self.ca:  # the flwr CLI takes an absolute path only
+            connection["root-certificates"] = str(Path(self.ca).resolve())
         else:
             connection["insecure"] = True
         (self.home / "config.toml").write_text(
