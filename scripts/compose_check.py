@@ -46,11 +46,17 @@ sys.path.insert(0, str(ROOT))  # this checkout's fedcl, whatever is installed
 import tomli_w  # noqa: E402
 
 from fedcl.configure import flower_run_config, load_config  # noqa: E402
-from fedcl.deploy.certs import write_certificates  # noqa: E402
-from fedcl.deploy.local import Connection, DeploymentError, follow_run  # noqa: E402
+from fedcl.deploy.certs import write_certificates, write_node_keys  # noqa: E402
+from fedcl.deploy.local import (  # noqa: E402
+    Connection,
+    DeploymentError,
+    follow_run,
+    register_hospitals,
+)
 from fedcl.deploy.topology import (  # noqa: E402
     SUPERLINK_PORT,
     compose_network,
+    node_key,
     render_compose,
     services,
 )
@@ -122,7 +128,8 @@ class ComposeRun:
             names = [s.name for s in services(self.hospitals, compose_network())]
             certificates = self.workdir / "certificates"
             write_certificates(certificates, names)
-            owned += [certificates, *certificates.iterdir()]  # the daemons read the key
+            write_node_keys(certificates, self.hospitals)
+            owned += [certificates, *certificates.iterdir()]  # the daemons read the keys
         for path in owned:
             try:
                 os.chown(path, APP_UID, APP_UID)
@@ -136,10 +143,28 @@ class ComposeRun:
                 if sock.connect_ex(("127.0.0.1", port)) == 0:
                     raise CheckError(f"port {port} on 127.0.0.1 is in use; the check needs it")
         started = time.monotonic()
+        if self.tls:
+            # SuperNode authentication: the SuperLink first, then the operator registers
+            # the hospitals' keys (`fedcl deploy register`), then everything else
+            self.compose("up", "-d", "--no-build", "superlink")
+            self._wait_healthy("superlink")
+            certificates = self.workdir / "certificates"
+            keys = [certificates / f"{node_key(h)}.pub" for h in range(self.hospitals)]
+            for line in register_hospitals(self.connection(), keys):
+                log(f"{self.variant}: {line}")
         self.compose("up", "-d", "--no-build")
         for name in self.container_names():
             self._wait_healthy(name)
         self.timings["up_seconds"] = round(time.monotonic() - started, 1)
+
+    def connection(self) -> Connection:
+        """Return the flwr CLI's connection to this variant's SuperLink, from the host."""
+        return Connection(
+            address=f"127.0.0.1:{SUPERLINK_PORT}",
+            ca=str(self.workdir / "certificates" / "ca.pem") if self.tls else None,
+            home=self.workdir / "flwr-home",
+            env=os.environ | FLOWER_ENV,
+        )
 
     def container_names(self) -> dict[str, str]:
         """Service name -> container name of every container of this project."""
@@ -210,12 +235,7 @@ class ComposeRun:
         )
         config_file = self.workdir / "run-config.toml"
         config_file.write_text(tomli_w.dumps(flower_run_config(config)))
-        connection = Connection(
-            address=f"127.0.0.1:{SUPERLINK_PORT}",
-            ca=str(self.workdir / "certificates" / "ca.pem") if self.tls else None,
-            home=self.workdir / "flwr-home",
-            env=os.environ | FLOWER_ENV,
-        )
+        connection = self.connection()
         out = self.workdir / "runs" / self.variant  # the ServerApp's runs/ on the host
         started = time.monotonic()
         self._deadline = started + self.run_timeout

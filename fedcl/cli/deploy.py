@@ -123,7 +123,7 @@ def _register(args: argparse.Namespace) -> int:
     # start-up: imported where a command needs it (module docstring)
     import tempfile
 
-    from fedcl.deploy.local import CONNECTION, Connection, DeploymentError
+    from fedcl.deploy.local import Connection, register_hospitals
     from fedcl.deploy.topology import node_key
 
     _check_hospitals(args.hospitals)
@@ -138,15 +138,8 @@ def _register(args: argparse.Namespace) -> int:
         )
     with tempfile.TemporaryDirectory() as home:
         connection = Connection(args.superlink, str(ca), Path(home), dict(os.environ))
-        for hospital, key in enumerate(keys):
-            try:
-                answer = connection.flwr("supernode", "register", str(key), CONNECTION)
-            except DeploymentError as err:
-                if "already in use" not in str(err):  # registered before: nothing to do
-                    raise
-                print(f"hospital {hospital}: {key} was registered already")
-                continue
-            print(f"hospital {hospital}: {key} registered as node {answer['node-id']}")
+        for line in register_hospitals(connection, keys):
+            print(line)
     return 0
 
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -107,9 +107,7 @@ class LocalDeployment:
         if tls:
             names = [s.name for s in services(hospitals, self.network)]
             certificates = workdir / "certificates"
-            self.tls = replace(
-                write_certificates(certificates, names), node_keys=str(certificates)
-            )
+            self.tls = replace(write_certificates(certificates, names), node_keys=str(certificates))
             self.node_keys = write_node_keys(certificates, hospitals)
         self.services = services(hospitals, self.network, self.tls)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -168,10 +166,8 @@ class LocalDeployment:
         ``flwr supernode register`` through the Control API, as a consortium's operator
         would; the SuperLink then accepts exactly these SuperNodes.
         """
-        if self.tls is None or self.tls.node_keys is None:
-            return
-        for public_key in self.node_keys:
-            self.connection.flwr("supernode", "register", str(public_key), CONNECTION)
+        if self.tls is not None and self.tls.node_keys is not None:
+            register_hospitals(self.connection, self.node_keys)
 
     def wait_healthy(self, name: str, timeout: float = 60) -> None:
         """Wait until service ``name`` answers ``GET /health`` with 200."""
@@ -304,6 +300,25 @@ class Connection:
         """Return the SuperLink's record of run ``run_id`` (``status``: e.g. ``running``)."""
         answer = self.flwr("list", CONNECTION, "--run-id", run_id)
         return dict(answer["runs"][0])
+
+
+def register_hospitals(connection: Connection, public_keys: Sequence[Path]) -> list[str]:
+    """Register each hospital's public key with the SuperLink; say what happened to each.
+
+    ``flwr supernode register`` through the Control API. A key registered before is
+    left as it is (the SuperLink refuses a key twice).
+    """
+    said = []
+    for hospital, key in enumerate(public_keys):
+        try:
+            answer = connection.flwr("supernode", "register", str(key), CONNECTION)
+        except DeploymentError as err:
+            if "already in use" not in str(err):
+                raise
+            said.append(f"hospital {hospital}: {key} was registered already")
+            continue
+        said.append(f"hospital {hospital}: {key} registered as node {answer['node-id']}")
+    return said
 
 
 def _flwr() -> str:
