@@ -129,13 +129,12 @@ def _deploy(out: Path, *args: str, env: dict | None = None) -> subprocess.Comple
     )
 
 
-# The insecure variant runs the same processes without certificates (its flags are
-# checked quickly by test_local_deployment_runs_the_compose_commands): slow-marked to keep
-# the default suite under 15 minutes on 2 cores.
-@pytest.mark.parametrize(
-    "tls",
-    [pytest.param(False, id="insecure", marks=pytest.mark.slow), pytest.param(True, id="tls")],
-)
+# Two rounds through the CLI, logs and audit checked (~3 minutes each): slow-marked to
+# keep the default suite under 15 minutes on 2 cores; a TLS deployment runs DBC with the
+# audit in the default suite (test_only_registered_hospitals_join_a_tls_deployment), and
+# the compose flags are checked quickly (test_local_deployment_runs_the_compose_commands).
+@pytest.mark.slow
+@pytest.mark.parametrize("tls", [pytest.param(False, id="insecure"), pytest.param(True, id="tls")])
 def test_deploy_local_runs_dbc_to_completion(tmp_path, tls):
     out, audit = tmp_path / "run", tmp_path / "audit"
     audit.mkdir()
@@ -247,8 +246,11 @@ def test_deploy_local_runs_a_plugin_strategy_with_a_hospital_half_by_entry_point
     assert _processes_from(out) == []
 
 
-def test_only_registered_hospitals_join_a_tls_deployment(tmp_path):
+def test_only_registered_hospitals_join_a_tls_deployment(tmp_path, monkeypatch):
     out, workdir = tmp_path / "run", tmp_path / "run" / "deployment"
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    monkeypatch.setenv("FEDCL_AUDIT_DIR", str(audit))  # the deployment's processes inherit it
     deployment = LocalDeployment(2, workdir, tls=True)
     link = next(s for s in deployment.services if s.name == "superlink")
     assert "--enable-supernode-auth" in link.args
@@ -263,7 +265,9 @@ def test_only_registered_hospitals_join_a_tls_deployment(tmp_path):
     )
     tls = replace(deployment.tls, node_keys=str(keys[0].parent))
     intruder = next(s for s in services(2, network, tls) if s.name == "supernode-0")
-    config = load_config({"clients": 2, "rounds": 1, "out": str(out)} | TINY_KEYS)
+    config = load_config(
+        {"strategy": "dbc", "clients": 2, "rounds": 1, "out": str(out)} | TINY_KEYS
+    )
     config_file = workdir / "run-config.toml"
     with deployment:
         with (tmp_path / "intruder.log").open("wb") as log:
@@ -291,7 +295,12 @@ def test_only_registered_hospitals_join_a_tls_deployment(tmp_path):
     assert run["status"] == "finished:completed"
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(records[-1]["dice_per_hospital"]) == 2
+    assert len(records[-1]["aggregation"]["decisions"]) == 2
     assert _processes_from(tmp_path) == []
+    # TLS everywhere: no daemon ran with --insecure (Flower warns about it in the log)
+    assert not [p.name for p in (workdir / "logs").glob("*.log") if "--insecure" in p.read_text()]
+    # every message a hospital received or sent: the model and numbers, no data
+    assert_messages_carry_no_data(audit, config, trained=2)
 
 
 def _pem_body(public_key: Path) -> str:
