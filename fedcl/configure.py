@@ -34,6 +34,9 @@ from fedcl.scenarios import scenario_class
 # Flower's run config accepts only the keys the app's pyproject declares (every built-in
 # key, generated): a plug-in's own keys travel in this one, as a TOML document.
 PLUGIN_KEYS = "plugin-keys"
+# A Flower run-config key that is no experiment setting: the ServerApp continues the
+# run in `out` from its checkpoint (`fedcl deploy local --resume`).
+RESUME_KEY = "resume"
 # Keys whose default changed after run directories were first written: the value a run
 # recorded without the key ran with (from_run_dir): until version 0.3 stages shifted
 # stain and class mix, and DBC's evidence had no floor; DBC's hospitals held to their
@@ -137,16 +140,26 @@ def _unpacked(values: Mapping[str, Any]) -> dict[str, Any]:
         raise FedclError(f"config key {PLUGIN_KEYS!r} is not a TOML document: {err}") from None
 
 
-def flower_run_config(config: RunConfig) -> dict[str, Scalar]:
+def flower_run_config(config: RunConfig, resume: bool = False) -> dict[str, Scalar]:
     """Return ``config`` as a Flower run config (``flwr run --run-config FILE``).
 
     Every built-in key as it is; a plug-in's own keys, which the app's pyproject cannot
-    declare, in :data:`PLUGIN_KEYS` (``load_config`` puts them back).
+    declare, in :data:`PLUGIN_KEYS` (``load_config`` puts them back); ``resume``
+    (:data:`RESUME_KEY`): continue the run in ``out`` from its checkpoint.
     """
     mapping = config.to_mapping()
     plugin = {k: v for k, v in mapping.items() if not is_builtin_key(k)}
     builtin = {k: v for k, v in mapping.items() if k not in plugin}
-    return builtin | {PLUGIN_KEYS: tomli_w.dumps(plugin)}
+    return builtin | {PLUGIN_KEYS: tomli_w.dumps(plugin), RESUME_KEY: resume}
+
+
+def from_flower_run_config(values: Mapping[str, Any]) -> tuple[RunConfig, bool]:
+    """Return the config :func:`flower_run_config` wrote, and whether to resume."""
+    settings = dict(values)
+    resume = settings.pop(RESUME_KEY, False)
+    if not isinstance(resume, bool):
+        raise FedclError(f"run config key {RESUME_KEY!r} must be true or false, got {resume!r}")
+    return load_config(settings, source="run config", tolerate=is_builtin_key), resume
 
 
 def _name(values: Mapping[str, Any], key: str, default: str) -> str:

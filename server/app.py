@@ -14,7 +14,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedcl.config import RunConfig
-from fedcl.configure import is_builtin_key, load_config
+from fedcl.configure import from_flower_run_config
 from fedcl.federation import serve
 from fedcl.recorder import RoundCallback
 
@@ -26,17 +26,19 @@ def make_app(
 ) -> ServerApp:
     """Build a ServerApp for ``config`` (None: read ``context.run_config``).
 
-    ``resume``: continue the run in ``config.out`` from its checkpoint.
+    ``resume``: continue the run in ``config.out`` from its checkpoint (without a
+    config, the run config's ``resume`` says).
     """
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
+        if config is not None:
+            serve(grid, config, callbacks, resume)
+            return
         # Flower's run config holds every built-in's keys ([tool.flwr.app.config])
-        resolved = config or load_config(
-            context.run_config, source="run config", tolerate=is_builtin_key
-        )
-        serve(grid, resolved, callbacks, resume)
+        resolved, resumed = from_flower_run_config(context.run_config)
+        serve(grid, resolved, callbacks, resumed)
 
     return app
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import flwr
 import pytest
 import tomli_w
+import torch
 import yaml
 from audit_checks import assert_messages_carry_no_data
 
@@ -327,3 +328,68 @@ def test_deploy_certs_writes_each_hospitals_key_pair_and_register_needs_them(tmp
         assert private.stat().st_mode & 0o077 == 0  # the hospital's secret
         assert public.read_text().startswith("ecdsa-sha2-nistp384 ")  # what Flower reads
     assert (keys / "supernode-0.pub").read_text() != (keys / "supernode-1.pub").read_text()
+
+
+def _serverapp_pids(directory: Path) -> list[int]:
+    # the ServerApp process a deployment's SuperExec started for the run
+    pids = []
+    for pid in _processes_from(directory):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"flwr-serverapp" in command:
+            pids.append(pid)
+    return pids
+
+
+@pytest.mark.slow  # two deployments and a simulation (~5 minutes on 2 cores)
+def test_a_killed_deployed_run_resumes_to_the_figures_of_an_uninterrupted_one(tmp_path):
+    from fedcl.metrics import without_timing
+    from fedcl.recorder import read_checkpoint, read_metrics
+
+    deployed, simulated = tmp_path / "deployed", tmp_path / "simulated"
+    flags = ["--hospitals", "2", "--strategy", "dbc", *TINY[2:], "--rounds", "3"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "fedcl", "deploy", "local", "--out", str(deployed), *flags],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    killed = False
+    while not killed and time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            done = int(read_checkpoint(deployed)["round"])
+        except Exception:  # not written yet, or being written
+            continue
+        if 1 <= done < 3:
+            for pid in _serverapp_pids(deployed):
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+    output = first.communicate(timeout=300)[0]
+    assert killed and first.returncode == 1, output  # the run failed, and said so
+    assert not (deployed / "summary.json").exists()
+    resumed = subprocess.run(
+        [sys.executable, "-m", "fedcl", "deploy", "local", "--resume", str(deployed)],
+        cwd=ROOT, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert (deployed / "deployment" / "resumed-1" / "logs" / "superlink.log").exists()
+    assert _processes_from(tmp_path) == []
+    # the same figures and model as an uninterrupted run (deployed and simulated runs of
+    # one config agree: docs/deployment.md)
+    sim_flags = [f if f != "--hospitals" else "--clients" for f in flags]
+    assert subprocess.run(
+        [sys.executable, "-m", "fedcl", "run", "--out", str(simulated), *sim_flags],
+        cwd=ROOT, capture_output=True, timeout=400,
+    ).returncode == 0  # fmt: skip
+    records = [
+        [{k: v for k, v in r.items() if k != "aggregation"} for r in read_metrics(d)]
+        for d in (deployed, simulated)
+    ]
+    assert without_timing(records[0]) == without_timing(records[1])
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (deployed, simulated)]
+    for key in ("final_dice", "final_dice_own_stats", "rounds"):
+        assert summaries[0][key] == summaries[1][key], key
+    models = [read_checkpoint(d)["model"] for d in (deployed, simulated)]
+    assert all(torch.equal(models[0][k], models[1][k]) for k in models[1])

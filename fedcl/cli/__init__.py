@@ -25,12 +25,13 @@ from fedcl.cli.options import (
     RUN_COMMANDS,
     Parser,
     add_overwrite,
+    add_resume,
     add_run_options,
     check_fresh,
-    given_keys,
     named_sections,
     preflight,
     resolve_config,
+    resumed_config,
 )
 from fedcl.config import RunConfig, Section
 from fedcl.configure import from_run_dir
@@ -82,14 +83,7 @@ def _add_run_command(commands: Any, sections: tuple[type[Section], ...]) -> None
         ),
         epilog=OWN_FLAGS,
     )
-    run.add_argument(
-        "--resume",
-        metavar="RUN_DIR",
-        help=(
-            "continue a killed or interrupted run from RUN_DIR/checkpoint.pt with its own "
-            "config.toml (no other options); ends as the uninterrupted run would"
-        ),
-    )
+    add_resume(run)
     add_overwrite(run)
     add_run_options(run, sections=sections)
 
@@ -187,29 +181,9 @@ def _simulate_with_progress(
     progress.print_summary()
 
 
-def _resumed_config(args: argparse.Namespace) -> RunConfig:
-
-    # start-up: imported where a command needs it (module docstring)
-    from fedcl.recorder import read_checkpoint
-
-    given = [f"--{name}" for name in given_keys(args)]
-    if args.config or given:
-        options = ", ".join(given + (["--config"] if args.config else []))
-        raise FedclError(
-            f"--resume continues a run with its own config.toml; drop {options} "
-            "(start a new run to change settings)"
-        )
-    run_dir = Path(args.resume)
-    if not (run_dir / "config.toml").is_file():
-        raise FedclError(f"{str(run_dir)!r} is not a run directory: it has no config.toml")
-    config = from_run_dir(run_dir).replace(out=str(run_dir))
-    read_checkpoint(run_dir)  # missing or damaged: an error now, before Ray starts
-    return config
-
-
 def _run(args: argparse.Namespace) -> int:
 
-    config = _resumed_config(args) if args.resume else resolve_config(args)
+    config = resumed_config(args) if args.resume else resolve_config(args)
     if not args.resume:
         check_fresh(config, args.overwrite)
     preflight(config)  # bad input answers in seconds, before Ray starts

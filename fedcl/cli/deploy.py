@@ -8,7 +8,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fedcl.cli.options import add_overwrite, add_run_options, check_fresh, preflight, resolve_config
+from fedcl.cli.options import (
+    add_overwrite,
+    add_resume,
+    add_run_options,
+    check_fresh,
+    preflight,
+    resolve_config,
+    resumed_config,
+)
 from fedcl.config import Section
 from fedcl.errors import FedclError
 
@@ -46,6 +54,7 @@ def add_commands(commands: Any, sections: tuple[type[Section], ...] = ()) -> Non
     local.add_argument(
         "--tls", action="store_true", help="generate a throwaway CA and use TLS everywhere"
     )
+    add_resume(local)
     add_overwrite(local)
     add_run_options(local, sections=sections)
     compose = targets.add_parser(
@@ -153,11 +162,12 @@ def _deploy_local(args: argparse.Namespace) -> int:
     from fedcl.deploy.local import deploy_local
     from fedcl.progress import RoundProgress
 
-    config = resolve_config(args)
-    check_fresh(config, args.overwrite)
+    config = resumed_config(args) if args.resume else resolve_config(args)
+    if not args.resume:
+        check_fresh(config, args.overwrite)
     preflight(config)
     starting = "starting the SuperLink, SuperNodes and apps..."
     with RoundProgress(config, command="fedcl deploy local", starting=starting) as progress:
-        deploy_local(config, tls=args.tls, on_record=progress.update)
+        deploy_local(config, tls=args.tls, on_record=progress.update, resume=bool(args.resume))
     progress.print_summary()
     return 0

@@ -106,6 +106,43 @@ def add_overwrite(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_resume(parser: argparse.ArgumentParser) -> None:
+    """Add ``--resume RUN_DIR``: continue a killed run (:func:`resumed_config`)."""
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help=(
+            "continue a killed or interrupted run from RUN_DIR/checkpoint.pt with its own "
+            "config.toml (no other options); ends as the uninterrupted run would"
+        ),
+    )
+
+
+def resumed_config(args: argparse.Namespace) -> RunConfig:
+    """Return the config of the run ``--resume`` names; refuse other options.
+
+    Raises :class:`FedclError` if the directory holds no run or no readable checkpoint
+    (now, before anything starts).
+    """
+    # start-up: imported where a command needs it (cli module docstring)
+    from fedcl.configure import from_run_dir
+    from fedcl.recorder import read_checkpoint
+
+    given = [f"--{name}" for name in given_keys(args)]
+    if args.config or given:
+        options = ", ".join(given + (["--config"] if args.config else []))
+        raise FedclError(
+            f"--resume continues a run with its own config.toml; drop {options} "
+            "(start a new run to change settings)"
+        )
+    run_dir = Path(args.resume)
+    if not (run_dir / "config.toml").is_file():
+        raise FedclError(f"{str(run_dir)!r} is not a run directory: it has no config.toml")
+    config = from_run_dir(run_dir).replace(out=str(run_dir))
+    read_checkpoint(run_dir)  # missing or damaged: an error now, before anything starts
+    return config
+
+
 def check_fresh(config: RunConfig, overwrite: bool) -> None:
     """Refuse to write a run into a directory that holds one, unless asked to."""
     out = Path(config.out)

@@ -348,21 +348,30 @@ def deploy_local(
     tls: bool = False,
     on_record: Callable[[dict[str, Any]], None] = lambda _record: None,
     status_every: float = 10.0,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run ``config`` on a local deployment; return the run's final SuperLink record.
 
     ``config.out`` (made absolute) receives the same run directory as ``fedcl run``;
-    ``OUT/deployment/`` keeps the services' logs. ``on_record`` gets each round record
-    as the ServerApp writes it. Raises :class:`DeploymentError` if a service dies or
-    the run does not finish as ``finished:completed``.
+    ``OUT/deployment/`` keeps the services' logs (a resumed run's in
+    ``OUT/deployment/resumed-N/``). ``on_record`` gets each round record as the
+    ServerApp writes it. ``resume``: a fresh deployment continues the run in ``out``
+    from its checkpoint, as ``fedcl run --resume`` does (the hospitals' state of the
+    killed run is gone; a strategy sends what its hospitals held again). Raises
+    :class:`DeploymentError` if a service dies or the run does not finish as
+    ``finished:completed``.
     """
     out = Path(config.out).resolve()
     config = config.replace(out=str(out))
     workdir = out / "deployment"
+    if resume:
+        attempt = 1 + sum(1 for _ in workdir.glob("resumed-*"))
+        workdir = workdir / f"resumed-{attempt}"
     workdir.mkdir(parents=True, exist_ok=True)
     config_file = workdir / "run-config.toml"
-    config_file.write_text(tomli_w.dumps(flower_run_config(config)))
-    for stale in ("metrics.jsonl", "summary.json"):  # progress must come from this run
+    config_file.write_text(tomli_w.dumps(flower_run_config(config, resume=resume)))
+    # progress must come from this run (a resumed one keeps its rounds so far)
+    for stale in ("summary.json",) if resume else ("metrics.jsonl", "summary.json"):
         (out / stale).unlink(missing_ok=True)
     deployment = LocalDeployment(
         config.clients, workdir, tls, client_threads=max(1, int(config.client_cpus))
