@@ -8,6 +8,7 @@ from fedcl.config import RunConfig
 from fedcl.configure import (
     every_section,
     flower_run_config,
+    from_flower_run_config,
     from_run_dir,
     from_toml,
     is_builtin_key,
@@ -31,7 +32,9 @@ def test_pyproject_flower_config_is_generated_and_current():
     flower_defaults = tomllib.loads(text)["tool"]["flwr"]["app"]["config"]
     every = RunConfig(sections=tuple(section() for section in every_section()))
     assert flower_defaults == flower_run_config(every)  # every built-in's keys, --run-config
-    assert load_config(flower_defaults, tolerate=is_builtin_key) == RunConfig()
+    assert from_flower_run_config(flower_defaults) == (RunConfig(), False)
+    resumed = flower_run_config(RunConfig(rounds=3), resume=True)
+    assert from_flower_run_config(resumed) == (RunConfig(rounds=3), True)
 
 
 def test_round_trip_through_kebab_case_mapping():
