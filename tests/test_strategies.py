@@ -13,7 +13,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp.strategy import FedAvg, Strategy
 
 from fedcl.config import RunConfig
-from fedcl.configure import flower_run_config, is_builtin_key, load_config
+from fedcl.configure import flower_run_config, from_flower_run_config, load_config
 from fedcl.continuity import barlow_continuity
 from fedcl.data import NUM_CLASSES, Stain, TileDataset, generate_tiles, perturb, reference_images
 from fedcl.distillation import (
@@ -1025,7 +1025,7 @@ def test_a_plugin_strategy_declares_keys_and_a_hospital_half_in_its_module(feder
     # Flower's run config holds only the keys pyproject declares: a plug-in's travel packed
     flower = flower_run_config(config)
     assert "pull-round" not in flower and "pull-round = 2" in flower["plugin-keys"]
-    assert load_config(flower, tolerate=is_builtin_key) == config
+    assert from_flower_run_config(flower) == (config, False)
     strategy = build_strategy(config)
     assert type(strategy.inner).__name__ == "PullToRound" and strategy.inner.pull_round == 2
     half = hospital_half_of(strategy_class(name))
