@@ -79,8 +79,7 @@ def add_commands(commands: Any, sections: tuple[type[Section], ...] = ()) -> Non
             "authentication."
         ),
     )
-    certs.add_argument("dir", nargs="?", default="certificates", metavar="DIR")
-    certs.add_argument("--hospitals", type=int, default=3, metavar="N")
+    _add_keys_folder(certs)
     register = targets.add_parser(
         "register",
         help="register the hospitals' public keys with a running SuperLink",
@@ -91,12 +90,17 @@ def add_commands(commands: Any, sections: tuple[type[Section], ...] = ()) -> Non
             "no other."
         ),
     )
-    register.add_argument("dir", nargs="?", default="certificates", metavar="DIR")
-    register.add_argument("--hospitals", type=int, default=3, metavar="N")
+    _add_keys_folder(register)
     register.add_argument(
         "--superlink", default="127.0.0.1:8000", metavar="HOST:PORT",
         help="the SuperLink's Control API (default 127.0.0.1:8000, the compose file's)",
     )  # fmt: skip
+
+
+def _add_keys_folder(parser: argparse.ArgumentParser) -> None:
+    # certs writes into it what register reads from it
+    parser.add_argument("dir", nargs="?", default="certificates", metavar="DIR")
+    parser.add_argument("--hospitals", type=int, default=3, metavar="N")
 
 
 def deploy(args: argparse.Namespace) -> int:
