@@ -29,7 +29,7 @@ segmentation loss reads background as "background or any class not annotated now
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,9 +38,6 @@ from torch import nn
 from fedcl.data import NUM_CLASSES
 from fedcl.data.real import IGNORE
 from fedcl.training import segmentation_loss
-
-if TYPE_CHECKING:
-    from fedcl.data.dataset import TileDataset
 
 # How a student's outputs are held to a teacher's: "kl", the softened KL divergence
 # (LwF); "barlow", DBC's Barlow continuity between their class probabilities per pixel;
@@ -64,20 +61,22 @@ def bits_classes(bits: int) -> tuple[int, ...]:
 
 
 def current_classes(
-    term: str, tiles: Callable[[], TileDataset], teacher_classes: Sequence[int] | None = None
+    term: str,
+    annotated: Callable[[], Sequence[int]],
+    teacher_classes: Sequence[int] | None = None,
 ) -> tuple[int, ...]:
     """Return the classes the ``mib`` term folds (none for the other terms).
 
-    Those ``tiles()`` annotate that the teacher was not trained on: ``teacher_classes``
-    where the strategy knows them (DBC's server does), else every annotated class (a
-    stage's teacher knew none of a new stage's classes). Where every class was
-    annotated before, nothing is folded and ``mib`` is ``kl`` exactly. ``tiles`` is
-    called only for ``mib``: the other terms need no masks.
+    Those ``annotated()`` (the classes the current masks annotate) that the teacher was
+    not trained on: ``teacher_classes`` where the strategy knows them (DBC's server
+    does), else every annotated class (a stage's teacher knew none of a new stage's
+    classes). Where every class was annotated before, nothing is folded and ``mib`` is
+    ``kl`` exactly. ``annotated`` is called only for ``mib``: the other terms need no
+    masks.
     """
     if term != "mib":
         return ()
-    annotated = annotated_classes(tiles().masks)
-    return tuple(c for c in annotated if c not in (teacher_classes or ()))
+    return tuple(c for c in annotated() if c not in (teacher_classes or ()))
 
 
 def folded(log_probs: torch.Tensor, into_background: Sequence[int]) -> torch.Tensor:
@@ -349,12 +348,11 @@ class UnbiasedLoss(nn.Module):
         return self.base(log_probs, self.index.to(labels.device)[labels.long()])
 
 
-def unbiased_loss(tiles: TileDataset) -> UnbiasedLoss | None:
-    """Return MiB's unbiased loss for the classes ``tiles`` annotate.
+def unbiased_loss(annotated: Sequence[int]) -> UnbiasedLoss | None:
+    """Return MiB's unbiased loss for the ``annotated`` classes of the current masks.
 
     None (fedcl's own loss, exactly) where they annotate every class: nothing to fold.
     """
-    annotated = annotated_classes(tiles.masks)
     if len(annotated) == NUM_CLASSES - 1:
         return None
     return UnbiasedLoss(annotated, NUM_CLASSES)

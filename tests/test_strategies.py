@@ -622,7 +622,8 @@ def test_dbcs_mib_term_folds_the_classes_its_teacher_was_not_trained_on():
     unbiased = config.with_keys({"dbc-unbiased-loss": True})
     assert dbc_half(unbiased, 4, state, 0).criterion() is None  # no teacher yet
     loss = dbc_half(unbiased, 4, state, 3).criterion()
-    assert isinstance(loss, UnbiasedLoss) and dbc_half(config, 4, state, 3).criterion() is None
+    biased = config.with_keys({"dbc-unbiased-loss": False})
+    assert isinstance(loss, UnbiasedLoss) and dbc_half(biased, 4, state, 3).criterion() is None
     assert loss.unannotated == [c for c in range(1, NUM_CLASSES) if c not in second]
 
 

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
 from flwr.app import ConfigRecord, RecordDict
 from torch import nn
 
 from fedcl.data import NUM_CLASSES
+from fedcl.distillation import annotated_classes
 from fedcl.models import build_model
 from fedcl.training import device_of
 
@@ -96,6 +98,12 @@ class HospitalHalf:
 
     def reply(self, content: RecordDict) -> None:
         """Add what this strategy sends back besides the weights and metrics to ``content``."""
+
+    @cached_property
+    def annotated(self) -> tuple[int, ...]:
+        """The foreground classes this round's training masks annotate (read once)."""
+        now = self.now
+        return annotated_classes(now.train_tiles(now.server_round).masks)
 
     def kept_model(self, name: str, like: nn.Module) -> nn.Module:
         """Return the model kept in ``Context.state[name]`` (a teacher), on ``like``'s device."""

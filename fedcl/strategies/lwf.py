@@ -110,7 +110,7 @@ class LwFHospital(HospitalHalf):
                 weight=weight,
                 temperature=temperature,
                 term=term,
-                new_classes=current_classes(term, lambda: now.train_tiles(now.server_round)),
+                new_classes=current_classes(term, lambda: self.annotated),
             )
         ]
 
@@ -122,7 +122,7 @@ class LwFHospital(HospitalHalf):
             or scenario_of(now.config).stage_of(now.server_round) == 0
         ):
             return None
-        return unbiased_loss(now.train_tiles(now.server_round))
+        return unbiased_loss(self.annotated)
 
 
 class LwF(FedAvg):

@@ -23,7 +23,6 @@ from fedcl.data.dataset import images_to_tensor
 from fedcl.distillation import (
     Distillation,
     PublicDistillation,
-    annotated_classes,
     bits_classes,
     class_bits,
     current_classes,
@@ -55,7 +54,7 @@ class DBCHospital(HospitalHalf):
         named = int(self.now.sent.get(TEACHER_ROUND_KEY, 0))  # type: ignore[arg-type]
         if not settings.unbiased_loss or settings.teacher_weight == 0 or named == 0:
             return None
-        return unbiased_loss(self.now.train_tiles(self.now.server_round))
+        return unbiased_loss(self.annotated)
 
     def penalties(self, model: nn.Module) -> list[Penalty]:
         """Return the terms on the current tiles and on the public ones (``dbc-teacher-*``)."""
@@ -83,7 +82,7 @@ class DBCHospital(HospitalHalf):
             "term": settings.teacher_term,
             "new_classes": current_classes(
                 settings.teacher_term,
-                lambda: now.train_tiles(now.server_round),
+                lambda: self.annotated,
                 bits_classes(int(now.sent.get(TEACHER_CLASSES_KEY, 0))),  # type: ignore[arg-type]
             ),
         }
@@ -113,5 +112,4 @@ class DBCHospital(HospitalHalf):
         """With the ``mib`` term: tell the server the classes this round's masks annotate."""
         now = self.now
         if now.config.section(DBCSettings).teacher_term == "mib":
-            annotated = annotated_classes(now.train_tiles(now.server_round).masks)
-            content[ANNOTATED_KEY] = ConfigRecord({"classes": class_bits(annotated)})
+            content[ANNOTATED_KEY] = ConfigRecord({"classes": class_bits(self.annotated)})
