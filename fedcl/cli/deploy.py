@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -134,8 +135,6 @@ def deploy(args: argparse.Namespace) -> int:
 
 def _register(args: argparse.Namespace) -> int:
     # start-up: imported where a command needs it (module docstring)
-    import tempfile
-
     from fedcl.deploy.local import Connection, register_hospitals
     from fedcl.deploy.topology import node_key
 
