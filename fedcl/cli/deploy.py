@@ -100,8 +100,13 @@ def add_commands(commands: Any, sections: tuple[type[Section], ...] = ()) -> Non
 
 def _add_keys_folder(parser: argparse.ArgumentParser) -> None:
     # certs writes into it what register reads from it
-    parser.add_argument("dir", nargs="?", default="certificates", metavar="DIR")
-    parser.add_argument("--hospitals", type=int, default=3, metavar="N")
+    parser.add_argument(
+        "dir", nargs="?", default="certificates", metavar="DIR",
+        help="the certificates and keys folder (default: ./certificates)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--hospitals", type=int, default=3, metavar="N", help="number of hospitals (default: 3)"
+    )
 
 
 def deploy(args: argparse.Namespace) -> int:
