@@ -647,6 +647,13 @@ def test_dbc_tells_its_hospitals_which_classes_the_teacher_was_trained_on(federa
     assert one_round(2, [(3,)] * 4) == {0}
     strategy.inner.shifts.calm = [1e9] * 4
     assert one_round(3, [(3,)] * 4) == {class_bits((1, 2))}  # what rounds before 2 annotated
+    hostile = list(
+        strategy.configure_train(3, ArrayRecord(global_state), ConfigRecord(), FakeGrid(1))
+    )
+    odd = reply(hostile[0], clean[0], 0)
+    odd.content[ANNOTATED_KEY] = ConfigRecord({"classes": "all of them"})
+    strategy.inner._teach(3, [odd], False)  # a reply's malformed record changes nothing
+    assert strategy.inner.annotated == class_bits((1, 2, 3))
     resumed = dbc(images, warmup=0, filter=False, consolidation="off")
     resumed.load_state_dict(strategy.state_dict())
     strategy = resumed

@@ -288,9 +288,11 @@ class DynamicBarlowContinuity(FedAvg):
             self.once.set({TEACHER_KEY: self.teacher})
             self.shift_movement = self.last_movement
         for msg in replies:
-            annotated = msg.content.config_records.get(ANNOTATED_KEY)
-            if annotated is not None:
-                self.annotated |= int(annotated["classes"])  # type: ignore[arg-type]
+            record = msg.content.config_records.get(ANNOTATED_KEY)
+            classes = None if record is None else record.get("classes")
+            # a reply's word, not the guard's: anything but a class bitmask is ignored
+            if isinstance(classes, int) and not isinstance(classes, bool) and classes >= 0:
+                self.annotated |= classes
         return sent
 
     def _public_set(self, server_round: int) -> bool:
