@@ -56,7 +56,7 @@ from fedcl.deploy.local import (  # noqa: E402
 from fedcl.deploy.topology import (  # noqa: E402
     SUPERLINK_PORT,
     compose_network,
-    node_key,
+    public_key,
     render_compose,
     services,
 )
@@ -149,7 +149,7 @@ class ComposeRun:
             self.compose("up", "-d", "--no-build", "superlink")
             self._wait_healthy("superlink")
             certificates = self.workdir / "certificates"
-            keys = [certificates / f"{node_key(h)}.pub" for h in range(self.hospitals)]
+            keys = [public_key(certificates, h) for h in range(self.hospitals)]
             for line in register_hospitals(self.connection(), keys):
                 log(f"{self.variant}: {line}")
         self.compose("up", "-d", "--no-build")

@@ -141,12 +141,12 @@ def deploy(args: argparse.Namespace) -> int:
 def _register(args: argparse.Namespace) -> int:
     # start-up: imported where a command needs it (module docstring)
     from fedcl.deploy.local import Connection, register_hospitals
-    from fedcl.deploy.topology import node_key
+    from fedcl.deploy.topology import public_key
 
     _check_hospitals(args.hospitals)
     directory = Path(args.dir).resolve()
     ca = directory / "ca.pem"
-    keys = [directory / f"{node_key(h)}.pub" for h in range(args.hospitals)]
+    keys = [public_key(directory, h) for h in range(args.hospitals)]
     missing = [str(p) for p in (ca, *keys) if not p.exists()]
     if missing:
         raise FedclError(

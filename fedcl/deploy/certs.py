@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedcl.deploy.topology import Tls, node_key
+from fedcl.deploy.topology import Tls, node_key, public_key
 
 
 def write_node_keys(directory: Path, hospitals: int) -> list[Path]:
@@ -48,7 +48,7 @@ def write_node_keys(directory: Path, hospitals: int) -> list[Path]:
                 serialization.NoEncryption(),
             )
         )
-        public = private.with_name(f"{private.name}.pub")
+        public = public_key(directory, hospital)
         public.write_bytes(
             key.public_key().public_bytes(
                 serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH

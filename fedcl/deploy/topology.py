@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import flwr
@@ -54,8 +55,13 @@ class Tls:
 
 
 def node_key(hospital: int) -> str:
-    """File name of a hospital's SuperNode private key (``.pub``: its public key)."""
+    """File name of a hospital's SuperNode private key (:func:`public_key`: its public key)."""
     return f"supernode-{hospital}"
+
+
+def public_key(directory: Path, hospital: int) -> Path:
+    """Path of a hospital's SuperNode public key in the keys folder ``directory``."""
+    return directory / f"{node_key(hospital)}.pub"
 
 
 @dataclass(frozen=True)
