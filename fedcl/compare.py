@@ -20,7 +20,7 @@ import csv
 import json
 import re
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,7 @@ def run_scenarios(
     run: Callable[[RunConfig, bool], None],
     *,
     baseline: str | None = None,
+    unset: Collection[str] = (),
 ) -> list[Path]:
     """:func:`run_all` per scenario entry into ``OUT/<entry>`` and a table for each.
 
@@ -130,10 +131,11 @@ def run_scenarios(
     itself. ``OUT/results.md`` has every scenario directory in ``out``, also those an
     earlier command wrote (so commands naming one scenario each can fill one
     comparison). ``baseline``: the entry of the paired differences
-    (:func:`write_comparison`).
+    (:func:`write_comparison`). ``unset``: keys of ``base`` the user did not choose
+    (:meth:`Entry.config`), so that e.g. a staged scenario derives its ``rounds``.
     """
     if scenarios:
-        configs = [(s.config(base), out / path_safe(s.label)) for s in scenarios]
+        configs = [(s.config(base, unset=unset), out / path_safe(s.label)) for s in scenarios]
     else:
         configs = [(base, out)]
     for config, _ in configs:

@@ -11,7 +11,7 @@ parsed: the command line reads names with it before torch loads.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from fedcl.config import RunConfig, Scalar, keys, parse_setting, sections_of
@@ -34,15 +34,17 @@ class Entry:
     name: str  # the strategy's or the scenario's name: "dbc", "client-drift"
     settings: dict[str, Scalar]
 
-    def config(self, base: RunConfig) -> RunConfig:
+    def config(self, base: RunConfig, *, unset: Collection[str] = ()) -> RunConfig:
         """Return ``base`` with this entry's strategy or scenario, and its settings.
 
         A strategy entry's config holds the keys its strategy and the scenario declare;
         the other keys of ``base`` are left out (the base holds every entry's). A scenario
         entry's config keeps the sections of ``base``: it is the base of the strategy
-        entries that run in that scenario.
+        entries that run in that scenario. ``unset``: keys of ``base`` nobody chose, left
+        to their defaults here (``rounds``: a staged scenario's stages x rounds-per-stage).
         """
-        mapping = base.to_mapping() | self.settings | {self.kind: self.name}
+        chosen = {k: v for k, v in base.to_mapping().items() if k not in unset}
+        mapping = chosen | self.settings | {self.kind: self.name}
         return load_config(
             mapping,
             source=f"entry {self.label!r}",

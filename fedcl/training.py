@@ -1,9 +1,10 @@
 """Local training and evaluation of a segmentation network (no Flower here).
 
 Loss: MONAI ``DiceCELoss`` (soft Dice + cross-entropy on softmax outputs).
-Metric: MONAI ``DiceMetric``, foreground classes only, averaged per class over the
-tiles that contain the class (``ignore_empty=True``: a class absent from a tile's
-ground truth does not count for that tile), then averaged over classes.
+Metric: MONAI ``DiceMetric``'s definition, foreground classes only, averaged per class
+over the tiles that contain the class (``ignore_empty=True``: a class absent from a
+tile's ground truth does not count for that tile), then averaged over classes; counted
+for every tile and class at once (:func:`tile_dice`) and reduced by MONAI.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 from monai.losses import DiceCELoss, MaskedDiceLoss
-from monai.metrics import DiceMetric
+from monai.metrics.utils import do_metric_reduction
 from torch import nn
 
 from fedcl.config import BN_STATS
@@ -200,28 +201,45 @@ def recompute_batchnorm(model: nn.Module, data: TileDataset, batch_size: int) ->
     model.train(was_training)
 
 
+def tile_dice(predicted: torch.Tensor, masks: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Dice of every foreground class on every tile, ``B x (num_classes - 1)``.
+
+    ``predicted`` and ``masks``: ``B x H x W`` class indices. NaN where the tile's mask has
+    no pixel of the class; pixels labelled :data:`~fedcl.data.real.IGNORE` count for
+    nothing. MONAI's ``DiceMetric(include_background=False, ignore_empty=True,
+    ignore_index=IGNORE)`` gives the same values bit for bit (tested), one tile and one
+    class at a time in Python: a fifth of an evaluation's time, where this is one pass.
+    """
+    classes = torch.arange(1, num_classes, device=masks.device).view(1, -1, 1, 1)
+    truth = masks.unsqueeze(1) == classes
+    guess = (predicted.unsqueeze(1) == classes) & (masks != IGNORE).unsqueeze(1)
+    labelled = truth.sum((2, 3))
+    # integer counts, then MONAI's own arithmetic: 2.0 * int / int in float32
+    dice = (2.0 * (truth & guess).sum((2, 3))) / (labelled + guess.sum((2, 3)))
+    return torch.where(labelled > 0, dice, torch.nan)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, data: TileDataset, *, batch_size: int = 64) -> EvalResult:
-    """Mean foreground Dice and mean loss of ``model`` on ``data``."""
+def evaluate(
+    model: nn.Module, data: TileDataset, *, batch_size: int = 64, loss: bool = True
+) -> EvalResult:
+    """Mean foreground Dice and mean loss of ``model`` on ``data``.
+
+    ``loss=False``: the loss is not computed (NaN), for a reading that reports Dice only.
+    """
     model.eval()
     device = device_of(model)
-    metric = DiceMetric(
-        include_background=False,
-        reduction="mean_batch",
-        ignore_empty=True,
-        num_classes=data.num_classes,
-        get_not_nans=True,
-        ignore_index=IGNORE,  # real data: pixels outside the annotation
-    )
     loss_fn = segmentation_loss()
     total, batches = 0.0, 0
+    scores = []
     for images, masks in data.batches(batch_size):
         images, masks = images.to(device), masks.to(device)
         logits = model(images)
-        total += float(loss_fn(logits, masks))
+        if loss:
+            total += float(loss_fn(logits, masks))
         batches += 1
-        metric(y_pred=logits.argmax(1, keepdim=True), y=masks.unsqueeze(1))
-    values, counts = metric.aggregate()
+        scores.append(tile_dice(logits.argmax(1), masks, data.num_classes))
+    values, counts = do_metric_reduction(torch.cat(scores), "mean_batch")
     # MONAI reports 0 for a class no tile contains; that class has no Dice at all.
     per_class = torch.where(counts > 0, values, torch.nan).cpu()
     present = per_class[~per_class.isnan()]
@@ -229,5 +247,5 @@ def evaluate(model: nn.Module, data: TileDataset, *, batch_size: int = 64) -> Ev
     return EvalResult(
         dice=dice,
         per_class=tuple(float(v) for v in per_class),
-        loss=total / max(batches, 1),
+        loss=total / max(batches, 1) if loss else float("nan"),
     )

@@ -400,6 +400,27 @@ def test_compare_runs_a_scenario_entry_from_the_command_line(tmp_path, monkeypat
     assert f"## scenario {variant}" in capsys.readouterr().out
 
 
+def test_without_rounds_a_staged_scenario_entry_runs_its_stages_rounds(tmp_path, monkeypatch):
+    import contextlib
+
+    import fedcl.cli
+    import fedcl.processes
+
+    calls = []
+    run = _fake_run(calls)
+    monkeypatch.setattr(fedcl.cli, "_simulate_with_progress", lambda c, _, r, __: run(c, r))
+    monkeypatch.setattr(fedcl.processes, "local_cluster", lambda: contextlib.nullcontext(""))
+    command = ["compare", "--strategies", "fedavg", "--scenarios", "iid,catastrophic-forgetting"]
+    assert main([*command, "--rounds-per-stage", "2", "--out", str(tmp_path / "a")]) == 0
+    assert [(c.scenario, c.rounds) for c, _ in calls] == [
+        ("iid", 15),
+        ("catastrophic-forgetting", 6),
+    ]
+    # chosen rounds stay the user's: a staged scenario they do not fit is an error
+    given = [*command, "--rounds-per-stage", "2", "--rounds", "15", "--out", str(tmp_path / "b")]
+    assert main(given) == 2
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -445,7 +466,7 @@ def test_the_same_compare_command_continues_the_same_comparison(tmp_path, monkey
 
     outs = []
 
-    def fake_run_scenarios(base, scenarios, entries, seeds, out, run, baseline=None):
+    def fake_run_scenarios(base, scenarios, entries, seeds, out, run, **_):
         outs.append(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.md").write_text("table\n")

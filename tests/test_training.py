@@ -6,12 +6,13 @@ import torch
 from torch import nn
 
 from fedcl.data import NUM_CLASSES, Stain, TileDataset, generate_tiles
+from fedcl.data.real import IGNORE
 from fedcl.errors import FedclError
 from fedcl.models import build_model
 from fedcl.normalization import batch_norms, has_running_stats
 from fedcl.plugins import MODELS
 from fedcl.strategies.fedprox import Proximal
-from fedcl.training import evaluate, resolve_device, segmentation_loss, train_local
+from fedcl.training import evaluate, resolve_device, segmentation_loss, tile_dice, train_local
 
 
 def dataset(count=8, size=32):
@@ -96,6 +97,30 @@ class Oracle(nn.Module):
     def forward(self, images):
         labels = torch.round(images[:, 0] * 255 / 50).long()
         return nn.functional.one_hot(labels, NUM_CLASSES).permute(0, 3, 1, 2).float() * 20
+
+
+def test_tile_dice_is_monais_dice_metric_bit_for_bit():
+    from monai.metrics import DiceMetric
+
+    generator = torch.Generator().manual_seed(0)
+    masks = torch.randint(0, NUM_CLASSES, (12, 16, 16), generator=generator)
+    masks[0] = 0  # a tile with no foreground class: NaN for every class
+    masks[1][masks[1] == 3] = 1  # a class absent from one tile only
+    masks[2:5, :4] = IGNORE  # real data: pixels outside the annotation
+    predicted = torch.where(
+        torch.rand(masks.shape, generator=generator) < 0.6,
+        masks % NUM_CLASSES,
+        torch.randint(0, NUM_CLASSES, masks.shape, generator=generator),
+    )
+    metric = DiceMetric(
+        include_background=False, reduction="none", ignore_empty=True,
+        num_classes=NUM_CLASSES, ignore_index=IGNORE,
+    )  # fmt: skip
+    expected = metric(y_pred=predicted.unsqueeze(1), y=masks.unsqueeze(1))
+    ours = tile_dice(predicted, masks, NUM_CLASSES)
+    assert ours.dtype == expected.dtype and ours.shape == expected.shape
+    assert torch.equal(ours.isnan(), expected.isnan()) and ours.isnan().any()
+    assert torch.equal(torch.nan_to_num(ours), torch.nan_to_num(expected))  # every bit
 
 
 def test_dice_is_one_for_a_perfect_model_and_lower_for_a_wrong_one():

@@ -28,6 +28,7 @@ from fedcl.cli.options import (
     add_resume,
     add_run_options,
     check_fresh,
+    chosen_keys,
     named_sections,
     preflight,
     resolve_config,
@@ -250,6 +251,8 @@ def _compare(args: argparse.Namespace) -> int:
             out,
             lambda config, resume: _simulate_with_progress(config, args.verbose, resume, cluster),
             baseline=args.baseline,
+            # without --rounds a staged scenario runs stages x rounds-per-stage
+            unset=() if "rounds" in chosen_keys(args) else ("rounds",),
         )
     print((out / "results.md").read_text())
     return 0

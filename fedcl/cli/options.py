@@ -207,6 +207,14 @@ def given_keys(args: argparse.Namespace) -> dict[str, Any]:
     return {k.name: getattr(args, k.dest) for k in keys(*sections) if hasattr(args, k.dest)}
 
 
+def chosen_keys(args: argparse.Namespace) -> set[str]:
+    """Return the config keys the user chose: by a flag or in the ``--config`` file."""
+    chosen = set(given_keys(args))
+    if args.config:
+        chosen |= set(read_toml(args.config))
+    return chosen
+
+
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     """Defaults < ``--config`` file < flags, validated, with a run directory.
 
