@@ -20,7 +20,9 @@ import csv
 import json
 import re
 import statistics
+import time
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,18 +83,65 @@ def _finished(run_dir: Path, config: RunConfig) -> bool:
     return bool(summary.get("rounds") == config.rounds)
 
 
+def duration(seconds: float) -> str:
+    """Return ``seconds`` as a person reads a duration: ``42 s``, ``5.1 min``, ``2 h 05 min``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+@dataclass
+class StudyProgress:
+    """Where a study stands: runs kept, run and to go, time a run, time to go."""
+
+    total: int  # every entry x seed pair of every scenario
+    kept: int = 0  # complete before this command
+    seconds: list[float] = field(default_factory=list)  # of each run this command made
+
+    def starting(self) -> str:
+        """Return the line printed before a run: its number, the counts, the time to go."""
+        started = self.kept + len(self.seconds) + 1
+        line = f"fedcl compare: run {started} of {self.total}"
+        counts = [f"{self.kept} kept"] if self.kept else []
+        if self.seconds:
+            counts.append(f"{len(self.seconds)} run")
+        if counts:
+            line += f" ({', '.join(counts)})"
+        if self.seconds:
+            each = statistics.fmean(self.seconds)
+            left = self.total - started + 1  # this one included
+            line += f" · {duration(each)} a run · about {duration(each * left)} to go"
+        return line
+
+    def finished(self) -> str:
+        """Return the line printed at the end."""
+        line = f"fedcl compare: {self.total} runs, {self.kept} kept, {len(self.seconds)} run"
+        if self.seconds:
+            line += (
+                f" in {duration(sum(self.seconds))}"
+                f" ({duration(statistics.fmean(self.seconds))} a run)"
+            )
+        return line
+
+
 def run_all(
     base: RunConfig,
     entries: Sequence[Entry],
     seeds: Sequence[int],
     out: Path,
     run: Callable[[RunConfig, bool], None],
+    progress: StudyProgress | None = None,
 ) -> list[Path]:
     """Run every entry x seed pair with ``run(config, resume)``; return the run directories.
 
     A pair whose directory holds a ``summary.json`` of the same config is skipped; one
-    with only a checkpoint of the same config is resumed (``resume=True``).
+    with only a checkpoint of the same config is resumed (``resume=True``). ``progress``:
+    the study's, when these pairs are part of a larger one (else their own).
     """
+    progress = progress or StudyProgress(total=len(entries) * len(seeds))
     out.mkdir(parents=True, exist_ok=True)
     listed = [e.label for e in entries]
     (out / ORDER_FILE).write_text(
@@ -106,8 +155,12 @@ def run_all(
             done = _same_config(run_dir, config)
             if done and _finished(run_dir, config):
                 print(f"fedcl compare: {run_dir} is complete, kept")
+                progress.kept += 1
             else:
+                print(progress.starting(), flush=True)
+                start = time.monotonic()
                 run(config, done and (run_dir / "checkpoint.pt").exists())
+                progress.seconds.append(time.monotonic() - start)
             dirs.append(run_dir)
     return dirs
 
@@ -141,11 +194,13 @@ def run_scenarios(
     for config, _ in configs:
         for entry in entries:
             entry.config(config)  # every entry valid in every scenario, before any run
+    progress = StudyProgress(total=len(configs) * len(entries) * len(seeds))
     for config, directory in configs:
-        run_all(config, entries, seeds, directory, run)
+        run_all(config, entries, seeds, directory, run, progress)
         write_comparison(directory, baseline)
     if scenarios:
         write_overview(out)
+    print(progress.finished())
     return [directory for _, directory in configs]
 
 

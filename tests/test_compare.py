@@ -17,7 +17,7 @@ import pytest
 import tomli_w
 
 from fedcl.cli import main
-from fedcl.compare import run_all, run_scenarios, write_comparison
+from fedcl.compare import StudyProgress, duration, run_all, run_scenarios, write_comparison
 from fedcl.config import RunConfig
 from fedcl.configure import load_config
 from fedcl.entries import parse_entry
@@ -279,6 +279,30 @@ def test_a_changed_dbc_setting_reruns_dbc_runs_only(tmp_path):
     tuned = RunConfig(rounds=2, sections=(DBCSettings(tau=9.0),))
     run_all(tuned, entries, [0], tmp_path, _fake_run(calls))
     assert [(c.strategy, c.section(DBCSettings).tau) for c, _ in calls] == [("dbc", 9.0)]
+
+
+def test_a_study_says_which_run_it_is_on_and_how_long_the_rest_will_take(tmp_path, capsys):
+    assert [duration(s) for s in (42, 306, 7500)] == ["42 s", "5.1 min", "2 h 05 min"]
+    progress = StudyProgress(total=10, kept=3, seconds=[300.0, 320.0])
+    assert progress.starting() == (
+        "fedcl compare: run 6 of 10 (3 kept, 2 run) · 5.2 min a run · about 25.8 min to go"
+    )
+    assert (
+        progress.finished() == "fedcl compare: 10 runs, 3 kept, 2 run in 10.3 min (5.2 min a run)"
+    )
+    calls = []
+    entries = [parse_entry("fedavg"), parse_entry("dbc")]
+    base = RunConfig(rounds=3)
+    run_scenarios(base, _scenarios("iid"), entries[:1], [0], tmp_path, _fake_run(calls))
+    capsys.readouterr()
+    run_scenarios(base, _scenarios("iid", "client-drift"), entries, [0], tmp_path, _fake_run(calls))
+    lines = [line for line in capsys.readouterr().out.splitlines() if "fedcl compare:" in line]
+    assert lines[0].endswith("iid/fedavg-s0 is complete, kept")
+    assert lines[1] == "fedcl compare: run 2 of 4 (1 kept)"
+    assert lines[2].startswith("fedcl compare: run 3 of 4 (1 kept, 1 run) · ")
+    assert lines[2].endswith(" to go") and lines[-1].startswith(
+        "fedcl compare: 4 runs, 1 kept, 3 run in "
+    )
 
 
 def _scenarios(*texts):
