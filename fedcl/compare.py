@@ -22,7 +22,7 @@ import re
 import statistics
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,38 +93,83 @@ def duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-@dataclass
+@dataclass(frozen=True)
+class PlannedRun:
+    """One entry x seed pair of a study and what this command does with it."""
+
+    config: RunConfig  # its ``out`` is the run directory
+    kept: bool  # complete: a summary of the same config
+    resume: bool  # a checkpoint of the same config
+
+
+def plan_runs(
+    base: RunConfig,
+    entries: Sequence[Entry],
+    seeds: Sequence[int],
+    out: Path,
+    unset: Collection[str] = (),
+) -> list[PlannedRun]:
+    """Every entry x seed pair into ``out``, entry by entry, and whether it is kept or resumed."""
+    runs = []
+    for entry in entries:
+        for seed in seeds:
+            run_dir = out / run_name(entry.label, seed)
+            config = entry.config(base, unset=unset).replace(seed=seed, out=str(run_dir))
+            same = _same_config(run_dir, config)
+            kept = same and _finished(run_dir, config)
+            resume = same and not kept and (run_dir / "checkpoint.pt").exists()
+            runs.append(PlannedRun(config, kept, resume))
+    return runs
+
+
 class StudyProgress:
-    """Where a study stands: runs kept, run and to go, time a run, time to go."""
+    """Where a study stands: runs kept, made and to go, and the time to go.
 
-    total: int  # every entry x seed pair of every scenario
-    kept: int = 0  # complete before this command
-    seconds: list[float] = field(default_factory=list)  # of each run this command made
+    Time to go is reckoned by rounds (a study's scenarios may differ in length), at the
+    pace of the runs this command made from their start (a resumed run did part of its
+    rounds before, so it counts for the rounds left but not for the pace).
+    """
 
-    def starting(self) -> str:
-        """Return the line printed before a run: its number, the counts, the time to go."""
-        started = self.kept + len(self.seconds) + 1
-        line = f"fedcl compare: run {started} of {self.total}"
+    def __init__(self, runs: Sequence[PlannedRun]) -> None:
+        self.total = len(runs)
+        self.kept = sum(r.kept for r in runs)
+        self._rounds_left = sum(r.config.rounds for r in runs if not r.kept)
+        self._made = 0
+        self._seconds = 0.0  # of the runs made from their start
+        self._rounds = 0  # ... and their rounds
+
+    def starting(self, run: PlannedRun) -> str:
+        """Return the line printed before ``run``: its number, the counts, the time to go."""
+        line = f"fedcl compare: run {self.kept + self._made + 1} of {self.total}"
         counts = [f"{self.kept} kept"] if self.kept else []
-        if self.seconds:
-            counts.append(f"{len(self.seconds)} run")
+        if self._made:
+            counts.append(f"{self._made} made")
         if counts:
             line += f" ({', '.join(counts)})"
-        if self.seconds:
-            each = statistics.fmean(self.seconds)
-            left = self.total - started + 1  # this one included
-            line += f" · {duration(each)} a run · about {duration(each * left)} to go"
-        return line
-
-    def finished(self) -> str:
-        """Return the line printed at the end."""
-        line = f"fedcl compare: {self.total} runs, {self.kept} kept, {len(self.seconds)} run"
-        if self.seconds:
+        if run.resume:
+            line += ", resumed"
+        if self._rounds:
+            pace = self._seconds / self._rounds
             line += (
-                f" in {duration(sum(self.seconds))}"
-                f" ({duration(statistics.fmean(self.seconds))} a run)"
+                f" · {duration(pace * run.config.rounds)} a run of its length"
+                f" · about {duration(pace * self._rounds_left)} to go"
             )
         return line
+
+    def made(self, run: PlannedRun, seconds: float) -> None:
+        """Count ``run`` made in ``seconds``."""
+        self._made += 1
+        self._rounds_left -= run.config.rounds
+        if not run.resume:
+            self._seconds += seconds
+            self._rounds += run.config.rounds
+
+    def finished(self, seconds: float) -> str:
+        """Return the line printed at the end of a study that took ``seconds``."""
+        return (
+            f"fedcl compare: {self.total} runs, {self.kept} kept, {self._made} made"
+            f" in {duration(seconds)}"
+        )
 
 
 def run_all(
@@ -134,35 +179,32 @@ def run_all(
     out: Path,
     run: Callable[[RunConfig, bool], None],
     progress: StudyProgress | None = None,
+    unset: Collection[str] = (),
 ) -> list[Path]:
     """Run every entry x seed pair with ``run(config, resume)``; return the run directories.
 
     A pair whose directory holds a ``summary.json`` of the same config is skipped; one
     with only a checkpoint of the same config is resumed (``resume=True``). ``progress``:
-    the study's, when these pairs are part of a larger one (else their own).
+    the study's, when these pairs are part of a larger one (else their own). ``unset``:
+    :meth:`Entry.config`'s.
     """
-    progress = progress or StudyProgress(total=len(entries) * len(seeds))
+    runs = plan_runs(base, entries, seeds, out, unset)
+    if progress is None:
+        progress = StudyProgress(runs)
     out.mkdir(parents=True, exist_ok=True)
     listed = [e.label for e in entries]
     (out / ORDER_FILE).write_text(
         json.dumps(list(dict.fromkeys(listed + _order(out))), indent=1) + "\n"
     )
-    dirs = []
-    for entry in entries:
-        for seed in seeds:
-            run_dir = out / run_name(entry.label, seed)
-            config = entry.config(base).replace(seed=seed, out=str(run_dir))
-            done = _same_config(run_dir, config)
-            if done and _finished(run_dir, config):
-                print(f"fedcl compare: {run_dir} is complete, kept")
-                progress.kept += 1
-            else:
-                print(progress.starting(), flush=True)
-                start = time.monotonic()
-                run(config, done and (run_dir / "checkpoint.pt").exists())
-                progress.seconds.append(time.monotonic() - start)
-            dirs.append(run_dir)
-    return dirs
+    for planned in runs:
+        if planned.kept:
+            print(f"fedcl compare: {planned.config.out} is complete, kept")
+            continue
+        print(progress.starting(planned), flush=True)
+        start = time.monotonic()
+        run(planned.config, planned.resume)
+        progress.made(planned, time.monotonic() - start)
+    return [Path(r.config.out) for r in runs]
 
 
 def run_scenarios(
@@ -187,21 +229,30 @@ def run_scenarios(
     (:func:`write_comparison`). ``unset``: keys of ``base`` the user did not choose
     (:meth:`Entry.config`), so that e.g. a staged scenario derives its ``rounds``.
     """
+    start = time.monotonic()
     if scenarios:
-        configs = [(s.config(base, unset=unset), out / path_safe(s.label)) for s in scenarios]
+        # a scenario entry's own rounds are chosen for its rows too
+        configs = [
+            (
+                s.config(base, unset=unset),
+                out / path_safe(s.label),
+                () if "rounds" in s.settings else unset,
+            )
+            for s in scenarios
+        ]
     else:
-        configs = [(base, out)]
-    for config, _ in configs:
-        for entry in entries:
-            entry.config(config)  # every entry valid in every scenario, before any run
-    progress = StudyProgress(total=len(configs) * len(entries) * len(seeds))
-    for config, directory in configs:
-        run_all(config, entries, seeds, directory, run, progress)
+        configs = [(base, out, unset)]
+    # every entry valid in every scenario before any run, and the study's size
+    progress = StudyProgress(
+        [run for c, d, u in configs for run in plan_runs(c, entries, seeds, d, u)]
+    )
+    for config, directory, rows_unset in configs:
+        run_all(config, entries, seeds, directory, run, progress, rows_unset)
         write_comparison(directory, baseline)
     if scenarios:
         write_overview(out)
-    print(progress.finished())
-    return [directory for _, directory in configs]
+    print(progress.finished(time.monotonic() - start))
+    return [directory for _, directory, _ in configs]
 
 
 def comparison_dirs(out: Path) -> list[Path]:

@@ -43,8 +43,8 @@ class Entry:
         entries that run in that scenario. ``unset``: keys of ``base`` nobody chose, left
         to their defaults here (``rounds``: a staged scenario's stages x rounds-per-stage).
         """
-        chosen = {k: v for k, v in base.to_mapping().items() if k not in unset}
-        mapping = chosen | self.settings | {self.kind: self.name}
+        inherited = {k: v for k, v in base.to_mapping().items() if k not in unset}
+        mapping = inherited | self.settings | {self.kind: self.name}
         return load_config(
             mapping,
             source=f"entry {self.label!r}",

@@ -139,10 +139,10 @@ def evaluate_hospital(
             dice[OWN].append(math.nan)
             dice[ORACLE].append(math.nan)
             continue
-        dice[OWN].append(evaluate(adapted, data, loss=False).dice)
+        dice[OWN].append(evaluate(adapted, data, with_loss=False).dice)
         oracle = copy.deepcopy(model)
         recompute_batchnorm(oracle, data, batch_size)
-        dice[ORACLE].append(evaluate(oracle, data, loss=False).dice)
+        dice[ORACLE].append(evaluate(oracle, data, with_loss=False).dice)
     return HospitalFigures(
         stages=tuple(stages),
         dice=tuple(dice[AS_RUN]),

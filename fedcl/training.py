@@ -202,30 +202,49 @@ def recompute_batchnorm(model: nn.Module, data: TileDataset, batch_size: int) ->
 
 
 def tile_dice(predicted: torch.Tensor, masks: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Dice of every foreground class on every tile, ``B x (num_classes - 1)``.
+    """Return the Dice of every foreground class on every tile.
 
-    ``predicted`` and ``masks``: ``B x H x W`` class indices. NaN where the tile's mask has
-    no pixel of the class; pixels labelled :data:`~fedcl.data.real.IGNORE` count for
-    nothing. MONAI's ``DiceMetric(include_background=False, ignore_empty=True,
+    MONAI's ``DiceMetric(include_background=False, ignore_empty=True,
     ignore_index=IGNORE)`` gives the same values bit for bit (tested), one tile and one
-    class at a time in Python: a fifth of an evaluation's time, where this is one pass.
+    class at a time in Python; this counts them in one pass (cost: docs/BENCHMARKS.md).
+
+    Parameters
+    ----------
+    predicted, masks : torch.Tensor
+        ``B x H x W`` class indices; pixels whose mask is
+        :data:`~fedcl.data.real.IGNORE` count for nothing.
+    num_classes : int
+        Classes of the masks, background included.
+
+    Returns
+    -------
+    torch.Tensor
+        ``B x (num_classes - 1)``, float32; NaN where the tile's mask has no pixel of
+        the class.
     """
+    if predicted.shape != masks.shape:
+        raise ValueError(
+            f"predicted and masks must have one shape (B x H x W), got "
+            f"{tuple(predicted.shape)} and {tuple(masks.shape)}"
+        )
     classes = torch.arange(1, num_classes, device=masks.device).view(1, -1, 1, 1)
     truth = masks.unsqueeze(1) == classes
     guess = (predicted.unsqueeze(1) == classes) & (masks != IGNORE).unsqueeze(1)
     labelled = truth.sum((2, 3))
-    # integer counts, then MONAI's own arithmetic: 2.0 * int / int in float32
+    # counts below 2**24 are exact in float32, so 2 * overlap / (labelled + guessed)
+    # rounds once, as MONAI's per-tile sums do
     dice = (2.0 * (truth & guess).sum((2, 3))) / (labelled + guess.sum((2, 3)))
     return torch.where(labelled > 0, dice, torch.nan)
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: TileDataset, *, batch_size: int = 64, loss: bool = True
+    model: nn.Module, data: TileDataset, *, batch_size: int = 64, with_loss: bool = True
 ) -> EvalResult:
-    """Mean foreground Dice and mean loss of ``model`` on ``data``.
+    """Return the mean foreground Dice and mean loss of ``model`` on ``data``.
 
-    ``loss=False``: the loss is not computed (NaN), for a reading that reports Dice only.
+    ``with_loss=False``: the loss is not computed (NaN), for a reading that reports
+    Dice only.
     """
     model.eval()
     device = device_of(model)
@@ -235,7 +254,7 @@ def evaluate(
     for images, masks in data.batches(batch_size):
         images, masks = images.to(device), masks.to(device)
         logits = model(images)
-        if loss:
+        if with_loss:
             total += float(loss_fn(logits, masks))
         batches += 1
         scores.append(tile_dice(logits.argmax(1), masks, data.num_classes))
@@ -247,5 +266,5 @@ def evaluate(
     return EvalResult(
         dice=dice,
         per_class=tuple(float(v) for v in per_class),
-        loss=total / max(batches, 1) if loss else float("nan"),
+        loss=total / max(batches, 1) if with_loss else float("nan"),
     )

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import tomli_w
 
+import fedcl.compare
 from fedcl.cli import main
-from fedcl.compare import StudyProgress, duration, run_all, run_scenarios, write_comparison
+from fedcl.compare import duration, run_all, run_scenarios, write_comparison
 from fedcl.config import RunConfig
 from fedcl.configure import load_config
 from fedcl.entries import parse_entry
@@ -283,26 +284,33 @@ def test_a_changed_dbc_setting_reruns_dbc_runs_only(tmp_path):
 
 def test_a_study_says_which_run_it_is_on_and_how_long_the_rest_will_take(tmp_path, capsys):
     assert [duration(s) for s in (42, 306, 7500)] == ["42 s", "5.1 min", "2 h 05 min"]
-    progress = StudyProgress(total=10, kept=3, seconds=[300.0, 320.0])
-    assert progress.starting() == (
-        "fedcl compare: run 6 of 10 (3 kept, 2 run) · 5.2 min a run · about 25.8 min to go"
-    )
-    assert (
-        progress.finished() == "fedcl compare: 10 runs, 3 kept, 2 run in 10.3 min (5.2 min a run)"
-    )
     calls = []
     entries = [parse_entry("fedavg"), parse_entry("dbc")]
-    base = RunConfig(rounds=3)
-    run_scenarios(base, _scenarios("iid"), entries[:1], [0], tmp_path, _fake_run(calls))
+    base, unset = RunConfig(), ("rounds",)  # each scenario its own length: 15 and 6
+    scenarios = _scenarios("iid", "catastrophic-forgetting+rounds-per-stage=2")
+    # made before: fedavg in both scenarios (kept), dbc in the staged one (half, resumed)
+    run_scenarios(base, scenarios, entries[:1], [0], tmp_path, _fake_run(calls), unset=unset)
+    staged = tmp_path / "catastrophic-forgetting+rounds-per-stage=2"
+    config = parse_entry("dbc").config(calls[-1][0]).replace(seed=0, out=str(staged / "dbc-s0"))
+    _fake_run([])(config, False)
+    (staged / "dbc-s0" / "summary.json").unlink()
+    (staged / "dbc-s0" / "checkpoint.pt").write_bytes(b"")
     capsys.readouterr()
-    run_scenarios(base, _scenarios("iid", "client-drift"), entries, [0], tmp_path, _fake_run(calls))
+    clock = iter([0.0, 100.0, 130.0, 150.0, 190.0, 400.0])  # start, iid dbc, staged dbc, end
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fedcl.compare.time, "monotonic", lambda: next(clock))
+        run_scenarios(base, scenarios, entries, [0], tmp_path, _fake_run(calls), unset=unset)
     lines = [line for line in capsys.readouterr().out.splitlines() if "fedcl compare:" in line]
     assert lines[0].endswith("iid/fedavg-s0 is complete, kept")
-    assert lines[1] == "fedcl compare: run 2 of 4 (1 kept)"
-    assert lines[2].startswith("fedcl compare: run 3 of 4 (1 kept, 1 run) · ")
-    assert lines[2].endswith(" to go") and lines[-1].startswith(
-        "fedcl compare: 4 runs, 1 kept, 3 run in "
+    assert lines[1] == "fedcl compare: run 3 of 4 (2 kept)"  # both kept runs counted up front
+    assert lines[2].endswith("fedavg-s0 is complete, kept")
+    # 30 s for iid's 15 rounds: 2 s a round; the staged run has 6
+    assert lines[3] == (
+        "fedcl compare: run 4 of 4 (2 kept, 1 made), resumed · 12 s a run of its length"
+        " · about 12 s to go"
     )
+    assert lines[4] == "fedcl compare: 4 runs, 2 kept, 2 made in 6.7 min"
+    assert calls[-1][1] is True  # resumed from its checkpoint
 
 
 def _scenarios(*texts):
@@ -440,6 +448,16 @@ def test_without_rounds_a_staged_scenario_entry_runs_its_stages_rounds(tmp_path,
         ("iid", 15),
         ("catastrophic-forgetting", 6),
     ]
+    calls.clear()  # a row's own stage settings derive its rounds too
+    rows = [
+        "compare",
+        "--strategies",
+        "fedavg,fedavg+stages=4",
+        "--scenarios",
+        "catastrophic-forgetting",
+    ]
+    assert main([*rows, "--out", str(tmp_path / "c")]) == 0
+    assert [c.rounds for c, _ in calls] == [15, 20]
     # chosen rounds stay the user's: a staged scenario they do not fit is an error
     given = [*command, "--rounds-per-stage", "2", "--rounds", "15", "--out", str(tmp_path / "b")]
     assert main(given) == 2

@@ -123,6 +123,28 @@ def test_tile_dice_is_monais_dice_metric_bit_for_bit():
     assert torch.equal(torch.nan_to_num(ours), torch.nan_to_num(expected))  # every bit
 
 
+def test_evaluate_over_several_batches_is_monais_aggregated_dice_metric():
+    from monai.metrics import DiceMetric
+
+    data = dataset(count=12)
+    model = build_model("unet", NUM_CLASSES).eval()
+    metric = DiceMetric(
+        include_background=False, reduction="mean_batch", ignore_empty=True,
+        num_classes=NUM_CLASSES, get_not_nans=True, ignore_index=IGNORE,
+    )  # fmt: skip
+    with torch.no_grad():
+        for images, masks in data.batches(5):
+            metric(y_pred=model(images).argmax(1, keepdim=True), y=masks.unsqueeze(1))
+    values, counts = metric.aggregate()
+    expected = torch.where(counts > 0, values, torch.nan)
+    result = evaluate(model, data, batch_size=5, with_loss=False)
+    assert result.per_class == tuple(float(v) for v in expected)
+    assert not any(np.isnan(result.per_class)) and np.isnan(result.loss)
+    assert evaluate(model, data, batch_size=5).dice == result.dice  # the loss changes no Dice
+    with pytest.raises(ValueError, match="one shape"):
+        tile_dice(torch.zeros(1, 32, 32), torch.zeros(3, 32, 32), NUM_CLASSES)
+
+
 def test_dice_is_one_for_a_perfect_model_and_lower_for_a_wrong_one():
     # Seed 2 draws no inflammatory region at all: that class must not count as 0.
     _, masks = generate_tiles(6, size=32, stain=Stain(), seed=np.random.SeedSequence(2))

@@ -251,7 +251,7 @@ def _compare(args: argparse.Namespace) -> int:
             out,
             lambda config, resume: _simulate_with_progress(config, args.verbose, resume, cluster),
             baseline=args.baseline,
-            # without --rounds a staged scenario runs stages x rounds-per-stage
+            # rounds chosen by neither flag nor file: stages x rounds-per-stage where staged
             unset=() if "rounds" in chosen_keys(args) else ("rounds",),
         )
     print((out / "results.md").read_text())
