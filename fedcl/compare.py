@@ -20,6 +20,7 @@ import csv
 import json
 import re
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -130,9 +131,11 @@ class StudyProgress:
     rounds before, so it counts for the rounds left but not for the pace).
     """
 
-    def __init__(self, runs: Sequence[PlannedRun]) -> None:
+    def __init__(self, runs: Sequence[PlannedRun], parallel: int = 1) -> None:
         self.total = len(runs)
         self.kept = sum(r.kept for r in runs)
+        self.parallel = parallel  # runs at once
+        self.running = 0
         self._rounds_left = sum(r.config.rounds for r in runs if not r.kept)
         self._made = 0
         self._seconds = 0.0  # of the runs made from their start
@@ -140,19 +143,21 @@ class StudyProgress:
 
     def starting(self, run: PlannedRun) -> str:
         """Return the line printed before ``run``: its number, the counts, the time to go."""
-        line = f"fedcl compare: run {self.kept + self._made + 1} of {self.total}"
+        line = f"fedcl compare: run {self.kept + self._made + self.running + 1} of {self.total}"
         counts = [f"{self.kept} kept"] if self.kept else []
         if self._made:
             counts.append(f"{self._made} made")
+        if self.running:
+            counts.append(f"{self.running} running")
         if counts:
             line += f" ({', '.join(counts)})"
         if run.resume:
             line += ", resumed"
         if self._rounds:
-            pace = self._seconds / self._rounds
+            pace = self._seconds / self._rounds  # a run's seconds a round, beside the others
             line += (
                 f" · {duration(pace * run.config.rounds)} a run of its length"
-                f" · about {duration(pace * self._rounds_left)} to go"
+                f" · about {duration(pace * self._rounds_left / self.parallel)} to go"
             )
         return line
 
@@ -191,11 +196,7 @@ def run_all(
     runs = plan_runs(base, entries, seeds, out, unset)
     if progress is None:
         progress = StudyProgress(runs)
-    out.mkdir(parents=True, exist_ok=True)
-    listed = [e.label for e in entries]
-    (out / ORDER_FILE).write_text(
-        json.dumps(list(dict.fromkeys(listed + _order(out))), indent=1) + "\n"
-    )
+    _write_order(out, entries)
     for planned in runs:
         if planned.kept:
             print(f"fedcl compare: {planned.config.out} is complete, kept")
@@ -205,6 +206,62 @@ def run_all(
         run(planned.config, planned.resume)
         progress.made(planned, time.monotonic() - start)
     return [Path(r.config.out) for r in runs]
+
+
+def _write_order(out: Path, entries: Sequence[Entry]) -> None:
+    """Record the entries' order for the tables (the command's, then earlier ones')."""
+    out.mkdir(parents=True, exist_ok=True)
+    listed = [e.label for e in entries]
+    (out / ORDER_FILE).write_text(
+        json.dumps(list(dict.fromkeys(listed + _order(out))), indent=1) + "\n"
+    )
+
+
+def run_parallel(
+    runs: Sequence[PlannedRun],
+    start: Callable[[PlannedRun], subprocess.Popen[bytes]],
+    progress: StudyProgress,
+    *,
+    poll: float = 0.5,
+) -> None:
+    """Make every run not kept, ``progress.parallel`` at a time, each in its own process.
+
+    ``start(run)`` starts one (:func:`fedcl.cli.study_worker.start`); a run that fails
+    stops the study: the others are stopped (SIGTERM) and kept resumable.
+
+    Raises
+    ------
+    FedclError
+        Naming the run that failed and its exit code.
+    """
+    waiting = [r for r in runs if not r.kept]
+    running: dict[subprocess.Popen[bytes], tuple[PlannedRun, float]] = {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < progress.parallel:
+                planned = waiting.pop(0)
+                print(progress.starting(planned), flush=True)
+                running[start(planned)] = (planned, time.monotonic())
+                progress.running = len(running)
+            time.sleep(poll)
+            for process, (planned, began) in list(running.items()):
+                code = process.poll()
+                if code is None:
+                    continue
+                del running[process]
+                progress.running = len(running)
+                if code != 0:
+                    raise FedclError(
+                        f"the run into {planned.config.out} failed (exit code {code}); "
+                        f"its output: {Path(planned.config.out).with_suffix('.log')}"
+                    )
+                progress.made(planned, time.monotonic() - began)
+                print(f"fedcl compare: {planned.config.out} made", flush=True)
+    finally:
+        for process in running:
+            process.terminate()
+        for process in running:
+            process.wait()
 
 
 def run_scenarios(
@@ -217,6 +274,8 @@ def run_scenarios(
     *,
     baseline: str | None = None,
     unset: Collection[str] = (),
+    parallel: int = 1,
+    start: Callable[[PlannedRun], subprocess.Popen[bytes]] | None = None,
 ) -> list[Path]:
     """:func:`run_all` per scenario entry into ``OUT/<entry>`` and a table for each.
 
@@ -228,8 +287,10 @@ def run_scenarios(
     comparison). ``baseline``: the entry of the paired differences
     (:func:`write_comparison`). ``unset``: keys of ``base`` the user did not choose
     (:meth:`Entry.config`), so that e.g. a staged scenario derives its ``rounds``.
+    ``parallel`` > 1: that many runs at once over every scenario, each a process that
+    ``start`` starts (:func:`run_parallel`), instead of ``run`` one after another.
     """
-    start = time.monotonic()
+    began = time.monotonic()
     if scenarios:
         # a scenario entry's own rounds are chosen for its rows too
         configs = [
@@ -243,15 +304,23 @@ def run_scenarios(
     else:
         configs = [(base, out, unset)]
     # every entry valid in every scenario before any run, and the study's size
-    progress = StudyProgress(
-        [run for c, d, u in configs for run in plan_runs(c, entries, seeds, d, u)]
-    )
+    planned = [run for c, d, u in configs for run in plan_runs(c, entries, seeds, d, u)]
+    progress = StudyProgress(planned, parallel)
+    if parallel > 1:
+        if start is None:
+            raise ValueError("parallel runs need start, the function that starts one")
+        for _, directory, _ in configs:
+            _write_order(directory, entries)
+        for kept in (r for r in planned if r.kept):
+            print(f"fedcl compare: {kept.config.out} is complete, kept")
+        run_parallel(planned, start, progress)
     for config, directory, rows_unset in configs:
-        run_all(config, entries, seeds, directory, run, progress, rows_unset)
+        if parallel == 1:
+            run_all(config, entries, seeds, directory, run, progress, rows_unset)
         write_comparison(directory, baseline)
     if scenarios:
         write_overview(out)
-    print(progress.finished(time.monotonic() - start))
+    print(progress.finished(time.monotonic() - began))
     return [directory for _, directory, _ in configs]
 
 

@@ -18,11 +18,20 @@ import tomli_w
 
 import fedcl.compare
 from fedcl.cli import main
-from fedcl.compare import duration, run_all, run_scenarios, write_comparison
+from fedcl.compare import (
+    StudyProgress,
+    duration,
+    plan_runs,
+    run_all,
+    run_parallel,
+    run_scenarios,
+    write_comparison,
+)
 from fedcl.config import RunConfig
 from fedcl.configure import load_config
 from fedcl.entries import parse_entry
 from fedcl.errors import FedclError
+from fedcl.metrics import without_timing
 from fedcl.plugins import SCENARIOS
 from fedcl.processes import processes_with_env, stop_tagged
 from fedcl.recorder import read_metrics
@@ -150,6 +159,23 @@ def test_compare_writes_a_table_matching_the_runs(tmp_path, ray_address):
     assert main(["report", str(out)]) == 0
     with (out / "results.csv").open() as handle:
         assert {row["strategy"]: row for row in csv.DictReader(handle)} == rows
+
+
+@pytest.mark.slow  # eight Ray runs (~4 min on 2 cores); run_parallel is tested without Ray
+def test_parallel_runs_on_a_cluster_are_the_sequential_runs_bit_for_bit(tmp_path, ray_address):
+    command = ["compare", "--strategies", "fedavg,dbc", "--seeds", "0,1", "--clients", "2"]
+    command += ["--rounds", "2", "--ray-address", ray_address, *DBC_TINY]
+    assert main([*command, "--out", str(tmp_path / "one")]) == 0
+    assert main([*command, "--parallel", "2", "--out", str(tmp_path / "two")]) == 0
+
+    def figures(run_dir):
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        summary = json.loads((run_dir / "summary.json").read_text())
+        return without_timing(summary), [without_timing(json.loads(line)) for line in lines]
+
+    for run in ("fedavg-s0", "fedavg-s1", "dbc-s0", "dbc-s1"):
+        assert (tmp_path / "two" / f"{run}.log").exists()
+        assert figures(tmp_path / "one" / run) == figures(tmp_path / "two" / run)
 
 
 def test_report_rebuilds_a_runs_summary(tmp_path, ray_address, capsys):
@@ -311,6 +337,37 @@ def test_a_study_says_which_run_it_is_on_and_how_long_the_rest_will_take(tmp_pat
     )
     assert lines[4] == "fedcl compare: 4 runs, 2 kept, 2 made in 6.7 min"
     assert calls[-1][1] is True  # resumed from its checkpoint
+
+
+def test_parallel_runs_go_n_at_a_time_and_a_failure_stops_the_others(tmp_path, capsys):
+    calls = []
+    entries = [parse_entry("fedavg"), parse_entry("dbc")]
+    runs = plan_runs(RunConfig(rounds=3), entries, [0, 1, 2], tmp_path)
+    progress = StudyProgress(runs, parallel=2)
+    before = []  # runs already running when each started
+
+    def start(planned):
+        before.append(progress.running)
+        _fake_run(calls)(planned.config, planned.resume)
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+
+    run_parallel(runs, start, progress, poll=0.05)
+    assert len(calls) == 6 and set(before) == {0, 1}  # two at once, never three
+    out = capsys.readouterr().out
+    assert "fedcl compare: run 2 of 6 (1 running)" in out
+    assert out.count(" made\n") == 6
+    started = []
+
+    def failing(planned):
+        slow = "import time; time.sleep(60)"
+        code = "raise SystemExit(3)" if planned.config.seed == 1 else slow
+        started.append(subprocess.Popen([sys.executable, "-c", code]))
+        return started[-1]
+
+    again = plan_runs(RunConfig(rounds=4), entries[:1], [0, 1, 2], tmp_path / "b")
+    with pytest.raises(FedclError, match=r"fedavg-s1 failed \(exit code 3\).*fedavg-s1\.log"):
+        run_parallel(again, failing, StudyProgress(again, parallel=2), poll=0.05)
+    assert len(started) == 2 and started[0].returncode == -signal.SIGTERM  # stopped, not left
 
 
 def _scenarios(*texts):

@@ -123,6 +123,17 @@ def _add_compare_command(commands: Any, sections: tuple[type[Section], ...]) -> 
     )
     _add_baseline(compare)
     compare.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="N",
+        help=(
+            "make N runs at once, each in a process of its own on the study's Ray (this "
+            "machine's, or the cluster --ray-address names); each run's output goes to "
+            "<run directory>.log (default: 1, one after another)"
+        ),
+    )
+    compare.add_argument(
         "--scenarios",
         metavar="A,B,...",
         help=(
@@ -235,6 +246,8 @@ def _compare(args: argparse.Namespace) -> int:
         args.out = f"runs/compare-{name}-{digest}"
         if Path(args.out).exists():
             print(f"fedcl compare: continuing {args.out} (finished runs are kept)")
+    if args.parallel < 1:
+        raise FedclError(f"--parallel must be at least 1, got {args.parallel}")
     base = resolve_config(args)
     preflight(base)
     out = Path(base.out)
@@ -243,6 +256,9 @@ def _compare(args: argparse.Namespace) -> int:
         # and stop cost 3-5 s per run on 2 cores
         stack.enter_context(terminate_raises())  # SIGTERM, too, stops the shared head
         cluster = "" if base.ray_address else stack.enter_context(local_cluster())
+        # start-up: imported where a command needs it (module docstring)
+        from fedcl.cli.study_worker import start
+
         run_scenarios(
             base,
             scenarios,
@@ -253,6 +269,8 @@ def _compare(args: argparse.Namespace) -> int:
             baseline=args.baseline,
             # rounds chosen by neither flag nor file: stages x rounds-per-stage where staged
             unset=() if "rounds" in chosen_keys(args) else ("rounds",),
+            parallel=args.parallel,
+            start=lambda run: start(run, base.ray_address or cluster),
         )
     print((out / "results.md").read_text())
     return 0
