@@ -226,7 +226,7 @@ def run_parallel(
 ) -> None:
     """Make every run not kept, ``progress.parallel`` at a time, each in its own process.
 
-    ``start(run)`` starts one (:func:`fedcl.cli.study_worker.start`); a run that fails
+    ``start(run)`` starts one (:func:`fedcl.cli.runs.start`); a run that fails
     stops the study: the others are stopped (SIGTERM) and kept resumable.
 
     Raises

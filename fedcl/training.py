@@ -210,8 +210,10 @@ def tile_dice(predicted: torch.Tensor, masks: torch.Tensor, num_classes: int) ->
 
     Parameters
     ----------
-    predicted, masks : torch.Tensor
-        ``B x H x W`` class indices; pixels whose mask is
+    predicted : torch.Tensor
+        ``B x H x W`` class indices, the model's.
+    masks : torch.Tensor
+        ``B x H x W`` class indices, the truth; pixels labelled
         :data:`~fedcl.data.real.IGNORE` count for nothing.
     num_classes : int
         Classes of the masks, background included.

@@ -127,7 +127,7 @@ def test_a_run_never_overwrites_a_run_directory_unless_asked(tmp_path, monkeypat
         return contextlib.nullcontext()
 
     monkeypatch.setattr(fedcl.simulation, "local_ray", local_ray)
-    monkeypatch.setattr("fedcl.cli._simulate_with_progress", lambda *a, **k: None)
+    monkeypatch.setattr("fedcl.cli.runs.simulate_with_progress", lambda *a, **k: None)
     assert main(["run", "--out", str(out), "--overwrite"]) == 0
     assert started  # asked to: it runs
 

@@ -468,12 +468,12 @@ def test_a_scenario_entrys_bad_value_is_an_error_before_any_run(tmp_path):
 def test_compare_runs_a_scenario_entry_from_the_command_line(tmp_path, monkeypatch, capsys):
     import contextlib
 
-    import fedcl.cli
+    import fedcl.cli.runs
     import fedcl.processes
 
     calls = []
     run = _fake_run(calls)
-    monkeypatch.setattr(fedcl.cli, "_simulate_with_progress", lambda c, _, r, __: run(c, r))
+    monkeypatch.setattr(fedcl.cli.runs, "simulate_with_progress", lambda c, _, r, __: run(c, r))
     monkeypatch.setattr(fedcl.processes, "local_cluster", lambda: contextlib.nullcontext(""))
     scenarios = "client-drift,client-drift+drift-kind=annotation+drift-strength=0.5"
     command = ["compare", "--strategies", "fedavg", "--scenarios", scenarios, "--rounds", "2"]
@@ -492,12 +492,12 @@ def test_compare_runs_a_scenario_entry_from_the_command_line(tmp_path, monkeypat
 def test_without_rounds_a_staged_scenario_entry_runs_its_stages_rounds(tmp_path, monkeypatch):
     import contextlib
 
-    import fedcl.cli
+    import fedcl.cli.runs
     import fedcl.processes
 
     calls = []
     run = _fake_run(calls)
-    monkeypatch.setattr(fedcl.cli, "_simulate_with_progress", lambda c, _, r, __: run(c, r))
+    monkeypatch.setattr(fedcl.cli.runs, "simulate_with_progress", lambda c, _, r, __: run(c, r))
     monkeypatch.setattr(fedcl.processes, "local_cluster", lambda: contextlib.nullcontext(""))
     command = ["compare", "--strategies", "fedavg", "--scenarios", "iid,catastrophic-forgetting"]
     assert main([*command, "--rounds-per-stage", "2", "--out", str(tmp_path / "a")]) == 0

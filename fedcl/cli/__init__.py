@@ -34,7 +34,7 @@ from fedcl.cli.options import (
     resolve_config,
     resumed_config,
 )
-from fedcl.config import RunConfig, Section
+from fedcl.config import Section
 from fedcl.configure import from_run_dir
 from fedcl.errors import FedclError
 
@@ -179,20 +179,6 @@ def _add_baseline(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _simulate_with_progress(
-    config: RunConfig, verbose: bool, resume: bool = False, cluster: str = ""
-) -> None:
-    # start-up: imported where a command needs it (module docstring)
-    from fedcl.progress import RoundProgress
-    from fedcl.simulation import simulate
-
-    with RoundProgress(config) as progress:
-        simulate(
-            config, callbacks=[progress.update], verbose=verbose, resume=resume, cluster=cluster
-        )
-    progress.print_summary()
-
-
 def _run(args: argparse.Namespace) -> int:
 
     config = resumed_config(args) if args.resume else resolve_config(args)
@@ -200,10 +186,11 @@ def _run(args: argparse.Namespace) -> int:
         check_fresh(config, args.overwrite)
     preflight(config)  # bad input answers in seconds, before Ray starts
     # start-up: imported where a command needs it (module docstring)
+    from fedcl.cli.runs import simulate_with_progress
     from fedcl.simulation import local_ray
 
     with local_ray(config):
-        _simulate_with_progress(config, args.verbose, resume=bool(args.resume))
+        simulate_with_progress(config, args.verbose, resume=bool(args.resume))
     return 0
 
 
@@ -257,7 +244,7 @@ def _compare(args: argparse.Namespace) -> int:
         stack.enter_context(terminate_raises())  # SIGTERM, too, stops the shared head
         cluster = "" if base.ray_address else stack.enter_context(local_cluster())
         # start-up: imported where a command needs it (module docstring)
-        from fedcl.cli.study_worker import start
+        from fedcl.cli.runs import simulate_with_progress, start
 
         run_scenarios(
             base,
@@ -265,7 +252,7 @@ def _compare(args: argparse.Namespace) -> int:
             entries,
             seeds,
             out,
-            lambda config, resume: _simulate_with_progress(config, args.verbose, resume, cluster),
+            lambda config, resume: simulate_with_progress(config, args.verbose, resume, cluster),
             baseline=args.baseline,
             # rounds chosen by neither flag nor file: stages x rounds-per-stage where staged
             unset=() if "rounds" in chosen_keys(args) else ("rounds",),
