@@ -465,7 +465,9 @@ def test_a_scenario_entrys_bad_value_is_an_error_before_any_run(tmp_path):
     assert calls == [] and not list(tmp_path.iterdir())
 
 
-def test_compare_runs_a_scenario_entry_from_the_command_line(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def fake_runs(monkeypatch):
+    """``fedcl compare`` on the command line with :func:`_fake_run` runs, no Ray: the calls."""
     import contextlib
 
     import fedcl.cli.runs
@@ -475,6 +477,11 @@ def test_compare_runs_a_scenario_entry_from_the_command_line(tmp_path, monkeypat
     run = _fake_run(calls)
     monkeypatch.setattr(fedcl.cli.runs, "simulate_with_progress", lambda c, _, r, __: run(c, r))
     monkeypatch.setattr(fedcl.processes, "local_cluster", lambda: contextlib.nullcontext(""))
+    return calls
+
+
+def test_compare_runs_a_scenario_entry_from_the_command_line(tmp_path, fake_runs, capsys):
+    calls = fake_runs
     scenarios = "client-drift,client-drift+drift-kind=annotation+drift-strength=0.5"
     command = ["compare", "--strategies", "fedavg", "--scenarios", scenarios, "--rounds", "2"]
     assert main([*command, "--drift-ratio", "0.6", "--out", str(tmp_path)]) == 0
@@ -489,16 +496,8 @@ def test_compare_runs_a_scenario_entry_from_the_command_line(tmp_path, monkeypat
     assert f"## scenario {variant}" in capsys.readouterr().out
 
 
-def test_without_rounds_a_staged_scenario_entry_runs_its_stages_rounds(tmp_path, monkeypatch):
-    import contextlib
-
-    import fedcl.cli.runs
-    import fedcl.processes
-
-    calls = []
-    run = _fake_run(calls)
-    monkeypatch.setattr(fedcl.cli.runs, "simulate_with_progress", lambda c, _, r, __: run(c, r))
-    monkeypatch.setattr(fedcl.processes, "local_cluster", lambda: contextlib.nullcontext(""))
+def test_without_rounds_a_staged_scenario_entry_runs_its_stages_rounds(tmp_path, fake_runs):
+    calls = fake_runs
     command = ["compare", "--strategies", "fedavg", "--scenarios", "iid,catastrophic-forgetting"]
     assert main([*command, "--rounds-per-stage", "2", "--out", str(tmp_path / "a")]) == 0
     assert [(c.scenario, c.rounds) for c, _ in calls] == [
