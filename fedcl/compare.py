@@ -217,6 +217,11 @@ def _write_order(out: Path, entries: Sequence[Entry]) -> None:
     )
 
 
+def run_log(run_dir: Path) -> Path:
+    """Return where a run made in a process of its own writes its output: beside it."""
+    return run_dir.parent / f"{run_dir.name}.log"  # a label's dots are not a suffix
+
+
 def run_parallel(
     runs: Sequence[PlannedRun],
     start: Callable[[PlannedRun], subprocess.Popen[bytes]],
@@ -253,7 +258,7 @@ def run_parallel(
                 if code != 0:
                     raise FedclError(
                         f"the run into {planned.config.out} failed (exit code {code}); "
-                        f"its output: {Path(planned.config.out).with_suffix('.log')}"
+                        f"its output: {run_log(Path(planned.config.out))}"
                     )
                 progress.made(planned, time.monotonic() - began)
                 print(f"fedcl compare: {planned.config.out} made", flush=True)

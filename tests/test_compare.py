@@ -353,6 +353,8 @@ def test_parallel_runs_go_n_at_a_time_and_a_failure_stops_the_others(tmp_path, c
 
     run_parallel(runs, start, progress, poll=0.05)
     assert len(calls) == 6 and set(before) == {0, 1}  # two at once, never three
+    dotted = tmp_path / "dbc+dbc-tau=1.5-s0"  # a label's dot is not a suffix
+    assert fedcl.compare.run_log(dotted) == tmp_path / "dbc+dbc-tau=1.5-s0.log"
     out = capsys.readouterr().out
     assert "fedcl compare: run 2 of 6 (1 running)" in out
     assert out.count(" made\n") == 6

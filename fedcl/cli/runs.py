@@ -17,7 +17,7 @@ from pathlib import Path
 
 import tomli_w
 
-from fedcl.compare import PlannedRun
+from fedcl.compare import PlannedRun, run_log
 from fedcl.config import RunConfig
 from fedcl.configure import load_config
 from fedcl.progress import RoundProgress
@@ -39,7 +39,7 @@ def start(run: PlannedRun, cluster: str) -> subprocess.Popen[bytes]:
     """Start ``run`` in a new process attached to the Ray cluster at ``cluster``."""
     out = Path(run.config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.with_suffix(".log").open("wb") as log:
+    with run_log(out).open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "fedcl.cli.runs"],
             stdin=subprocess.PIPE,
