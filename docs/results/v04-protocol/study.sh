@@ -4,6 +4,8 @@
 #
 #   bash docs/results/v04-protocol/study.sh          # the full study (resumes: run it again)
 #   SMOKE=1 bash docs/results/v04-protocol/study.sh  # the same table on a tiny workload
+#   bash docs/results/v04-protocol/study.sh --parallel 8 --ray-address HOST:PORT
+#                                                    # spread over a Ray cluster (flags pass on)
 #
 # Constants were chosen on the tuning seeds 0, 1, 2 only (fedcl.study.TUNING_SEEDS); the
 # table is read on the reporting seeds 10-14, on which nothing was chosen.
@@ -25,10 +27,10 @@ if [[ "${SMOKE:-0}" == 1 ]]; then
     exec fedcl compare --strategies "$STRATEGIES" --scenarios "$SCENARIOS" --seeds 10 \
         --clients 3 --stages 3 --rounds-per-stage 2 --rounds 6 --image-size 32 \
         --train-tiles 16 --test-tiles 8 --batch-size 8 --reference-size 8 --root-tiles 8 \
-        --baseline fedavg --out "${OUT:-runs/v04-protocol-smoke}"
+        --baseline fedavg --out "${OUT:-runs/v04-protocol-smoke}" "$@"
 fi
 # --evaluate-rounds read: only the rounds summary.json reads are scored (every figure of
 # the table bit-identical, about half the time); a kept every-round run serves as well
 exec fedcl compare --strategies "$STRATEGIES" --scenarios "$SCENARIOS" \
     --seeds 10,11,12,13,14 --evaluate-rounds read --baseline fedavg \
-    --out "${OUT:-docs/results/v04-protocol}"
+    --out "${OUT:-docs/results/v04-protocol}" "$@"
