@@ -372,6 +372,19 @@ def test_parallel_runs_go_n_at_a_time_and_a_failure_stops_the_others(tmp_path, c
     assert len(started) == 2 and started[0].returncode == -signal.SIGTERM  # stopped, not left
 
 
+def test_a_run_sharing_the_cluster_builds_its_share_of_flowers_actor_pool(monkeypatch):
+    from flwr.simulation.ray_transport import ray_actor
+
+    from fedcl.cli.runs import share_cluster
+
+    monkeypatch.setattr(ray_actor, "pool_size_from_resources", lambda resources: 5)
+    share_cluster(2)  # two runs at once: each builds 2 of the 5 actors the cluster holds
+    assert ray_actor.pool_size_from_resources({"num_cpus": 1}) == 2
+    monkeypatch.setattr(ray_actor, "pool_size_from_resources", lambda resources: 5)
+    share_cluster(8)  # more runs than actors: one each
+    assert ray_actor.pool_size_from_resources({"num_cpus": 1}) == 1
+
+
 def _scenarios(*texts):
     return [parse_entry(text, SCENARIOS) for text in texts]
 

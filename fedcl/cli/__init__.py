@@ -257,7 +257,7 @@ def _compare(args: argparse.Namespace) -> int:
             # rounds chosen by neither flag nor file: stages x rounds-per-stage where staged
             unset=() if "rounds" in chosen_keys(args) else ("rounds",),
             parallel=args.parallel,
-            start=lambda run: start(run, base.ray_address or cluster),
+            start=lambda run: start(run, base.ray_address or cluster, args.parallel),
         )
     print((out / "results.md").read_text())
     return 0

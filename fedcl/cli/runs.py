@@ -35,8 +35,32 @@ def simulate_with_progress(
     progress.print_summary()
 
 
-def start(run: PlannedRun, cluster: str) -> subprocess.Popen[bytes]:
-    """Start ``run`` in a new process attached to the Ray cluster at ``cluster``."""
+def share_cluster(runs_at_once: int) -> None:
+    """Size this process's Flower actor pool to its share of the cluster.
+
+    Flower 1.42 gives every run as many hospital actors as the whole cluster holds
+    (``pool_size_from_resources``, read when the pool is built). Runs sharing a cluster
+    would each ask for all of it; an actor that never gets its cores holds up its
+    run's round, and two runs each waiting on such an actor wait forever. With a share
+    each, every actor of every run fits at once. Which actor serves a hospital changes
+    no figure.
+    """
+    # Flower's simulation internals: imported (and patched) only in a parallel run's process
+    from flwr.simulation.ray_transport import ray_actor
+
+    whole = ray_actor.pool_size_from_resources
+
+    def share(client_resources: dict[str, int | float]) -> int:
+        return max(1, whole(client_resources) // runs_at_once)
+
+    ray_actor.pool_size_from_resources = share
+
+
+def start(run: PlannedRun, cluster: str, runs_at_once: int) -> subprocess.Popen[bytes]:
+    """Start ``run`` in a new process attached to the Ray cluster at ``cluster``.
+
+    ``runs_at_once``: how many runs share the cluster (:func:`share_cluster`).
+    """
     out = Path(run.config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with run_log(out).open("wb") as log:
@@ -46,7 +70,7 @@ def start(run: PlannedRun, cluster: str) -> subprocess.Popen[bytes]:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    spec = {"resume": run.resume, "cluster": cluster}
+    spec = {"resume": run.resume, "cluster": cluster, "runs_at_once": runs_at_once}
     assert process.stdin is not None
     process.stdin.write((json.dumps(spec) + "\n" + tomli_w.dumps(run.config.to_mapping())).encode())
     process.stdin.close()
@@ -58,6 +82,7 @@ def main() -> int:
     head, _, body = sys.stdin.read().partition("\n")
     spec = json.loads(head)
     config = load_config(tomllib.loads(body), source="fedcl compare")
+    share_cluster(spec["runs_at_once"])
     simulate_with_progress(config, False, spec["resume"], spec["cluster"])
     return 0
 
