@@ -194,18 +194,27 @@ def run_all(
     :meth:`Entry.config`'s.
     """
     runs = plan_runs(base, entries, seeds, out, unset)
-    if progress is None:
-        progress = StudyProgress(runs)
     _write_order(out, entries)
+    run_planned(runs, run, progress or StudyProgress(runs))
+    return [Path(r.config.out) for r in runs]
+
+
+def run_planned(
+    runs: Sequence[PlannedRun], run: Callable[[RunConfig, bool], None], progress: StudyProgress
+) -> None:
+    """Make every run not kept with ``run(config, resume)``, one after another."""
     for planned in runs:
         if planned.kept:
-            print(f"fedcl compare: {planned.config.out} is complete, kept")
+            print(_kept_line(planned))
             continue
         print(progress.starting(planned), flush=True)
         start = time.monotonic()
         run(planned.config, planned.resume)
         progress.made(planned, time.monotonic() - start)
-    return [Path(r.config.out) for r in runs]
+
+
+def _kept_line(run: PlannedRun) -> str:
+    return f"fedcl compare: {run.config.out} is complete, kept"
 
 
 def _write_order(out: Path, entries: Sequence[Entry]) -> None:
@@ -239,6 +248,8 @@ def run_parallel(
     FedclError
         Naming the run that failed and its exit code.
     """
+    for kept in (r for r in runs if r.kept):
+        print(_kept_line(kept))
     waiting = [r for r in runs if not r.kept]
     running: dict[subprocess.Popen[bytes], tuple[PlannedRun, float]] = {}
     try:
@@ -309,20 +320,18 @@ def run_scenarios(
     else:
         configs = [(base, out, unset)]
     # every entry valid in every scenario before any run, and the study's size
-    planned = [run for c, d, u in configs for run in plan_runs(c, entries, seeds, d, u)]
-    progress = StudyProgress(planned, parallel)
+    plans = [plan_runs(c, entries, seeds, d, u) for c, d, u in configs]
+    progress = StudyProgress([r for runs in plans for r in runs], parallel)
+    for _, directory, _ in configs:
+        _write_order(directory, entries)
     if parallel > 1:
         if start is None:
             raise ValueError("parallel runs need start, the function that starts one")
-        for _, directory, _ in configs:
-            _write_order(directory, entries)
-        for kept in (r for r in planned if r.kept):
-            print(f"fedcl compare: {kept.config.out} is complete, kept")
-        run_parallel(planned, start, progress)
-    for config, directory, rows_unset in configs:
+        run_parallel([r for runs in plans for r in runs], start, progress)
+    for runs, (_, directory, _) in zip(plans, configs, strict=True):
         if parallel == 1:
-            run_all(config, entries, seeds, directory, run, progress, rows_unset)
-        write_comparison(directory, baseline)
+            run_planned(runs, run, progress)
+        write_comparison(directory, baseline)  # a scenario's table as soon as its runs are
     if scenarios:
         write_overview(out)
     print(progress.finished(time.monotonic() - began))
