@@ -18,6 +18,7 @@ DRIFT = 6  # which hospitals drift, and how: () / (hospital,)
 STAGE = 7  # a forgetting stage's stain and class mix: (stage,)
 PUBLIC_ORDER = 8  # the public tiles' order in a hospital's teacher term: (hospital, round)
 SERVER_DISTIL = 9  # the public tiles' order in DBC's distillation at the server: (round,)
+PUBLIC_APART = 10  # public tiles the server never scores on (DBC's teacher term): (tile,)
 
 
 def stream(seed: int, domain: int, *keys: int) -> np.random.SeedSequence:

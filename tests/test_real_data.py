@@ -245,7 +245,7 @@ def test_semicol_as_released_reads_its_case_folders(tmp_path):
 
 
 def test_the_reference_set_can_be_a_folder_of_unlabeled_tiles(bcss, tmp_path):
-    from fedcl.data import reference_images, root_dataset
+    from fedcl.data import apart_images, reference_images, root_dataset
 
     unlabeled = tmp_path / "atlas"  # any folders, images only
     for i in range(3):
@@ -254,6 +254,12 @@ def test_the_reference_set_can_be_a_folder_of_unlabeled_tiles(bcss, tmp_path):
     config = _config(f"bcss:{bcss}", server_data=f"unlabeled:{unlabeled}", reference_size=7)
     reference = reference_images(config, 1)
     assert reference.shape == (7, SIZE, SIZE, 3)  # 3 images x 6 tiles, every tile usable
+    # tiles apart from the reference set: after the reference and root sets
+    apart = apart_images(config.replace(root_tiles=4), 1)
+    assert apart.shape == reference.shape
+    assert not {t.tobytes() for t in apart} & {t.tobytes() for t in reference}
+    with pytest.raises(FedclError, match="the server needs 19 .* reference-size again"):
+        apart_images(config.replace(root_tiles=5), 1)
     with pytest.raises(FedclError, match="needs masks: server-data 'unlabeled:"):
         validate(config.replace(strategy="fltrust"))  # FLTrust's own check
     with pytest.raises(FedclError, match="unlabeled tiles have no masks to train on"):

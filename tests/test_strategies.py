@@ -15,7 +15,15 @@ from flwr.serverapp.strategy import FedAvg, Strategy
 from fedcl.config import RunConfig
 from fedcl.configure import flower_run_config, from_flower_run_config, load_config
 from fedcl.continuity import barlow_continuity
-from fedcl.data import NUM_CLASSES, Stain, TileDataset, generate_tiles, perturb, reference_images
+from fedcl.data import (
+    NUM_CLASSES,
+    Stain,
+    TileDataset,
+    apart_images,
+    generate_tiles,
+    perturb,
+    reference_images,
+)
 from fedcl.distillation import (
     Distillation,
     PublicDistillation,
@@ -592,6 +600,12 @@ def test_dbcs_hospitals_hold_to_the_teacher_the_server_named_on_own_and_public_t
     assert isinstance(public, PublicDistillation) and torch.allclose(public.images, expected)
     later_set = torch.from_numpy(reference_images(config, 6)).permute(0, 3, 1, 2).float() / 255
     assert not torch.allclose(public.images, later_set)  # stage 1's tissue is in round 6's
+    # public tiles apart from the reference set: none of the tiles the server scores on
+    apart = config.with_keys({"dbc-teacher-public-tiles": "apart"})
+    (_, public) = dbc_penalties(apart, 6, model, state, 4)
+    expected = torch.from_numpy(apart_images(config, 6)).permute(0, 3, 1, 2).float() / 255
+    assert torch.allclose(public.images, expected) and public.images.shape == later_set.shape
+    assert not any(torch.equal(a, r) for a in public.images for r in later_set)
 
 
 def test_dbcs_mib_term_folds_the_classes_its_teacher_was_not_trained_on():

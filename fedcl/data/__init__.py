@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fedcl.data.dataset import TileDataset
-    from fedcl.data.reference import reference_images, root_dataset
+    from fedcl.data.reference import apart_images, reference_images, root_dataset
     from fedcl.data.stain import Stain, perturb
     from fedcl.data.synthetic import CLASS_NAMES, NUM_CLASSES, generate_tiles
 
 _MODULES = {
     "TileDataset": "dataset",
+    "apart_images": "reference",
     "reference_images": "reference",
     "root_dataset": "reference",
     "Stain": "stain",
@@ -32,6 +33,7 @@ __all__ = [
     "NUM_CLASSES",
     "Stain",
     "TileDataset",
+    "apart_images",
     "generate_tiles",
     "perturb",
     "reference_images",

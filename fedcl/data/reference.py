@@ -103,7 +103,9 @@ def _real_tiles(config: RunConfig, start: int, count: int) -> TileDataset:
         raise FedclError(
             f"config key 'server-data': {config.server_data!r} has {len(images)} usable "
             f"{config.image_size}-px tiles; the server needs {start + count} "
-            f"(reference-size {config.reference_size} + root-tiles {config.root_tiles})"
+            f"(in order: reference-size {config.reference_size}, root-tiles "
+            f"{config.root_tiles}, and reference-size again where public tiles are kept "
+            "apart from the reference set)"
         )
     masks = masks[start : start + count]
     if spec.kind == "unlabeled":
@@ -120,6 +122,20 @@ def reference_images(config: RunConfig, server_round: int) -> np.ndarray:
     if config.server_data != "synthetic":
         return _real_tiles(config, 0, config.reference_size).images
     return _broad_mix_tiles(config, config.reference_size, seeds.REFERENCE, server_round).images
+
+
+def apart_images(config: RunConfig, server_round: int) -> np.ndarray:
+    """Return ``reference-size`` public tiles apart from the reference set in ``server_round``.
+
+    Drawn as the reference set is (the same stages' tissue, a broad stain mix) but none
+    of its tiles: what hospitals may train on without the server's scores on the
+    reference set measuring their own training. With ``server-data``, the tiles after
+    the reference and root sets.
+    """
+    if config.server_data != "synthetic":
+        start = config.reference_size + config.root_tiles
+        return _real_tiles(config, start, config.reference_size).images
+    return _broad_mix_tiles(config, config.reference_size, seeds.PUBLIC_APART, server_round).images
 
 
 def root_dataset(config: RunConfig, server_round: int) -> TileDataset:

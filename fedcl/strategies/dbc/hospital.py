@@ -18,7 +18,7 @@ from flwr.app import ConfigRecord, RecordDict
 from torch import nn
 
 from fedcl import seeds
-from fedcl.data import reference_images
+from fedcl.data import apart_images, reference_images
 from fedcl.data.dataset import images_to_tensor
 from fedcl.distillation import (
     Distillation,
@@ -92,7 +92,8 @@ class DBCHospital(HospitalHalf):
             public_round = (
                 now.server_round if settings.teacher_public_set == "current" else teacher_round - 1
             )
-            public = images_to_tensor(reference_images(now.config, max(public_round, 1)))
+            tiles = apart_images if settings.teacher_public_tiles == "apart" else reference_images
+            public = images_to_tensor(tiles(now.config, max(public_round, 1)))
             order = seeds.stream(
                 now.config.seed, seeds.PUBLIC_ORDER, now.hospital, now.server_round
             )

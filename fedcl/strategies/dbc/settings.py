@@ -20,6 +20,7 @@ CONSOLIDATION_MODES = ("always", "adaptive", "off")
 CONSOLIDATE_BY = ("anchor", "teacher", "mix")
 MOVEMENT_FROM = ("start", "aggregate")
 TEACHER_PUBLIC_SETS = ("current", "teacher")
+TEACHER_PUBLIC_TILES = ("reference", "apart")
 TEACHER_STRENGTHS = ("constant", "movement")
 
 
@@ -104,6 +105,17 @@ class DBCSettings(Section):
         "DBC: the public tiles of the teacher term: the round's (current) or the teacher's",
         section="dbc",
         choices=TEACHER_PUBLIC_SETS,
+    )
+    # Which public tiles: the reference set itself, or as many tiles apart from it. The
+    # server finds shifts by how far the hospitals move the global model's outputs on
+    # the reference set; a term that holds those very outputs to the teacher also holds
+    # down the movement by which the next shift would be found.
+    teacher_public_tiles: str = opt(
+        "reference",
+        "DBC: the teacher term's public tiles: the reference set, or tiles apart from it "
+        "(the server does not score on them)",
+        section="dbc",
+        choices=TEACHER_PUBLIC_TILES,
     )
     # How strongly, round by round: "constant" (teacher-weight until the next shift), or
     # "movement": teacher-weight x the last round's movement over the shift's first (at
