@@ -143,12 +143,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def local_cluster(num_cpus: int | None = None) -> Iterator[str]:
+def local_cluster(num_cpus: int | None = None, nodes: int = 1) -> Iterator[str]:
     """Start a Ray head on 127.0.0.1 (``num_cpus``: default every core); yield its address.
 
-    Leaving the block stops the head, its daemons and workers, and nothing else; so
-    does a watcher process (:func:`watch`) if this process dies without leaving it
-    (SIGTERM once Ray runs in it, SIGKILL).
+    ``nodes`` > 1 joins as many nodes again to it, each with ``num_cpus`` of its own: a
+    cluster of several machines played on one (each node its own raylet and workers).
+    Leaving the block stops the head, the other nodes, their daemons and workers, and
+    nothing else; so does a watcher process (:func:`watch`) if this process dies
+    without leaving it (SIGTERM once Ray runs in it, SIGKILL).
     """
     ray = shutil.which("ray")
     if ray is None:
@@ -160,16 +162,15 @@ def local_cluster(num_cpus: int | None = None) -> Iterator[str]:
     watcher = subprocess.Popen(
         [sys.executable, "-m", "fedcl.processes", str(os.getpid()), tag], start_new_session=True
     )
-    try:
+
+    def ray_start(*args: str) -> None:
         started = subprocess.run(
             [
                 ray,
                 "start",
-                "--head",
-                f"--port={port}",
+                *args,
                 "--node-ip-address=127.0.0.1",
                 f"--num-cpus={num_cpus or os.cpu_count() or 1}",
-                "--include-dashboard=false",
                 "--disable-usage-stats",
             ],
             capture_output=True,
@@ -178,7 +179,12 @@ def local_cluster(num_cpus: int | None = None) -> Iterator[str]:
             env=os.environ | {name: value, "RAY_USAGE_STATS_ENABLED": "0"},
         )
         if started.returncode != 0:
-            raise FedclError(f"could not start a local Ray head: {started.stderr.strip()[-500:]}")
+            raise FedclError(f"could not start a local Ray node: {started.stderr.strip()[-500:]}")
+
+    try:
+        ray_start("--head", f"--port={port}", "--include-dashboard=false")
+        for _ in range(nodes - 1):
+            ray_start(f"--address=127.0.0.1:{port}")
         yield f"127.0.0.1:{port}"
     finally:
         stop_tagged(tag)

@@ -33,7 +33,7 @@ from fedcl.entries import parse_entry
 from fedcl.errors import FedclError
 from fedcl.metrics import without_timing
 from fedcl.plugins import SCENARIOS
-from fedcl.processes import processes_with_env, stop_tagged
+from fedcl.processes import local_cluster, processes_with_env, stop_tagged
 from fedcl.recorder import read_metrics
 from fedcl.scenarios.sections import DriftSettings
 from fedcl.strategies.dbc import DBCSettings
@@ -167,14 +167,42 @@ def test_parallel_runs_on_a_cluster_are_the_sequential_runs_bit_for_bit(tmp_path
     command += ["--rounds", "2", "--ray-address", ray_address, *DBC_TINY]
     assert main([*command, "--out", str(tmp_path / "one")]) == 0
     assert main([*command, "--parallel", "2", "--out", str(tmp_path / "two")]) == 0
-
-    def figures(run_dir):
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-        summary = json.loads((run_dir / "summary.json").read_text())
-        return without_timing(summary), [without_timing(json.loads(line)) for line in lines]
-
     for run in ("fedavg-s0", "fedavg-s1", "dbc-s0", "dbc-s1"):
         assert (tmp_path / "two" / f"{run}.log").exists()
+        assert figures(tmp_path / "one" / run) == figures(tmp_path / "two" / run)
+
+
+def figures(run_dir):
+    """A run's summary and records without their timings."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return without_timing(summary), [without_timing(json.loads(line)) for line in lines]
+
+
+@pytest.mark.slow  # a two-node cluster and four Ray runs (~3 min on 2 cores)
+def test_a_study_spreads_over_a_two_node_cluster_and_equals_its_sequential_twin(tmp_path):
+    import ray  # the test reads the cluster's actor table (Ray's own state, in the GCS)
+    from ray._private import state
+
+    command = ["compare", "--strategies", "fedavg", "--seeds", "0,1", "--clients", "2"]
+    command += ["--rounds", "2", *TINY]
+    # one core a node: the two runs' hospitals can only run at once on different nodes
+    with local_cluster(num_cpus=1, nodes=2) as address:
+        command += ["--ray-address", address]
+        assert main([*command, "--parallel", "2", "--out", str(tmp_path / "two")]) == 0
+        ray.init(address=address)
+        try:
+            nodes = {node["NodeID"] for node in ray.nodes()}
+            hosts = {
+                actor["Address"]["NodeID"]
+                for actor in state.actors().values()
+                if actor["ActorClassName"] == "ClientAppActor"
+            }
+        finally:
+            ray.shutdown()
+        assert len(nodes) == 2 and hosts == nodes  # every node hosted hospitals
+        assert main([*command, "--out", str(tmp_path / "one")]) == 0
+    for run in ("fedavg-s0", "fedavg-s1"):
         assert figures(tmp_path / "one" / run) == figures(tmp_path / "two" / run)
 
 
