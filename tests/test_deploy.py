@@ -107,6 +107,43 @@ def test_services_are_listed_in_start_order():
             assert names.index(needed) < names.index(service.name)
 
 
+def test_warm_clientapps_run_flowers_entry_point_forked_from_a_loaded_interpreter(tmp_path):
+    # A stand-in for a hospital's SuperExec: it runs flwr-clientapp as SuperExec does
+    # (by name, from PATH) and reports what it got.
+    script = textwrap.dedent(
+        """
+        import json, os, shutil, subprocess, sys
+        def run(*args, **env):
+            done = subprocess.run(["flwr-clientapp", *args], capture_output=True, text=True,
+                                  env=os.environ | env)
+            return [done.returncode, done.stdout, done.stderr]
+        found = shutil.which("flwr-clientapp")
+        folder = os.path.dirname(os.environ["FEDCL_WARM_SOCKET"])
+        report = {"found": found, "folder": folder, "mode": os.stat(folder).st_mode & 0o777,
+                  "help": run("--help"), "bad": run("--bogus"),
+                  "fallback": run("--help", FEDCL_WARM_SOCKET=folder + "/gone")}
+        print(json.dumps(report))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "fedcl.deploy.warm", sys.executable, "-c", script],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["found"] == report["folder"] + "/flwr-clientapp"  # first on PATH
+    assert report["mode"] == 0o700  # the socket's folder: this user only
+    code, out, _ = report["help"]
+    assert code == 0 and out.startswith("usage: flwr-clientapp")  # Flower's own parser
+    code, _, err = report["bad"]
+    assert code == 2 and "--token --token-file is required" in err  # exit code and stderr
+    assert report["fallback"][:2] == report["help"][:2]  # no fork server: the real program
+    deadline = time.monotonic() + 10
+    while Path(report["folder"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(report["folder"]).exists()  # the fork server left with its SuperExec
+
+
 def _loopback():
     from fedcl.deploy.topology import Network
 

@@ -55,6 +55,11 @@ def add_commands(commands: Any, sections: tuple[type[Section], ...] = ()) -> Non
     local.add_argument(
         "--tls", action="store_true", help="generate a throwaway CA and use TLS everywhere"
     )
+    local.add_argument(
+        "--fresh-clientapps", dest="warm", action="store_false",
+        help="start every ClientApp process from a fresh Python, as Flower does (default: "
+        "fork them from one that has torch and MONAI loaded; docs/deployment.md)",
+    )  # fmt: skip
     add_resume(local)
     add_overwrite(local)
     add_run_options(local, sections=sections)
@@ -176,6 +181,12 @@ def _deploy_local(args: argparse.Namespace) -> int:
     preflight(config)
     starting = "starting the SuperLink, SuperNodes and apps..."
     with RoundProgress(config, command="fedcl deploy local", starting=starting) as progress:
-        deploy_local(config, tls=args.tls, on_record=progress.update, resume=bool(args.resume))
+        deploy_local(
+            config,
+            tls=args.tls,
+            on_record=progress.update,
+            resume=bool(args.resume),
+            warm=args.warm,
+        )
     progress.print_summary()
     return 0

@@ -81,6 +81,10 @@ class LocalDeployment:
         Torch/OpenMP threads of each ClientApp process (``OMP_NUM_THREADS``), as Ray
         gives each simulated hospital ``client-cpus`` threads: N hospitals training at
         once with every core each would oversubscribe this machine.
+    warm
+        Fork each hospital's ClientApp processes from an interpreter that has torch and
+        MONAI loaded already (:mod:`fedcl.deploy.warm`), instead of a fresh Python per
+        message as Flower does.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class LocalDeployment:
         tls: bool = False,
         grace: float = 10,
         client_threads: int = 1,
+        warm: bool = True,
     ) -> None:
         self.workdir = workdir
         self.client_threads = client_threads
@@ -109,7 +114,8 @@ class LocalDeployment:
             certificates = workdir / "certificates"
             self.tls = replace(write_certificates(certificates, names), node_keys=str(certificates))
             self.node_keys = write_node_keys(certificates, hospitals)
-        self.services = services(hospitals, self.network, self.tls)
+        wrapper = (sys.executable, "-m", "fedcl.deploy.warm") if warm else ()
+        self.services = services(hospitals, self.network, self.tls, wrapper)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         # Flower's programs (and the app processes they start) from this interpreter's
         # environment, also when it is not activated.
@@ -349,6 +355,7 @@ def deploy_local(
     on_record: Callable[[dict[str, Any]], None] = lambda _record: None,
     status_every: float = 10.0,
     resume: bool = False,
+    warm: bool = True,
 ) -> dict[str, Any]:
     """Run ``config`` on a local deployment; return the run's final SuperLink record.
 
@@ -357,7 +364,8 @@ def deploy_local(
     ``OUT/deployment/resumed-N/``). ``on_record`` gets each round record as the
     ServerApp writes it. ``resume``: a fresh deployment continues the run in ``out``
     from its checkpoint, as ``fedcl run --resume`` does (the hospitals' state of the
-    killed run is gone; a strategy sends what its hospitals held again). Raises
+    killed run is gone; a strategy sends what its hospitals held again). ``warm``:
+    :class:`LocalDeployment`'s. Raises
     :class:`DeploymentError` if a service dies or the run does not finish as
     ``finished:completed``.
     """
@@ -374,7 +382,7 @@ def deploy_local(
     for stale in ("summary.json",) if resume else ("metrics.jsonl", "summary.json"):
         (out / stale).unlink(missing_ok=True)
     deployment = LocalDeployment(
-        config.clients, workdir, tls, client_threads=max(1, int(config.client_cpus))
+        config.clients, workdir, tls, client_threads=max(1, int(config.client_cpus)), warm=warm
     )
     with terminate_raises(), deployment:
         return follow_run(

@@ -93,11 +93,12 @@ class Service:
     serves: bool = False  # listens on a port with GET /health
     after: tuple[str, ...] = ()  # services it needs running first
     environment: Mapping[str, str] = field(default_factory=lambda: dict(ENVIRONMENT))
+    wrapper: tuple[str, ...] = ()  # a command the program runs under (fedcl.deploy.warm)
 
     @property
     def command(self) -> list[str]:
         """The full command line."""
-        return [self.program, *self.args]
+        return [*self.wrapper, self.program, *self.args]
 
 
 def supernode(hospital: int) -> str:
@@ -127,8 +128,17 @@ def _node_auth(tls: Tls | None, hospital: int) -> list[str]:
     return ["--auth-supernode-private-key", f"{tls.node_keys}/{node_key(hospital)}"]
 
 
-def services(hospitals: int, network: Network, tls: Tls | None = None) -> list[Service]:
-    """Every process of a deployment with ``hospitals`` SuperNodes, in start order."""
+def services(
+    hospitals: int,
+    network: Network,
+    tls: Tls | None = None,
+    clientapp_wrapper: tuple[str, ...] = (),
+) -> list[Service]:
+    """Every process of a deployment with ``hospitals`` SuperNodes, in start order.
+
+    ``clientapp_wrapper``: a command each hospital's SuperExec runs under (``deploy
+    local``'s warm ClientApps, :mod:`fedcl.deploy.warm`).
+    """
     link = Service(
         "superlink",
         "flower-superlink",
@@ -174,6 +184,7 @@ def services(hospitals: int, network: Network, tls: Tls | None = None) -> list[S
             hospital=h,
             after=(supernode(h),),
             environment=CLIENTAPP_ENVIRONMENT,
+            wrapper=clientapp_wrapper,
         )
         nodes += [node, app]
     return [link, serverapp, *nodes]
