@@ -1,0 +1,83 @@
+"""A whole study: separate `fedcl run`s, `fedcl compare`, `fedcl compare --parallel 2`.
+
+The same small study, 3 strategies x 2 seeds (FedAvg, FedMedian, FedTrimmedAvg: the
+same local training, aggregations that cost next to nothing), made (a) as one
+``fedcl run`` process per run, (b) as one ``fedcl compare`` (one Ray for the study,
+runs one after another), (c) as ``fedcl compare --parallel 2`` (two runs at once on
+that Ray); beside (d) the bare PyTorch loop (``benchmarks/bare.py``, one fresh process
+per run) doing the same training and evaluation. Each timed from launch to exit.
+Prints each way's wall time, runs per hour and its ratio to the bare loop's total.
+
+    python benchmarks/study.py              # default workload, 5 rounds (about 20 min)
+    python benchmarks/study.py --smoke      # tiny workload (a few minutes)
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, fedcl_run, result, workload
+from overhead import bare_run
+
+from fedcl.config import RunConfig
+
+STRATEGIES = ("fedavg", "fedmedian", "fedtrimmedavg")
+SEEDS = (0, 1)
+
+
+def flags(config: RunConfig) -> list[str]:
+    """``config``'s workload as ``fedcl compare`` flags."""
+    return [
+        *("--clients", str(config.clients), "--rounds", str(config.rounds)),
+        *("--image-size", str(config.image_size), "--train-tiles", str(config.train_tiles)),
+        *("--test-tiles", str(config.test_tiles)),
+    ]
+
+
+def compare_wall(config: RunConfig, out: Path, parallel: int) -> float:
+    """Seconds of one ``fedcl compare`` of the study into ``out``, launch to exit."""
+    command = [sys.executable, "-m", "fedcl", "compare", "--strategies", ",".join(STRATEGIES)]
+    command += ["--seeds", ",".join(map(str, SEEDS)), "--parallel", str(parallel)]
+    start = time.perf_counter()
+    subprocess.run(
+        [*command, *flags(config), "--out", str(out)],
+        cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    config, _ = workload(__doc__.splitlines()[0])
+    pairs = [(strategy, seed) for strategy in STRATEGIES for seed in SEEDS]
+    with tempfile.TemporaryDirectory() as tmp:
+        walls = {
+            "runs": sum(
+                fedcl_run(config.replace(strategy=s, seed=seed), Path(tmp) / f"{s}-{seed}")["wall"]
+                for s, seed in pairs
+            ),
+            "compare": compare_wall(config, Path(tmp) / "compare", 1),
+            "parallel": compare_wall(config, Path(tmp) / "parallel", 2),
+            "bare": sum(
+                bare_run(config.replace(seed=seed), Path(tmp))["process_wall"] for _, seed in pairs
+            ),
+        }
+    for way, wall in walls.items():
+        print(
+            f"{way:9s} {wall:7.1f} s  {len(pairs) / wall * 3600:6.1f} runs/h  "
+            f"{wall / walls['bare']:.2f}x the bare loop"
+        )
+    result(
+        **{f"{way}_s": wall for way, wall in walls.items()},
+        **{f"{way}_ratio": wall / walls["bare"] for way in ("runs", "compare", "parallel")},
+        runs=len(pairs),
+        hospitals=config.clients,
+        rounds=config.rounds,
+    )
+
+
+if __name__ == "__main__":
+    main()
