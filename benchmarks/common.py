@@ -141,6 +141,16 @@ def fedcl_run(config: RunConfig, out: Path, extra_env: dict[str, str] | None = N
     return {"wall": wall, "peak_bytes": memory.peak, "records": records}
 
 
+def changed_flags(config: RunConfig, *skip: str) -> list[str]:
+    """``config``'s keys that differ from the defaults as command-line flags (not ``skip``)."""
+    defaults = RunConfig().to_mapping()
+    return [
+        f"--{key}={value}"
+        for key, value in config.to_mapping().items()
+        if value != defaults[key] and key not in skip
+    ]
+
+
 def steady_round_seconds(records: Sequence[dict]) -> float:
     """Median wall time of rounds 2.. (round 1 includes actor start and data generation)."""
     times = [r["wall_seconds"] for r in records if r["round"] >= 2]

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, fedcl_run, result, steady_round_seconds, workload
+from common import ROOT, changed_flags, fedcl_run, result, steady_round_seconds, workload
 
 from fedcl.config import RunConfig
 
@@ -31,11 +31,7 @@ MODES = ("hospitals", "server")
 
 def deploy_run(config: RunConfig, out: Path) -> dict:
     """Run ``fedcl deploy local`` on ``config`` (as flags); wall time and records."""
-    flags = [
-        f"--{key}={value}"
-        for key, value in config.to_mapping().items()
-        if value != RunConfig().to_mapping()[key] and key not in ("clients", "out")
-    ]
+    flags = changed_flags(config, "clients", "out")
     start = time.perf_counter()
     process = subprocess.run(
         [sys.executable, "-m", "fedcl", "deploy", "local", "--hospitals", str(config.clients),

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, fedcl_run, result, workload
+from common import ROOT, changed_flags, fedcl_run, result, workload
 from overhead import bare_run
 
 from fedcl.config import RunConfig
@@ -29,22 +29,13 @@ STRATEGIES = ("fedavg", "fedmedian", "fedtrimmedavg")
 SEEDS = (0, 1)
 
 
-def flags(config: RunConfig) -> list[str]:
-    """``config``'s workload as ``fedcl compare`` flags."""
-    return [
-        *("--clients", str(config.clients), "--rounds", str(config.rounds)),
-        *("--image-size", str(config.image_size), "--train-tiles", str(config.train_tiles)),
-        *("--test-tiles", str(config.test_tiles)),
-    ]
-
-
 def compare_wall(config: RunConfig, out: Path, parallel: int) -> float:
     """Seconds of one ``fedcl compare`` of the study into ``out``, launch to exit."""
     command = [sys.executable, "-m", "fedcl", "compare", "--strategies", ",".join(STRATEGIES)]
     command += ["--seeds", ",".join(map(str, SEEDS)), "--parallel", str(parallel)]
     start = time.perf_counter()
     subprocess.run(
-        [*command, *flags(config), "--out", str(out)],
+        [*command, *changed_flags(config, "strategy", "seed", "out"), "--out", str(out)],
         cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     return time.perf_counter() - start

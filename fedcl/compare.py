@@ -321,13 +321,14 @@ def run_scenarios(
         configs = [(base, out, unset)]
     # every entry valid in every scenario before any run, and the study's size
     plans = [plan_runs(c, entries, seeds, d, u) for c, d, u in configs]
-    progress = StudyProgress([r for runs in plans for r in runs], parallel)
+    planned = [r for runs in plans for r in runs]
+    progress = StudyProgress(planned, parallel)
     for _, directory, _ in configs:
         _write_order(directory, entries)
     if parallel > 1:
         if start is None:
             raise ValueError("parallel runs need start, the function that starts one")
-        run_parallel([r for runs in plans for r in runs], start, progress)
+        run_parallel(planned, start, progress)
     for runs, (_, directory, _) in zip(plans, configs, strict=True):
         if parallel == 1:
             run_planned(runs, run, progress)

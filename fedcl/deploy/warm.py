@@ -119,7 +119,7 @@ def _serve(address: str, parent: int) -> None:
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     children: dict[int, socket.socket] = {}
-    while _alive(parent):
+    while os.getppid() == parent:  # else the SuperExec is gone (this process re-parented)
         for _key, _events in selector.select(timeout=0.2):
             connection, _ = listener.accept()
             pid = _fork(connection, [listener, *children.values()])
@@ -139,14 +139,6 @@ def _serve(address: str, parent: int) -> None:
                 connection.close()
     for pid in children:
         os.kill(pid, signal.SIGTERM)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return os.getppid() == pid  # not a recycled pid: the SuperExec is still the parent
 
 
 def _fork(connection: socket.socket, others: list[socket.socket]) -> int | None:
