@@ -97,7 +97,8 @@ def stop_tagged(text: str, grace: float = 10.0) -> None:
     setproctitle): the agents are found as the raylet's children, and remembered once
     the dying raylet leaves them to init. Processes that appear while the others stop
     are stopped too (a dying raylet can restart its agents): it returns once none has
-    been seen for a second, or after ``2 * grace`` seconds.
+    been seen for a second, or after ``2 * grace`` seconds. The calling process is
+    never signalled, whatever its environment.
     """
     start = last_seen = time.monotonic()
     known: dict[int, str] = {}  # pid -> identity, every process found so far
@@ -106,7 +107,7 @@ def stop_tagged(text: str, grace: float = 10.0) -> None:
         late = time.monotonic() - start > grace
         running = {pid for pid, identity in known.items() if _identity(pid) == identity}
         tagged = set(processes_with_env(text))
-        for pid in tagged | _descendants(tagged | running):
+        for pid in (tagged | _descendants(tagged | running)) - {os.getpid()}:
             identity = _identity(pid)
             if identity is not None and pid not in known:
                 known[pid] = identity

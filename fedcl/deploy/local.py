@@ -29,7 +29,7 @@ from fedcl.config import RunConfig
 from fedcl.configure import flower_run_config
 from fedcl.deploy.certs import write_certificates, write_node_keys
 from fedcl.deploy.topology import Network, Tls, services
-from fedcl.processes import free_port, terminate_raises
+from fedcl.processes import free_port, stop_tagged, terminate_raises
 from fedcl.simulation import FLOWER_ENV
 
 CONNECTION = "fedcl-local"  # the flwr CLI connection name in this deployment's FLWR_HOME
@@ -64,7 +64,8 @@ class LocalDeployment:
 
     Use as a context manager: entering starts the services and waits until the
     SuperLink and every SuperNode answer ``GET /health``; leaving stops every process
-    it started (SIGTERM to each process group, SIGKILL after ``grace`` seconds).
+    it started (SIGTERM to each process group, SIGKILL after ``grace`` seconds) and
+    returns once none of them, nor anything they started, is left.
 
     Parameters
     ----------
@@ -96,7 +97,7 @@ class LocalDeployment:
         client_threads: int = 1,
         warm: bool = True,
     ) -> None:
-        self.workdir = workdir
+        self.workdir = Path(workdir).resolve()  # absolute: it marks every process (stop)
         self.client_threads = client_threads
         self.grace = grace
         ports: dict[str, int] = {}
@@ -219,6 +220,10 @@ class LocalDeployment:
         for process in self.processes.values():
             _signal_group(process, signal.SIGKILL)  # app processes left in the group too
             process.wait()
+        # A killed process takes a moment to go, and one re-parented out of reach of
+        # wait() (a fork server, a ClientApp) must be gone too before this returns:
+        # every process of the deployment has its FLWR_HOME under the working folder.
+        stop_tagged(str(self.workdir), grace=self.grace)
 
     @property
     def connection(self) -> Connection:
