@@ -71,9 +71,10 @@ def _same_config(run_dir: Path, config: RunConfig) -> bool:
         kept = from_run_dir(run_dir).replace(out=config.out)
     except FedclError:
         return False
-    # a run that scored every round has every figure of one that scores the read rounds
+    # a run that scored every round has every figure of one that scores fewer
     every = kept.evaluate_rounds == "every"
-    return kept == config or (every and kept.replace(evaluate_rounds="read") == config)
+    fewer = kept.replace(evaluate_rounds=config.evaluate_rounds)
+    return kept == config or (every and fewer == config)
 
 
 def _finished(run_dir: Path, config: RunConfig) -> bool:

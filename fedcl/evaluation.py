@@ -35,6 +35,7 @@ from typing import Any
 from torch import nn
 
 from fedcl.config import RunConfig
+from fedcl.config.sections import evaluation_period
 from fedcl.data.dataset import TileDataset
 from fedcl.metrics import AS_RUN, ORACLE, OWN, READINGS, summary_rounds
 from fedcl.normalization import has_running_stats
@@ -83,9 +84,12 @@ def evaluated_stages(config: RunConfig, server_round: int) -> range:
     Every stage seen so far; every stage at the end of a stage (a row of the stage x
     stage matrix, whose later columns show what an old model knows of the future). With
     ``evaluate-rounds = "read"``, none in a round no summary figure reads
-    (:func:`fedcl.metrics.summary_rounds`).
+    (:func:`fedcl.metrics.summary_rounds`); with ``"every-K"``, none in a round that is
+    neither read nor a multiple of K.
     """
-    if config.evaluate_rounds == "read" and server_round not in summary_rounds(config):
+    period = evaluation_period(config.evaluate_rounds)
+    skipped = period == 0 or server_round % period != 0
+    if period != 1 and skipped and server_round not in summary_rounds(config):
         return range(0)
     scenario = scenario_of(config)
     if server_round in scenario.stage_end_rounds():

@@ -319,6 +319,7 @@ def test_a_run_that_scored_every_round_serves_a_comparison_that_reads_fewer(tmp_
     calls.clear()  # every figure of a read-rounds run is in it: kept
     read = RunConfig(rounds=2, evaluate_rounds="read")
     run_all(read, entries, [0], tmp_path, _fake_run(calls))
+    run_all(read.replace(evaluate_rounds="every-2"), entries, [0], tmp_path, _fake_run(calls))
     assert calls == []
     run_all(read, entries, [1], tmp_path, _fake_run(calls))  # but not the other way round
     calls.clear()

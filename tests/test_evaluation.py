@@ -61,6 +61,14 @@ def test_the_read_rounds_are_the_ones_a_summary_figure_reads():
     assert [list(evaluated_stages(read, r)) for r in range(7)] == [
         [], [0], [0, 1, 2], [0, 1], [0, 1, 2], [0, 1, 2], [0, 1, 2]
     ]  # fmt: skip
+    # every-K: those rounds and every K-th (a coarser per-round curve, the same summary)
+    every3 = STAGED.replace(rounds=9, stages=3, rounds_per_stage=3, evaluate_rounds="every-3")
+    scored = [r for r in range(10) if len(evaluated_stages(every3, r))]
+    assert sorted(summary_rounds(every3)) == [2, 3, 5, 6, 7, 8, 9]
+    assert scored == [0, 2, 3, 5, 6, 7, 8, 9]  # round 0 and the read rounds; 1 and 4 skipped
+    for bad in ("every-1", "every-x", "every3", "some"):
+        with pytest.raises(FedclError, match="every, read or every-K"):
+            RunConfig(evaluate_rounds=bad)
     # a round scored nowhere: every hospital sent empty figures, no Dice at all
     model = build_model("unet", NUM_CLASSES)
     empty = evaluate_hospital(model, {}, random_tiles(4), batch_size=4)

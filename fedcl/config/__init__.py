@@ -42,6 +42,7 @@ from fedcl.config.sections import (
     ScenarioKeys,
     ServerKeys,
     TrainingKeys,
+    evaluation_period,
 )
 from fedcl.errors import FedclError, unknown_name
 
@@ -80,6 +81,7 @@ class RunConfig(RunKeys, DataKeys, TrainingKeys, ResourceKeys, ScenarioKeys, Ser
 
     def __post_init__(self) -> None:
         check_fields(self)  # types, ranges, choices of every core key
+        evaluation_period(self.evaluate_rounds)
         if self.image_size % 16:
             raise FedclError(
                 f"config key 'image-size' must be a multiple of 16, got {self.image_size}"

@@ -11,13 +11,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fedcl.config.keys import opt
+from fedcl.errors import FedclError
 from fedcl.plugins import MODELS, SCENARIOS, STRATEGIES
 
 DEVICES = ("auto", "cpu", "cuda")
 BN_STATS = ("running", "recomputed")  # fedcl.training.train_local
 EVALUATIONS = ("hospitals", "server")  # fedcl.federation
-EVALUATE_ROUNDS = ("every", "read")  # fedcl.evaluation.evaluated_stages
 PUBLIC_STAGES = ("current", "first", "all")  # fedcl.data.reference.public_stages
+
+
+def evaluation_period(value: str) -> int:
+    """Read an ``evaluate-rounds`` value: 1 for every, 0 for read, K for every-K (K >= 2).
+
+    Raises FedclError for anything else.
+    """
+    if value in ("every", "read"):
+        return int(value == "every")
+    head, _, k = value.partition("-")
+    if head == "every" and k.isdigit() and int(k) >= 2:
+        return int(k)
+    raise FedclError(
+        f"config key 'evaluate-rounds' must be every, read or every-K with K >= 2 "
+        f"(e.g. every-3), got {value!r}"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,12 +145,13 @@ class TrainingKeys:
     )
     # Scoring every stage seen in every round costs about as much as training in a staged
     # run; "read" scores only the rounds a summary figure reads (the last two of every
-    # stage, the last three of the run): the same summary, fewer per-round curve points.
+    # stage, the last three of the run): the same summary, fewer per-round curve points;
+    # "every-K" those and every K-th round, a coarser curve. Checked by RunConfig.
     evaluate_rounds: str = opt(
         "every",
-        "rounds whose model is scored: every, or read (only those summary.json reads)",
+        "rounds whose model is scored: every, read (only those summary.json reads), or "
+        "every-K (those and every K-th round)",
         section="training",
-        choices=EVALUATE_ROUNDS,
     )
 
 
