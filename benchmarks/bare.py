@@ -1,9 +1,11 @@
 """The baseline: fedcl's federated workload as a bare in-process PyTorch loop.
 
 Hospitals train one after another on the same tiles, with the same model, schedule and
-per-round seeds as ``fedcl run``; the server averages (weights = tiles) and evaluates
-the global model on every hospital's held-out tiles after every round (and before the
-first), as fedcl's server does. No Flower, no Ray, no messages.
+per-round seeds as ``fedcl run``; the server averages (weights = tiles), and the global
+model is scored after every round (and before the first) on every hospital's held-out
+tiles in the three readings fedcl's hospitals give (``evaluate_hospital``: as run, own
+statistics, oracle statistics), so both do the same work. No Flower, no Ray, no
+messages.
 
     python benchmarks/bare.py CONFIG.toml     # prints one JSON line: wall, dice, times
 """
@@ -19,11 +21,12 @@ import torch
 
 from fedcl.config import RunConfig
 from fedcl.configure import from_toml
-from fedcl.data import NUM_CLASSES, TileDataset
+from fedcl.data import NUM_CLASSES
+from fedcl.evaluation import evaluate_hospital
 from fedcl.hospital import round_seed
 from fedcl.models import build_model
 from fedcl.scenarios import scenario_of
-from fedcl.training import evaluate, train_local
+from fedcl.training import train_local
 
 
 def run_bare(config: RunConfig) -> dict:
@@ -32,12 +35,16 @@ def run_bare(config: RunConfig) -> dict:
     torch.manual_seed(config.seed)
     global_model = build_model(config.model, NUM_CLASSES)
     tests = [scenario_of(config).test_dataset(h, 0) for h in range(config.clients)]
-    data: dict[int, TileDataset] = {}
+    # iid tiles are the same every round: generated once, as fedcl caches them per hospital
+    data = [scenario_of(config).train_dataset(h, 1) for h in range(config.clients)]
     local = build_model(config.model, NUM_CLASSES)
     train_seconds: list[float] = []
 
     def dice() -> float:
-        return statistics.fmean(evaluate(global_model, t).dice for t in tests)
+        return statistics.fmean(
+            evaluate_hospital(global_model, {0: test}, own, batch_size=config.batch_size).dice[0]
+            for test, own in zip(tests, data, strict=True)
+        )
 
     history = [dice()]
     round_seconds = []
@@ -45,8 +52,6 @@ def run_bare(config: RunConfig) -> dict:
         round_start = time.perf_counter()
         states, weights = [], []
         for h in range(config.clients):
-            if h not in data:  # generated once, as fedcl caches it per hospital
-                data[h] = scenario_of(config).train_dataset(h, server_round)
             local.load_state_dict(global_model.state_dict())
             began = time.perf_counter()
             result = train_local(
@@ -72,7 +77,7 @@ def run_bare(config: RunConfig) -> dict:
         "wall": time.perf_counter() - start,
         "dice": history,
         "train_seconds": train_seconds,
-        "round_seconds": round_seconds,  # [0] includes generating the training tiles
+        "round_seconds": round_seconds,
     }
 
 

@@ -63,7 +63,7 @@ def main() -> None:
         )
     result(
         **{f"{way}_s": wall for way, wall in walls.items()},
-        **{f"{way}_ratio": wall / walls["bare"] for way in ("runs", "compare", "parallel")},
+        **{f"{way}_ratio": walls[way] / walls["bare"] for way in ("runs", "compare", "parallel")},
         runs=len(pairs),
         hospitals=config.clients,
         rounds=config.rounds,

@@ -1,7 +1,5 @@
 """``python -m fedcl`` is the ``fedcl`` command."""
 
-import sys
+from fedcl.cli import command
 
-from fedcl.cli import main
-
-sys.exit(main())
+command()

@@ -85,10 +85,19 @@ def _commands(pids):
     return [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:150] for pid in pids]
 
 
-@pytest.mark.slow  # a real comparison, terminated (~50 s); deployment's is in the default run
-def test_a_terminated_comparison_leaves_no_ray_process_behind(tmp_path):
+@pytest.mark.parametrize(
+    "stop",
+    [
+        signal.SIGINT,  # Ctrl-C
+        # a real comparison, terminated (~50 s); deployment's is in the default run
+        pytest.param(signal.SIGTERM, marks=pytest.mark.slow),
+    ],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_a_stopped_comparison_exits_and_leaves_no_ray_process_behind(tmp_path, stop):
     # the shared Ray head's daemons outlived a SIGTERM once a run had started: Ray's
-    # driver handles SIGTERM itself and ends the process without unwinding Python
+    # driver handles SIGTERM itself and ends the process without unwinding Python; after
+    # Ctrl-C the process waited forever to join the simulation's threads
     mark = f"FEDCL_TEST_MARK_{uuid.uuid4().hex}"  # every process compare starts inherits it
     args = ["compare", "--strategies", "fedavg", "--seeds", "0", "--clients", "2"]
     process = subprocess.Popen(
@@ -105,8 +114,10 @@ def test_a_terminated_comparison_leaves_no_ray_process_behind(tmp_path):
             time.sleep(0.5)
         started = processes_with_env(mark)
         assert len(started) > 3, _commands(started)  # compare, its watcher, Ray's processes
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+        process.send_signal(stop)
+        code = process.wait(timeout=60)
+        if stop == signal.SIGINT:
+            assert code == 130  # fedcl's "interrupted"
         deadline = time.monotonic() + 60
         while processes_with_env(mark) and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -326,5 +327,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def command() -> None:
+    """Run the ``fedcl`` executable: :func:`main`, then exit with its code.
+
+    After Ctrl-C a simulation's threads may wait forever for hospitals whose Ray is
+    gone, and Python joins every thread before it exits: an interrupted command leaves
+    without joining them (its clean-up has run by then).
+    """
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    command()
