@@ -39,6 +39,11 @@ FITTED = {"round_s_per_hospital", "gib_per_hospital"}
         ),
         ("devices.py", {"unet_cpu_tiles_per_s"}),
         pytest.param(
+            "study.py",
+            {"runs_ratio", "compare_ratio", "parallel_ratio", "bare_s"},
+            marks=pytest.mark.slow,  # 6 tiny runs three ways and the bare loop: minutes
+        ),
+        pytest.param(
             "evaluation.py",
             {"sim_wall_ratio", "deploy_wall_ratio", "sim_same_dice"},
             marks=pytest.mark.slow,  # two simulations and two deployments: ~3 minutes
