@@ -14,6 +14,7 @@ import argparse
 import hashlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -22,6 +23,7 @@ from typing import Any
 
 from fedcl.cli.deploy import add_commands as add_deploy_commands
 from fedcl.cli.deploy import deploy
+from fedcl.cli.interrupt import INTERRUPTED, on_interrupt
 from fedcl.cli.options import (
     RUN_COMMANDS,
     Parser,
@@ -334,8 +336,10 @@ def command() -> None:
     gone, and Python joins every thread before it exits: an interrupted command leaves
     without joining them (its clean-up has run by then).
     """
+    signal.signal(signal.SIGINT, on_interrupt)
     code = main()
-    if code == EXIT_INTERRUPTED:
+    if code == EXIT_INTERRUPTED or INTERRUPTED.is_set():
+        code = EXIT_INTERRUPTED
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

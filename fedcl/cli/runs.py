@@ -17,6 +17,7 @@ from pathlib import Path
 
 import tomli_w
 
+from fedcl.cli.interrupt import INTERRUPTED
 from fedcl.compare import PlannedRun, run_log
 from fedcl.config import RunConfig
 from fedcl.configure import load_config
@@ -32,6 +33,8 @@ def simulate_with_progress(
         simulate(
             config, callbacks=[progress.update], verbose=verbose, resume=resume, cluster=cluster
         )
+    if INTERRUPTED.is_set():  # the run ended early, whatever Flower made of the interrupt
+        raise KeyboardInterrupt
     progress.print_summary()
 
 
