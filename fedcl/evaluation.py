@@ -89,7 +89,7 @@ def evaluated_stages(config: RunConfig, server_round: int) -> range:
     """
     period = evaluation_period(config.evaluate_rounds)
     skipped = period == 0 or server_round % period != 0
-    if period != 1 and skipped and server_round not in summary_rounds(config):
+    if skipped and server_round not in summary_rounds(config):
         return range(0)
     scenario = scenario_of(config)
     if server_round in scenario.stage_end_rounds():
