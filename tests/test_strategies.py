@@ -508,6 +508,34 @@ def test_the_teacher_terms_strength_can_follow_the_federations_movement(federati
     assert held.weight == pytest.approx(0.25)  # teacher-weight 1 x the server's factor
 
 
+def test_dbc_can_rewind_to_the_teacher_when_it_finds_a_shift(federation):
+    # the shift round trained without a teacher: with rewind the next round starts from
+    # the teacher (the model that round began from), in that round only
+    global_state, clean, _, images = federation
+    strategy = dbc(images, warmup=0, filter=False, rewind=True)
+    strategy.inner.shifts.calm = [1e-9] * 4  # round 2 jumps far above calm: a shift begins
+    _, messages = configure(strategy, global_state, 4)
+    replies = [reply(m, c, p) for p, (m, c) in enumerate(zip(messages, clean, strict=True))]
+    arrays, _ = strategy.aggregate_train(2, replies)
+    assert strategy.round_report["rewound"] and strategy.round_report["consolidation"] is None
+    state = arrays.to_torch_state_dict()
+    assert all(torch.equal(state[k], global_state[k]) for k in global_state)
+    strategy.inner.shifts.calm = [1e9] * 4  # calm: the aggregate again, consolidated
+    _, messages = configure(strategy, global_state, 4)
+    replies = [reply(m, c, p) for p, (m, c) in enumerate(zip(messages, clean, strict=True))]
+    arrays, _ = strategy.aggregate_train(3, replies)
+    assert not strategy.round_report["rewound"]
+    key = next(k for k, v in global_state.items() if v.is_floating_point() and v.ndim == 4)
+    assert not torch.equal(arrays.to_torch_state_dict()[key], global_state[key])
+    off = dbc(images, warmup=0, filter=False)  # the default keeps the shift round's aggregate
+    off.inner.shifts.calm = [1e-9] * 4
+    _, messages = configure(off, global_state, 4)
+    replies = [reply(m, c, p) for p, (m, c) in enumerate(zip(messages, clean, strict=True))]
+    kept, _ = off.aggregate_train(2, replies)
+    assert off.round_report["shift_started"] and not off.round_report["rewound"]
+    assert not torch.equal(kept.to_torch_state_dict()[key], global_state[key])
+
+
 @pytest.mark.parametrize("by", ["teacher", "mix"])
 def test_dbc_can_consolidate_toward_the_teacher_it_names(federation, by):
     global_state, clean, _, images = federation

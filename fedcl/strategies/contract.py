@@ -128,6 +128,7 @@ class RoundReport(TypedDict, total=False):
     shift_length: int
     shift_started: bool  # this round began a shift (the boundary detection reads it)
     teacher_round: int  # the round of the hospitals' teacher (0: none)
+    rewound: bool  # dbc-rewind: the new global model is the teacher, not the aggregate
     teacher_scale: float  # the factor of the teacher term's weight sent for the next round
     consolidation: dict[str, Any] | None
     seconds_scoring: float

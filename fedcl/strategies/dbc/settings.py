@@ -117,6 +117,16 @@ class DBCSettings(Section):
         section="dbc",
         choices=TEACHER_PUBLIC_TILES,
     )
+    # The round a shift is found in, its hospitals trained without a teacher (none was
+    # named yet): under a class shift that round's plain loss calls the old classes
+    # background. True: the next round starts from the teacher instead of that round's
+    # aggregate, so the hospitals learn the new stage with the term from its start.
+    rewind: bool = opt(
+        False,
+        "DBC: when a shift is found, start the next round from the teacher, not from the "
+        "shift round's aggregate (trained without a teacher)",
+        section="dbc",
+    )
     # How strongly, round by round: "constant" (teacher-weight until the next shift), or
     # "movement": teacher-weight x the last round's movement over the shift's first (at
     # most 1): hold hard while the federation's behaviour on R moves as at the shift,

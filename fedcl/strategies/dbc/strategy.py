@@ -257,7 +257,10 @@ class DynamicBarlowContinuity(FedAvg):
         extra_bytes = self._teach(server_round, replies, shift_began)
         consolidation: dict[str, Any] | None = None
         toward = self.anchor if self.settings.consolidate_by == "anchor" else self.teacher
-        if arrays is not None and toward is not None:
+        rewound = shift_began and self.settings.rewind and self.teacher_round == server_round
+        if rewound:
+            arrays = self.teacher
+        elif arrays is not None and toward is not None:
             arrays, consolidation = self._consolidate(server_round, arrays, shift)
         # 5. Report.
         self.round_report = scores | RoundReport(
@@ -266,6 +269,7 @@ class DynamicBarlowContinuity(FedAvg):
             shift_length=len(self.shifts.shift),
             shift_started=shift_began,
             teacher_round=self.teacher_round,
+            rewound=rewound,
             teacher_scale=self.teacher_scale(),
             extra_bytes=extra_bytes,
             consolidation=consolidation,
