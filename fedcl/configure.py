@@ -47,6 +47,7 @@ RECORDED_BEFORE: dict[str, Scalar] = {
     "dbc-evidence-floor": 0.0,
     "dbc-teacher-term": "kl",
     "dbc-unbiased-loss": False,
+    "dbc-teacher-public-new-classes": True,
 }
 
 

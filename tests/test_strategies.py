@@ -599,13 +599,14 @@ def test_dbcs_hospitals_hold_to_the_teacher_the_server_named_on_own_and_public_t
     torch.nn.init.constant_(next(named.parameters()), 3.0)
     teacher, state = ArrayRecord(named.state_dict()), RecordDict()
     assert dbc_penalties(config, 3, model, state, 0) == []  # no shift found yet
-    own, public = dbc_penalties(config, 5, model, state, 4, teacher)
+    every = class_bits(range(1, NUM_CLASSES))  # the teacher knew every class: none is new
+    own, public = dbc_penalties(config, 5, model, state, 4, teacher, classes=every)
     assert type(own) is Distillation and isinstance(public, PublicDistillation)
     assert torch.equal(next(own.teacher.parameters()), next(named.parameters()))
     assert public.student is model and (own.weight, own.term) == (1.0, "mib")
     expected = torch.from_numpy(reference_images(config, 5)).permute(0, 3, 1, 2).float() / 255
     assert torch.allclose(public.images, expected)  # the public tiles the server scores on
-    (later, _) = dbc_penalties(config, 6, model, state, 4)  # kept in the hospital's state
+    (later, _) = dbc_penalties(config, 6, model, state, 4, classes=every)  # kept in the hospital's state
     assert torch.equal(next(later.teacher.parameters()), next(named.parameters()))
     with pytest.raises(FedclError, match="never sent it"):
         dbc_penalties(config, 7, model, state, 6)  # a teacher it never got
@@ -623,14 +624,14 @@ def test_dbcs_hospitals_hold_to_the_teacher_the_server_named_on_own_and_public_t
     assert dbc_penalties(config.with_keys({"dbc-teacher-weight": 0.0}), 6, model, state, 4) == []
     # on the public tiles alone, those the server had before the shift (round 3: stage 0)
     teachers = config.with_keys({"dbc-teacher-own": False, "dbc-teacher-public-set": "teacher"})
-    (public,) = dbc_penalties(teachers, 6, model, state, 4)
+    (public,) = dbc_penalties(teachers, 6, model, state, 4, classes=every)
     expected = torch.from_numpy(reference_images(config, 3)).permute(0, 3, 1, 2).float() / 255
     assert isinstance(public, PublicDistillation) and torch.allclose(public.images, expected)
     later_set = torch.from_numpy(reference_images(config, 6)).permute(0, 3, 1, 2).float() / 255
     assert not torch.allclose(public.images, later_set)  # stage 1's tissue is in round 6's
     # public tiles apart from the reference set: none of the tiles the server scores on
     apart = config.with_keys({"dbc-teacher-public-tiles": "apart"})
-    (_, public) = dbc_penalties(apart, 6, model, state, 4)
+    (_, public) = dbc_penalties(apart, 6, model, state, 4, classes=every)
     expected = torch.from_numpy(apart_images(config, 6)).permute(0, 3, 1, 2).float() / 255
     assert torch.allclose(public.images, expected) and public.images.shape == later_set.shape
     assert not any(torch.equal(a, r) for a in public.images for r in later_set)
@@ -645,13 +646,17 @@ def test_dbcs_mib_term_folds_the_classes_its_teacher_was_not_trained_on():
     model, state = build_model("unet", NUM_CLASSES), RecordDict()
     teacher = ArrayRecord(build_model("unet", NUM_CLASSES).state_dict())
     first, second = stage_classes(config, 0), stage_classes(config, 1)  # round 3: stage 1
-    own, public = dbc_penalties(config, 3, model, state, 3, teacher, classes=class_bits(first))
+    # while the masks annotate classes new to the teacher, the term on the own tiles only
+    (own,) = dbc_penalties(config, 3, model, state, 3, teacher, classes=class_bits(first))
+    assert own.new_classes == second and not isinstance(own, PublicDistillation)
+    also = config.with_keys({"dbc-teacher-public-new-classes": True})
+    own, public = dbc_penalties(also, 3, model, state, 3, classes=class_bits(first))
     assert own.new_classes == public.new_classes == second
-    # a teacher trained on them already (a shift found inside a stage): the KL term
-    (own, _) = dbc_penalties(config, 4, model, state, 3, classes=class_bits((*first, *second)))
-    assert own.new_classes == ()
+    # a teacher trained on them already (a shift found inside a stage): the KL term, both
+    own, public = dbc_penalties(config, 4, model, state, 3, classes=class_bits((*first, *second)))
+    assert own.new_classes == public.new_classes == ()
     # no classes named (replies without them): every annotated class counts as new
-    (own, _) = dbc_penalties(config, 4, model, state, 3)
+    (own,) = dbc_penalties(config, 4, model, state, 3)
     assert own.new_classes == second
     # the reply tells the server which classes the round's masks annotate
     content = RecordDict()

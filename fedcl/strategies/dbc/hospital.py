@@ -87,7 +87,9 @@ class DBCHospital(HospitalHalf):
             ),
         }
         penalties: list[Penalty] = [Distillation(teacher, **terms)] if settings.teacher_own else []
-        if settings.teacher_public:
+        # (mib: the server knows the teacher's classes; the other terms fold none)
+        waits = terms["new_classes"] and not settings.teacher_public_new_classes
+        if settings.teacher_public and not waits:
             # the teacher's set: the server's in the last round before the shift
             public_round = (
                 now.server_round if settings.teacher_public_set == "current" else teacher_round - 1

@@ -100,6 +100,16 @@ class DBCSettings(Section):
     teacher_public: bool = opt(
         True, "DBC: hospitals hold to the teacher on the public tiles", section="dbc"
     )
+    # While a hospital's masks annotate classes the teacher was not trained on (a class
+    # shift; known with the mib term), its own tiles say what is new and MiB's term
+    # there keeps the old classes; the public term then slowed the new class
+    # (docs/dbc.md). False: the public term waits until no class is new to the teacher.
+    teacher_public_new_classes: bool = opt(
+        False,
+        "DBC: hold to the teacher on the public tiles also while this hospital's masks "
+        "annotate classes the teacher was not trained on",
+        section="dbc",
+    )
     teacher_public_set: str = opt(
         "current",
         "DBC: the public tiles of the teacher term: the round's (current) or the teacher's",
