@@ -141,6 +141,21 @@ def fedcl_run(config: RunConfig, out: Path, extra_env: dict[str, str] | None = N
     return {"wall": wall, "peak_bytes": memory.peak, "records": records}
 
 
+def deploy_run(config: RunConfig, out: Path, *flags: str) -> dict:
+    """Run ``fedcl deploy local`` on ``config`` (as flags, plus ``flags``); wall time, records."""
+    start = time.perf_counter()
+    process = subprocess.run(
+        [sys.executable, "-m", "fedcl", "deploy", "local", "--hospitals", str(config.clients),
+         "--out", str(out), *changed_flags(config, "clients", "out"), *flags],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    wall = time.perf_counter() - start
+    if process.returncode != 0:
+        raise RuntimeError(f"fedcl deploy local failed:\n{process.stderr[-3000:]}")
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {"wall": wall, "records": records}
+
+
 def changed_flags(config: RunConfig, *skip: str) -> list[str]:
     """``config``'s keys that differ from the defaults as command-line flags (not ``skip``)."""
     defaults = RunConfig().to_mapping()

@@ -14,35 +14,13 @@ hospitals / server, and whether both gave the same final Dice.
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import ROOT, changed_flags, fedcl_run, result, steady_round_seconds, workload
-
-from fedcl.config import RunConfig
+from common import deploy_run, fedcl_run, result, steady_round_seconds, workload
 
 MODES = ("hospitals", "server")
-
-
-def deploy_run(config: RunConfig, out: Path) -> dict:
-    """Run ``fedcl deploy local`` on ``config`` (as flags); wall time and records."""
-    flags = changed_flags(config, "clients", "out")
-    start = time.perf_counter()
-    process = subprocess.run(
-        [sys.executable, "-m", "fedcl", "deploy", "local", "--hospitals", str(config.clients),
-         "--out", str(out), *flags],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
-    wall = time.perf_counter() - start
-    if process.returncode != 0:
-        raise RuntimeError(f"fedcl deploy local failed:\n{process.stderr[-3000:]}")
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {"wall": wall, "records": records}
 
 
 def main() -> None:

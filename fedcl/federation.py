@@ -9,6 +9,7 @@ other side), one evaluate message after the last round, and a checkpoint every r
 from __future__ import annotations
 
 import random
+import statistics
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -31,6 +32,7 @@ from fedcl.evaluation import (
     round_evaluation,
 )
 from fedcl.hospital import EVALUATION_KEY
+from fedcl.metrics import MESSAGE_PHASES, SECONDS_PREFIX
 from fedcl.models import build_model
 from fedcl.recorder import RoundCallback, RunRecorder, read_checkpoint, read_metrics
 from fedcl.scenarios import scenario_of
@@ -156,6 +158,9 @@ class PromptGrid(Grid):
     def __init__(self, grid: Grid, interval: float = 0.1) -> None:
         self.grid = grid
         self.interval = interval
+        # per reply of the last send_and_receive: seconds from its making at the
+        # hospital to its pull here (give or take the interval)
+        self.replied: list[float] = []
 
     def set_run(self, run: Run) -> None:
         """Delegate to the wrapped grid."""
@@ -193,8 +198,11 @@ class PromptGrid(Grid):
         pending = set(self.push_messages(messages))
         end = time.monotonic() + (timeout or 0.0)
         replies: list[Message] = []
+        self.replied = []
         while timeout is None or time.monotonic() < end:
             pulled = list(self.pull_messages(pending))
+            now = time.time()
+            self.replied += [now - m.metadata.created_at for m in pulled]
             replies += pulled
             pending -= {m.metadata.reply_to_message_id for m in pulled}
             if not pending:
@@ -234,6 +242,8 @@ def serve(
         report: RoundReport | None,
     ) -> None:
         numbers = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, int | float)}
+        if grid.replied:
+            numbers[f"{SECONDS_PREFIX}{MESSAGE_PHASES[2]}"] = statistics.fmean(grid.replied)
         recorder.train_aggregated(server_round, numbers, report)
         if config.evaluation == "hospitals":
             # the replies carry the hospitals' scores of the model they received

@@ -45,9 +45,10 @@ from fedcl.configure import load_config
 from fedcl.data import NUM_CLASSES, TileDataset
 from fedcl.errors import FedclError
 from fedcl.evaluation import evaluate_hospital, evaluated_stages, own_tiles_round
-from fedcl.metrics import HOSPITAL_PHASES, SECONDS_PREFIX
+from fedcl.metrics import HOSPITAL_PHASES, MESSAGE_PHASES, SECONDS_PREFIX
 from fedcl.models import build_model
 from fedcl.plugins import STRATEGIES
+from fedcl.processes import started_at
 from fedcl.scenarios import scenario_of
 from fedcl.strategies.contract import hospital_half_of
 from fedcl.strategies.hospital_half import HospitalHalf, LocalRound
@@ -228,6 +229,21 @@ def _evaluation(now: LocalRound, model: nn.Module) -> ConfigRecord:
     return ConfigRecord({"server-round": now.model_round, **figures.to_record()})
 
 
+def _waited(msg: Message, entered: float) -> tuple[float, float]:
+    """Seconds from the server's creating ``msg`` to its handler, ``entered``: delivery, start.
+
+    *start*: from the start of this ClientApp's process to the handler (interpreter,
+    imports, Flower's set-up), where the process started after the message was made
+    (deployment: one per message); 0 where it lived on (simulation). *delivery*: the
+    rest. Across machines the delivery includes the difference of their clocks.
+    """
+    made = msg.metadata.created_at
+    started = started_at()
+    if started is None or started < made:
+        return entered - made, 0.0
+    return started - made, entered - started
+
+
 def handle_train(msg: Message, context: Context) -> Message:
     """Evaluate, then train the received global model on this hospital's data; reply.
 
@@ -235,6 +251,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     hospital's figures for the model it received (the model after the previous round),
     so evaluation costs no message of its own; :func:`handle_evaluate` scores the last.
     """
+    waited = _waited(msg, time.time())
     started = time.perf_counter()
     got = _receive(msg, context)
     config, hospital, server_round = got.config, got.now.hospital, got.now.server_round
@@ -260,13 +277,13 @@ def handle_train(msg: Message, context: Context) -> Message:
             "num-examples": result.num_examples,  # FedAvg weight: samples, not batches
             PARTITION_KEY: hospital,
             # where the handler's time went: receiving (model rebuilt and loaded, tiles
-            # from state), evaluating, training with the hospital half's hooks (FedAvg
-            # averages them over the hospitals)
+            # from state), evaluating, training with the hospital half's hooks; and the
+            # message's way to it (FedAvg averages them over the hospitals)
             **{
                 f"{SECONDS_PREFIX}{phase}": seconds
                 for phase, seconds in zip(
-                    HOSPITAL_PHASES,
-                    (received - started, evaluated - received, trained - evaluated),
+                    HOSPITAL_PHASES + MESSAGE_PHASES[:2],
+                    (received - started, evaluated - received, trained - evaluated, *waited),
                     strict=True,
                 )
             },

@@ -215,9 +215,13 @@ def summarize(config: RunConfig, records: Sequence[dict[str, Any]]) -> dict[str,
 
 
 # Reply metrics of a hospital's train handler: the seconds it spent per phase
-# (fedcl.hospital writes them, the recorder collects them as hospital_seconds).
+# (fedcl.hospital writes them, the recorder collects them as hospital_seconds), and
+# the seconds its messages took: from the server to the ClientApp process, from that
+# process's start to the handler (a deployment starts one per message; 0 where it lived
+# on), and the reply's way back (measured by the server).
 SECONDS_PREFIX = "seconds-"
 HOSPITAL_PHASES = ("receive", "evaluation", "training")
+MESSAGE_PHASES = ("delivery", "start", "reply")
 
 
 def without_timing(value: Any, also: Collection[str] = ()) -> Any:
@@ -239,6 +243,8 @@ def without_timing(value: Any, also: Collection[str] = ()) -> Any:
 def hospital_seconds(records: Sequence[dict[str, Any]]) -> dict[str, float | None] | None:
     """Return the hospitals' mean seconds per phase of a round, and evaluation's share.
 
+    The share is of the handler's time (:data:`HOSPITAL_PHASES`), messages apart.
+
     From round 2 on (round 1's handler also starts the hospital and generates its
     tiles); None when the records have no timings (a plug-in's strategy may not
     aggregate the replies' metrics, or a run of one round).
@@ -247,9 +253,30 @@ def hospital_seconds(records: Sequence[dict[str, Any]]) -> dict[str, float | Non
     if not timed:
         return None
     phases = {k: statistics.fmean(t.get(k, 0.0) for t in timed) for k in timed[0]}
-    total = sum(phases.values())
+    total = sum(v for k, v in phases.items() if k in HOSPITAL_PHASES)  # the handler's
     share = phases.get("evaluation", 0.0) / total if total > 0 else None
     return {k: round(v, 4) for k, v in phases.items()} | {"evaluation_share": share}
+
+
+def round_parts(records: Sequence[dict[str, Any]]) -> dict[str, float] | None:
+    """Split the rounds from round 2 on into their parts; medians in seconds.
+
+    ``wall``: the round as the server saw it; a hospital's message parts
+    (:data:`MESSAGE_PHASES`) and handler phases (:data:`HOSPITAL_PHASES`), each the
+    hospitals' mean; ``rest``: the round less those (the server's own work, and the wait
+    for hospitals slower than the mean). None without the message timings (runs before
+    they were recorded).
+    """
+    parts = MESSAGE_PHASES[:2] + HOSPITAL_PHASES + MESSAGE_PHASES[2:]
+    timed = [r for r in records[2:] if all(p in (r.get("hospital_seconds") or {}) for p in parts)]
+    if not timed:
+        return None
+    rows = [
+        {"wall": r["wall_seconds"], **{p: r["hospital_seconds"][p] for p in parts}} for r in timed
+    ]
+    for row in rows:
+        row["rest"] = row["wall"] - sum(row[p] for p in parts)
+    return {k: round(statistics.median(row[k] for row in rows), 3) for k in rows[0]}
 
 
 def _mean(values: Sequence[float | None]) -> float | None:

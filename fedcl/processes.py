@@ -59,6 +59,21 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
+def started_at(pid: int | None = None) -> float | None:
+    """Return when a process (this one by default) started, in Unix seconds; None off Linux.
+
+    From its start in clock ticks after boot (``/proc/PID/stat``) and the clock since
+    boot: exact to a tick, where ``/proc/stat``'s boot time has whole seconds only.
+    """
+    fields = _stat(os.getpid() if pid is None else pid)
+    try:
+        ticks = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # type: ignore[index]
+        since_boot = time.clock_gettime(time.CLOCK_BOOTTIME)
+    except (TypeError, IndexError, ValueError, OSError, AttributeError):
+        return None
+    return time.time() - (since_boot - ticks)
+
+
 def _identity(pid: int) -> str | None:
     """Return the start time of a running ``pid`` (None if gone): tells it from a reuse.
 

@@ -19,6 +19,7 @@ from rich.progress import (
 
 from fedcl.config import RunConfig
 from fedcl.configure import server_tiles
+from fedcl.metrics import MESSAGE_PHASES
 from fedcl.scenarios import scenario_of
 
 
@@ -129,6 +130,11 @@ def summary_lines(summary: dict[str, Any], run_dir: str, lead: str = "done") -> 
             f"({100 * timing['evaluation_share']:.0f} %), {timing.get('receive', 0):.1f} s "
             "receiving"
         )
+        if all(timing.get(phase) is not None for phase in MESSAGE_PHASES):
+            lines.append(
+                "      its messages: "
+                + ", ".join(f"{timing[phase]:.1f} s {phase}" for phase in MESSAGE_PHASES)
+            )
     return lines
 
 

@@ -2,6 +2,7 @@
 
     sudo python scripts/compose_check.py            # insecure, then TLS
     sudo python scripts/compose_check.py --compare  # + the same run with deploy local, fedcl run
+    sudo python scripts/compose_check.py --fresh-clientapps  # a fresh Python per message
 
 1. A Docker engine: the running one, or ``dockerd`` started here (host networking only,
    no bridge) and stopped at the end.
@@ -20,7 +21,8 @@
    ``finished:completed`` and ``runs/.../summary.json`` read on the host;
    ``compose down -v`` and a check that no container, network or volume is left.
 
-Prints build times, image sizes and round latencies; ``--report FILE`` writes them as
+Prints build times, image sizes and round latencies, each steady round split into its
+parts (:func:`fedcl.metrics.round_parts`); ``--report FILE`` writes them as
 JSON. Needs root (or a user allowed to use Docker and to chown to 49999), the
 ``docker`` CLI with BuildKit, ``docker compose`` or ``docker-compose``; ``--install``
 installs docker.io, docker-compose and debootstrap with apt-get where they are missing.
@@ -60,6 +62,7 @@ from fedcl.deploy.topology import (  # noqa: E402
     render_compose,
     services,
 )
+from fedcl.metrics import round_parts  # noqa: E402
 from fedcl.processes import terminate_raises  # noqa: E402
 from fedcl.simulation import FLOWER_ENV  # noqa: E402
 
@@ -93,8 +96,10 @@ class ComposeRun:
         rounds: int,
         tls: bool,
         run_timeout: float = 1200,
+        warm: bool = True,
     ) -> None:
         self.docker = docker
+        self.warm = warm  # ClientApps forked from a warm interpreter (the compose default)
         self.run_timeout = run_timeout  # a run that hangs fails the check, and is torn down
         self.workdir = workdir
         self.hospitals = hospitals
@@ -115,7 +120,7 @@ class ComposeRun:
     def prepare(self) -> None:
         """Compose file, hospital data, runs/ and certificates, as an operator lays them."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        text = render_compose(self.hospitals, tls=self.tls, network="host")
+        text = render_compose(self.hospitals, tls=self.tls, network="host", warm=self.warm)
         (self.workdir / "docker-compose.yml").write_text(text)
         for h in range(self.hospitals):
             data = self.workdir / "data" / f"hospital-{h}"
@@ -262,6 +267,7 @@ class ComposeRun:
             raise CheckError(f"unexpected summary.json: {summary}")
         records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         self.timings["round_seconds"] = [r["wall_seconds"] for r in records]
+        self.timings["round_parts"] = round_parts(records)
         self.timings["final_dice"] = summary["final_dice"]
         return summary
 
@@ -315,12 +321,13 @@ class ComposeRun:
 # --- the same run without containers -------------------------------------------------------
 
 
-def compare(workdir: Path, hospitals: int, rounds: int) -> dict[str, Any]:
+def compare(workdir: Path, hospitals: int, rounds: int, warm: bool = True) -> dict[str, Any]:
     """Repeat the run with ``fedcl deploy local`` and ``fedcl run``; return their timings."""
     flags = [f"--{key}={value}" for key, value in SETTINGS.items()]
     flags += [f"--clients={hospitals}", f"--rounds={rounds}"]
+    local = ["deploy", "local"] + ([] if warm else ["--fresh-clientapps"])
     result: dict[str, Any] = {}
-    for name, command in (("deploy_local", ["deploy", "local"]), ("simulation", ["run"])):
+    for name, command in (("deploy_local", local), ("simulation", ["run"])):
         out = workdir / name
         started = time.monotonic()
         run_command(
@@ -332,6 +339,7 @@ def compare(workdir: Path, hospitals: int, rounds: int) -> dict[str, Any]:
         result[name] = {
             "total_seconds": round(time.monotonic() - started, 1),
             "round_seconds": [r["wall_seconds"] for r in records],
+            "round_parts": round_parts(records),
             "load_average": round(os.getloadavg()[1], 1),
         }
         log(f"{name}: {result[name]}")
@@ -345,6 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--variants", default="insecure,tls", help="comma-separated: insecure, tls")
     parser.add_argument("--compare", action="store_true", help="also deploy local + fedcl run")
+    parser.add_argument(
+        "--fresh-clientapps", dest="warm", action="store_false",
+        help="a fresh Python per ClientApp message, as Flower does (also in --compare)",
+    )  # fmt: skip
     parser.add_argument("--rebuild", action="store_true", help="build images even if unchanged")
     parser.add_argument("--install", action="store_true", help="apt-get install what is missing")
     parser.add_argument("--keep", type=Path, help="keep the work directories here")
@@ -383,10 +395,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         args.rounds,
                         tls=variant == "tls",
                         run_timeout=args.run_timeout,
+                        warm=args.warm,
                     )
                     report[variant] = run()
             if args.compare:
-                report |= compare(workdir, args.hospitals, args.rounds)
+                report |= compare(workdir, args.hospitals, args.rounds, args.warm)
         except CheckError as err:
             log(f"FAILED: {err}")
             return 1

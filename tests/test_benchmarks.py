@@ -44,6 +44,11 @@ FITTED = {"round_s_per_hospital", "gib_per_hospital"}
             marks=pytest.mark.slow,  # 6 tiny runs three ways and the bare loop: minutes
         ),
         pytest.param(
+            "deployed_round.py",
+            {"sim_wall_s", "deploy_wall_s", "fresh_wall_s", "deploy_start_s", "fresh_start_s"},
+            marks=pytest.mark.slow,  # a simulation and two deployments: ~3 minutes
+        ),
+        pytest.param(
             "evaluation.py",
             {"sim_wall_ratio", "deploy_wall_ratio", "sim_same_dice"},
             marks=pytest.mark.slow,  # two simulations and two deployments: ~3 minutes

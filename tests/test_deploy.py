@@ -60,7 +60,15 @@ def test_compose_topology(tls):
         data = [v for v in app["volumes"] if "/data" in v]
         assert data == [f"./data/hospital-{h}:/data:ro"]
         assert app["command"][:2] == ["--runtime-api-address", f"supernode-{h}:9094"]
+        # its ClientApps forked from a warm interpreter, as in deploy local
+        assert app["entrypoint"] == ["python", "-m", "fedcl.deploy.warm", "flower-superexec"]
     assert compose["serverapp"]["build"]["dockerfile"] == "docker/app/Dockerfile"
+    assert all("entrypoint" not in compose[name] for name in ("serverapp", "superlink"))
+    fresh = compose_file(3, tls=tls, warm=False)["services"]
+    assert not any("entrypoint" in service for service in fresh.values())
+    assert {k: v for k, v in compose["clientapp-0"].items() if k != "entrypoint"} == fresh[
+        "clientapp-0"
+    ]
     for name, service in compose.items():
         command = service["command"]
         assert ("--insecure" in command) != tls, name

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
 from flwr.app import RecordDict
 
 from fedcl import hospital
 from fedcl.config import RunConfig
+from fedcl.processes import started_at
 from fedcl.scenarios.builtin import Iid
 
 
@@ -112,3 +118,24 @@ def test_a_hospital_imports_its_strategy_module_and_nothing_of_the_server():
     loaded = set(result.stdout.split())
     assert {"fedcl.hospital", "fedcl.strategies.lwf", "fedcl.distillation"} <= loaded
     assert not loaded & SERVER_SIDE, sorted(loaded & SERVER_SIDE)
+
+
+def test_a_process_knows_when_it_started_to_the_tick():
+    before = time.time()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    try:
+        started = started_at(child.pid)
+        assert started is not None and before - 0.05 <= started <= time.time() + 0.05
+    finally:
+        child.kill()
+        child.wait()
+    assert started_at(child.pid) is None  # gone
+    assert started_at() < time.time()
+
+
+def test_a_message_waits_for_delivery_and_for_a_process_started_for_it(monkeypatch):
+    msg = SimpleNamespace(metadata=SimpleNamespace(created_at=100.0))  # made at the server
+    monkeypatch.setattr(hospital, "started_at", lambda: 103.0)  # deployment: after it
+    assert hospital._waited(msg, entered=108.5) == (3.0, 5.5)
+    monkeypatch.setattr(hospital, "started_at", lambda: 50.0)  # a worker that lives on
+    assert hospital._waited(msg, entered=100.25) == (0.25, 0.0)

@@ -1,7 +1,14 @@
 import pytest
 
 from fedcl.config import RunConfig
-from fedcl.metrics import boundaries, continual_metrics, detection, hospital_seconds, summarize
+from fedcl.metrics import (
+    boundaries,
+    continual_metrics,
+    detection,
+    hospital_seconds,
+    round_parts,
+    summarize,
+)
 from fedcl.recorder import RunRecorder
 
 
@@ -87,6 +94,28 @@ def test_a_hospitals_round_is_split_into_its_phases_from_round_two_on():
     assert result == {"receive": 0.5, "evaluation": 2.0, "training": 2.5,
                       "evaluation_share": pytest.approx(0.4)}  # fmt: skip
     assert hospital_seconds(timed[:2]) is None  # round 1 starts the hospitals: not counted
+    messages = {"delivery": 4.0, "start": 5.0, "reply": 0.2}  # not the handler's time
+    for record in timed[2:]:
+        record["hospital_seconds"] |= messages
+    assert hospital_seconds(timed) == result | messages
+    for record, wall in zip(timed[2:], (20.0, 40.0), strict=True):
+        record["wall_seconds"] = wall
+    parts = round_parts(timed)  # rounds 2 and 3: medians = means of two
+    assert parts == pytest.approx(
+        {
+            "wall": 30.0,
+            "delivery": 4.0,
+            "start": 5.0,
+            "receive": 0.5,
+            "evaluation": 2.0,
+            "training": 2.5,
+            "reply": 0.2,
+            "rest": 15.8,
+        }  # fmt: skip
+    )
+    assert list(parts) == ["wall", "delivery", "start", "receive", "evaluation", "training",
+                           "reply", "rest"]  # fmt: skip
+    assert round_parts(timed[:2]) is None
     assert hospital_seconds([{"round": r} for r in range(4)]) is None
 
 

@@ -162,8 +162,11 @@ def test_every_builtin_strategy_runs_two_rounds(tmp_path, name, ray_address):
     assert 0 <= summary["final_dice"] <= 1
     records = read_metrics(run)
     if name == "fedavg":  # the hospitals' handler, phase by phase
-        assert set(records[2]["hospital_seconds"]) == {"receive", "evaluation", "training"}
+        timing = records[2]["hospital_seconds"]
+        assert set(timing) == {"receive", "evaluation", "training", "delivery", "start", "reply"}
         assert 0 < summary["hospital_seconds"]["evaluation_share"] < 1
+        # simulated hospitals are Ray workers that live across messages: nothing starts
+        assert timing["start"] == 0 and 0 <= timing["delivery"] < 5 and timing["reply"] >= 0
     if name == "dbc":
         report = records[2]["aggregation"]
         assert report["hospitals"] == [0, 1, 2]

@@ -55,11 +55,7 @@ def add_commands(commands: Any, sections: tuple[type[Section], ...] = ()) -> Non
     local.add_argument(
         "--tls", action="store_true", help="generate a throwaway CA and use TLS everywhere"
     )
-    local.add_argument(
-        "--fresh-clientapps", dest="warm", action="store_false",
-        help="start every ClientApp process from a fresh Python, as Flower does (default: "
-        "fork them from one that has torch and MONAI loaded; docs/deployment.md)",
-    )  # fmt: skip
+    add_fresh_clientapps(local)
     add_resume(local)
     add_overwrite(local)
     add_run_options(local, sections=sections)
@@ -75,6 +71,7 @@ def add_commands(commands: Any, sections: tuple[type[Section], ...] = ()) -> Non
         help="bridge (default): a compose network, services by name; host: the host's "
         "network, every daemon on 127.0.0.1 with its own port (scripts/compose_check.py)",
     )  # fmt: skip
+    add_fresh_clientapps(compose)
     certs = targets.add_parser(
         "certs",
         help="write a throwaway CA, server certificate and hospital keys for the TLS compose file",
@@ -103,6 +100,15 @@ def add_commands(commands: Any, sections: tuple[type[Section], ...] = ()) -> Non
     )  # fmt: skip
 
 
+def add_fresh_clientapps(parser: argparse.ArgumentParser) -> None:
+    """``--fresh-clientapps``: Flower's own way of starting a hospital's ClientApps."""
+    parser.add_argument(
+        "--fresh-clientapps", dest="warm", action="store_false",
+        help="start every ClientApp process from a fresh Python, as Flower does (default: "
+        "fork them from one that has torch and MONAI loaded; docs/deployment.md)",
+    )  # fmt: skip
+
+
 def _add_keys_folder(parser: argparse.ArgumentParser) -> None:
     # certs writes into it what register reads from it
     parser.add_argument(
@@ -121,7 +127,7 @@ def deploy(args: argparse.Namespace) -> int:
 
     if args.target == "compose":
         _check_hospitals(args.hospitals)
-        sys.stdout.write(topology.render_compose(args.hospitals, args.tls, args.network))
+        sys.stdout.write(topology.render_compose(args.hospitals, args.tls, args.network, args.warm))
         return 0
     if args.target == "certs":
         # start-up: imported where a command needs it (module docstring)

@@ -28,7 +28,7 @@ import tomli_w
 from fedcl.config import RunConfig
 from fedcl.configure import flower_run_config
 from fedcl.deploy.certs import write_certificates, write_node_keys
-from fedcl.deploy.topology import Network, Tls, services
+from fedcl.deploy.topology import WARM, Network, Tls, services
 from fedcl.processes import free_port, stop_tagged, terminate_raises
 from fedcl.simulation import FLOWER_ENV
 
@@ -115,7 +115,7 @@ class LocalDeployment:
             certificates = workdir / "certificates"
             self.tls = replace(write_certificates(certificates, names), node_keys=str(certificates))
             self.node_keys = write_node_keys(certificates, hospitals)
-        wrapper = (sys.executable, "-m", "fedcl.deploy.warm") if warm else ()
+        wrapper = (sys.executable, *WARM) if warm else ()
         self.services = services(hospitals, self.network, self.tls, wrapper)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         # Flower's programs (and the app processes they start) from this interpreter's
