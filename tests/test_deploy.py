@@ -1,5 +1,6 @@
 """Deployment: the compose files, and the same topology as real local processes."""
 
+import io
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import sys
 import textwrap
 import time
 import tomllib
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import tomli_w
 import torch
 import yaml
 from audit_checks import assert_messages_carry_no_data
+from flwr.cli.build import build_fab_from_disk
 
 from fedcl.configure import flower_run_config, from_toml, load_config
 from fedcl.deploy.certs import write_node_keys
@@ -438,3 +441,12 @@ def test_a_killed_deployed_run_resumes_to_the_figures_of_an_uninterrupted_one(tm
         assert summaries[0][key] == summaries[1][key], key
     models = [read_checkpoint(d)["model"] for d in (deployed, simulated)]
     assert all(torch.equal(models[0][k], models[1][k]) for k in models[1])
+
+
+def test_the_app_bundle_holds_the_apps_and_not_the_docs_or_tests():
+    # every message to a hospital carries it, and its ClientApp unpacks it
+    bundle = build_fab_from_disk(ROOT)
+    names = zipfile.ZipFile(io.BytesIO(bundle)).namelist()
+    assert {"clients/app.py", "server/app.py", "fedcl/hospital.py", "pyproject.toml"} <= set(names)
+    assert not [n for n in names if n.split("/")[0] in {"docs", "tests", "benchmarks"}]
+    assert len(bundle) < 1_000_000
