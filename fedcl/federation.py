@@ -41,6 +41,7 @@ from fedcl.strategies.contract import RoundReport, hospital_half_of
 from fedcl.strategies.guard import GuardedStrategy
 from fedcl.strategies.replies import partition_of
 from fedcl.training import resolve_device
+from fedcl.transport import pack_message, unpack_message
 
 FLOWER_ROUND_TIMEOUT = 3600.0  # Strategy.start's own default: an hour per round
 
@@ -148,11 +149,12 @@ class RoundEnd:
 
 
 class PromptGrid(Grid):
-    """A :class:`Grid` that polls for replies every ``interval`` seconds.
+    """A :class:`Grid` that polls for replies every ``interval`` seconds, arrays packed.
 
     Flower's deployment grid (``HttpGrid``) sleeps 3 s between pulls, so every round
     waited on average 1.5 s after the last reply had arrived; the simulation's grid
-    polls every 0.1 s. Everything else is delegated to the wrapped grid.
+    polls every 0.1 s. Messages travel with every ArrayRecord packed into one Array
+    (:mod:`fedcl.transport`). Everything else is delegated to the wrapped grid.
     """
 
     def __init__(self, grid: Grid, interval: float = 0.1) -> None:
@@ -184,12 +186,12 @@ class PromptGrid(Grid):
         return self.grid.get_nodes()
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        """Delegate to the wrapped grid."""
-        return self.grid.push_messages(messages)
+        """Push ``messages`` with each ArrayRecord packed into one Array (fedcl.transport)."""
+        return self.grid.push_messages(pack_message(m) for m in messages)
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        """Delegate to the wrapped grid."""
-        return self.grid.pull_messages(message_ids)
+        """Pull replies, their packed ArrayRecords unpacked (fedcl.transport)."""
+        return [unpack_message(m) for m in self.grid.pull_messages(message_ids)]
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None

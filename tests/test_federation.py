@@ -7,12 +7,15 @@ import sys
 import time
 from types import SimpleNamespace
 
-from flwr.app import RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MessageType, RecordDict
 
 from fedcl import hospital
 from fedcl.config import RunConfig
+from fedcl.data import NUM_CLASSES
+from fedcl.models import build_model
 from fedcl.processes import started_at
 from fedcl.scenarios.builtin import Iid
+from fedcl.transport import PACKED, pack_message, pack_mod, unpack, unpack_message
 
 
 def test_hospital_data_is_generated_once_and_kept_in_context_state(monkeypatch):
@@ -139,3 +142,26 @@ def test_a_message_waits_for_delivery_and_for_a_process_started_for_it(monkeypat
     assert hospital._waited(msg, entered=108.5) == (3.0, 5.5)
     monkeypatch.setattr(hospital, "started_at", lambda: 50.0)  # a worker that lives on
     assert hospital._waited(msg, entered=100.25) == (0.25, 0.0)
+
+
+def test_a_message_travels_with_one_array_per_record_and_arrives_byte_for_byte(flower_task):
+    state = build_model("unet", NUM_CLASSES).state_dict()
+    record = ArrayRecord(state)
+    content = RecordDict({"arrays": record, "config": ConfigRecord({"server-round": 3})})
+    msg = pack_message(Message(content, dst_node_id=1, message_type=MessageType.TRAIN))
+    packed = msg.content.array_records["arrays"]
+    assert list(packed) == [PACKED] and len(record) == len(state) > 50  # 1 object, not 82
+    assert msg.content.config_records["config"]["server-round"] == 3  # other records as made
+    unpacked = unpack_message(msg).content.array_records["arrays"]
+    assert unpacked.object_id == record.object_id  # every name, dtype, shape and byte
+    assert unpack(record) is record  # a record that came unpacked stays as it is
+
+    def hospital(received, context):
+        assert list(received.content.array_records["arrays"]) == list(state)  # unpacked
+        return Message(RecordDict({"arrays": record}), reply_to=received)
+
+    sent = pack_message(Message(content, dst_node_id=1, message_type=MessageType.TRAIN))
+    answer = pack_mod(sent, None, hospital)
+    assert list(answer.content.array_records["arrays"]) == [PACKED]
+    failed = Message(Error(code=0, reason="no"), reply_to=sent)
+    assert pack_message(failed).has_error()  # an error carries no content to pack
