@@ -187,7 +187,8 @@ class PromptGrid(Grid):
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         """Push ``messages`` with each ArrayRecord packed into one Array (fedcl.transport)."""
-        return self.grid.push_messages(pack_message(m) for m in messages)
+        # a list: Flower's deployment grid goes over the messages twice
+        return self.grid.push_messages([pack_message(m) for m in messages])
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         """Pull replies, their packed ArrayRecords unpacked (fedcl.transport)."""
