@@ -12,6 +12,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MessageType, Rec
 from fedcl import hospital
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES
+from fedcl.federation import PromptGrid
 from fedcl.models import build_model
 from fedcl.processes import started_at
 from fedcl.scenarios.builtin import Iid
@@ -165,3 +166,27 @@ def test_a_message_travels_with_one_array_per_record_and_arrives_byte_for_byte(f
     assert list(answer.content.array_records["arrays"]) == [PACKED]
     failed = Message(Error(code=0, reason="no"), reply_to=sent)
     assert pack_message(failed).has_error()  # an error carries no content to pack
+
+
+def test_the_grid_pushes_packed_messages_and_pulls_replies_unpacked(flower_task):
+    class Twice:
+        """Goes over the pushed messages twice, as Flower's deployment grid does."""
+
+        def push_messages(self, messages):
+            ids = [m.object_id for m in messages]
+            self.pushed = list(messages)
+            return ids
+
+        def pull_messages(self, message_ids):
+            return [pack_message(m) for m in self.replies]
+
+    record = ArrayRecord(build_model("unet", NUM_CLASSES).state_dict())
+    grid = PromptGrid(Twice())
+    inner = grid.grid
+    msg = Message(RecordDict({"arrays": record}), dst_node_id=1, message_type=MessageType.TRAIN)
+    (pushed_id,) = grid.push_messages([msg])
+    assert [list(m.content.array_records["arrays"]) for m in inner.pushed] == [[PACKED]]
+    assert pushed_id == inner.pushed[0].object_id
+    inner.replies = [Message(RecordDict({"arrays": record}), reply_to=inner.pushed[0])]
+    (pulled,) = grid.pull_messages([pushed_id])
+    assert pulled.content.array_records["arrays"].object_id == record.object_id

@@ -606,7 +606,8 @@ def test_dbcs_hospitals_hold_to_the_teacher_the_server_named_on_own_and_public_t
     assert public.student is model and (own.weight, own.term) == (1.0, "mib")
     expected = torch.from_numpy(reference_images(config, 5)).permute(0, 3, 1, 2).float() / 255
     assert torch.allclose(public.images, expected)  # the public tiles the server scores on
-    (later, _) = dbc_penalties(config, 6, model, state, 4, classes=every)  # kept in the hospital's state
+    # kept in the hospital's state
+    (later, _) = dbc_penalties(config, 6, model, state, 4, classes=every)
     assert torch.equal(next(later.teacher.parameters()), next(named.parameters()))
     with pytest.raises(FedclError, match="never sent it"):
         dbc_penalties(config, 7, model, state, 6)  # a teacher it never got
