@@ -8,10 +8,10 @@ from pathlib import Path
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedcl.hospital import handle_evaluate, handle_train
+from fedcl.hospital import MODS, handle_evaluate, handle_train
 from fedcl.metrics import SECONDS_PREFIX
 
-app = ClientApp()
+app = ClientApp(mods=MODS)  # as fedcl's own ClientApp
 
 
 @app.train()

@@ -10,14 +10,9 @@ import os
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedcl.audit import audit_mod
 from fedcl.flower_logs import drop_intended_flower_logs
-from fedcl.hospital import handle_evaluate, handle_train
-from fedcl.transport import pack_mod
+from fedcl.hospital import MODS, handle_evaluate, handle_train
 
-# pack_mod: the server's messages arrive with each ArrayRecord packed into one Array, and
-# the replies leave so (fedcl.transport); audit_mod, inside it: with FEDCL_AUDIT_DIR set,
-# every message in and out is described there, as the hospital's code sees it
 # `flwr run .`'s simulation runtime loads this module, then calls ray.init() without an
 # address, which joins any cluster a `ray start` left on the machine and can wait on it
 # for good; "local" makes it start its own. An address the user set wins; fedcl's own
@@ -25,7 +20,9 @@ from fedcl.transport import pack_mod
 os.environ.setdefault("RAY_ADDRESS", "local")
 drop_intended_flower_logs()  # a simulated hospital's actor: its shutdown warning
 
-app = ClientApp(mods=[pack_mod, audit_mod])
+# MODS: arrays packed on the wire (fedcl.transport); with FEDCL_AUDIT_DIR set, every
+# message in and out is described there (fedcl.audit)
+app = ClientApp(mods=MODS)
 
 
 @app.train()

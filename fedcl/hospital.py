@@ -37,9 +37,11 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
+from flwr.clientapp.typing import Mod
 from torch import nn
 
 from fedcl import seeds
+from fedcl.audit import audit_mod
 from fedcl.config import RunConfig, data_keys
 from fedcl.configure import load_config
 from fedcl.data import NUM_CLASSES, TileDataset
@@ -54,11 +56,16 @@ from fedcl.strategies.contract import hospital_half_of
 from fedcl.strategies.hospital_half import HospitalHalf, LocalRound
 from fedcl.strategies.replies import PARTITION_KEY
 from fedcl.training import resolve_device, train_local
+from fedcl.transport import pack_mod, unpack_message
 
 # Context.state entries: the hospital's tiles (with what they were generated from); the
 # training tiles of this round and of the round before (the model of a stage's last
 # round is evaluated, own statistics, in the next stage's first round).
 _TRAIN_KEYS, _TEST_KEY = ("fedcl-train-data", "fedcl-train-data-before"), "fedcl-test-data"
+# A hospital ClientApp's mods: messages arrive with each ArrayRecord packed into one Array
+# and replies leave so (fedcl.transport); inside, with FEDCL_AUDIT_DIR set, every message
+# in and out is described there as the hospital's code sees it (fedcl.audit).
+MODS: list[Mod] = [pack_mod, audit_mod]
 # Message key of a hospital's figures (a ConfigRecord: Flower's strategies aggregate the
 # one MetricRecord of a reply).
 EVALUATION_KEY = "evaluation"
@@ -203,6 +210,7 @@ class _Received:
 
 
 def _receive(msg: Message, context: Context) -> _Received:
+    unpack_message(msg)  # without pack_mod (a ClientApp of one's own), packed as it came
     sent = msg.content.config_records["config"]
     config = load_config(sent, source=f"{msg.metadata.message_type} message", strict=False)
     now = local_round(

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from fedcl.config import RunConfig
 from fedcl.data import NUM_CLASSES
-from fedcl.metrics import HOSPITAL_PHASES, SECONDS_PREFIX
+from fedcl.metrics import HOSPITAL_PHASES, MESSAGE_PHASES, SECONDS_PREFIX
 from fedcl.models import build_model
 from fedcl.strategies.dbc.hospital import ANNOTATED_KEY
 
@@ -39,7 +39,8 @@ def assert_messages_carry_no_data(messages: Path, config: RunConfig, trained: in
                 else:
                     assert isinstance(value, int | float | str), (name, key)
     for content in replies.values():
-        timings = {f"{SECONDS_PREFIX}{phase}" for phase in HOSPITAL_PHASES}
+        # the handler's phases and the message's way to it (the reply's: the server's)
+        timings = {f"{SECONDS_PREFIX}{phase}" for phase in HOSPITAL_PHASES + MESSAGE_PHASES[:2]}
         assert set(content["metrics"]["metrics"]) == {
             "train-loss", "num-examples", "partition-id", *timings,
         }  # fmt: skip

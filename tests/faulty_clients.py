@@ -4,7 +4,7 @@ Environment (inherited by Ray's actor processes):
 ``FEDCL_TEST_FAIL`` = ``"hospital:round"``: that hospital raises in that round;
 ``FEDCL_TEST_SLOW`` = ``"hospital:round:seconds"``: that hospital sleeps first;
 ``FEDCL_AUDIT_DIR`` = a directory: every message in and out is described there
-(:mod:`fedcl.audit`, as in fedcl's own ClientApp).
+(:mod:`fedcl.audit`, as in fedcl's own ClientApp, whose mods it runs).
 """
 
 import os
@@ -13,10 +13,9 @@ import time
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedcl.audit import audit_mod
-from fedcl.hospital import handle_evaluate, handle_train
+from fedcl.hospital import MODS, handle_evaluate, handle_train
 
-app = ClientApp(mods=[audit_mod])
+app = ClientApp(mods=MODS)  # fedcl's: arrays packed on the wire, the audit log
 
 
 @app.train()
