@@ -131,11 +131,17 @@ def summary_lines(summary: dict[str, Any], run_dir: str, lead: str = "done") -> 
             "receiving"
         )
         if all(timing.get(phase) is not None for phase in MESSAGE_PHASES):
-            lines.append(
-                "      its messages: "
-                + ", ".join(f"{timing[phase]:.1f} s {phase}" for phase in MESSAGE_PHASES)
-            )
+            lines.append("      its messages: " + _messages(timing))
     return lines
+
+
+def _messages(timing: dict[str, Any]) -> str:
+    """Say where a hospital's messages spent their time: a deployment's or a simulation's way."""
+    delivery, start, reply = (timing[phase] for phase in MESSAGE_PHASES)
+    if start > 0:  # a ClientApp process per message (deployment)
+        return f"{delivery:.1f} s delivery, {start:.1f} s ClientApp start, {reply:.1f} s reply"
+    # workers that live on (simulation): the wait is for a free one
+    return f"{delivery:.1f} s to a free worker, {reply:.1f} s back"
 
 
 def _provenance_lines(config: RunConfig) -> list[str]:

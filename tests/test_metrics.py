@@ -9,6 +9,7 @@ from fedcl.metrics import (
     round_parts,
     summarize,
 )
+from fedcl.progress import summary_lines
 from fedcl.recorder import RunRecorder
 
 
@@ -182,3 +183,18 @@ def test_dbcs_plot_shows_the_movement_the_shifts_found_and_the_stage_starts(tmp_
     # one panel more, of the same height, where rounds report a movement
     heights = [Image.open(tmp_path / f"{n}.png").size[1] for n in ("with", "without")]
     assert heights[0] == 2 * heights[1]
+
+
+def test_a_runs_last_lines_say_where_a_hospitals_round_went():
+    summary = {
+        "final_dice": 0.7, "rounds": 5, "wall_seconds": 30.0, "dice_matrix": [[0.7]],
+        "detection": {}, "acc": None, "bwt": None, "forgetting": None,
+    }  # fmt: skip
+    handler = {"receive": 0.4, "evaluation": 0.5, "training": 1.1, "evaluation_share": 0.25}
+    deployed = handler | {"delivery": 1.9, "start": 0.35, "reply": 0.46}
+    lines = summary_lines(summary | {"hospital_seconds": deployed}, "runs/x")
+    assert lines[-1].strip() == "its messages: 1.9 s delivery, 0.3 s ClientApp start, 0.5 s reply"
+    simulated = handler | {"delivery": 1.2, "start": 0.0, "reply": 0.1}
+    lines = summary_lines(summary | {"hospital_seconds": simulated}, "runs/x")
+    assert lines[-1].strip() == "its messages: 1.2 s to a free worker, 0.1 s back"
+    assert "ClientApp" not in "".join(summary_lines(summary | {"hospital_seconds": handler}, "x"))
