@@ -66,10 +66,12 @@ def started_at(pid: int | None = None) -> float | None:
     boot: exact to a tick, where ``/proc/stat``'s boot time has whole seconds only.
     """
     fields = _stat(os.getpid() if pid is None else pid)
+    if fields is None:  # gone, or no /proc
+        return None
     try:
-        ticks = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # type: ignore[index]
+        ticks = int(fields[19]) / os.sysconf("SC_CLK_TCK")
         since_boot = time.clock_gettime(time.CLOCK_BOOTTIME)
-    except (TypeError, IndexError, ValueError, OSError, AttributeError):
+    except (IndexError, ValueError, OSError, AttributeError):  # AttributeError: not Linux
         return None
     return time.time() - (since_boot - ticks)
 
