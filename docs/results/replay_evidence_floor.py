@@ -7,6 +7,7 @@ one column per (floor, tau): honest replies rejected, and the recall on drifted 
 Usage::
 
     python docs/results/replay_evidence_floor.py RUN_DIR [RUN_DIR ...]   # DBC runs
+    python docs/results/replay_evidence_floor.py --variants 0.02:1.25,0.01:1.0 RUN_DIR ...
 """
 
 import json
@@ -16,6 +17,7 @@ from pathlib import Path
 from fedcl.configure import from_run_dir
 from fedcl.continuity import peer_evidence, persistent_outlier
 from fedcl.scenarios import scenario_of
+from fedcl.scenarios.sections import DriftSettings
 from fedcl.strategies.dbc import DBCSettings
 
 # (evidence floor, tau): the runs' own rule first, then the neighbourhood of the default
@@ -46,19 +48,21 @@ def counts(run: Path, floor: float, tau: float) -> tuple[int, int, int, int]:
     return false_alarms, honest, caught, drifted
 
 
-def main(runs: list[Path]) -> None:
+def main(runs: list[Path], variants: list[tuple[float, float]]) -> None:
     """Print the Markdown table."""
     rows: dict[str, list[list[int]]] = {}
     for run in runs:
         config = from_run_dir(run)
-        shift = scenario_of(config).stage_shift
+        scenario = scenario_of(config)
+        kind = config.section(DriftSettings).drift_kind if scenario.drifting else ""
+        shift = ", ".join(x for x in (scenario.stage_shift, kind) if x)
         name = config.scenario + (f" ({shift})" if shift else "")
-        totals = rows.setdefault(name, [[0, 0, 0, 0] for _ in VARIANTS])
-        for total, (floor, tau) in zip(totals, VARIANTS, strict=True):
+        totals = rows.setdefault(name, [[0, 0, 0, 0] for _ in variants])
+        for total, (floor, tau) in zip(totals, variants, strict=True):
             for i, n in enumerate(counts(run, floor, tau)):
                 total[i] += n
-    print("| scenario | " + " | ".join(f"floor {f}, tau {t}" for f, t in VARIANTS) + " |")
-    print("|---" * (len(VARIANTS) + 1) + "|")
+    print("| scenario | " + " | ".join(f"floor {f}, tau {t}" for f, t in variants) + " |")
+    print("|---" * (len(variants) + 1) + "|")
     for name, totals in sorted(rows.items()):
         cells = [
             f"{fa}/{honest} honest rejected"
@@ -69,4 +73,10 @@ def main(runs: list[Path]) -> None:
 
 
 if __name__ == "__main__":
-    main([Path(p) for p in sys.argv[1:]])
+    args = sys.argv[1:]
+    variants = VARIANTS
+    if args[:1] == ["--variants"]:
+        pairs = (pair.split(":") for pair in args[1].split(","))
+        variants = [(float(floor), float(tau)) for floor, tau in pairs]
+        args = args[2:]
+    main([Path(p) for p in args], variants)
