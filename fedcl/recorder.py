@@ -28,6 +28,7 @@ import torch
 from fedcl.config import RunConfig
 from fedcl.configure import unread_keys
 from fedcl.errors import FedclError
+from fedcl.machine import software
 from fedcl.metrics import READING_NAMES, SECONDS_PREFIX, summarize
 from fedcl.scenarios import scenario_of
 from fedcl.strategies.dbc.settings import DBCSettings
@@ -246,6 +247,8 @@ def write_provenance(config: RunConfig, run_dir: Path) -> dict[str, Any]:
     """Write ``provenance.json``: the data, each hospital's source, the server's tiles.
 
     A server that cannot see the hospitals' real data (a deployment) says so instead.
+    ``software``: what wrote the file (:func:`fedcl.machine.software`; a resumed run
+    says what resumed it).
     """
     # imported when needed: a run that does not use it does not load it
     from fedcl.scenarios.tiles import provenance
@@ -257,6 +260,7 @@ def write_provenance(config: RunConfig, run_dir: Path) -> dict[str, Any]:
             "data": config.data,
             "hospitals": f"not visible where the server runs ({err})",
         }
+    found["software"] = software()
     _atomic_write(
         run_dir / "provenance.json", lambda p: _write_text(p, json.dumps(found, indent=2) + "\n")
     )

@@ -73,6 +73,7 @@ def test_run_directory_is_complete_and_valid(two_runs):
     assert Image.open(run / "dice.png").size[0] > 300
     provenance = json.loads((run / "provenance.json").read_text())
     assert provenance["data"] == "synthetic" and len(provenance["hospitals"]) == 3
+    assert provenance["software"]["torch"] == torch.__version__  # what ran it
     # TensorBoard: the same figures, round by round, for `tensorboard --logdir runs/`
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
