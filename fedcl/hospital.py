@@ -282,6 +282,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     content["metrics"] = MetricRecord(
         {
             "train-loss": result.loss,
+            "first-loss": result.first_loss,  # how new this round's tiles are to the model
             "num-examples": result.num_examples,  # FedAvg weight: samples, not batches
             PARTITION_KEY: hospital,
             # where the handler's time went: receiving (model rebuilt and loaded, tiles

@@ -137,6 +137,8 @@ class RunRecorder:
                 "round": server_round,
                 **evaluation,
                 "train_loss": train_loss,
+                # the received model's loss on the hospitals' first batches
+                "first_loss": train.get("first-loss"),
                 "wall_seconds": round(now - self._last, 4),
             }
         )

@@ -9,6 +9,7 @@ for every tile and class at once (:func:`tile_dice`) and reduced by MONAI.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,10 @@ from fedcl.errors import FedclError
 # logits (B x C x H x W): e.g. fedcl.distillation.Distillation.
 Penalty = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+# Batches whose loss, before they have moved the model much, says how new the data is
+# (TrainResult.first_loss): one is a noisy few tiles, a whole epoch is mostly learning.
+FIRST_STEPS = 3
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -34,6 +39,9 @@ class TrainResult:
     loss: float  # mean training loss over the steps taken
     num_examples: int  # tiles in the local training set: FedAvg's weight
     steps: int
+    # The received model's segmentation loss on the first FIRST_STEPS batches (fedcl's
+    # loss, without the strategy's terms): how new the hospital's tiles are to it.
+    first_loss: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -156,14 +164,17 @@ def train_local(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(optimizer, params, lr)
     loss_fn = criterion if criterion is not None else segmentation_loss()
+    plain = segmentation_loss()
     generator = torch.Generator().manual_seed(seed)
-    total, steps = 0.0, 0
+    total, steps, first = 0.0, 0, []
     for _ in range(epochs):
         for images, masks in data.batches(batch_size, generator):
             images, masks = images.to(device), masks.to(device)
             opt.zero_grad(set_to_none=True)
             logits = model(images)
             loss = loss_fn(logits, masks)
+            if steps < FIRST_STEPS:
+                first.append(float(plain(logits.detach(), masks)))
             for penalty in penalties:
                 loss = loss + penalty(images, logits)
             loss.backward()
@@ -172,7 +183,12 @@ def train_local(
             steps += 1
     if bn_stats == "recomputed":
         recompute_batchnorm(model, data, batch_size)
-    return TrainResult(loss=total / max(steps, 1), num_examples=len(data), steps=steps)
+    return TrainResult(
+        loss=total / max(steps, 1),
+        num_examples=len(data),
+        steps=steps,
+        first_loss=sum(first) / len(first) if first else math.nan,
+    )
 
 
 @torch.no_grad()

@@ -42,7 +42,7 @@ def assert_messages_carry_no_data(messages: Path, config: RunConfig, trained: in
         # the handler's phases and the message's way to it (the reply's: the server's)
         timings = {f"{SECONDS_PREFIX}{phase}" for phase in HOSPITAL_PHASES + MESSAGE_PHASES[:2]}
         assert set(content["metrics"]["metrics"]) == {
-            "train-loss", "num-examples", "partition-id", *timings,
+            "train-loss", "first-loss", "num-examples", "partition-id", *timings,
         }  # fmt: skip
         # the figures, and (DBC's mib term) which classes the masks annotate
         assert set(content["configs"]) <= {"evaluation", ANNOTATED_KEY}
