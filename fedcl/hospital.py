@@ -54,7 +54,7 @@ from fedcl.processes import started_at
 from fedcl.scenarios import scenario_of
 from fedcl.strategies.contract import hospital_half_of
 from fedcl.strategies.hospital_half import HospitalHalf, LocalRound
-from fedcl.strategies.replies import PARTITION_KEY
+from fedcl.strategies.replies import FIRST_LOSS_KEY, PARTITION_KEY
 from fedcl.training import resolve_device, train_local
 from fedcl.transport import pack_mod, unpack_message
 
@@ -282,7 +282,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     content["metrics"] = MetricRecord(
         {
             "train-loss": result.loss,
-            "first-loss": result.first_loss,  # how new this round's tiles are to the model
+            FIRST_LOSS_KEY: result.first_loss,  # how new this round's tiles are to the model
             "num-examples": result.num_examples,  # FedAvg weight: samples, not batches
             PARTITION_KEY: hospital,
             # where the handler's time went: receiving (model rebuilt and loaded, tiles

@@ -64,8 +64,9 @@ def plot_dbc(
 
     With the evidence rule (rounds report ``evidence``), a panel shows each hospital's
     evidence against ``tau``, the line above which it is rejected; where rounds report
-    a movement, a last panel shows it with the shifts found (a teacher named) and the
-    scenario's stage ``boundaries`` (first rounds of a new stage) to judge them by.
+    a movement, a last panel shows it with the shifts found (a teacher named), the
+    scenario's stage ``boundaries`` (first rounds of a new stage) to judge them by and,
+    where recorded, the hospitals' first loss (the detector's second sign).
     """
     series, evidence, rejected, thresholds = _dbc_series(records)
     moved = any((r.get("aggregation") or {}).get("movement") is not None for r in records)
@@ -161,7 +162,18 @@ def _movement_panel(ax: Any, records: Sequence[dict[str, Any]], boundaries: Sequ
         ax.plot(xs, ys, "r^", ms=9, label="shift found: a teacher named")
     ax.set_yscale("log")
     ax.set_ylabel("movement: median L_BC(global, reply)")
-    ax.legend(fontsize=7, loc="best")
+    handles, labels = ax.get_legend_handles_labels()
+    # the second sign of a shift (dbc-loss-jump): the received model's loss on the
+    # hospitals' first batches, which a teacher does not damp
+    losses = [(r["round"], r["first_loss"]) for r in records if r.get("first_loss") is not None]
+    if losses:
+        right = ax.twinx()
+        xs, ys = zip(*losses, strict=True)
+        right.plot(xs, ys, "--", color="tab:blue", lw=1, label="first loss (right)")
+        right.set_ylabel("first loss: received model, first batches", color="tab:blue")
+        more, names = right.get_legend_handles_labels()
+        handles, labels = handles + more, labels + names
+    ax.legend(handles, labels, fontsize=7, loc="best")
 
 
 def _name(hospital: Any, names: Sequence[str]) -> str:

@@ -39,8 +39,8 @@ class TrainResult:
     loss: float  # mean training loss over the steps taken
     num_examples: int  # tiles in the local training set: FedAvg's weight
     steps: int
-    # The received model's segmentation loss on the first FIRST_STEPS batches (fedcl's
-    # loss, without the strategy's terms): how new the hospital's tiles are to it.
+    # The received model's loss on the first FIRST_STEPS batches (the criterion it
+    # trains with, without the strategy's terms): how new the hospital's tiles are to it.
     first_loss: float = math.nan
 
 
@@ -164,7 +164,6 @@ def train_local(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(optimizer, params, lr)
     loss_fn = criterion if criterion is not None else segmentation_loss()
-    plain = segmentation_loss()
     generator = torch.Generator().manual_seed(seed)
     total, steps, first = 0.0, 0, []
     for _ in range(epochs):
@@ -174,7 +173,7 @@ def train_local(
             logits = model(images)
             loss = loss_fn(logits, masks)
             if steps < FIRST_STEPS:
-                first.append(float(plain(logits.detach(), masks)))
+                first.append(float(loss.detach()))
             for penalty in penalties:
                 loss = loss + penalty(images, logits)
             loss.backward()

@@ -18,6 +18,7 @@ from fedcl.continuity import (
     consensus_threshold,
     consolidate,
     input_parameters,
+    loss_jump,
     model_outputs,
     peer_evidence,
     persistent_outlier,
@@ -379,6 +380,34 @@ def test_a_shift_is_consolidated_for_at_most_its_bound_and_survives_a_checkpoint
     restored = ShiftDetector(rho=1.0, window=5, bound=2)
     restored.load_state_dict(detector.state_dict())
     assert restored.update(5.0) and detector.update(5.0)
+
+
+def test_a_first_loss_jump_starts_a_shift_the_damped_movement_misses():
+    # The second boundary of a held federation (tissue shift, tuning seed 1): the
+    # movement barely rises (the teacher holds it down), the first loss jumps 1.7-fold.
+    movement = [0.09, 0.09, 0.03, 0.03, 0.20, 0.08, 0.01, 0.00, 0.01, 0.02, 0.00, 0.00]
+    loss = [1.87, 1.60, 1.43, 1.20, 1.18, 1.15, 1.17, 1.11, 1.09, 1.87, 1.58, 1.45]
+    started = []
+    for jump in (0.0, 0.5):
+        detector = ShiftDetector(rho=3.0, window=3, bound=3, loss_jump=jump)
+        rounds = []
+        for r, (m, first) in enumerate(zip(movement, loss, strict=True), start=2):
+            detector.update(m, first)
+            rounds += [r] if detector.started else []
+        started.append(rounds)
+    assert started == [[6], [6, 11]]
+    detector = ShiftDetector(rho=3.0, window=3, bound=3, loss_jump=0.5)
+    for m, first in zip(movement[:9], loss[:9], strict=True):
+        detector.update(m, first)
+    restored = ShiftDetector(rho=3.0, window=3, bound=3, loss_jump=0.5)
+    restored.load_state_dict(detector.state_dict())  # the last first loss goes with it
+    assert restored.update(0.02, 1.87) and restored.jumped and restored.started
+
+
+def test_loss_jump_needs_both_losses_and_a_jump_above_the_factor():
+    assert loss_jump(1.0, 1.6, 0.5) and not loss_jump(1.0, 1.5, 0.5)
+    assert not loss_jump(None, 3.0, 0.5) and not loss_jump(1.0, None, 0.5)
+    assert not loss_jump(1.0, 9.0, 0.0)  # 0: off
 
 
 class _Named(torch.nn.Module):

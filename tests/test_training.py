@@ -39,19 +39,21 @@ def test_one_training_step_lowers_the_loss():
     assert batch_loss(model, data) < before - 0.01
 
 
-def test_first_loss_is_the_received_models_plain_loss_on_the_first_batches():
+def test_first_loss_is_the_received_models_loss_on_the_first_batches_without_terms():
     torch.manual_seed(0)
     model = build_model("unet", NUM_CLASSES)
     data = dataset()
     before = batch_loss(model, data)
     constant = 5.0  # a strategy's term: in the training loss, not in first_loss
+    plain = segmentation_loss()
     result = train_local(
         model, data, epochs=1, batch_size=8, lr=3e-3, seed=0,
         penalties=[lambda images, logits: torch.tensor(constant)],
+        criterion=lambda logits, masks: 2 * plain(logits, masks),  # the hospital's own
     )  # fmt: skip
     assert result.steps == 1
-    assert result.first_loss == pytest.approx(before, rel=1e-4)
-    assert result.loss == pytest.approx(before + constant, rel=1e-4)
+    assert result.first_loss == pytest.approx(2 * before, rel=1e-4)
+    assert result.loss == pytest.approx(2 * before + constant, rel=1e-4)
     many = train_local(model, data, epochs=2, batch_size=2, lr=1e-3, seed=0)
     assert many.steps == 8 and math.isfinite(many.first_loss)  # the first 3 steps only
 

@@ -41,7 +41,7 @@ from fedcl.continuity.spatial import (
     persistent_outlier,
     typical_peer_score,
 )
-from fedcl.continuity.temporal import ShiftDetector, shared_shift, update_anchor
+from fedcl.continuity.temporal import ShiftDetector, loss_jump, shared_shift, update_anchor
 
 __all__ = [
     "CONSOLIDATION_OPTIMIZERS",
@@ -55,6 +55,7 @@ __all__ = [
     "consensus_threshold",
     "consolidate",
     "input_parameters",
+    "loss_jump",
     "model_outputs",
     "named_layers",
     "peer_evidence",

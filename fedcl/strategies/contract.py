@@ -127,6 +127,8 @@ class RoundReport(TypedDict, total=False):
     movement: float | None
     shift_length: int
     shift_started: bool  # this round began a shift (the boundary detection reads it)
+    first_loss: float | None  # the replies' mean loss of the received model, first batches
+    loss_jumped: bool  # the first loss jumped (dbc-loss-jump): a shift began by it
     teacher_round: int  # the round of the hospitals' teacher (0: none)
     rewound: bool  # dbc-rewind: the new global model is the teacher, not the aggregate
     teacher_scale: float  # the factor of the teacher term's weight sent for the next round

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -9,6 +10,8 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Message, RecordDict
 
 PARTITION_KEY = "partition-id"
+# the received model's loss on a hospital's first batches (fedcl.training.TrainResult)
+FIRST_LOSS_KEY = "first-loss"
 
 
 def partition_of(msg: Message) -> int | None:
@@ -20,6 +23,22 @@ def partition_of(msg: Message) -> int | None:
         if isinstance(value, int | float):
             return int(value)
     return None
+
+
+def first_loss(replies: Iterable[Message], key: str = FIRST_LOSS_KEY) -> float | None:
+    """Return the mean ``first-loss`` the replies reported (None if none reported one).
+
+    A reply's own word: anything but a finite, non-negative number is left out.
+    """
+    found = []
+    for msg in replies:
+        if msg.has_error():
+            continue
+        for metrics in msg.content.metric_records.values():
+            value = metrics.get(key)
+            if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
+                found.append(float(value))
+    return sum(found) / len(found) if found else None
 
 
 def by_partition(replies: Iterable[Message]) -> list[Message]:

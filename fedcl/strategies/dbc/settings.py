@@ -208,6 +208,16 @@ class DBCSettings(Section):
         section="dbc",
         rule=">= 2",
     )
+    # A second sign of a shift, which the teacher does not damp: the hospitals' mean
+    # loss of the received model on their first batches jumps above (1 + this) x last
+    # round's (new tissue, new classes). 0: the movement alone. 0.35: halfway (in ratio)
+    # between the largest calm and the smallest boundary jump on the tuning seeds.
+    loss_jump: float = opt(
+        0.35,
+        "DBC: a shift also begins when the first loss jumps above (1 + this) x last round's",
+        section="dbc",
+        rule=">= 0",
+    )
     # adaptive: True, the calm history starts after warm-up; False, with round 2 (round
     # 1 leaves the random start). After warm-up, a short stage had no calm level to
     # jump from.

@@ -56,7 +56,7 @@ from fedcl.strategies.dbc.hospital import (
 )
 from fedcl.strategies.dbc.settings import DBCSettings
 from fedcl.strategies.flower import sampling
-from fedcl.strategies.replies import partition_of
+from fedcl.strategies.replies import first_loss, partition_of
 from fedcl.strategies.server_stats import unlabeled
 from fedcl.training import recompute_batchnorm, resolve_device
 
@@ -146,6 +146,7 @@ class DynamicBarlowContinuity(FedAvg):
             rho=self.settings.rho,
             window=self.settings.calm_rounds,
             bound=self.settings.shift_rounds,
+            loss_jump=self.settings.loss_jump,
         )
         # Z of the last aggregate before consolidation (only when consolidation changed it)
         self.unconsolidated: torch.Tensor | None = None
@@ -250,7 +251,9 @@ class DynamicBarlowContinuity(FedAvg):
             arrays, metrics = super().aggregate_train(server_round, accepted)
         # 4. The temporal side: a shift found names the hospitals' teacher; consolidation
         # toward the anchor (or the teacher) while a shift all share lasts.
-        movement, shift = self._temporal(server_round, z_global, z_replies, scores)
+        movement, shift = self._temporal(
+            server_round, z_global, z_replies, scores, first_loss(replies)
+        )
         shift_began = movement is not None and self.shifts.started
         if movement is not None:
             self.last_movement = movement
@@ -360,6 +363,7 @@ class DynamicBarlowContinuity(FedAvg):
         z_global: torch.Tensor,
         z_replies: list[torch.Tensor],
         scores: RoundReport,
+        first: float | None,
     ) -> tuple[float | None, bool]:
         """Move the anchor on, measure the round's movement, tell a shift all share.
 
@@ -373,7 +377,9 @@ class DynamicBarlowContinuity(FedAvg):
         if server_round > (settings.warmup if settings.calm_after_warmup else 1):
             movement = self._movement(z_replies, scores)
         if movement is not None:
-            shift = self.shifts.update(movement)
+            shift = self.shifts.update(movement, first)
+        scores["first_loss"] = first
+        scores["loss_jumped"] = movement is not None and self.shifts.jumped
         self.unconsolidated = None  # this round's consolidation sets it again if it moves
         return movement, shift
 
