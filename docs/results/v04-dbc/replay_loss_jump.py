@@ -43,6 +43,23 @@ def replay(run: Path, jump: float) -> str:
     return " ".join(map(str, calls)) or "none"
 
 
+def ratios(run: Path) -> tuple[list[float], list[float]]:
+    """Return each round's first loss over the last round's: outside stage starts, at them.
+
+    From round 3 (round 2's is the random start's fall).
+    """
+    starts = scenario_of(from_run_dir(run)).stage_boundaries()
+    loss = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        loss[record["round"]] = record.get("first_loss")
+    calm, at_start = [], []
+    for r in sorted(loss):
+        if r >= 3 and loss[r] is not None and loss.get(r - 1) is not None:
+            (at_start if r in starts else calm).append(loss[r] / loss[r - 1])
+    return calm, at_start
+
+
 def main(runs: list[Path]) -> None:
     """Print a Markdown table: per run, the stage starts and each rule's calls."""
     print("| run | stage starts | " + " | ".join(f"loss jump {j}" for j in JUMPS) + " |")
@@ -52,6 +69,12 @@ def main(runs: list[Path]) -> None:
         cells = [replay(run, jump) for jump in JUMPS]
         name = f"{run.parent.name}/{run.name}"
         print(f"| {name} | {' '.join(map(str, starts)) or 'none'} | " + " | ".join(cells) + " |")
+    calm, at_start = zip(*(ratios(run) for run in runs), strict=True)
+    jumps = sorted(x for xs in at_start for x in xs)
+    print(
+        f"\nFirst loss over the last round's: at most {max(max(xs, default=0) for xs in calm):.3f}"
+        " outside a stage start; at the stage starts: " + ", ".join(f"{x:.2f}" for x in jumps)
+    )
 
 
 if __name__ == "__main__":
