@@ -55,7 +55,7 @@ from fedcl.strategies.dbc.settings import TEACHER_STRENGTHS
 from fedcl.strategies.fltrust import fltrust_aggregate
 from fedcl.strategies.guard import GuardedStrategy
 from fedcl.strategies.hospital_half import HospitalHalf
-from fedcl.strategies.replies import by_partition, malformed_reason
+from fedcl.strategies.replies import by_partition, first_loss, malformed_reason
 from fedcl.strategies.server_stats import FedAvgServerStats, unlabeled
 from fedcl.training import recompute_batchnorm, train_local
 from tests.conftest import FLOWER_OWN, FakeGrid
@@ -91,7 +91,12 @@ def reply(to: Message, state, partition, n=24):
         {
             "arrays": arrays,
             "metrics": MetricRecord(
-                {"num-examples": n, "partition-id": partition, "train-loss": 1.0}
+                {
+                    "num-examples": n,
+                    "partition-id": partition,
+                    "train-loss": 1.0,
+                    "first-loss": 1.0 + partition,
+                }
             ),
         }
     )
@@ -282,7 +287,9 @@ def test_dbc_consolidates_after_warmup_and_keeps_its_state(federation):
     assert state["anchor"] is not None
     assert state["evidence"] == {p: [e] for p, e in enumerate(strategy.round_report["evidence"])}
     movement = statistics.median(strategy.round_report["anchor_scores"])
-    assert state["shifts"] == {"calm": [movement], "shift": []}
+    # the detector's second sign: the replies' mean first loss, for the next round's jump
+    first = statistics.fmean(1.0 + p for p in range(len(replies)))
+    assert state["shifts"] == {"calm": [movement], "shift": [], "last_loss": first}
     restored = dbc(images)
     restored.load_state_dict(state)
     assert torch.equal(restored.inner.anchor, strategy.inner.anchor)
@@ -295,6 +302,17 @@ def test_dbc_consolidates_after_warmup_and_keeps_its_state(federation):
     }
     restored.load_state_dict(older)
     assert restored.inner.shifts.calm == [movement] and len(restored.inner.shifts.shift) == 2
+
+
+def test_first_loss_is_the_replies_mean_and_ignores_what_is_no_loss(federation):
+    global_state, clean, _, images = federation
+    _, messages = configure(dbc(images), global_state, 4)
+    replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
+    assert first_loss(replies) == statistics.fmean(1.0 + p for p in range(len(replies)))
+    replies[0].content["metrics"]["first-loss"] = float("nan")  # a reply's word, not a loss
+    replies[1].content["metrics"]["first-loss"] = -1.0
+    assert first_loss(replies) == statistics.fmean(1.0 + p for p in range(2, len(replies)))
+    assert first_loss(replies[:2]) is None
 
 
 @pytest.mark.parametrize("confident", [0.0, 0.3, 0.99999])
