@@ -48,7 +48,6 @@ RECORDED_BEFORE: dict[str, Scalar] = {
     "dbc-teacher-term": "kl",
     "dbc-unbiased-loss": False,
     "dbc-teacher-public-new-classes": True,
-    "dbc-loss-jump": 0.0,
 }
 
 
