@@ -1,8 +1,7 @@
 """What ran a run: fedcl's commit, the libraries and the processor.
 
 Figures trained on a CPU agree to the last digit only on the same processor and
-library versions (the same code gives 3rd-decimal differences on another machine), so
-every run's ``provenance.json`` says which of each it had.
+library versions, so every run's ``provenance.json`` says which of each it had.
 """
 
 from __future__ import annotations
@@ -40,10 +39,8 @@ def commit(directory: Path) -> str | None:
     """Return the git commit ``directory`` is checked out at, ``+dirty`` with edits in it.
 
     Only ``directory``'s own tracked files count: a study writing its results into the
-    same checkout leaves the code's commit clean.
-
-    None where it is not a git checkout (an installed wheel, a deployed app) or git is
-    missing.
+    same checkout leaves the code's commit clean. None where it is not a git checkout
+    (an installed wheel, a deployed app) or git is missing.
     """
     try:
         head = _git(directory, "rev-parse", "HEAD")

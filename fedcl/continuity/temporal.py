@@ -112,6 +112,6 @@ class ShiftDetector:
         return {"calm": list(self.calm), "shift": list(self.shift), "last_loss": self.last_loss}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s history (no first loss before version 0.4's)."""
+        """Restore :meth:`state_dict`'s history (older checkpoints hold no first loss)."""
         self.calm, self.shift = list(state["calm"]), list(state["shift"])
         self.last_loss = state.get("last_loss")
