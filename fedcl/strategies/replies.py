@@ -14,15 +14,21 @@ PARTITION_KEY = "partition-id"
 FIRST_LOSS_KEY = "first-loss"
 
 
-def partition_of(msg: Message) -> int | None:
-    """Return the ``partition-id`` a hospital reported in its metrics (None if absent)."""
+def reported(msg: Message, key: str) -> float | None:
+    """Return the number a reply reported under ``key`` in its metrics (None if none)."""
     if msg.has_error():
         return None
     for metrics in msg.content.metric_records.values():
-        value = metrics.get(PARTITION_KEY)
+        value = metrics.get(key)
         if isinstance(value, int | float):
-            return int(value)
+            return value
     return None
+
+
+def partition_of(msg: Message) -> int | None:
+    """Return the ``partition-id`` a hospital reported in its metrics (None if absent)."""
+    value = reported(msg, PARTITION_KEY)
+    return None if value is None else int(value)
 
 
 def first_loss(replies: Iterable[Message], key: str = FIRST_LOSS_KEY) -> float | None:
@@ -30,14 +36,8 @@ def first_loss(replies: Iterable[Message], key: str = FIRST_LOSS_KEY) -> float |
 
     A reply's own word: anything but a finite, non-negative number is left out.
     """
-    found = []
-    for msg in replies:
-        if msg.has_error():
-            continue
-        for metrics in msg.content.metric_records.values():
-            value = metrics.get(key)
-            if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
-                found.append(float(value))
+    values = (reported(msg, key) for msg in replies)
+    found = [float(v) for v in values if v is not None and math.isfinite(v) and v >= 0]
     return sum(found) / len(found) if found else None
 
 
