@@ -13,6 +13,7 @@ from monai.losses import BarlowTwinsLoss
 from fedcl.continuity import (
     ShiftDetector,
     barlow_continuity,
+    barlow_continuity_columns,
     barlow_continuity_loss,
     consensus_filter,
     consensus_threshold,
@@ -88,6 +89,19 @@ def test_permuted_classes_score_high_and_small_noise_scores_low():
     noisy = z + 0.01 * torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
     assert barlow_continuity(z, permuted) > 0.8
     assert barlow_continuity(z, noisy) < 0.01
+
+
+def test_columns_average_to_the_score_and_name_the_class_that_moved():
+    a = probs(seed=1)
+    b = a.clone()
+    b[:, 2] = b[:, 2] + 0.5 * uniform(n=2000, d=1, seed=7)[:, 0]  # only class 2 changes
+    b[:, 4] = 0.0
+    a[:, 4] = 0.0  # a class neither model predicts
+    columns = barlow_continuity_columns(a, b)
+    assert columns[4] is None
+    kept = [c for c in columns if c is not None]
+    assert sum(kept) / len(kept) == pytest.approx(barlow_continuity(a, b), rel=1e-6)
+    assert max(range(4), key=lambda i: columns[i]) == 2
 
 
 def test_shape_mismatch_is_an_error():

@@ -177,6 +177,9 @@ def test_dbc_rejects_a_drifted_reply_from_round_one(federation, kind, rule):
     threshold = 1.0 if rule == "evidence" else report["threshold"]
     assert scores[2] > threshold >= max(s for i, s in enumerate(scores) if i != 2)
     assert len(report["anchor_scores"]) == 5
+    for columns, peer in zip(report["peer_columns"], report["peer_scores"], strict=True):
+        kept = [c for c in columns if c is not None]  # each class's share of the score
+        assert len(columns) == NUM_CLASSES and sum(kept) / len(kept) == pytest.approx(peer)
     assert report["consolidation"] is None  # still in warm-up
 
 

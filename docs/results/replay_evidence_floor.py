@@ -8,6 +8,12 @@ Usage::
 
     python docs/results/replay_evidence_floor.py RUN_DIR [RUN_DIR ...]   # DBC runs
     python docs/results/replay_evidence_floor.py --variants 0.02:1.25,0.01:1.0 RUN_DIR ...
+    python docs/results/replay_evidence_floor.py --score max --variants ... RUN_DIR ...
+
+``--score`` says what each reply's evidence is made of: ``mean`` (the runs' own: the
+peer score, the mean of the classes' shares), ``max`` (the largest class's share of it:
+``peer_columns``, runs from 2026-12-06 on), ``classes`` (each class's share against the
+typical share of that class, the largest of those evidences).
 """
 
 import json
@@ -25,7 +31,27 @@ VARIANTS = [(0.0, 1.5), (0.01, 1.5), (0.015, 1.25), (0.02, 1.5), (0.02, 1.25), (
             (0.03, 1.0)]  # fmt: skip
 
 
-def counts(run: Path, floor: float, tau: float) -> tuple[int, int, int, int]:
+def evidence_of(report: dict, score: str, floor: float) -> list[float] | None:
+    """Return each reply's evidence this round under ``score`` (None: none to compare)."""
+    peer = report.get("peer_scores")
+    if not peer or None in peer:
+        return None
+    if score == "mean":
+        return peer_evidence(peer, floor)
+    columns = report["peer_columns"]
+    if score == "max":
+        return peer_evidence([max(c for c in cols if c is not None) for cols in columns], floor)
+    per_class = [
+        peer_evidence([cols[i] for cols in columns], floor)
+        for i in range(len(columns[0]))
+        if None not in (cols[i] for cols in columns)
+    ]
+    if None in per_class:
+        return None
+    return [max(e[k] for e in per_class) for k in range(len(columns))]  # type: ignore[index]
+
+
+def counts(run: Path, floor: float, tau: float, score: str = "mean") -> tuple[int, int, int, int]:
     """Return (honest replies rejected, honest replies, drifted rejected, drifted) of a run."""
     config = from_run_dir(run)
     evidence: dict[int, list[float]] = {}
@@ -33,8 +59,7 @@ def counts(run: Path, floor: float, tau: float) -> tuple[int, int, int, int]:
     for line in (run / "metrics.jsonl").open():
         record = json.loads(line)
         report = record.get("aggregation") or {}
-        peer = report.get("peer_scores")
-        scores = peer_evidence(peer, floor) if peer and None not in peer else None
+        scores = evidence_of(report, score, floor)
         if scores is None:
             continue
         for hospital, e in zip(report["hospitals"], scores, strict=True):
@@ -48,7 +73,7 @@ def counts(run: Path, floor: float, tau: float) -> tuple[int, int, int, int]:
     return false_alarms, honest, caught, drifted
 
 
-def main(runs: list[Path], variants: list[tuple[float, float]]) -> None:
+def main(runs: list[Path], variants: list[tuple[float, float]], score: str = "mean") -> None:
     """Print the Markdown table."""
     rows: dict[str, list[list[int]]] = {}
     for run in runs:
@@ -59,7 +84,7 @@ def main(runs: list[Path], variants: list[tuple[float, float]]) -> None:
         name = config.scenario + (f" ({shift})" if shift else "")
         totals = rows.setdefault(name, [[0, 0, 0, 0] for _ in variants])
         for total, (floor, tau) in zip(totals, variants, strict=True):
-            for i, n in enumerate(counts(run, floor, tau)):
+            for i, n in enumerate(counts(run, floor, tau, score)):
                 total[i] += n
     print("| scenario | " + " | ".join(f"floor {f}, tau {t}" for f, t in variants) + " |")
     print("|---" * (len(variants) + 1) + "|")
@@ -74,9 +99,11 @@ def main(runs: list[Path], variants: list[tuple[float, float]]) -> None:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    variants = VARIANTS
+    variants, score = VARIANTS, "mean"
+    if args[:1] == ["--score"]:
+        score, args = args[1], args[2:]
     if args[:1] == ["--variants"]:
         pairs = (pair.split(":") for pair in args[1].split(","))
         variants = [(float(floor), float(tau)) for floor, tau in pairs]
         args = args[2:]
-    main([Path(p) for p in args], variants)
+    main([Path(p) for p in args], variants, score)

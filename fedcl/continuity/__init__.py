@@ -21,6 +21,7 @@ from __future__ import annotations
 from fedcl.continuity.behaviour import (
     REPRESENTATIONS,
     barlow_continuity,
+    barlow_continuity_columns,
     barlow_continuity_loss,
     model_outputs,
     named_layers,
@@ -50,6 +51,7 @@ __all__ = [
     "EvidenceFilter",
     "ShiftDetector",
     "barlow_continuity",
+    "barlow_continuity_columns",
     "barlow_continuity_loss",
     "consensus_filter",
     "consensus_threshold",

@@ -100,6 +100,38 @@ def barlow_continuity(
         return float(barlow_continuity_loss(z_a.double(), z_b.double(), lambda_offdiag))
 
 
+def barlow_continuity_columns(
+    z_a: torch.Tensor, z_b: torch.Tensor, lambda_offdiag: float | None = None
+) -> list[float | None]:
+    """Each column's share of :func:`barlow_continuity`: what changed class by class.
+
+    Column ``i`` holds ``(1 - C_ii)^2 + lambda * sum_{j != i} (C_ij - T_ij)^2``; the
+    kept columns' mean is :func:`barlow_continuity`. None for a column dropped as
+    degenerate in both models. The score averages over classes, so a change in one
+    class of D is diluted D-fold; its columns show which class moved.
+    """
+    if z_a.shape != z_b.shape or z_a.ndim != 2:
+        raise ValueError(
+            f"z_a and z_b must be N x D of the same shape, got {tuple(z_a.shape)} "
+            f"and {tuple(z_b.shape)}"
+        )
+    with torch.no_grad():
+        z_a, z_b = z_a.double(), z_b.double()
+        keep = (z_a.std(0) > DEGENERATE_STD) | (z_b.std(0) > DEGENERATE_STD)
+        kept = int(keep.sum())
+        if lambda_offdiag is None:
+            lambda_offdiag = 1.0 / (kept - 1) if kept > 1 else 0.0
+        z_a, z_b = z_a[:, keep], z_b[:, keep]
+        cross = _correlation(z_a, z_b)
+        own = (_correlation(z_a, z_a) + _correlation(z_b, z_b)) / 2
+        off = ~torch.eye(kept, dtype=torch.bool, device=cross.device)
+        shares = (1 - cross.diagonal()).pow(2) + lambda_offdiag * (
+            (cross - own).pow(2) * off
+        ).sum(1)
+    values = iter(shares.tolist())
+    return [next(values) if k else None for k in keep.tolist()]
+
+
 def pixel_index(
     num_images: int, height: int, width: int, pixels_per_image: int, seed: int = 0
 ) -> torch.Tensor:

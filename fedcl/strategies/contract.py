@@ -120,6 +120,8 @@ class RoundReport(TypedDict, total=False):
     teacher sent, an estimate sent back)."""
     # DBC's own (docs/dbc.md, "What a round logs")
     anchor_scores: Sequence[float | None]
+    # per reply, each class's share of its peer score (None: a class no model predicts)
+    peer_columns: Sequence[Sequence[float | None]]
     # per reply, L_BC(anchor, reply) before the anchor moves on: beside the last round's
     # consolidation loss_after, how much of it the next local training undid
     anchor_continuity: Sequence[float]

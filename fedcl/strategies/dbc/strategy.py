@@ -33,6 +33,7 @@ from fedcl.continuity import (
     EvidenceFilter,
     ShiftDetector,
     barlow_continuity,
+    barlow_continuity_columns,
     consolidate,
     model_outputs,
     pixel_index,
@@ -352,6 +353,7 @@ class DynamicBarlowContinuity(FedAvg):
         ]
         rejected, scores["threshold"] = self.filter.update(identities, peer, server_round)
         scores["peer_scores"] = peer
+        scores["peer_columns"] = [barlow_continuity_columns(consensus, z, lam) for z in z_replies]
         scores["anchor_scores"] = [barlow_continuity(z_global, z, lam) for z in z_replies]
         scores["evidence"] = [self.filter.mean_evidence(h) for h in identities]
         scores["decisions"] = [OUTLIER if out else ACCEPTED for out in rejected]
