@@ -125,9 +125,8 @@ def barlow_continuity_columns(
         cross = _correlation(z_a, z_b)
         own = (_correlation(z_a, z_a) + _correlation(z_b, z_b)) / 2
         off = ~torch.eye(kept, dtype=torch.bool, device=cross.device)
-        shares = (1 - cross.diagonal()).pow(2) + lambda_offdiag * (
-            (cross - own).pow(2) * off
-        ).sum(1)
+        redundancy = ((cross - own).pow(2) * off).sum(1)
+        shares = (1 - cross.diagonal()).pow(2) + lambda_offdiag * redundancy
     values = iter(shares.tolist())
     return [next(values) if k else None for k in keep.tolist()]
 
