@@ -19,6 +19,7 @@ from fedcl.continuity import (
     consensus_threshold,
     consolidate,
     input_parameters,
+    largest_shares,
     loss_jump,
     model_outputs,
     peer_evidence,
@@ -102,6 +103,10 @@ def test_columns_average_to_the_score_and_name_the_class_that_moved():
     kept = [c for c in columns if c is not None]
     assert sum(kept) / len(kept) == pytest.approx(barlow_continuity(a, b), rel=1e-6)
     assert max(range(4), key=lambda i: columns[i]) == 2
+
+
+def test_largest_shares_skips_dropped_classes():
+    assert largest_shares([[0.1, None, 0.3], [None, None], [0.2]]) == [0.3, 0.0, 0.2]
 
 
 def test_shape_mismatch_is_an_error():

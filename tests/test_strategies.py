@@ -14,7 +14,7 @@ from flwr.serverapp.strategy import FedAvg, Strategy
 
 from fedcl.config import RunConfig
 from fedcl.configure import flower_run_config, from_flower_run_config, load_config
-from fedcl.continuity import barlow_continuity
+from fedcl.continuity import barlow_continuity, largest_shares, peer_evidence
 from fedcl.data import (
     NUM_CLASSES,
     Stain,
@@ -181,6 +181,21 @@ def test_dbc_rejects_a_drifted_reply_from_round_one(federation, kind, rule):
         kept = [c for c in columns if c is not None]  # each class's share of the score
         assert len(columns) == NUM_CLASSES and sum(kept) / len(kept) == pytest.approx(peer)
     assert report["consolidation"] is None  # still in warm-up
+
+
+def test_dbc_max_class_compares_each_replys_largest_class_share(federation):
+    global_state, clean, drifted, images = federation
+    strategy = dbc(images, peer_score="max-class")
+    _, messages = configure(strategy, global_state, 5)
+    states = [*clean[:2], drifted["label-permuted"], *clean[2:]]
+    replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, states, strict=True))]
+    strategy.aggregate_train(1, replies)
+    report = strategy.round_report
+    largest = largest_shares(report["peer_columns"])
+    assert largest != report["peer_scores"]  # not the mean over the classes
+    assert report["evidence"] == pytest.approx(peer_evidence(largest, floor=0.02))
+    assert report["decisions"][2] == "rejected-outlier"
+    assert report["decisions"].count("accepted") == 4
 
 
 def test_the_oracle_rule_rejects_exactly_the_drifted_hospitals_whatever_their_scores(

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from fedcl.configure import from_run_dir
-from fedcl.continuity import peer_evidence, persistent_outlier
+from fedcl.continuity import largest_shares, peer_evidence, persistent_outlier
 from fedcl.scenarios import scenario_of
 from fedcl.scenarios.sections import DriftSettings
 from fedcl.strategies.dbc import DBCSettings
@@ -40,7 +40,7 @@ def evidence_of(report: dict, score: str, floor: float) -> list[float] | None:
         return peer_evidence(peer, floor)
     columns = report["peer_columns"]
     if score == "max":
-        return peer_evidence([max(c for c in cols if c is not None) for cols in columns], floor)
+        return peer_evidence(largest_shares(columns), floor)
     per_class = [
         peer_evidence([cols[i] for cols in columns], floor)
         for i in range(len(columns[0]))

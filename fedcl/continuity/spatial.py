@@ -78,6 +78,17 @@ def peer_evidence(peer_scores: Sequence[float], floor: float = 0.0) -> list[floa
     return [math.log((p + EVIDENCE_EPS) / (typical + EVIDENCE_EPS)) for p in peer_scores]
 
 
+def largest_shares(columns: Sequence[Sequence[float | None]]) -> list[float]:
+    """Return each reply's largest class share of its peer score (0 where none is kept).
+
+    ``columns``: per reply, :func:`~fedcl.continuity.barlow_continuity_columns` against
+    the consensus. The peer score is the mean of these shares; a hospital whose
+    annotators confuse one class with another moves that class, and the mean over all
+    classes dilutes it.
+    """
+    return [max((c for c in shares if c is not None), default=0.0) for shares in columns]
+
+
 def typical_peer_score(peer_scores: Sequence[float]) -> float:
     """Return the honest majority's typical peer score: the median of the lowest n // 2 + 1."""
     return statistics.median(sorted(peer_scores)[: len(peer_scores) // 2 + 1])

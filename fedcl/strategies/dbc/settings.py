@@ -16,6 +16,7 @@ from fedcl.distillation import TERMS
 from fedcl.errors import FedclError
 
 FILTER_RULES = ("evidence", "round", "oracle")
+PEER_SCORES = ("mean", "max-class")
 CONSOLIDATION_MODES = ("always", "adaptive", "off")
 CONSOLIDATE_BY = ("anchor", "teacher", "mix")
 MOVEMENT_FROM = ("start", "aggregate")
@@ -39,6 +40,15 @@ class DBCSettings(Section):
         "DBC filter: evidence (over rounds), round, or oracle (simulation bound)",
         section="dbc",
         choices=FILTER_RULES,
+    )
+    # What the filter compares: a reply's peer score ("mean": over the classes, each
+    # class's Barlow share), or its largest class's share ("max-class"): a biased
+    # annotator moves one or two classes, which the mean over all dilutes.
+    peer_score: str = opt(
+        "mean",
+        "DBC filter: compare the peer score (mean over classes) or its largest class's share",
+        section="dbc",
+        choices=PEER_SCORES,
     )
     tau: float = opt(
         1.25, "DBC evidence: reject if mean log peer-score ratio > tau", section="dbc", rule="> 0"

@@ -35,6 +35,7 @@ from fedcl.continuity import (
     barlow_continuity,
     barlow_continuity_columns,
     consolidate,
+    largest_shares,
     model_outputs,
     pixel_index,
     update_anchor,
@@ -351,9 +352,11 @@ class DynamicBarlowContinuity(FedAvg):
             h if h is not None else f"node-{msg.metadata.src_node_id}"
             for h, msg in zip(hospitals, replies, strict=True)
         ]
-        rejected, scores["threshold"] = self.filter.update(identities, peer, server_round)
+        columns = [barlow_continuity_columns(consensus, z, lam) for z in z_replies]
+        compared = peer if self.settings.peer_score == "mean" else largest_shares(columns)
+        rejected, scores["threshold"] = self.filter.update(identities, compared, server_round)
         scores["peer_scores"] = peer
-        scores["peer_columns"] = [barlow_continuity_columns(consensus, z, lam) for z in z_replies]
+        scores["peer_columns"] = columns
         scores["anchor_scores"] = [barlow_continuity(z_global, z, lam) for z in z_replies]
         scores["evidence"] = [self.filter.mean_evidence(h) for h in identities]
         scores["decisions"] = [OUTLIER if out else ACCEPTED for out in rejected]
