@@ -9,6 +9,7 @@ Usage::
     python docs/results/replay_evidence_floor.py RUN_DIR [RUN_DIR ...]   # DBC runs
     python docs/results/replay_evidence_floor.py --variants 0.02:1.25,0.01:1.0 RUN_DIR ...
     python docs/results/replay_evidence_floor.py --score max --variants ... RUN_DIR ...
+    python docs/results/replay_evidence_floor.py --ranges 0.02 RUN_DIR ...  # per hospital
 
 ``--score`` says what each reply's evidence is made of: ``mean`` (the runs' own: the
 peer score, the mean of the classes' shares), ``max`` (the largest class's share of it:
@@ -73,6 +74,32 @@ def counts(run: Path, floor: float, tau: float, score: str = "mean") -> tuple[in
     return false_alarms, honest, caught, drifted
 
 
+def ranges(runs: list[Path], floor: float, window: int = 10, first: int = 5) -> None:
+    """Print each hospital's range of windowed mean evidence from round ``first`` on.
+
+    One line per run, under each score (``drifted`` marks the scenario's truth): where an
+    honest hospital's range reaches a drifted one's, no tau separates them.
+    """
+    for run in runs:
+        drifted = scenario_of(from_run_dir(run)).is_drifted
+        cells = []
+        for score in ("mean", "max"):
+            evidence: dict[int, list[float]] = {}
+            for line in (run / "metrics.jsonl").open():
+                report = json.loads(line).get("aggregation") or {}
+                scores = evidence_of(report, score, floor) if report.get("peer_columns") else None
+                for hospital, e in zip(report.get("hospitals", []), scores or [], strict=False):
+                    evidence.setdefault(hospital, []).append(e)
+            for hospital, history in sorted(evidence.items()):
+                means = [
+                    sum(history[max(0, i - window + 1) : i + 1]) / min(i + 1, window)
+                    for i in range(first - 1, len(history))
+                ]
+                mark = "*" if drifted(hospital, len(history)) else ""
+                cells.append(f"{score} {mark}h{hospital} {min(means):.2f}..{max(means):.2f}")
+        print(f"{run}: " + "; ".join(cells))
+
+
 def main(runs: list[Path], variants: list[tuple[float, float]], score: str = "mean") -> None:
     """Print the Markdown table."""
     rows: dict[str, list[list[int]]] = {}
@@ -100,6 +127,9 @@ def main(runs: list[Path], variants: list[tuple[float, float]], score: str = "me
 if __name__ == "__main__":
     args = sys.argv[1:]
     variants, score = VARIANTS, "mean"
+    if args[:1] == ["--ranges"]:
+        ranges([Path(p) for p in args[2:]], float(args[1]))
+        sys.exit()
     if args[:1] == ["--score"]:
         score, args = args[1], args[2:]
     if args[:1] == ["--variants"]:

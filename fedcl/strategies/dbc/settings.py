@@ -43,11 +43,12 @@ class DBCSettings(Section):
     )
     # What the filter compares: a reply's peer score ("mean": over the classes, each
     # class's Barlow share), or its largest class's share ("max-class"): a biased
-    # annotator moves one or two classes, which the mean over all dilutes.
+    # annotator moves one or two classes, which the mean over all dilutes; but an honest
+    # hospital's own site moves single classes as far (docs/decision-log.md).
     peer_score: str = opt(
         "mean",
         "DBC filter: compare the peer score (mean over classes) or its largest class's share",
-        section="dbc",
+        section="dbc-variants",
         choices=PEER_SCORES,
     )
     tau: float = opt(
