@@ -31,10 +31,14 @@ def _correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return x.t() @ y / x.shape[0]
 
 
-def barlow_continuity_loss(
-    z_a: torch.Tensor, z_b: torch.Tensor, lambda_offdiag: float | None = None
-) -> torch.Tensor:
-    """Differentiable Barlow continuity loss ``L_BC(A, B)`` (see :func:`barlow_continuity`)."""
+def _kept(
+    z_a: torch.Tensor, z_b: torch.Tensor, lambda_offdiag: float | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Return both outputs' kept columns, the kept mask and the off-diagonal weight.
+
+    A column (near) constant in both is dropped; the weight defaults to ``1 / (D - 1)``
+    over the D kept columns.
+    """
     if z_a.shape != z_b.shape or z_a.ndim != 2:
         raise ValueError(
             f"z_a and z_b must be N x D of the same shape, got {tuple(z_a.shape)} "
@@ -42,11 +46,19 @@ def barlow_continuity_loss(
         )
     keep = (z_a.detach().std(0) > DEGENERATE_STD) | (z_b.detach().std(0) > DEGENERATE_STD)
     kept = int(keep.sum())
-    if kept == 0:  # both constant everywhere: nothing varies, nothing changed
-        return (z_a * 0).sum() + (z_b * 0).sum()
     if lambda_offdiag is None:
         lambda_offdiag = 1.0 / (kept - 1) if kept > 1 else 0.0
-    z_a, z_b = z_a[:, keep], z_b[:, keep]
+    return z_a[:, keep], z_b[:, keep], keep, lambda_offdiag
+
+
+def barlow_continuity_loss(
+    z_a: torch.Tensor, z_b: torch.Tensor, lambda_offdiag: float | None = None
+) -> torch.Tensor:
+    """Differentiable Barlow continuity loss ``L_BC(A, B)`` (see :func:`barlow_continuity`)."""
+    z_a, z_b, keep, lambda_offdiag = _kept(z_a, z_b, lambda_offdiag)
+    kept = int(keep.sum())
+    if kept == 0:  # both constant everywhere: nothing varies, nothing changed
+        return z_a.sum() + z_b.sum()  # 0 (no column left), in the graph of both
     loss = BarlowTwinsLoss(lambd=lambda_offdiag)(z_a, z_b)
     if kept > 1 and lambda_offdiag > 0:
         # Class probabilities are correlated by nature (they sum to 1), so even B = A
@@ -110,18 +122,9 @@ def barlow_continuity_columns(
     degenerate in both models. The score averages over classes, so a change in one
     class of D is diluted D-fold; its columns show which class moved.
     """
-    if z_a.shape != z_b.shape or z_a.ndim != 2:
-        raise ValueError(
-            f"z_a and z_b must be N x D of the same shape, got {tuple(z_a.shape)} "
-            f"and {tuple(z_b.shape)}"
-        )
     with torch.no_grad():
-        z_a, z_b = z_a.double(), z_b.double()
-        keep = (z_a.std(0) > DEGENERATE_STD) | (z_b.std(0) > DEGENERATE_STD)
+        z_a, z_b, keep, lambda_offdiag = _kept(z_a.double(), z_b.double(), lambda_offdiag)
         kept = int(keep.sum())
-        if lambda_offdiag is None:
-            lambda_offdiag = 1.0 / (kept - 1) if kept > 1 else 0.0
-        z_a, z_b = z_a[:, keep], z_b[:, keep]
         cross = _correlation(z_a, z_b)
         own = (_correlation(z_a, z_a) + _correlation(z_b, z_b)) / 2
         off = ~torch.eye(kept, dtype=torch.bool, device=cross.device)
