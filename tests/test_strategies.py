@@ -864,6 +864,26 @@ def test_server_statistics_refuse_a_network_without_batchnorm(model):
         load_config({"strategy": "fedavg-server-stats", "model": model})
 
 
+def test_dbc_server_stats_take_the_statistics_of_the_reference_tiles(federation):
+    global_state, clean, _, images = federation
+    aggregates = {}
+    for server_stats in (False, True):
+        strategy = dbc(images, server_stats=server_stats, filter=False)
+        _, messages = configure(strategy, global_state, 4)
+        replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
+        aggregates[server_stats] = strategy.aggregate_train(1, replies)[0].to_torch_state_dict()
+    direct = model_fn()
+    direct.load_state_dict(aggregates[False])
+    tiles = unlabeled((images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    recompute_batchnorm(direct, tiles, 16)
+    statistics = set(local_norm_keys(direct, "statistics"))
+    for name, value in aggregates[True].items():
+        expected = direct.state_dict()[name] if name in statistics else aggregates[False][name]
+        assert torch.equal(value, expected), name
+    with pytest.raises(FedclError, match="dbc-server-stats"):
+        load_config({"strategy": "dbc", "model": "unet-group", "dbc-server-stats": True})
+
+
 @pytest.mark.parametrize("name", sorted(STRATEGIES.builtin))
 def test_every_builtin_name_builds_a_flower_strategy(name):
     config = RunConfig(strategy=name, clients=5, image_size=32, reference_size=4, root_tiles=4)

@@ -279,6 +279,14 @@ class DBCSettings(Section):
     )
     # False aggregates every valid reply.
     filter: bool = opt(True, "DBC: reject outliers against the peer consensus", section="dbc")
+    # The aggregate's BatchNorm running statistics re-estimated on the server's public
+    # tiles instead of the accepted hospitals' average (fedavg-server-stats' step): what
+    # a model received is scored with ("as run"); training reads batch statistics.
+    server_stats: bool = opt(
+        False,
+        "DBC: re-estimate the global model's BatchNorm statistics on the public tiles",
+        section="dbc-variants",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
