@@ -281,7 +281,8 @@ class DBCSettings(Section):
     filter: bool = opt(True, "DBC: reject outliers against the peer consensus", section="dbc")
     # The aggregate's BatchNorm running statistics re-estimated on the server's public
     # tiles instead of the accepted hospitals' average (fedavg-server-stats' step): what
-    # a model received is scored with ("as run"); training reads batch statistics.
+    # a model received is scored with ("as run"); training reads batch statistics. Off:
+    # the accepted hospitals' statistics fit their tiles better (docs/decision-log.md).
     server_stats: bool = opt(
         False,
         "DBC: re-estimate the global model's BatchNorm statistics on the public tiles",
