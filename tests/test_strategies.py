@@ -180,6 +180,8 @@ def test_dbc_rejects_a_drifted_reply_from_round_one(federation, kind, rule):
     for columns, peer in zip(report["peer_columns"], report["peer_scores"], strict=True):
         kept = [c for c in columns if c is not None]  # each class's share of the score
         assert len(columns) == NUM_CLASSES and sum(kept) / len(kept) == pytest.approx(peer)
+    for means in report["output_means"]:  # class probabilities: shares of the pixels
+        assert len(means) == NUM_CLASSES and sum(means) == pytest.approx(1.0, abs=1e-4)
     assert report["consolidation"] is None  # still in warm-up
 
 

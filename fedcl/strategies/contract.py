@@ -122,6 +122,9 @@ class RoundReport(TypedDict, total=False):
     anchor_scores: Sequence[float | None]
     # per reply, each class's share of its peer score (None: a class no model predicts)
     peer_columns: Sequence[Sequence[float | None]]
+    # per reply, its outputs' mean on R, column by column (probs: each class's share of
+    # the reference pixels): which way a reply differs, where the scores say how far
+    output_means: Sequence[Sequence[float]]
     # per reply, L_BC(anchor, reply) before the anchor moves on: beside the last round's
     # consolidation loss_after, how much of it the next local training undid
     anchor_continuity: Sequence[float]

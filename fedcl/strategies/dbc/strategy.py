@@ -373,6 +373,7 @@ class DynamicBarlowContinuity(FedAvg):
         rejected, scores["threshold"] = self.filter.update(identities, compared, server_round)
         scores["peer_scores"] = peer
         scores["peer_columns"] = columns
+        scores["output_means"] = [z.mean(dim=0).tolist() for z in z_replies]
         scores["anchor_scores"] = [barlow_continuity(z_global, z, lam) for z in z_replies]
         scores["evidence"] = [self.filter.mean_evidence(h) for h in identities]
         scores["decisions"] = [OUTLIER if out else ACCEPTED for out in rejected]
