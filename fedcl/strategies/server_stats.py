@@ -46,6 +46,20 @@ def unlabeled(images: np.ndarray) -> TileDataset:
     return TileDataset(images, np.full(images.shape[:3], IGNORE, np.uint8), NUM_CLASSES)
 
 
+def require_running_stats(config: RunConfig, who: str, instead: str) -> None:
+    """Refuse ``config``'s network if it keeps no BatchNorm running statistics.
+
+    ``who`` re-estimates them (named in the error), ``instead`` is what to use otherwise.
+    """
+    if not has_running_stats(build_model(config.model, NUM_CLASSES)):
+        raise FedclError(
+            f"{who} re-estimates the global model's BatchNorm running statistics, but "
+            f"model {config.model!r} has none (its normalisation keeps no statistics "
+            "across batches); use a BatchNorm network (unet, basic-unet, smp-resnet18, "
+            f"smp-resnet34) or {instead}"
+        )
+
+
 def with_server_statistics(
     arrays: ArrayRecord, model: nn.Module, tiles: TileDataset, batch_size: int
 ) -> ArrayRecord:
@@ -105,13 +119,7 @@ class FedAvgServerStats(FedAvg):
     @classmethod
     def check(cls, config: RunConfig) -> None:
         """Refuse a network without BatchNorm running statistics: nothing to re-estimate."""
-        if not has_running_stats(build_model(config.model, NUM_CLASSES)):
-            raise FedclError(
-                "strategy fedavg-server-stats re-estimates the global model's BatchNorm "
-                f"running statistics, but model {config.model!r} has none (its "
-                "normalisation keeps no statistics across batches); use a BatchNorm "
-                "network (unet, basic-unet, smp-resnet18, smp-resnet34) or strategy fedavg"
-            )
+        require_running_stats(config, "strategy fedavg-server-stats", "strategy fedavg")
 
     def __init__(
         self,

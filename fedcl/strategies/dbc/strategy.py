@@ -45,9 +45,7 @@ from fedcl.data import NUM_CLASSES, reference_images
 from fedcl.data.dataset import images_to_tensor
 from fedcl.data.reference import public_set
 from fedcl.distillation import distil
-from fedcl.errors import FedclError
 from fedcl.models import build_model
-from fedcl.normalization import has_running_stats
 from fedcl.scenarios import scenario_of
 from fedcl.strategies.contract import RoundReport, SentModel, SentOnce
 from fedcl.strategies.dbc.hospital import (
@@ -61,7 +59,11 @@ from fedcl.strategies.dbc.hospital import (
 from fedcl.strategies.dbc.settings import DBCSettings
 from fedcl.strategies.flower import sampling
 from fedcl.strategies.replies import first_loss, partition_of
-from fedcl.strategies.server_stats import unlabeled, with_server_statistics
+from fedcl.strategies.server_stats import (
+    require_running_stats,
+    unlabeled,
+    with_server_statistics,
+)
 from fedcl.training import recompute_batchnorm, resolve_device
 
 ACCEPTED, OUTLIER = "accepted", "rejected-outlier"
@@ -171,13 +173,8 @@ class DynamicBarlowContinuity(FedAvg):
     @classmethod
     def check(cls, config: RunConfig) -> None:
         """Refuse ``dbc-server-stats`` with a network that keeps no statistics to re-estimate."""
-        settings = config.section(DBCSettings)
-        if settings.server_stats and not has_running_stats(build_model(config.model, NUM_CLASSES)):
-            raise FedclError(
-                f"config key 'dbc-server-stats' re-estimates BatchNorm running statistics, "
-                f"but model {config.model!r} keeps none; use a BatchNorm network or set "
-                "dbc-server-stats false"
-            )
+        if config.section(DBCSettings).server_stats:
+            require_running_stats(config, "config key 'dbc-server-stats'", "dbc-server-stats false")
 
     @classmethod
     def from_config(cls, config: RunConfig, sent: SentModel) -> DynamicBarlowContinuity:
