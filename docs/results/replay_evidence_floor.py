@@ -18,6 +18,7 @@ typical share of that class, the largest of those evidences).
 """
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -74,14 +75,16 @@ def counts(run: Path, floor: float, tau: float, score: str = "mean") -> tuple[in
     return false_alarms, honest, caught, drifted
 
 
-def ranges(runs: list[Path], floor: float, window: int = 10, first: int = 5) -> None:
+def ranges(runs: list[Path], floor: float, first: int = 5) -> None:
     """Print each hospital's range of windowed mean evidence from round ``first`` on.
 
-    One line per run, under each score (``drifted`` marks the scenario's truth): where an
+    The mean the evidence rule compares with tau, over the run's ``dbc-window``. One line
+    per run, under each score (``*`` marks the scenario's drifted hospitals): where an
     honest hospital's range reaches a drifted one's, no tau separates them.
     """
     for run in runs:
-        drifted = scenario_of(from_run_dir(run)).is_drifted
+        config = from_run_dir(run)
+        drifted, window = scenario_of(config).is_drifted, config.section(DBCSettings).window
         cells = []
         for score in ("mean", "max"):
             evidence: dict[int, list[float]] = {}
@@ -92,7 +95,7 @@ def ranges(runs: list[Path], floor: float, window: int = 10, first: int = 5) -> 
                     evidence.setdefault(hospital, []).append(e)
             for hospital, history in sorted(evidence.items()):
                 means = [
-                    sum(history[max(0, i - window + 1) : i + 1]) / min(i + 1, window)
+                    statistics.fmean(history[max(0, i - window + 1) : i + 1])
                     for i in range(first - 1, len(history))
                 ]
                 mark = "*" if drifted(hospital, len(history)) else ""
