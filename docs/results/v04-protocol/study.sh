@@ -22,8 +22,8 @@ SCENARIOS="iid,client-drift,client-drift+drift-kind=annotation,catastrophic-forg
 SCENARIOS+=",catastrophic-forgetting+stage-shift=classes,drift-and-forgetting"
 
 if [[ "${SMOKE:-0}" == 1 ]]; then
-    # one seed, 3 hospitals, 3 stages of 2 rounds, tiny tiles: 96 runs (version 0.3's smoke
-    # table, 48 runs of this size, took 8 min 40 s on 2 cores; this one is not timed yet)
+    # one seed, 3 hospitals, 3 stages of 2 rounds, tiny tiles: 102 runs, 21 min on 2 cores
+    # (about 12 s a run, 9 of them the hospitals' start-up; docs/RESULTS.md)
     exec fedcl compare --strategies "$STRATEGIES" --scenarios "$SCENARIOS" --seeds 10 \
         --clients 3 --stages 3 --rounds-per-stage 2 --rounds 6 --image-size 32 \
         --train-tiles 16 --test-tiles 8 --batch-size 8 --reference-size 8 --root-tiles 8 \
