@@ -10,6 +10,7 @@ standard Flower app too: ``flwr run .`` runs the same ``server.app:app`` and
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -103,6 +104,85 @@ def local_ray(config: RunConfig, cluster: str = "") -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+class WarmHospitals:
+    """The hospital actors kept between the runs of a :func:`warm_hospitals` block."""
+
+    def __init__(self) -> None:
+        self.idle: dict[str, list[Any]] = {}  # by the resources an actor holds
+        self.started = 0  # actors started in the block
+        self.reused = 0  # actors a run took over from an earlier one
+
+    def backend(self) -> type:
+        """Flower's Ray backend, keeping its actors (and Ray) when a run ends."""
+        # Flower's simulation internals: imported when a simulation starts
+        import ray
+        from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
+        from flwr.simulation.ray_transport.ray_actor import BasicActorPool, ClientAppActor
+
+        warm = self
+
+        class KeptActorsBackend(RayBackend):
+            def build(self, app_fn: Any) -> None:
+                key = json.dumps(self.client_resources, sort_keys=True)
+                self.pool = BasicActorPool(ClientAppActor, self.client_resources, self.actor_kwargs)
+                wanted = self.pool.actors_capacity
+                idle = warm.idle.pop(key, [])
+                for actor in idle[wanted:]:
+                    ray.kill(actor)
+                taken = idle[:wanted]
+                self.pool.pool.extend(taken)
+                self.pool.num_actors += len(taken)
+                self.pool.add_actors_to_pool(wanted - len(taken))
+                warm.reused += len(taken)
+                warm.started += wanted - len(taken)
+                self.app_fn = app_fn
+
+            def terminate(self) -> None:
+                # a run that ended with an actor still busy (an error, an interrupt)
+                # keeps none; the block's end stops the busy one with Ray
+                if self.pool is None:
+                    return
+                if len(self.pool.pool) == self.pool.num_actors:
+                    key = json.dumps(self.client_resources, sort_keys=True)
+                    warm.idle.setdefault(key, []).extend(self.pool.pool)
+                else:
+                    self.pool.terminate_all_actors()
+
+        return KeptActorsBackend
+
+
+@contextmanager
+def warm_hospitals() -> Iterator[WarmHospitals]:
+    """Let the simulated runs made inside the block share their hospitals' Ray actors.
+
+    A run's hospitals are Ray actors whose processes import torch and MONAI before
+    their first message: seconds per run, most of a small run's time. Flower 1.42
+    stops them and Ray with every run and offers no way to keep them; inside the block
+    its Ray backend (which its simulation engine looks up by name as each run starts)
+    is replaced by one that hands the idle actors of a finished run to the next run
+    asking for the same resources and leaves Ray connected. An actor carries nothing
+    from one run to the next (every message brings its ClientApp and the run's
+    context), so every figure is what a fresh actor gives. Leaving the block stops the
+    kept actors and disconnects from a Ray that a run of the block connected to.
+    """
+    import ray
+    from flwr.server.superlink.fleet.vce.backend import raybackend
+
+    warm = WarmHospitals()
+    connected = ray.is_initialized()
+    flowers = raybackend.RayBackend
+    raybackend.RayBackend = warm.backend()  # type: ignore[misc,assignment]
+    try:
+        yield warm
+    finally:
+        raybackend.RayBackend = flowers  # type: ignore[misc]
+        if ray.is_initialized():
+            for actor in (a for actors in warm.idle.values() for a in actors):
+                ray.kill(actor)
+            if not connected:
+                ray.shutdown()
 
 
 def _set_flower_env() -> None:

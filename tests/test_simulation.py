@@ -28,6 +28,7 @@ from fedcl.models import build_model
 from fedcl.plugins import STRATEGIES
 from fedcl.processes import _alive, _stat, local_cluster, processes_with_env, stop_tagged
 from fedcl.recorder import read_metrics
+from fedcl.simulation import warm_hospitals
 from fedcl.strategies.dbc import DBCSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -284,6 +285,23 @@ def test_a_run_attaches_to_an_existing_ray_cluster_and_leaves_it_running(tmp_pat
         ["ray", "status", f"--address={ray_address}"], capture_output=True, text=True, timeout=60
     )
     assert status.returncode == 0, status.stderr  # the cluster outlives the run
+
+
+def test_runs_in_a_warm_block_share_their_hospitals_and_give_the_same_figures(
+    tmp_path, ray_address
+):
+    import ray
+
+    fresh = run_fedcl(TINY, tmp_path, "fresh", ray_address)
+    with warm_hospitals() as warm:
+        run_fedcl(TINY.replace(strategy="lwf"), tmp_path, "first", ray_address)
+        started = warm.started
+        second = run_fedcl(TINY, tmp_path, "second", ray_address)
+    assert started > 0 and warm.started == started and warm.reused == started
+    assert [without_timing(r) for r in read_metrics(second)] == [
+        without_timing(r) for r in read_metrics(fresh)
+    ]
+    assert not ray.is_initialized()  # the block's end disconnected what its runs connected
 
 
 @pytest.mark.slow  # starts a second cluster (~60 s)

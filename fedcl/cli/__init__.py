@@ -248,7 +248,12 @@ def _compare(args: argparse.Namespace) -> int:
         cluster = "" if base.ray_address else stack.enter_context(local_cluster())
         # start-up: imported where a command needs it (module docstring)
         from fedcl.cli.runs import simulate_with_progress, start
+        from fedcl.simulation import warm_hospitals
 
+        if args.parallel == 1:
+            # and the same hospitals' processes for every run: their start-up (torch and
+            # MONAI loaded) was most of a small run's time
+            stack.enter_context(warm_hospitals())
         run_scenarios(
             base,
             scenarios,
