@@ -22,8 +22,8 @@ SCENARIOS="iid,client-drift,client-drift+drift-kind=annotation,catastrophic-forg
 SCENARIOS+=",catastrophic-forgetting+stage-shift=classes,drift-and-forgetting"
 
 if [[ "${SMOKE:-0}" == 1 ]]; then
-    # one seed, 3 hospitals, 3 stages of 2 rounds, tiny tiles: 102 runs, 21 min on 2 cores
-    # (about 12 s a run, 9 of them the hospitals' start-up; docs/RESULTS.md)
+    # one seed, 3 hospitals, 3 stages of 2 rounds, tiny tiles: 102 runs, 8 min 12 s on 2
+    # cores (about 5 s a run: the runs share their hospitals' processes; docs/RESULTS.md)
     exec fedcl compare --strategies "$STRATEGIES" --scenarios "$SCENARIOS" --seeds 10 \
         --clients 3 --stages 3 --rounds-per-stage 2 --rounds 6 --image-size 32 \
         --train-tiles 16 --test-tiles 8 --batch-size 8 --reference-size 8 --root-tiles 8 \
