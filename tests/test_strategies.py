@@ -433,6 +433,7 @@ def test_movement_after_consolidation_is_measured_from_where_it_says(federation,
         filter=False,
         movement_from=movement_from,
         monotone=False,
+        consolidation="adaptive",
     )
     strategy.inner.shifts.calm = [1e-9] * 4  # round 2 is a shift: consolidate
     _, messages = configure(strategy, global_state, 4)
@@ -441,7 +442,7 @@ def test_movement_after_consolidation_is_measured_from_where_it_says(federation,
     assert strategy.round_report["consolidation"]["steps"] == 3
     assert (strategy.inner.unconsolidated is not None) == (movement_from == "aggregate")
     unconsolidated = strategy.inner.unconsolidated
-    restored = dbc(images, warmup=0, movement_from=movement_from)
+    restored = dbc(images, warmup=0, movement_from=movement_from, consolidation="adaptive")
     restored.load_state_dict(strategy.state_dict())  # the reference survives a checkpoint
     _, messages = configure(restored, arrays.to_torch_state_dict(), 4)
     replies = [reply(m, s, p) for p, (m, s) in enumerate(zip(messages, clean, strict=True))]
@@ -577,7 +578,15 @@ def test_dbc_can_rewind_to_the_teacher_when_it_finds_a_shift(federation):
 @pytest.mark.parametrize("by", ["teacher", "mix"])
 def test_dbc_can_consolidate_toward_the_teacher_it_names(federation, by):
     global_state, clean, _, images = federation
-    strategy = dbc(images, warmup=0, filter=False, consolidate_by=by, steps=3, mix_grid=3)
+    strategy = dbc(
+        images,
+        warmup=0,
+        filter=False,
+        consolidation="adaptive",
+        consolidate_by=by,
+        steps=3,
+        mix_grid=3,
+    )
     strategy.inner.shifts.calm = [1e-9] * 4  # round 2 jumps far above calm: a shift begins
     arrays = ArrayRecord(global_state)
     messages = list(strategy.configure_train(2, arrays, ConfigRecord(), FakeGrid(4)))

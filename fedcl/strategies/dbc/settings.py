@@ -159,10 +159,13 @@ class DBCSettings(Section):
         section="dbc",
         choices=TEACHER_STRENGTHS,
     )
-    # "adaptive": only while the hospitals share a shift ("always" costs new learning in
-    # rounds where nothing shifted).
+    # The first version's temporal side, kept as a variant: "adaptive", only while the
+    # hospitals share a shift ("always" costs new learning in rounds where nothing
+    # shifted). Off by default: beside the hospitals' teacher term it changes no
+    # own-statistics figure, and the model it leaves carries the hospitals' BatchNorm
+    # statistics for weights it has since changed (docs/dbc.md).
     consolidation: str = opt(
-        "adaptive", "DBC: always, adaptive or off", section="dbc", choices=CONSOLIDATION_MODES
+        "off", "DBC: always, adaptive or off", section="dbc", choices=CONSOLIDATION_MODES
     )
     # How: "anchor", Barlow steps toward the EMA of the global model's outputs on R (the
     # first version's); "teacher", distillation toward the hospitals' teacher on
