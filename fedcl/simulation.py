@@ -167,6 +167,7 @@ def warm_hospitals() -> Iterator[WarmHospitals]:
     context), so every figure is what a fresh actor gives. Leaving the block stops the
     kept actors and disconnects from a Ray that a run of the block connected to.
     """
+    # imported when a simulation starts: Ray, and Flower's simulation internals
     import ray
     from flwr.server.superlink.fleet.vce.backend import raybackend
 

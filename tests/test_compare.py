@@ -265,7 +265,7 @@ def _fake_run(calls):
         summary = {
             "final_dice": 0.5
             + 0.1 * config.seed
-            + (0.2 if config.section(DBCSettings).consolidation == "off" else 0),
+            + (0.2 if config.section(DBCSettings).consolidation == "always" else 0),
             "strategy": config.strategy,
             "scenario": config.scenario,
             "seed": config.seed,
@@ -278,27 +278,28 @@ def _fake_run(calls):
 
 
 def test_entries_carry_their_own_settings_and_get_a_row_each(tmp_path):
-    entries = [parse_entry("fedavg"), parse_entry("dbc+dbc-consolidation=off+dbc-steps=20")]
+    entries = [parse_entry("fedavg"), parse_entry("dbc+dbc-consolidation=always+dbc-steps=20")]
     assert entries[1].name == "dbc" and entries[1].kind == "strategy"
-    assert entries[1].settings == {"dbc-consolidation": "off", "dbc-steps": 20}
+    assert entries[1].settings == {"dbc-consolidation": "always", "dbc-steps": 20}
     calls = []
     dirs = run_all(RunConfig(rounds=2), entries, [0, 1], tmp_path, _fake_run(calls))
     assert [d.name for d in dirs] == [
         "fedavg-s0",
         "fedavg-s1",
-        "dbc+dbc-consolidation=off+dbc-steps=20-s0",
-        "dbc+dbc-consolidation=off+dbc-steps=20-s1",
+        "dbc+dbc-consolidation=always+dbc-steps=20-s0",
+        "dbc+dbc-consolidation=always+dbc-steps=20-s1",
     ]
     variant = calls[2][0]
     assert variant.strategy == "dbc" and variant.rounds == 2
     assert variant.section(DBCSettings).steps == 20
     table = write_comparison(tmp_path)
     # rows in the command's order, not the alphabet's; the workload said once
-    assert list(table) == ["fedavg", "dbc+dbc-consolidation=off+dbc-steps=20"]
+    assert list(table) == ["fedavg", "dbc+dbc-consolidation=always+dbc-steps=20"]
     text = (tmp_path / "results.md").read_text()
     assert text.index("| fedavg |") < text.index("| dbc+dbc-consolidation")
     assert "Workload: 5 hospitals, 2 rounds of 1 local epoch(s)" in text
-    assert table["dbc+dbc-consolidation=off+dbc-steps=20"]["final_dice"][0] == pytest.approx(0.75)
+    variant_row = table["dbc+dbc-consolidation=always+dbc-steps=20"]
+    assert variant_row["final_dice"][0] == pytest.approx(0.75)
 
 
 def test_a_comparison_run_again_keeps_complete_runs_and_resumes_interrupted_ones(tmp_path):
