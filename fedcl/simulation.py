@@ -10,7 +10,6 @@ standard Flower app too: ``flwr run .`` runs the same ``server.app:app`` and
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -110,7 +109,7 @@ class WarmHospitals:
     """The hospital actors kept between the runs of a :func:`warm_hospitals` block."""
 
     def __init__(self) -> None:
-        self.idle: dict[str, list[Any]] = {}  # by the resources an actor holds
+        self.idle: dict[tuple[Any, ...], list[Any]] = {}  # by the resources an actor holds
         self.started = 0  # actors started in the block
         self.reused = 0  # actors a run took over from an earlier one
 
@@ -125,10 +124,10 @@ class WarmHospitals:
 
         class KeptActorsBackend(RayBackend):
             def build(self, app_fn: Any) -> None:
-                key = json.dumps(self.client_resources, sort_keys=True)
+                self.resources = tuple(sorted(self.client_resources.items()))
                 self.pool = BasicActorPool(ClientAppActor, self.client_resources, self.actor_kwargs)
                 wanted = self.pool.actors_capacity
-                idle = warm.idle.pop(key, [])
+                idle = warm.idle.pop(self.resources, [])
                 for actor in idle[wanted:]:
                     ray.kill(actor)
                 taken = idle[:wanted]
@@ -145,8 +144,7 @@ class WarmHospitals:
                 if self.pool is None:
                     return
                 if len(self.pool.pool) == self.pool.num_actors:
-                    key = json.dumps(self.client_resources, sort_keys=True)
-                    warm.idle.setdefault(key, []).extend(self.pool.pool)
+                    warm.idle.setdefault(self.resources, []).extend(self.pool.pool)
                 else:
                     self.pool.terminate_all_actors()
 
