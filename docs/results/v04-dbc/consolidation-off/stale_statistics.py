@@ -11,18 +11,19 @@ weights as they are, so their difference is what the stale statistics cost).
 """
 
 import glob
-import json
 import statistics
 from pathlib import Path
+from typing import Any
+
+from fedcl.recorder import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]  # docs/results/v04-dbc
 
 
-def gaps(run: Path) -> tuple[list[float], list[float]]:
+def gaps(records: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
     """Return a run's gaps in rounds with a consolidation step and in rounds without one."""
     stepped, calm = [], []
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
+    for record in records:
         step = (record.get("aggregation") or {}).get("consolidation")
         if record.get("dice") is None or record.get("dice_own_stats") is None or not step:
             continue
@@ -41,12 +42,12 @@ def main() -> None:
         run = Path(name)
         if not (run / "metrics.jsonl").exists():
             continue
-        lines = (run / "metrics.jsonl").read_text().splitlines()
-        key = tuple(json.loads(line).get("dice") for line in lines)  # the same run twice
+        records = read_metrics(run)
+        key = tuple(record.get("dice") for record in records)  # the same run twice
         if key in seen:
             continue
         seen.add(key)
-        stepped, calm = gaps(run)
+        stepped, calm = gaps(records)
         if not stepped or not calm:
             continue
         usual = statistics.fmean(calm)
