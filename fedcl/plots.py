@@ -231,14 +231,15 @@ def plot_comparison(
     Final Dice, ACC and forgetting appear with each hospital's own BatchNorm statistics
     (the headline, where the runs have them) and as run.
 
-    Curves are means over seeds with a band of one std; bars have std error bars.
+    Curves (top) are means over seeds with a band of one std. Below them one panel per
+    figure, one horizontal bar per entry with a std error bar, in its curve's colour; the
+    entries' names label the rows (broken before their options), so a comparison of
+    twenty entries with long names stays readable: the figure grows downward.
     """
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.0), dpi=110)
     names = list(dict.fromkeys([*table, *curves]))
     # one colour per entry, the same in both panels (tab10 repeats after ten entries)
     palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
     color = {name: palette(i % palette.N) for i, name in enumerate(names)}
-    _curve_panel(left, curves, color)
     bars = {
         "final_dice_own_stats": "final Dice\n(own stats)",
         "final_dice": "final Dice\n(as run)",
@@ -249,24 +250,37 @@ def plot_comparison(
     }
     # only the groups some strategy has a figure for (no empty "forgetting" in iid)
     metrics = [m for m in bars if any(row[m][0] is not None for row in table.values())]
-    width = 0.8 / max(len(table), 1)
-    for k, (name, row) in enumerate(table.items()):
-        xs = [i + k * width for i in range(len(metrics))]
-        means = [_nan(row[m][0]) for m in metrics]
-        stds = [_nan(row[m][1]) for m in metrics]
-        right.bar(xs, means, width, yerr=stds, label=name, capsize=2, color=color[name])
-    right.set_xticks([i + 0.4 - width / 2 for i in range(len(metrics))])
-    right.set_xticklabels([bars[m] for m in metrics], fontsize=8)
-    right.set_ylabel("Dice (forgetting: Dice lost)")
-    right.grid(alpha=0.3, axis="y")
+    rows = list(table)
+    labels = [_wrap(name) for name in rows]
+    # a row per entry, taller where its name takes several lines; the first entry on top
+    height = [0.25 + 0.12 * label.count("\n") for label in labels]
+    ys = [-(sum(height[:i]) + height[i] / 2) for i in range(len(rows))]
+    fig = plt.figure(figsize=(11, 3.8 + sum(height)), dpi=110)
+    grid = fig.add_gridspec(2, max(len(metrics), 1), height_ratios=[3.0, 0.8 + sum(height)])
+    _curve_panel(fig.add_subplot(grid[0, :]), curves, color)
+    first = None
+    for i, metric in enumerate(metrics):
+        ax = fig.add_subplot(grid[1, i], sharey=first)
+        first = first or ax
+        ax.barh(
+            ys,
+            [_nan(table[name][metric][0]) for name in rows],
+            height=0.2,
+            xerr=[_nan(table[name][metric][1]) for name in rows],
+            color=[color[name] for name in rows],
+            capsize=2,
+            error_kw={"elinewidth": 0.8},
+        )
+        ax.set_title(bars[metric], fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(alpha=0.3, axis="x")
+        if ax is first:
+            ax.set_yticks(ys, labels, fontsize=7)
+            ax.set_ylim(-sum(height), 0)
+        else:
+            ax.tick_params(axis="y", labelleft=False)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    # one legend for both panels, below them, covering no curve or bar
-    handles, labels = left.get_legend_handles_labels()
-    if not handles:
-        handles, labels = right.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-               ncol=min(len(labels), 6), fontsize=8, frameon=False)  # fmt: skip
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
@@ -290,6 +304,17 @@ def _curve_panel(ax: Any, curves: dict[str, list[tuple[int, float, float]]], col
     ax.set_ylabel("mean foreground Dice")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
+
+
+def _wrap(name: str, width: int = 32) -> str:
+    """Break an entry's name before its ``+`` options so that no line passes ``width``."""
+    lines = [""]
+    for i, part in enumerate(name.split("+")):
+        piece = part if i == 0 else "+" + part
+        if lines[-1] and len(lines[-1]) + len(piece) > width:
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(lines)
 
 
 def _nan(value: float | None) -> float:

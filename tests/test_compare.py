@@ -13,6 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
+import matplotlib.image
 import pytest
 import tomli_w
 
@@ -32,6 +33,7 @@ from fedcl.configure import load_config
 from fedcl.entries import parse_entry
 from fedcl.errors import FedclError
 from fedcl.metrics import without_timing
+from fedcl.plots import _wrap, plot_comparison
 from fedcl.plugins import SCENARIOS
 from fedcl.processes import local_cluster, processes_with_env, stop_tagged
 from fedcl.recorder import read_metrics
@@ -798,3 +800,24 @@ def test_the_baseline_of_the_paired_differences_can_be_named(tmp_path, capsys):
     assert "baseline 'fedavg' is not an entry of this comparison; its entries: dbc, lwf" in (
         capsys.readouterr().err
     )
+
+
+def test_a_comparison_plot_of_many_long_named_entries_grows_downward_not_sideways(tmp_path):
+    figures = ("final_dice_own_stats", "final_dice", "acc_own_stats", "acc")
+    row = {figure: (0.5, 0.1) for figure in figures} | {
+        "forgetting_own_stats": (None, None),
+        "forgetting": (None, None),
+    }
+    curve = [(1, 0.4, 0.1), (2, 0.5, 0.1)]
+    few = {"fedavg": row, "dbc": row}
+    many = {f"dbc+dbc-filter=false+dbc-teacher-term=kl+dbc-loss-jump=0.{i}": row for i in range(20)}
+    sizes = {}
+    for name, table in (("few", few), ("many", many)):
+        plot_comparison({entry: curve for entry in table}, table, tmp_path / f"{name}.png")
+        sizes[name] = matplotlib.image.imread(tmp_path / f"{name}.png").shape[:2]
+    (few_high, few_wide), (many_high, many_wide) = sizes["few"], sizes["many"]
+    assert many_wide <= 1.2 * few_wide, "long names must not widen the figure"
+    assert many_high > 2 * few_high, "each entry takes a row of its own"
+    for name in many:
+        assert _wrap(name).replace("\n", "") == name
+        assert max(len(line) for line in _wrap(name).splitlines()) <= 32
