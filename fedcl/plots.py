@@ -236,10 +236,7 @@ def plot_comparison(
     entries' names label the rows (broken before their options), so a comparison of
     twenty entries with long names stays readable: the figure grows downward.
     """
-    names = list(dict.fromkeys([*table, *curves]))
-    # one colour per entry, the same in both panels (tab10 repeats after ten entries)
-    palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
-    color = {name: palette(i % palette.N) for i, name in enumerate(names)}
+    color = entry_colors(list(dict.fromkeys([*table, *curves])))
     bars = {
         "final_dice_own_stats": "final Dice\n(own stats)",
         "final_dice": "final Dice\n(as run)",
@@ -304,6 +301,16 @@ def _curve_panel(ax: Any, curves: dict[str, list[tuple[int, float, float]]], col
     ax.set_ylabel("mean foreground Dice")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
+
+
+def entry_colors(names: Sequence[str]) -> dict[str, Any]:
+    """Return one colour per entry, the same in every panel of a figure.
+
+    tab10's, or for more entries the 60 of tab20, tab20b and tab20c (repeating after).
+    """
+    maps = ("tab10",) if len(names) <= 10 else ("tab20", "tab20b", "tab20c")
+    palette = [plt.get_cmap(m)(i) for m in maps for i in range(plt.get_cmap(m).N)]
+    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 
 def _wrap(name: str, width: int = 32) -> str:

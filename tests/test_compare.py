@@ -33,7 +33,7 @@ from fedcl.configure import load_config
 from fedcl.entries import parse_entry
 from fedcl.errors import FedclError
 from fedcl.metrics import without_timing
-from fedcl.plots import _wrap, plot_comparison
+from fedcl.plots import _wrap, entry_colors, plot_comparison
 from fedcl.plugins import SCENARIOS
 from fedcl.processes import local_cluster, processes_with_env, stop_tagged
 from fedcl.recorder import read_metrics
@@ -821,3 +821,9 @@ def test_a_comparison_plot_of_many_long_named_entries_grows_downward_not_sideway
     for name in many:
         assert _wrap(name).replace("\n", "") == name
         assert max(len(line) for line in _wrap(name).splitlines()) <= 32
+
+
+@pytest.mark.parametrize("entries", [2, 10, 22, 60])
+def test_every_entry_of_a_comparison_plot_has_a_colour_of_its_own(entries):
+    colors = entry_colors([f"entry{i}" for i in range(entries)])
+    assert len(set(colors.values())) == entries
