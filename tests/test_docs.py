@@ -200,15 +200,26 @@ def test_the_citation_metadata_matches_the_package_and_the_bibtex():
         assert f"author = {{{' and '.join(authors)}}}" in entry
 
 
-def test_the_results_headline_is_generated_from_the_committed_results():
-    script = ROOT / "docs" / "results" / "paper-v03" / "table.py"
+def _generated_block_is_current(name: str, script: Path) -> str:
+    """Assert RESULTS' block ``name`` is what ``script`` prints now; return the page."""
     printed = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, check=True
     ).stdout
     page = (ROOT / "docs" / "RESULTS.md").read_text()
-    block = re.search(r"<!-- headline: python (\S+) -->\n(.*?)<!-- end headline -->", page, re.S)
+    block = re.search(rf"<!-- {name}: python (\S+) -->\n(.*?)<!-- end {name} -->", page, re.S)
     assert block and block.group(1) == script.relative_to(ROOT).as_posix()
     assert block.group(2) == printed, f"docs/RESULTS.md is stale: python {block.group(1)}"
+    return page
+
+
+def test_the_results_headline_is_generated_from_the_committed_results():
+    script = ROOT / "docs" / "results" / "paper-v03" / "table.py"
+    page = _generated_block_is_current("headline", script)
     # every comparison figure committed beside the table is shown
     for figure in sorted(script.parent.glob("*-comparison.png")):
         assert f"](results/paper-v03/{figure.name})" in page
+
+
+def test_the_studys_tables_are_generated_from_the_committed_runs():
+    # every committed run of the study's entries on the reporting seeds, and nothing else
+    _generated_block_is_current("study", ROOT / "docs" / "results" / "v04-protocol" / "table.py")
