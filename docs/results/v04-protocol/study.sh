@@ -6,6 +6,7 @@
 #   SMOKE=1 bash docs/results/v04-protocol/study.sh  # the same table on a tiny workload
 #   bash docs/results/v04-protocol/study.sh --parallel 8 --ray-address HOST:PORT
 #                                                    # spread over a Ray cluster (flags pass on)
+#   python docs/results/v04-protocol/table.py --write # then RESULTS' study tables, from the runs
 #
 # Constants were chosen on the tuning seeds 0, 1, 2 only (fedcl.study.TUNING_SEEDS); the
 # table is read on the reporting seeds 10-14, on which nothing was chosen.
