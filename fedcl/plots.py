@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # headless: runs on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from fedcl.entries import VARIANT  # noqa: E402
 from fedcl.metrics import ORACLE, OWN, READING_NAMES  # noqa: E402
 
 
@@ -248,7 +249,7 @@ def plot_comparison(
     # only the groups some strategy has a figure for (no empty "forgetting" in iid)
     metrics = [m for m in bars if any(row[m][0] is not None for row in table.values())]
     rows = list(table)
-    labels = [_wrap(name) for name in rows]
+    labels = [wrapped_label(name) for name in rows]
     # a row per entry, taller where its name takes several lines; the first entry on top
     height = [0.25 + 0.12 * label.count("\n") for label in labels]
     ys = [-(sum(height[:i]) + height[i] / 2) for i in range(len(rows))]
@@ -306,18 +307,30 @@ def _curve_panel(ax: Any, curves: dict[str, list[tuple[int, float, float]]], col
 def entry_colors(names: Sequence[str]) -> dict[str, Any]:
     """Return one colour per entry, the same in every panel of a figure.
 
-    tab10's, or for more entries the 60 of tab20, tab20b and tab20c (repeating after).
+    Parameters
+    ----------
+    names : sequence of str
+        The entries, in the order they are drawn.
+
+    Returns
+    -------
+    dict
+        Per name an RGBA tuple: tab10's colours, or for more than ten entries the 60 of
+        tab20, tab20b and tab20c (repeating only after that).
     """
     maps = ("tab10",) if len(names) <= 10 else ("tab20", "tab20b", "tab20c")
     palette = [plt.get_cmap(m)(i) for m in maps for i in range(plt.get_cmap(m).N)]
     return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 
-def _wrap(name: str, width: int = 32) -> str:
-    """Break an entry's name before its ``+`` options so that no line passes ``width``."""
+def wrapped_label(name: str, width: int = 32) -> str:
+    """Return an entry's name broken before its ``+KEY=VALUE`` options into lines.
+
+    No line passes ``width`` characters unless one option alone does.
+    """
     lines = [""]
-    for i, part in enumerate(name.split("+")):
-        piece = part if i == 0 else "+" + part
+    for i, part in enumerate(name.split(VARIANT)):
+        piece = part if i == 0 else VARIANT + part
         if lines[-1] and len(lines[-1]) + len(piece) > width:
             lines.append("")
         lines[-1] += piece

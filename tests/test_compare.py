@@ -33,7 +33,7 @@ from fedcl.configure import load_config
 from fedcl.entries import parse_entry
 from fedcl.errors import FedclError
 from fedcl.metrics import without_timing
-from fedcl.plots import _wrap, entry_colors, plot_comparison
+from fedcl.plots import entry_colors, plot_comparison, wrapped_label
 from fedcl.plugins import SCENARIOS
 from fedcl.processes import local_cluster, processes_with_env, stop_tagged
 from fedcl.recorder import read_metrics
@@ -809,7 +809,7 @@ def test_a_comparison_plot_of_many_long_named_entries_grows_downward_not_sideway
         "forgetting": (None, None),
     }
     curve = [(1, 0.4, 0.1), (2, 0.5, 0.1)]
-    few = {"fedavg": row, "dbc": row}
+    few = {"fedavg": row, "dbc": row | {"acc": (None, None)}}  # a figure it lacks: no bar
     many = {f"dbc+dbc-filter=false+dbc-teacher-term=kl+dbc-loss-jump=0.{i}": row for i in range(20)}
     sizes = {}
     for name, table in (("few", few), ("many", many)):
@@ -819,8 +819,9 @@ def test_a_comparison_plot_of_many_long_named_entries_grows_downward_not_sideway
     assert many_wide <= 1.2 * few_wide, "long names must not widen the figure"
     assert many_high > 2 * few_high, "each entry takes a row of its own"
     for name in many:
-        assert _wrap(name).replace("\n", "") == name
-        assert max(len(line) for line in _wrap(name).splitlines()) <= 32
+        assert wrapped_label(name).replace("\n", "") == name
+        assert max(len(line) for line in wrapped_label(name).splitlines()) <= 32
+    assert wrapped_label("dbc+" + "x" * 40) == "dbc\n+" + "x" * 40  # one option, one line
 
 
 @pytest.mark.parametrize("entries", [2, 10, 22, 60])
