@@ -17,8 +17,10 @@ its current training tiles), the mean over hospitals:
 
 Columns, per stage-1 round with a step: stage 0's Dice of A, of C, of the hospitals'
 models trained from A and from C; "kept" is (trained from C - trained from A) over
-(C - A): the share of the step's gain on the old stage that survives one local epoch.
-Then the same for the newest stage (stage 1).
+(C - A): the share of the step's gain on the old stage that survives one local epoch
+(nan where the step moved the old stage by less than 0.01). Then the same for the newest
+stage (stage 1). Last, the differences' means over the stepped rounds with a 95 %
+interval (descriptive: the rounds of one seed follow each other).
 """
 
 from __future__ import annotations
@@ -38,10 +40,12 @@ from fedcl.evaluation import evaluate_hospital, own_tiles_round
 from fedcl.hospital import round_seed
 from fedcl.models import build_model
 from fedcl.scenarios import scenario_of
-from fedcl.study import TUNING_SEEDS
+from fedcl.strategies.dbc import DBCSettings
+from fedcl.study import TUNING_SEEDS, paired
 from fedcl.training import train_local
 
-PIXELS_PER_IMAGE = 256  # DBC's default P
+DBC = DBCSettings()  # P, the pixels per reference tile, and the step's lr: DBC's defaults
+NOISE = 0.01  # a step that moves the old stage less than this has no share to keep
 
 
 def fedavg(models: list[nn.Module], weights: list[int]) -> dict[str, torch.Tensor]:
@@ -58,7 +62,9 @@ def fedavg(models: list[nn.Module], weights: list[int]) -> dict[str, torch.Tenso
     }
 
 
-def trained(config: RunConfig, start: nn.Module, data: TileDataset, hospital: int, r: int):
+def trained(
+    config: RunConfig, start: nn.Module, data: TileDataset, hospital: int, r: int
+) -> tuple[nn.Module, int]:
     """Return a copy of ``start`` after the hospital's local round ``r``, and its tile count."""
     model = copy.deepcopy(start)
     result = train_local(
@@ -106,7 +112,8 @@ def run(seed: int, steps: int, lr: float, shift_rounds: int) -> list[tuple[float
             c_old, c_new = old_and_new(config, [model], r - 1)
             fa_old, fa_new = old_and_new(config, from_a, r)
             fc_old, fc_new = old_and_new(config, from_c, r)
-            kept = (fc_old - fa_old) / (c_old - a_old) if c_old != a_old else float("nan")
+            gain = c_old - a_old
+            kept = (fc_old - fa_old) / gain if abs(gain) >= NOISE else float("nan")
             print(
                 f"{r - 1} | {a_old:.3f} {c_old:.3f} {fa_old:.3f} {fc_old:.3f} {kept:+.2f} | "
                 f"{a_new:.3f} {c_new:.3f} {fa_new:.3f} {fc_new:.3f}",
@@ -123,8 +130,8 @@ def run(seed: int, steps: int, lr: float, shift_rounds: int) -> list[tuple[float
             assert teacher is not None
             before = copy.deepcopy(model)
             m, _, h, w = images.shape
-            index = pixel_index(m, h, w, PIXELS_PER_IMAGE, seed)
-            target = reference_outputs(teacher, images, PIXELS_PER_IMAGE, seed)
+            index = pixel_index(m, h, w, DBC.pixels_per_image, seed)
+            target = reference_outputs(teacher, images, DBC.pixels_per_image, seed)
             consolidate(model, images, index, target, steps=steps, lr=lr, monotone=True)
 
 
@@ -133,20 +140,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default=",".join(map(str, TUNING_SEEDS)))
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=DBC.lr)
     parser.add_argument("--shift-rounds", type=int, default=3)
     args = parser.parse_args()
+    per_stage = RunConfig(scenario="catastrophic-forgetting").rounds_per_stage
+    if not 1 <= args.shift_rounds < per_stage:
+        parser.error(
+            f"--shift-rounds must be 1 to {per_stage - 1} (stage 1's rounds, one to train after)"
+        )
     rows = [
         row
         for seed in (int(s) for s in args.seeds.split(","))
         for row in run(seed, args.steps, args.lr, args.shift_rounds)
     ]
-    old, old_after, new, new_after = (statistics.fmean(c) for c in zip(*rows, strict=True))
+    old, old_after, new, new_after = (
+        paired(dict(enumerate(column)), dict.fromkeys(range(len(rows)), 0.0))
+        for column in zip(*rows, strict=True)
+    )
+    # the rounds of one seed follow each other: the interval is descriptive, not a test
     print(
-        f"mean of {len(rows)} stepped rounds: the step moves stage 0 by {old:+.3f} and "
-        f"stage 1 by {new:+.3f}; after one local epoch, trained from C - trained from A: "
-        f"stage 0 {old_after:+.3f} ({old_after / old:.0%} of the step's gain kept), "
-        f"stage 1 {new_after:+.3f}"
+        f"mean of {len(rows)} stepped rounds (95 % interval over them): the step moves "
+        f"stage 0 by {old.cell()} and stage 1 by {new.cell()}; after one local epoch, "
+        f"trained from C - trained from A: stage 0 {old_after.cell()}, "
+        f"stage 1 {new_after.cell()}"
     )
 
 
