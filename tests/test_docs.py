@@ -200,21 +200,21 @@ def test_the_citation_metadata_matches_the_package_and_the_bibtex():
         assert f"author = {{{' and '.join(authors)}}}" in entry
 
 
-def _generated_block_is_current(name: str, script: Path) -> str:
-    """Assert RESULTS' block ``name`` is what ``script`` prints now; return the page."""
+def _generated_block_is_current(name: str, script: Path, page_name: str = "RESULTS.md") -> str:
+    """Assert ``docs/page_name``'s block ``name`` is what ``script`` prints now; return the page."""
     printed = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, check=True
     ).stdout
-    page = (ROOT / "docs" / "RESULTS.md").read_text()
+    page = (ROOT / "docs" / page_name).read_text()
     block = re.search(rf"<!-- {name}: python (\S+) -->\n(.*?)<!-- end {name} -->", page, re.S)
     assert block and block.group(1) == script.relative_to(ROOT).as_posix()
-    assert block.group(2) == printed, f"docs/RESULTS.md is stale: python {block.group(1)}"
+    assert block.group(2) == printed, f"docs/{page_name} is stale: python {block.group(1)}"
     return page
 
 
-def test_the_results_headline_is_generated_from_the_committed_results():
+def test_version_03s_table_in_the_decision_log_is_generated_from_its_committed_results():
     script = ROOT / "docs" / "results" / "paper-v03" / "table.py"
-    page = _generated_block_is_current("headline", script)
+    page = _generated_block_is_current("headline", script, "decision-log.md")
     # every comparison figure committed beside the table is shown
     for figure in sorted(script.parent.glob("*-comparison.png")):
         assert f"](results/paper-v03/{figure.name})" in page
