@@ -52,6 +52,7 @@ from fedcl.models import build_model
 from fedcl.plugins import STRATEGIES
 from fedcl.processes import started_at
 from fedcl.scenarios import scenario_of
+from fedcl.scenarios.builtin import Builtin
 from fedcl.strategies.contract import hospital_half_of
 from fedcl.strategies.hospital_half import HospitalHalf, LocalRound
 from fedcl.strategies.replies import FIRST_LOSS_KEY, PARTITION_KEY
@@ -107,7 +108,12 @@ def _cached_tiles(
 
 
 def local_train_data(
-    config: RunConfig, hospital: int, server_round: int, state: RecordDict, keep: str = ""
+    config: RunConfig,
+    hospital: int,
+    server_round: int,
+    state: RecordDict,
+    keep: str = "",
+    classes: tuple[int, ...] | None = None,
 ) -> TileDataset:
     """Return the tiles the hospital trains on in ``server_round``, kept in ``state``.
 
@@ -115,19 +121,29 @@ def local_train_data(
     changes. The tiles of the previous stage are kept until its last model has been
     evaluated (the next round's message: :func:`handle_train`), then they are gone, as
     in the scenario. ``keep``: a name of their own to keep them under instead (a
-    strategy that keeps old stages' tiles: the joint-training bound).
+    strategy that keeps old stages' tiles: the joint-training bound). ``classes``: the
+    classes their masks annotate under the class shift, if not the stage's own (a
+    built-in scenario's tiles only: :meth:`fedcl.scenarios.builtin.Builtin.train_dataset`).
     """
     scenario = scenario_of(config)
+    what: dict[str, Any] = {} if classes is None else {"classes": list(classes)}
     fingerprint = _fingerprint(
         config,
         hospital,
         stage=scenario.stage_of(server_round),
         drifted=scenario.is_drifted(hospital, server_round),
+        **what,
     )
+
+    def build() -> TileDataset:
+        if classes is None:
+            return scenario.train_dataset(hospital, server_round)
+        if not isinstance(scenario, Builtin):
+            raise FedclError(f"scenario {config.scenario!r} cannot relabel its tiles")
+        return scenario.train_dataset(hospital, server_round, classes)
+
     names = (f"{_TRAIN_KEYS[0]}-{keep}",) if keep else _TRAIN_KEYS
-    return _cached_tiles(
-        state, names, fingerprint, lambda: scenario.train_dataset(hospital, server_round)
-    )
+    return _cached_tiles(state, names, fingerprint, build)
 
 
 def local_test_sets(
@@ -179,8 +195,8 @@ def local_round(
     """
     model_round = server_round - 1 if training else server_round
 
-    def train_tiles(r: int, keep: str = "") -> TileDataset:
-        return local_train_data(config, hospital, r, state, keep)
+    def train_tiles(r: int, keep: str = "", classes: tuple[int, ...] | None = None) -> TileDataset:
+        return local_train_data(config, hospital, r, state, keep, classes)
 
     return LocalRound(
         config=config,

@@ -1197,6 +1197,29 @@ def test_the_joint_bound_trains_on_every_stage_seen_each_kept_once(monkeypatch):
     assert tiles(6).tobytes() == stage_2.tobytes() and len(calls) == generated  # kept
 
 
+def test_the_joint_bound_under_the_class_shift_annotates_every_class_known_so_far():
+    from fedcl.scenarios.tiles import hospital_dataset, stage_classes
+    from fedcl.strategies.bounds import JointHospital
+
+    config = load_config(
+        {"strategy": "joint", "scenario": "catastrophic-forgetting", "stage-shift": "classes"}
+        | {"stages": 3, "rounds-per-stage": 2, "clients": 2, "image-size": 32, "train-tiles": 8}
+    )
+    first, second, third = (set(stage_classes(config, s)) for s in range(3))
+    parts = {"sent": ConfigRecord(), "content": RecordDict(), "state": RecordDict()}
+    now = local_round(config, 1, 3, **parts, training=True)  # round 3: the second stage
+    own = now.train_tiles(3).masks
+    got = JointHospital(now).training_tiles(now.train_tiles(3)).masks
+    known = tuple(sorted(first | second))
+    relabelled = [hospital_dataset(config, 1, "train", stage=s, classes=known) for s in (0, 1)]
+    assert np.array_equal(got, np.concatenate([t.masks for t in relabelled]))
+    # the stage's own masks call the first stage's classes background; the bound's do not,
+    # and annotate no class of a stage to come
+    assert set(np.unique(own).tolist()) <= {0} | second
+    assert set(np.unique(got).tolist()) & first
+    assert not set(np.unique(got).tolist()) & third
+
+
 def test_the_local_only_bound_keeps_every_weight_of_its_own_model():
     from fedcl.strategies.bounds import LocalOnlyHospital
 

@@ -52,8 +52,14 @@ class Builtin(Scenario):
         """The ``stage-shift`` key where the scenario is staged."""
         return self.config.section(StageShiftSettings).stage_shift if self.staged else ""
 
-    def train_dataset(self, hospital: int, server_round: int) -> TileDataset:
-        """Return ``hospital``'s tiles of the round's stage, drifted if it drifts then."""
+    def train_dataset(
+        self, hospital: int, server_round: int, classes: tuple[int, ...] | None = None
+    ) -> TileDataset:
+        """Return ``hospital``'s tiles of the round's stage, drifted if it drifts then.
+
+        ``classes``: the classes their masks annotate under the class shift, if not the
+        stage's own (:func:`fedcl.scenarios.tiles.hospital_dataset`).
+        """
         from fedcl.scenarios.tiles import hospital_dataset  # start-up: the CLI loads no tiles
 
         return hospital_dataset(
@@ -62,6 +68,7 @@ class Builtin(Scenario):
             "train",
             stage=self.stage_of(server_round),
             drifted=self.is_drifted(hospital, server_round),
+            classes=classes,
         )
 
     def test_dataset(self, hospital: int, stage: int) -> TileDataset:

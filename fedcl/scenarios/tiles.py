@@ -115,9 +115,19 @@ def site_stain(config: RunConfig, hospital: int, stage: int = 0) -> Stain:
 
 
 def hospital_dataset(
-    config: RunConfig, hospital: int, split: str, *, stage: int = 0, drifted: bool = False
+    config: RunConfig,
+    hospital: int,
+    split: str,
+    *,
+    stage: int = 0,
+    drifted: bool = False,
+    classes: tuple[int, ...] | None = None,
 ) -> TileDataset:
     """Tiles of ``hospital`` (0-based) for ``split`` in ``stage``, optionally drifted.
+
+    ``classes``: under the class shift, the classes the masks annotate instead of the
+    stage's own (:func:`stage_classes`): the same tiles relabelled, as a bound that keeps
+    every stage's tiles has them annotated with every class known so far.
 
     The test split is a disjoint seed stream with the same site stain. Drifted tiles
     are the same tissue as the clean ones (same seed stream), shifted by ``drift-kind``.
@@ -150,7 +160,7 @@ def hospital_dataset(
     if drifted and kind == "annotation":
         masks = bias_annotations(masks, strength, shift_seed)
     if shifts(config, "classes"):  # staged: synthetic data only (Builtin.check)
-        masks = annotate(masks, stage_classes(config, stage), split)
+        masks = annotate(masks, stage_classes(config, stage) if classes is None else classes, split)
     if drifted and kind in IMAGE_KINDS:
         images = shift_images(images, kind, strength, shift_seed)
     if drifted and kind == "label-noise":

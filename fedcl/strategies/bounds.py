@@ -28,7 +28,12 @@ from fedcl.strategies.hospital_half import HospitalHalf
 
 
 class JointHospital(HospitalHalf):
-    """Trains on the tiles of every stage seen so far (each kept once, in its last round's form)."""
+    """Trains on the tiles of every stage seen so far (each kept once, in its last round's form).
+
+    Under the class shift each stage's masks call the other stages' classes background,
+    so tiles kept with them would contradict each other: there every kept tile, and the
+    current stage's, is annotated with every class of the stages so far.
+    """
 
     def training_tiles(self, tiles: TileDataset) -> TileDataset:
         """``tiles`` (the current stage's) after those of every earlier stage."""
@@ -38,7 +43,17 @@ class JointHospital(HospitalHalf):
         if stage == 0:
             return tiles
         ends = scenario.stage_end_rounds()[:stage]
-        kept = [now.train_tiles(end, keep=f"joint-stage-{s}") for s, end in enumerate(ends)]
+        if scenario.stage_shift == "classes":
+            from fedcl.scenarios.tiles import stage_classes  # start-up: the CLI loads no tiles
+
+            known = tuple(c for s in range(stage + 1) for c in stage_classes(now.config, s))
+            tiles = now.train_tiles(now.server_round, keep="joint-current", classes=known)
+        else:
+            known = None
+        kept = [
+            now.train_tiles(end, keep=f"joint-stage-{s}", classes=known)
+            for s, end in enumerate(ends)
+        ]
         return TileDataset(
             np.concatenate([t.images for t in (*kept, tiles)]),
             np.concatenate([t.masks for t in (*kept, tiles)]),
