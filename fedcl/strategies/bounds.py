@@ -2,8 +2,9 @@
 
 - :class:`JointTraining` (upper bound of a continual method): FedAvg whose hospitals
   keep the training tiles of every stage they have seen and train on all of them each
-  round (:class:`JointHospital`). Nothing is forgotten for lack of data; what it still
-  loses is what the stages' conflicting tasks cost one model.
+  round (:class:`JointHospital`; under the class shift annotated with every class of the
+  stages so far). Nothing is forgotten for lack of data; what it still loses is what
+  the stages' conflicting tasks cost one model.
 - :class:`LocalOnly` (lower bound of federation): every hospital trains its own model
   on its own tiles and never takes the global one (:class:`LocalOnlyHospital` keeps
   every weight); the server's averaging is computed but unused. Its figures are each
