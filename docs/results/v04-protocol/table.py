@@ -24,14 +24,13 @@ import re
 import statistics
 from pathlib import Path
 
-from fedcl.compare import BASELINE
+from fedcl.compare import BASELINE, target_figure
 from fedcl.configure import from_run_dir
 from fedcl.data import NUM_CLASSES
 from fedcl.entries import VARIANT
 from fedcl.metrics import OWN
 from fedcl.models import build_model
 from fedcl.normalization import has_running_stats
-from fedcl.scenarios import scenario_class
 from fedcl.study import REPORTING_SEEDS, paired
 
 HERE = Path(__file__).resolve().parent
@@ -51,13 +50,8 @@ def study(variable: str) -> list[str]:
 
 
 def target(folder: str) -> str:
-    """Return the figure a scenario's targets are read on.
-
-    Its first headline figure, as run where hospitals drift.
-    """
-    scenario = scenario_class(folder.split(VARIANT)[0])
-    figure = scenario.headline[0]
-    return figure.removesuffix(OWN) if scenario.drifting else figure
+    """Return the figure a scenario folder's targets are read on (its scenario's)."""
+    return target_figure(folder.split(VARIANT)[0])
 
 
 def runs(folder: str) -> dict[str, Figures]:
