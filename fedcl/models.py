@@ -4,7 +4,7 @@ The default, ``unet``, is MONAI's ``UNet(channels=(16, 32, 64, 128), strides=(2,
 num_res_units=1)`` with batch normalisation: about 0.2 M parameters, fast enough to
 train a federation of hospitals on two CPU cores. ``unet-instance`` is the same network
 with instance normalisation: every tile normalised by its own statistics, so the model
-carries no running statistics of the hospitals' stains (docs/RESULTS.md, forgetting).
+carries no running statistics of the hospitals' stains (docs/decision-log.md).
 ``unet-group`` is the same network with group normalisation (Wu and He, "Group
 Normalization", ECCV 2018): every tile normalised by its own statistics too, no running
 statistics, but over groups of channels (8 groups a layer, as MONAI's SegResNet) rather

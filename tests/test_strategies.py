@@ -1218,6 +1218,12 @@ def test_the_joint_bound_under_the_class_shift_annotates_every_class_known_so_fa
     assert set(np.unique(own).tolist()) <= {0} | second
     assert set(np.unique(got).tolist()) & first
     assert not set(np.unique(got).tolist()) & third
+    # a stage later the kept tiles are annotated again, with the third stage's classes too
+    now = local_round(config, 1, 5, **parts, training=True)
+    got = JointHospital(now).training_tiles(now.train_tiles(5)).masks
+    every = tuple(sorted(first | second | third))
+    relabelled = [hospital_dataset(config, 1, "train", stage=s, classes=every) for s in (0, 1, 2)]
+    assert np.array_equal(got, np.concatenate([t.masks for t in relabelled]))
 
 
 def test_the_local_only_bound_keeps_every_weight_of_its_own_model():

@@ -35,10 +35,11 @@ from fedcl.plugins import SCENARIOS
 if TYPE_CHECKING:
     from fedcl.data.dataset import TileDataset
 
-# The headline figures of fedcl compare: final Dice where nothing is staged; ACC and
-# forgetting where it is (as run and with the hospitals' own statistics), and the newest
-# stage's Dice (what holding on to the old ones costs); the filter's precision and
-# recall where hospitals drift.
+# The headline figures of fedcl compare (its paired differences; the first, as run where
+# hospitals drift, is a scenario's column of a several-scenario overview): final Dice
+# where nothing is staged; ACC and forgetting where it is (as run and with the
+# hospitals' own statistics), and the newest stage's Dice (what holding on to the old
+# ones costs); the filter's precision and recall where hospitals drift.
 STAGED_HEADLINE = (
     "acc_own_stats",
     "forgetting_own_stats",
@@ -69,7 +70,8 @@ class Scenario:
     """Whether some hospitals drift (:meth:`drifted_hospitals`: the ground truth a
     filter's precision and recall are measured against)."""
     headline: ClassVar[tuple[str, ...]] = ("final_dice_own_stats", "final_dice")
-    """The summary figures ``fedcl compare`` puts in its headline table."""
+    """The summary figures ``fedcl compare`` pairs against its baseline; the first is the
+    scenario's column of a several-scenario overview (:func:`fedcl.compare.target_figure`)."""
     sections: ClassVar[tuple[type[Section], ...]] = ()
     """The scenario's own keys (:class:`~fedcl.config.Section` classes)."""
 

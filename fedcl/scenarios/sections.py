@@ -50,7 +50,7 @@ class StageShiftSettings(Section):
     """What changes at a built-in scenario's stage boundary, and how strongly."""
 
     # tissue: what the weights learned must change (a stain change is undone by the
-    # hospitals' own BatchNorm statistics); docs/RESULTS.md has the evidence.
+    # hospitals' own BatchNorm statistics); docs/decision-log.md has the evidence.
     stage_shift: str = opt(
         "tissue",
         "forgetting: what changes at a stage boundary: stain (and class mix), tissue "

@@ -23,6 +23,7 @@ from torch import nn
 
 from fedcl.data import NUM_CLASSES, TileDataset
 from fedcl.scenarios import scenario_of
+from fedcl.scenarios.builtin import Builtin
 from fedcl.strategies.fedbn import KeptWeightsHospital
 from fedcl.strategies.flower import FedAvg
 from fedcl.strategies.hospital_half import HospitalHalf
@@ -44,7 +45,7 @@ class JointHospital(HospitalHalf):
         if stage == 0:
             return tiles
         ends = scenario.stage_end_rounds()[:stage]
-        if scenario.stage_shift == "classes":
+        if isinstance(scenario, Builtin) and scenario.stage_shift == "classes":
             from fedcl.scenarios.tiles import stage_classes  # start-up: the CLI loads no tiles
 
             known = tuple(c for s in range(stage + 1) for c in stage_classes(now.config, s))
