@@ -1,3 +1,3 @@
 """fedcl: federated-continual learning simulation for histopathology segmentation."""
 
-__version__ = "0.1.0"
+__version__ = "0.4.0"
